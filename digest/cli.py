@@ -1,0 +1,329 @@
+"""The ``digest`` command line: a thin layer over the library, turning errors into exit codes.
+
+Exit status: 0 success (also "nothing new"), 1 the cycle ran but something failed and will be
+retried, 2 bad usage, bad settings or a bad rule, with a message naming the offending value.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from dataclasses import replace
+from datetime import date
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import default as default_policy
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from email_validator import EmailNotValidError, validate_email
+from rich.console import Console
+from rich.table import Table
+
+from digest.errors import DigestError, RuleError, SubscriberError
+from digest.mailer import OutboxMailer
+from digest.models import Subscriber
+from digest.pipeline import Cycle
+from digest.rules import parse_rules
+from digest.runner import run_once, today_in, utc_now
+from digest.settings import Settings, load_settings
+from digest.sources import make_client
+from digest.sources.hf_papers import HfPapersSource
+from digest.sources.sample import SampleSource, sample_last_day
+from digest.store import Store, open_store
+
+app = typer.Typer(
+    name="digest",
+    help="Email each subscriber a daily digest of the new papers that match their own keyword rules.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+
+DEMO_RULES = ("4090", "video diffusion", "gaussian splatting", "real-time")
+DEMO_EMAIL = "demo@example.com"
+
+
+def fail(error: DigestError | str, code: int | None = None) -> NoReturn:
+    message = str(error)
+    print(f"digest: error: {message}", file=sys.stderr)
+    raise typer.Exit(code if code is not None else getattr(error, "exit_code", 1))
+
+
+def settings_or_exit() -> Settings:
+    try:
+        return load_settings()
+    except DigestError as exc:
+        fail(exc)
+
+
+def parse_day(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        fail(f"--date: expected YYYY-MM-DD, got {value!r}", 2)
+
+
+def normalize_email(value: str) -> str:
+    try:
+        return str(validate_email(value, check_deliverability=False).normalized).lower()
+    except EmailNotValidError as exc:
+        raise SubscriberError(f"{value!r} is not a valid email address: {exc}") from exc
+
+
+@app.callback()
+def main_options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what each stage does.")] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+@app.command()
+def run(
+    day: Annotated[str | None, typer.Option("--date", help="Run as of this day (YYYY-MM-DD).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Render and report; send and record nothing.")] = False,
+) -> None:
+    """Run one full daily cycle now: fetch, diff, match, render, deliver."""
+    settings = settings_or_exit()
+    try:
+        report = run_once(settings, parse_day(day), dry_run=dry_run)
+    except DigestError as exc:
+        fail(exc)
+    out.print(report.summary())
+    for problem in report.errors:
+        print(f"digest: {problem}", file=sys.stderr)
+    raise typer.Exit(0 if report.ok else 1)
+
+
+@app.command()
+def subscribe(
+    email: Annotated[str, typer.Argument(help="The subscriber's email address.")],
+    rule: Annotated[list[str], typer.Option("--keyword", "-k", help="A keyword rule; repeat for more.")],
+    name: Annotated[str | None, typer.Option("--name", help="How to address them.")] = None,
+) -> None:
+    """Add or replace an active subscriber (no confirmation mail: this is the operator's path)."""
+    settings = settings_or_exit()
+    try:
+        address = normalize_email(email)
+        parse_rules(rule)
+        with open_store(settings.data_dir) as store:
+            existing = store.subscriber(address)
+            subscriber = Subscriber(
+                email=address,
+                rules=tuple(r.strip() for r in rule),
+                name=name if name is not None else (existing.name if existing else None),
+                active=True,
+                subscribed_at=existing.subscribed_at if existing else utc_now(),
+                last_delivery_at=existing.last_delivery_at if existing else None,
+                caught_up_to=existing.caught_up_to if existing else None,
+            )
+            store.save_subscriber(subscriber)
+    except DigestError as exc:
+        fail(exc)
+    verb = "updated" if existing else "subscribed"
+    out.print(f"{verb} {address} with {len(subscriber.rules)} rule(s): {', '.join(subscriber.rules)}")
+
+
+@app.command()
+def unsubscribe(email: Annotated[str, typer.Argument(help="The subscriber's email address.")]) -> None:
+    """Remove a subscriber; their delivery history is kept so nothing is ever re-sent."""
+    settings = settings_or_exit()
+    try:
+        with open_store(settings.data_dir) as store:
+            removed = store.remove_subscriber(email.strip().lower())
+    except DigestError as exc:
+        fail(exc)
+    if not removed:
+        fail(f"no subscriber {email!r}", 1)
+    out.print(f"unsubscribed {email}")
+
+
+@app.command()
+def subscribers() -> None:
+    """List subscribers, their rules and their last delivery."""
+    settings = settings_or_exit()
+    try:
+        with open_store(settings.data_dir, write=False) as store:
+            people = sorted(store.subscribers(), key=lambda s: s.email)
+    except DigestError as exc:
+        fail(exc)
+    if not people:
+        out.print("no subscribers yet: add one with `digest subscribe EMAIL -k RULE`")
+        return
+    table = Table("email", "name", "rules", "active", "last delivery")
+    for person in people:
+        last = person.last_delivery_at.strftime("%Y-%m-%d %H:%M") if person.last_delivery_at else "never"
+        table.add_row(person.email, person.name or "", "; ".join(person.rules), "yes" if person.active else "no", last)
+    out.print(table)
+
+
+@app.command()
+def preview(
+    email: Annotated[str, typer.Argument(help="The subscriber whose digest to render.")],
+    day: Annotated[str | None, typer.Option("--date", help="As of this day (YYYY-MM-DD).")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Write the HTML here.")] = None,
+) -> None:
+    """Render a subscriber's digest from stored items without sending or recording anything."""
+    settings = settings_or_exit()
+    as_of = parse_day(day) or today_in(settings)
+    try:
+        store = Store(settings.data_dir, writable=False)
+        person = store.subscriber(email.strip().lower())
+        if person is None:
+            fail(f"no subscriber {email!r}", 1)
+        with make_client() as client, OutboxMailer(settings.data_dir / "outbox") as mailer:
+            cycle = Cycle(settings, store, [], mailer, client, utc_now)
+            report = cycle.run(as_of, dry_run=True)
+    except DigestError as exc:
+        fail(exc)
+    digest = next((d for d in cycle.dry_run_plan.digests if d.subscriber.email == person.email), None)
+    if digest is None:
+        out.print(f"nothing new for {person.email} as of {as_of} ({report.summary()})")
+        return
+    html, message = cycle.compose(digest)
+    target = out_file or settings.data_dir / "preview" / f"{person.email}-{as_of}.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(html, encoding="utf-8")
+    out.print(f"{message['Subject']}\nHTML written to {target}")
+
+
+@app.command()
+def demo() -> None:
+    """Quick start: a throw-away subscriber and one cycle on embedded defaults; prints the email's path."""
+    settings = settings_or_exit()
+    demo_dir = settings.data_dir / "demo"
+    shutil.rmtree(demo_dir, ignore_errors=True)
+    demo_settings = settings.model_copy(update={"data_dir": demo_dir})
+    live = HfPapersSource(settings.sources.hf_papers)
+    as_of = today_in(settings)
+    with make_client(timeout=10) as client:
+        try:
+            live.fetch_day(client, as_of)
+            reachable = True
+        except Exception as exc:  # any failure at all means: use the sample
+            reachable = False
+            reason = str(exc) or type(exc).__name__
+    if reachable:
+        out.print(f"Using the live Hugging Face Daily Papers feed at {settings.sources.hf_papers.base_url}.")
+        sources = None
+    else:
+        as_of = sample_last_day()
+        out.print(
+            f"Hugging Face is not reachable ({reason}); using the bundled sample of real listings "
+            f"as of {as_of}."
+        )
+        sources = [SampleSource()]
+    try:
+        with open_store(demo_dir) as store:
+            store.save_subscriber(Subscriber(DEMO_EMAIL, DEMO_RULES, "Demo", subscribed_at=utc_now()))
+        outbox = demo_dir / "outbox"
+        report = run_once(demo_settings, as_of, sources=sources, mailer=OutboxMailer(outbox))
+    except DigestError as exc:
+        fail(exc)
+    out.print(f"Rules: {', '.join(DEMO_RULES)}\n{report.summary()}")
+    emails = sorted(outbox.glob("*.eml"))
+    if not emails:
+        out.print("No paper matched the demo rules today, so no email was written.")
+        return
+    html_path = extract_html(emails[-1])
+    out.print(f"Email (.eml): {emails[-1].resolve()}\nOpen this in a browser: {html_path.resolve()}")
+
+
+def extract_html(eml: Path) -> Path:
+    message = BytesParser(policy=default_policy).parsebytes(eml.read_bytes())
+    assert isinstance(message, EmailMessage)
+    part = message.get_body(preferencelist=("html",))
+    html_path = eml.with_suffix(".html")
+    html_path.write_text(part.get_content() if part else "", encoding="utf-8")
+    return html_path
+
+
+@app.command("export")
+def export_subscribers(
+    file: Annotated[Path | None, typer.Argument(help="Write here instead of standard output.")] = None,
+) -> None:
+    """Write subscribers and their rules as JSON lines, for backup and migration."""
+    settings = settings_or_exit()
+    try:
+        store = Store(settings.data_dir, writable=False)
+    except DigestError as exc:
+        fail(exc)
+    lines = [
+        json.dumps({"email": s.email, "rules": list(s.rules), "name": s.name}, ensure_ascii=False)
+        for s in sorted(store.subscribers(), key=lambda s: s.email)
+    ]
+    text = "".join(line + "\n" for line in lines)
+    if file is None:
+        sys.stdout.write(text)
+    else:
+        file.write_text(text, encoding="utf-8")
+        out.print(f"exported {len(lines)} subscriber(s) to {file}")
+
+
+@app.command("import")
+def import_subscribers(file: Annotated[Path, typer.Argument(help="JSON lines as written by export.")]) -> None:
+    """Add or replace subscribers from JSON lines; all or nothing, every bad line reported."""
+    settings = settings_or_exit()
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read {file}: {exc}", 2)
+    people: dict[str, Subscriber] = {}
+    problems: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("expected a JSON object")
+            rules = record.get("rules")
+            if not isinstance(rules, list) or not all(isinstance(r, str) for r in rules):
+                raise ValueError('"rules" must be a list of strings')
+            name = record.get("name")
+            if name is not None and not isinstance(name, str):
+                raise ValueError('"name" must be a string or null')
+            address = normalize_email(str(record.get("email", "")))
+            parse_rules(rules)
+            people[address] = Subscriber(address, tuple(r.strip() for r in rules), name, subscribed_at=utc_now())
+        except (ValueError, DigestError) as exc:
+            problems.append(f"{file}:{number}: {exc}")
+    if problems:
+        for problem in problems:
+            print(f"digest: {problem}", file=sys.stderr)
+        fail(f"import refused: {len(problems)} bad line(s); nothing was imported", 2)
+    try:
+        with open_store(settings.data_dir) as store:
+            merged = []
+            for person in people.values():
+                existing = store.subscriber(person.email)
+                merged.append(
+                    replace(
+                        person,
+                        subscribed_at=existing.subscribed_at if existing else person.subscribed_at,
+                        last_delivery_at=existing.last_delivery_at if existing else None,
+                        caught_up_to=existing.caught_up_to if existing else None,
+                    )
+                )
+            store.save_subscribers(merged)
+    except DigestError as exc:
+        fail(exc)
+    out.print(f"imported {len(people)} subscriber(s)")
+
+
+def main() -> None:
+    try:
+        app()
+    except RuleError as exc:  # pragma: no cover - commands catch their own; a last net
+        print(f"digest: error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,85 @@
+"""Every error digest raises on purpose, in one tree, so callers can catch at the right depth.
+
+    DigestError                  base: the CLI turns it into a message and an exit status
+    ├── SettingsError            a bad settings file or value (exit 2), names the key
+    ├── RuleError                a rule that does not parse (exit 2), names rule and column
+    ├── SubscriberError          a bad email address or subscriber record (exit 2)
+    ├── StoreError               the store cannot be used
+    │   └── StoreCorruptError    the store file does not parse; it is left untouched
+    ├── CycleLockedError         another cycle holds the lock
+    ├── SourceError              a source could not be fetched or parsed (cycle goes on)
+    └── DeliveryError            an email could not be handed over
+        ├── TransientDeliveryError   retry later (4xx, dropped connection)
+        └── PermanentDeliveryError   the server refused this recipient for good (5xx)
+"""
+
+from __future__ import annotations
+
+
+class DigestError(Exception):
+    """Base of every deliberate digest error; its message is meant for the user."""
+
+    exit_code = 1
+
+
+class SettingsError(DigestError):
+    exit_code = 2
+
+
+class RuleError(DigestError):
+    """A rule that does not parse.
+
+    ``column`` is 1-based into the rule text; ``rule_number`` (1-based) is set by callers that
+    hold a list of rules, so the message can say "rule 2, column 7: missing ')'".
+    """
+
+    exit_code = 2
+
+    def __init__(self, message: str, rule: str, column: int, rule_number: int | None = None) -> None:
+        self.reason = message
+        self.rule = rule
+        self.column = column
+        self.rule_number = rule_number
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        where = f"column {self.column}"
+        if self.rule_number is not None:
+            where = f"rule {self.rule_number}, {where}"
+        return f"{where}: {self.reason} (in {self.rule!r})"
+
+    def numbered(self, rule_number: int) -> RuleError:
+        """The same error, told as part of a list of rules."""
+        return RuleError(self.reason, self.rule, self.column, rule_number)
+
+
+class SubscriberError(DigestError):
+    exit_code = 2
+
+
+class StoreError(DigestError):
+    exit_code = 1
+
+
+class StoreCorruptError(StoreError):
+    exit_code = 1
+
+
+class CycleLockedError(DigestError):
+    exit_code = 1
+
+
+class SourceError(DigestError):
+    exit_code = 1
+
+
+class DeliveryError(DigestError):
+    exit_code = 1
+
+
+class TransientDeliveryError(DeliveryError):
+    pass
+
+
+class PermanentDeliveryError(DeliveryError):
+    pass

@@ -1,0 +1,148 @@
+"""Hand messages over: to an SMTP relay (one connection per cycle), or to ``.eml`` files in an outbox.
+
+Both mailers are context managers with one ``send`` method; the pipeline does not know which it
+has. SMTP replies are sorted into transient (retry later) and permanent (give up on this address)
+errors, so one bad address never stops the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import smtplib
+import ssl
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+from types import TracebackType
+from typing import Protocol
+
+from digest.errors import PermanentDeliveryError, TransientDeliveryError
+from digest.settings import SmtpSettings
+from digest.storage import write_atomically
+
+log = logging.getLogger(__name__)
+
+
+class Mailer(Protocol):
+    def __enter__(self) -> Mailer: ...
+
+    def __exit__(
+        self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+
+    def send(self, message: EmailMessage) -> str:
+        """Hand ``message`` over; return where it went. Raises a :class:`DeliveryError`."""
+        ...
+
+
+class OutboxMailer:
+    """Writes each message to ``outbox/<time>-<recipient>-<hash>.eml`` atomically."""
+
+    def __init__(self, outbox: Path) -> None:
+        self.outbox = outbox
+
+    def __enter__(self) -> OutboxMailer:
+        self.outbox.mkdir(parents=True, exist_ok=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def send(self, message: EmailMessage) -> str:
+        payload = message.as_bytes()
+        recipient = re.sub(r"[^A-Za-z0-9@._-]", "_", str(message["To"].addresses[0].addr_spec))
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        digest = hashlib.sha256(payload).hexdigest()[:10]
+        path = self.outbox / f"{stamp}-{recipient}-{digest}.eml"
+        write_atomically(path, payload)
+        return str(path)
+
+
+class SmtpMailer:
+    """One SMTP connection for a whole cycle, reconnecting when the server drops it."""
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        assert settings.host is not None
+        self.settings = settings
+        self._connection: smtplib.SMTP | None = None
+
+    def __enter__(self) -> SmtpMailer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _connect(self) -> smtplib.SMTP:
+        s = self.settings
+        host = s.host or "localhost"
+        try:
+            connection: smtplib.SMTP
+            if s.security == "ssl":
+                connection = smtplib.SMTP_SSL(
+                    host, s.port, timeout=s.timeout_seconds, context=ssl.create_default_context()
+                )
+            else:
+                connection = smtplib.SMTP(host, s.port, timeout=s.timeout_seconds)
+                if s.security == "starttls":
+                    connection.starttls(context=ssl.create_default_context())
+            if s.username:
+                connection.login(s.username, s.resolved_password() or "")
+        except smtplib.SMTPAuthenticationError as exc:
+            raise PermanentDeliveryError(f"SMTP login to {host}:{s.port} refused: {exc.smtp_code}") from exc
+        except (OSError, smtplib.SMTPException) as exc:
+            raise TransientDeliveryError(f"cannot connect to SMTP {host}:{s.port}: {exc}") from exc
+        return connection
+
+    def send(self, message: EmailMessage) -> str:
+        if self._connection is None:
+            self._connection = self._connect()
+        try:
+            refused = self._connection.send_message(message)
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = next(iter(exc.recipients.values()))
+            raise _classified(code, text, message) from exc
+        except smtplib.SMTPResponseException as exc:
+            if exc.smtp_code in (421,):
+                self._drop()
+            raise _classified(exc.smtp_code, exc.smtp_error, message) from exc
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            self._drop()
+            raise TransientDeliveryError(f"SMTP connection lost: {exc}") from exc
+        except smtplib.SMTPException as exc:
+            self._drop()
+            raise TransientDeliveryError(f"SMTP error: {exc}") from exc
+        if refused:
+            code, text = next(iter(refused.values()))
+            raise _classified(code, text, message)
+        return f"smtp://{self.settings.host}:{self.settings.port}"
+
+    def _drop(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                connection.close()
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            connection.quit()
+        except (OSError, smtplib.SMTPException):
+            connection.close()
+
+
+def _classified(code: int, text: bytes | str, message: EmailMessage) -> Exception:
+    reason = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
+    detail = f"SMTP {code} for {message['To']}: {reason}"
+    if 500 <= code < 600:
+        return PermanentDeliveryError(detail)
+    return TransientDeliveryError(detail)
+
+
+def make_mailer(smtp: SmtpSettings, outbox: Path) -> Mailer:
+    return SmtpMailer(smtp) if smtp.host else OutboxMailer(outbox)

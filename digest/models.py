@@ -1,0 +1,220 @@
+"""The nouns of the pipeline, as plain immutable values with no I/O.
+
+Items and subscribers cross the store boundary as dicts (``to_record``/``from_record``), so the
+store format is written down in one place and the rest of the code works with typed objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Item:
+    """One listing (a paper) as digest keeps it. ``id`` is stable across days and sources."""
+
+    id: str
+    source: str
+    title: str
+    abstract: str
+    url: str
+    listed_on: date
+    authors: tuple[str, ...] = ()
+    published_at: datetime | None = None
+    upvotes: int = 0
+    comments: int = 0
+    thumbnail: str | None = None
+    github_repo: str | None = None
+    ai_keywords: tuple[str, ...] = ()
+    organization: str | None = None
+    withdrawn: bool = False
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "source": self.source,
+            "title": self.title,
+            "abstract": self.abstract,
+            "url": self.url,
+            "listed_on": self.listed_on.isoformat(),
+            "authors": list(self.authors),
+            "published_at": self.published_at.isoformat() if self.published_at else None,
+            "upvotes": self.upvotes,
+            "comments": self.comments,
+            "thumbnail": self.thumbnail,
+            "github_repo": self.github_repo,
+            "ai_keywords": list(self.ai_keywords),
+            "organization": self.organization,
+            "withdrawn": self.withdrawn,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Item:
+        published = record.get("published_at")
+        return cls(
+            id=record["id"],
+            source=record["source"],
+            title=record["title"],
+            abstract=record["abstract"],
+            url=record["url"],
+            listed_on=date.fromisoformat(record["listed_on"]),
+            authors=tuple(record.get("authors", ())),
+            published_at=datetime.fromisoformat(published) if published else None,
+            upvotes=int(record.get("upvotes", 0)),
+            comments=int(record.get("comments", 0)),
+            thumbnail=record.get("thumbnail"),
+            github_repo=record.get("github_repo"),
+            ai_keywords=tuple(record.get("ai_keywords", ())),
+            organization=record.get("organization"),
+            withdrawn=bool(record.get("withdrawn", False)),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    """A person and their rules. ``active`` is False until a web sign-up is confirmed or while paused."""
+
+    email: str
+    rules: tuple[str, ...]
+    name: str | None = None
+    active: bool = True
+    subscribed_at: datetime | None = None
+    last_delivery_at: datetime | None = None
+    # Start of the window of the last cycle whose digest for this person was handed over (or had
+    # nothing to send). Items listed since then that matched but were not delivered stay candidates.
+    caught_up_to: date | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "email": self.email,
+            "rules": list(self.rules),
+            "name": self.name,
+            "active": self.active,
+            "subscribed_at": self.subscribed_at.isoformat() if self.subscribed_at else None,
+            "last_delivery_at": self.last_delivery_at.isoformat() if self.last_delivery_at else None,
+            "caught_up_to": self.caught_up_to.isoformat() if self.caught_up_to else None,
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> Subscriber:
+        def when(key: str) -> datetime | None:
+            value = record.get(key)
+            return datetime.fromisoformat(value) if value else None
+
+        return cls(
+            email=record["email"],
+            rules=tuple(record.get("rules", ())),
+            name=record.get("name"),
+            active=bool(record.get("active", True)),
+            subscribed_at=when("subscribed_at"),
+            last_delivery_at=when("last_delivery_at"),
+            caught_up_to=date.fromisoformat(record["caught_up_to"]) if record.get("caught_up_to") else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Highlight:
+    """A matched span: ``field`` is ``title`` or ``abstract``; offsets index the item's text."""
+
+    field: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class RuleMatch:
+    """Why an item is in a digest: which rule, and which words it matched where."""
+
+    rule: str
+    highlights: tuple[Highlight, ...]
+
+    @property
+    def in_title(self) -> bool:
+        return any(h.field == "title" for h in self.highlights)
+
+
+@dataclass(frozen=True, slots=True)
+class DigestEntry:
+    item: Item
+    matches: tuple[RuleMatch, ...]
+
+
+@dataclass(slots=True)
+class Digest:
+    """One subscriber's email for one cycle, before rendering."""
+
+    subscriber: Subscriber
+    entries: list[DigestEntry]
+    as_of: date
+    digest_id: str
+    notices: list[str] = field(default_factory=list)
+
+    @property
+    def rules_matched(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for entry in self.entries:
+            for match in entry.matches:
+                seen.setdefault(match.rule, None)
+        return list(seen)
+
+
+@dataclass(slots=True)
+class SourceReport:
+    name: str
+    fetched: int = 0
+    ok: bool = True
+    error: str | None = None
+    days_failed: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class CycleReport:
+    """What one cycle did; printed as the one-line summary and kept in the store."""
+
+    as_of: date
+    started_at: datetime
+    finished_at: datetime | None = None
+    dry_run: bool = False
+    fetched: int = 0
+    new: int = 0
+    matched: int = 0
+    sent: int = 0
+    failed: int = 0
+    sources: list[SourceReport] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.failed == 0 and all(source.ok for source in self.sources)
+
+    def summary(self) -> str:
+        text = (
+            f"fetched {self.fetched}, new {self.new}, matched {self.matched}, "
+            f"sent {self.sent}, failed {self.failed}"
+        )
+        if self.dry_run:
+            text += " (dry run: nothing sent or recorded)"
+        down = [s.name for s in self.sources if not s.ok]
+        if down:
+            text += f"; source down: {', '.join(down)}"
+        return text
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "as_of": self.as_of.isoformat(),
+            "started_at": self.started_at.isoformat(),
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "fetched": self.fetched,
+            "new": self.new,
+            "matched": self.matched,
+            "sent": self.sent,
+            "failed": self.failed,
+            "ok": self.ok,
+            "sources": [
+                {"name": s.name, "fetched": s.fetched, "ok": s.ok, "error": s.error, "days_failed": s.days_failed}
+                for s in self.sources
+            ],
+            "errors": self.errors,
+        }

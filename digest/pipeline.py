@@ -1,0 +1,268 @@
+"""One daily cycle: fetch → diff → match → render → deliver. Every dependency is passed in.
+
+Delivery promises (SPEC.md) and where they are kept:
+1. At most once: an item is written to the ledger (journal, fsynced) right after the SMTP server
+   accepted the email, and every candidate is checked against the ledger first.
+2. Nothing lost: a subscriber's ``caught_up_to`` only moves forward once their digest was handed over,
+   so items from a failed send stay candidates; days a source could not fetch are fetched again.
+3. First digest: a new subscriber's horizon is the start of the current window.
+4. One email per subscriber per cycle, none when nothing matched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import date, datetime, timedelta
+from email.message import EmailMessage
+
+import httpx
+
+from digest.errors import DeliveryError, PermanentDeliveryError, RuleError, TransientDeliveryError
+from digest.mailer import Mailer
+from digest.message import build_message
+from digest.models import CycleReport, Digest, DigestEntry, Item, SourceReport, Subscriber
+from digest.render import Links, render_digest, rank_entries
+from digest.rules import ItemIndex, Matcher, parse_rules
+from digest.settings import Settings
+from digest.sources import Source
+from digest.store import Store
+from digest.tokens import Signer
+
+log = logging.getLogger(__name__)
+
+MAX_CATCHUP_DAYS = 14
+SEND_ATTEMPTS = 3
+ABORT_AFTER_CONSECUTIVE_CONNECTION_FAILURES = 3
+
+
+@dataclass(slots=True)
+class Plan:
+    """What a cycle will send: digests to deliver and the subscribers with nothing to send."""
+
+    digests: list[Digest] = field(default_factory=list)
+    nothing_for: list[Subscriber] = field(default_factory=list)
+    rule_errors: list[str] = field(default_factory=list)
+
+
+def window_days(as_of: date, lookback_days: int) -> list[date]:
+    return [as_of - timedelta(days=k) for k in reversed(range(lookback_days))]
+
+
+def digest_id(email: str, as_of: date, items: Sequence[Item]) -> str:
+    seed = "|".join([email.lower(), as_of.isoformat(), *sorted(i.id for i in items)])
+    return hashlib.sha256(seed.encode("utf-8")).hexdigest()[:20]
+
+
+def plan_digests(
+    subscribers: Sequence[Subscriber],
+    items: Sequence[Item],
+    delivered: Callable[[str], set[str]],
+    window_start: date,
+    floor: date,
+    as_of: date,
+) -> Plan:
+    """Pure: who gets which items. ``items`` are the candidates from the store (any horizon)."""
+    plan = Plan()
+    live = [i for i in items if not i.withdrawn and i.listed_on <= as_of and i.listed_on >= floor]
+    matcher = Matcher(ItemIndex(live))
+    for subscriber in subscribers:
+        try:
+            rules = parse_rules(subscriber.rules)
+        except RuleError as exc:
+            plan.rule_errors.append(f"{subscriber.email}: {exc}")
+            continue
+        horizon = max(floor, min(window_start, subscriber.caught_up_to or window_start))
+        already = delivered(subscriber.email)
+        entries = [
+            DigestEntry(live[doc], tuple(matches))
+            for doc, matches in matcher.match(rules).items()
+            if live[doc].listed_on >= horizon and live[doc].id not in already
+        ]
+        if not entries:
+            plan.nothing_for.append(subscriber)
+            continue
+        ranked = rank_entries(entries)
+        plan.digests.append(
+            Digest(subscriber, ranked, as_of, digest_id(subscriber.email, as_of, [e.item for e in ranked]))
+        )
+    return plan
+
+
+def candidate_start(subscribers: Sequence[Subscriber], window_start: date, floor: date) -> date:
+    starts = [min(window_start, s.caught_up_to or window_start) for s in subscribers]
+    return max(floor, min(starts, default=window_start))
+
+
+class Cycle:
+    """Runs one cycle with the dependencies it is given."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        sources: Sequence[Source],
+        mailer: Mailer,
+        client: httpx.Client,
+        now: Callable[[], datetime],
+        sleep: Callable[[float], None] = time.sleep,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.sources = sources
+        self.mailer = mailer
+        self.client = client
+        self.now = now
+        self.sleep = sleep
+        self.progress = progress
+        self.signer = Signer(settings.resolved_secret_key())
+
+    def run(self, as_of: date, dry_run: bool = False) -> CycleReport:
+        report = CycleReport(as_of=as_of, started_at=self.now(), dry_run=dry_run)
+        days = self._fetch(as_of, report)
+        window_start = min(days)
+        floor = self.store.candidate_floor()
+        subscribers = self.store.subscribers(active_only=True)
+        start = candidate_start(subscribers, window_start, floor)
+        candidates = self.store.items_listed_between(start, as_of)
+        plan = plan_digests(subscribers, candidates, self.store.delivered_ids, window_start, floor, as_of)
+        for problem in plan.rule_errors:
+            log.error("skipped subscriber with a bad rule: %s", problem)
+            report.errors.append(problem)
+        report.matched = sum(len(d.entries) for d in plan.digests)
+        notices = self._notices(report)
+        for digest in plan.digests:
+            digest.notices.extend(notices)
+        if not dry_run:
+            self._deliver(plan, window_start, report)
+            self.store.prune(as_of - timedelta(days=self.settings.retention_days))
+            report.finished_at = self.now()
+            self.store.record_cycle(report)
+            self.store.flush()
+        else:
+            report.finished_at = self.now()
+            self.dry_run_plan = plan
+        return report
+
+    # -- fetch and diff -----------------------------------------------------------------------
+    def _fetch(self, as_of: date, report: CycleReport) -> list[date]:
+        settings = self.settings.sources.hf_papers
+        window = window_days(as_of, settings.lookback_days)
+        all_days = set(window)
+        fetched: list[Item] = []
+        for source in self.sources:
+            retry = [d for d in self.store.failed_days(source.name) if as_of - d < timedelta(days=MAX_CATCHUP_DAYS)]
+            days = sorted(set(window) | set(retry))
+            all_days.update(days)
+            result = source.fetch(self.client, days)
+            source_report = SourceReport(name=source.name, fetched=len(result.items))
+            if result.failed_days:
+                source_report.ok = False
+                source_report.error = "; ".join(result.errors)
+                source_report.days_failed = [d.isoformat() for d in result.failed_days]
+            report.sources.append(source_report)
+            if not report.dry_run:
+                self.store.set_failed_days(source.name, result.failed_days)
+            fetched.extend(result.items)
+        report.fetched = len(fetched)
+        new = self.store.upsert_items(fetched, self.now())
+        report.new = len(new)
+        if not report.dry_run:
+            self.store.flush()
+        return sorted(all_days)
+
+    def _notices(self, report: CycleReport) -> list[str]:
+        notices = []
+        for source in report.sources:
+            if not source.ok:
+                days = ", ".join(source.days_failed)
+                notices.append(
+                    f"{source.name} could not be reached for {days}; its papers from those days will come "
+                    "in a later digest."
+                )
+        return notices
+
+    # -- render and deliver -------------------------------------------------------------------
+    def links(self, digest: Digest) -> Links:
+        base = self.settings.public_url
+        email = digest.subscriber.email
+        return Links(
+            view_online=f"{base}/digest/{digest.digest_id}?token={self.signer.sign('digest', email, d=digest.digest_id)}",
+            manage=f"{base}/manage?token={self.signer.sign('manage', email)}",
+            unsubscribe=f"{base}/unsubscribe?token={self.signer.sign('unsubscribe', email)}",
+        )
+
+    def compose(self, digest: Digest) -> tuple[str, EmailMessage]:
+        links = self.links(digest)
+        rendered = render_digest(digest, links)
+        message = build_message(
+            rendered,
+            from_address=self.settings.smtp.from_address,
+            to_address=digest.subscriber.email,
+            to_name=digest.subscriber.name,
+            unsubscribe_url=links.unsubscribe,
+            list_id=f"digest.{self.settings.smtp.from_address.rpartition('@')[2] or 'localhost'}",
+            now=self.now(),
+        )
+        return rendered.html, message
+
+    def _deliver(self, plan: Plan, window_start: date, report: CycleReport) -> None:
+        archive = self.settings.data_dir / "archive"
+        archive.mkdir(parents=True, exist_ok=True)
+        caught_up: list[Subscriber] = [
+            replace(s, caught_up_to=max(window_start, s.caught_up_to or window_start)) for s in plan.nothing_for
+        ]
+        connection_failures = 0
+        total = len(plan.digests)
+        for position, digest in enumerate(plan.digests, start=1):
+            if self.progress:
+                self.progress(position, total)
+            if connection_failures >= ABORT_AFTER_CONSECUTIVE_CONNECTION_FAILURES:
+                report.failed += 1
+                continue
+            html, message = self.compose(digest)
+            (archive / f"{digest.digest_id}.html").write_text(html, encoding="utf-8")
+            try:
+                where = self._send_with_retries(message)
+            except DeliveryError as exc:
+                report.failed += 1
+                report.errors.append(str(exc))
+                log.error("delivery failed: %s", exc)
+                if isinstance(exc, TransientDeliveryError) and "connect" in str(exc):
+                    connection_failures += 1
+                continue
+            connection_failures = 0
+            sent_at = self.now()
+            self.store.record_delivery(digest.subscriber.email, [e.item for e in digest.entries], sent_at, digest.digest_id)
+            report.sent += 1
+            log.info("sent digest %s with %d papers to %s via %s", digest.digest_id, len(digest.entries),
+                     digest.subscriber.email, where)
+            caught_up.append(
+                replace(
+                    digest.subscriber,
+                    caught_up_to=max(window_start, digest.subscriber.caught_up_to or window_start),
+                    last_delivery_at=sent_at,
+                )
+            )
+        # Subscribers may have changed while we sent (another process cannot: we hold the lock);
+        # only move their bookkeeping forward.
+        self.store.save_subscribers(caught_up)
+
+    def _send_with_retries(self, message: EmailMessage) -> str:
+        delay = 0.5
+        for attempt in range(1, SEND_ATTEMPTS + 1):
+            try:
+                return self.mailer.send(message)
+            except PermanentDeliveryError:
+                raise
+            except TransientDeliveryError as exc:
+                if attempt == SEND_ATTEMPTS:
+                    raise
+                log.warning("transient delivery error (attempt %d of %d): %s", attempt, SEND_ATTEMPTS, exc)
+                self.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")

@@ -1,0 +1,52 @@
+"""Wiring: build a cycle's real dependencies from settings and run it under the store lock."""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections.abc import Callable, Sequence
+from datetime import UTC, date, datetime
+
+from digest.mailer import Mailer, make_mailer
+from digest.models import CycleReport
+from digest.pipeline import Cycle
+from digest.settings import Settings
+from digest.sources import Source, make_client
+from digest.sources.hf_papers import HfPapersSource
+from digest.store import open_store
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def today_in(settings: Settings) -> date:
+    return datetime.now(zoneinfo.ZoneInfo(settings.schedule.timezone)).date()
+
+
+def configured_sources(settings: Settings) -> list[Source]:
+    sources: list[Source] = []
+    if settings.sources.hf_papers.enabled:
+        sources.append(HfPapersSource(settings.sources.hf_papers))
+    return sources
+
+
+def run_once(
+    settings: Settings,
+    as_of: date | None = None,
+    dry_run: bool = False,
+    sources: Sequence[Source] | None = None,
+    mailer: Mailer | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    lock_wait_seconds: float = 0,
+) -> CycleReport:
+    """One full cycle as of ``as_of`` (default: today in the schedule's zone)."""
+    day = as_of or today_in(settings)
+    chosen_sources = list(sources) if sources is not None else configured_sources(settings)
+    chosen_mailer = mailer or make_mailer(settings.smtp, settings.data_dir / "outbox")
+    with (
+        open_store(settings.data_dir, write=not dry_run, wait_seconds=lock_wait_seconds) as store,
+        make_client(settings.sources.hf_papers.timeout_seconds) as client,
+        chosen_mailer as active_mailer,
+    ):
+        cycle = Cycle(settings, store, chosen_sources, active_mailer, client, utc_now, progress=progress)
+        return cycle.run(day, dry_run=dry_run)

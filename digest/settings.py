@@ -1,0 +1,195 @@
+"""Typed settings: a TOML file, overridden by ``DIGEST_*`` environment variables.
+
+The file is ``config/digest.toml`` or the one named by ``DIGEST_CONFIG_FILE``. Nested keys use
+``__`` in the environment (``smtp.host`` is ``DIGEST_SMTP__HOST``). A wrong value raises
+:class:`SettingsError` naming the key, so start-up stops before anything is fetched or sent.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tomllib
+import zoneinfo
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from digest.errors import SettingsError
+
+DEFAULT_CONFIG_FILE = Path("config/digest.toml")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScheduleSettings(_Section):
+    cron: str = "0 7 * * *"
+    timezone: str = "UTC"
+    misfire_grace_seconds: int = Field(default=3600, ge=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value)
+        except ValueError as exc:
+            raise ValueError(f"not a crontab expression ({exc})") from exc
+        return value
+
+
+class SmtpSettings(_Section):
+    host: str | None = None
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    from_address: str = "digest@localhost"
+    timeout_seconds: float = Field(default=30.0, gt=0)
+
+    def resolved_password(self) -> str | None:
+        """The password, read from ``password_file`` (a Docker secret) when that is set."""
+        if self.password_file is not None:
+            try:
+                return self.password_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise SettingsError(f"smtp.password_file: cannot read {self.password_file}: {exc}") from exc
+        return self.password.get_secret_value() if self.password else None
+
+
+class HfPapersSettings(_Section):
+    enabled: bool = True
+    base_url: str = "https://huggingface.co"
+    lookback_days: int = Field(default=2, ge=1, le=30)
+    page_size: int = Field(default=50, ge=1, le=100)
+    timeout_seconds: float = Field(default=20.0, gt=0)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https:// (got {value!r})")
+        return value.rstrip("/")
+
+
+class SourcesSettings(_Section):
+    hf_papers: HfPapersSettings = HfPapersSettings()
+
+
+class WebSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+
+
+class Settings(BaseSettings):
+    """Every setting digest reads. Defaults run a working demo with nothing configured."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="DIGEST_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Path("./data")
+    public_url: str = "http://localhost:8080"
+    secret_key: SecretStr | None = None
+    retention_days: int = Field(default=60, ge=7)
+    schedule: ScheduleSettings = ScheduleSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    sources: SourcesSettings = SourcesSettings()
+    web: WebSettings = WebSettings()
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"must start with http:// or https:// (got {value!r})")
+        return value.rstrip("/")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_path = config_file_path()
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_path.is_file():
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+    def resolved_secret_key(self) -> str:
+        """The signing key: configured, or generated once into ``data_dir`` and kept there."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        path = self.data_dir / "secret_key"
+        if path.is_file():
+            return path.read_text(encoding="utf-8").strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(key + "\n")
+        return key
+
+
+def config_file_path() -> Path:
+    return Path(os.environ.get("DIGEST_CONFIG_FILE") or DEFAULT_CONFIG_FILE)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read and validate settings, turning every failure into one clear :class:`SettingsError`."""
+    path = config_file_path()
+    if "DIGEST_CONFIG_FILE" in os.environ and not path.is_file():
+        raise SettingsError(f"DIGEST_CONFIG_FILE: no such file {path}")
+    if path.is_file():
+        try:
+            tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"{path}: not valid TOML: {exc}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"{path}: cannot read: {exc}") from exc
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise SettingsError(_describe(exc, path)) from exc
+
+
+def _describe(exc: ValidationError, path: Path) -> str:
+    lines = []
+    for error in exc.errors():
+        key = ".".join(str(part) for part in error["loc"])
+        env = "DIGEST_" + "__".join(str(part) for part in error["loc"]).upper()
+        given = error.get("input")
+        shown = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
+        if key.endswith(("password", "secret_key")):
+            shown = ""
+        message = error["msg"]
+        if error["type"] == "extra_forbidden":
+            message = "unknown setting"
+        lines.append(f"{key}: {message}{shown} [set in {path} or {env}]")
+    return "bad settings:\n  " + "\n  ".join(lines)

@@ -1,0 +1,93 @@
+"""A TinyDB storage that writes only when asked, and then atomically.
+
+TinyDB's default ``JSONStorage`` rewrites the file in place on every insert: a crash mid-write
+leaves half a file, and a cycle that records 10,000 deliveries rewrites the whole store 10,000
+times. This storage keeps the database in memory, and :meth:`flush` writes a temp file, fsyncs it,
+keeps the previous good file as ``<name>.bak`` and ``os.replace``-s the new one into place, so the
+store on disk is always either the old or the new version, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from tinydb.storages import Storage
+
+from digest.errors import StoreCorruptError
+
+
+def read_json_file(path: Path) -> dict[str, Any]:
+    """Parse a store file, or raise :class:`StoreCorruptError` naming it; never modifies it."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise StoreCorruptError(f"store file {path} is not UTF-8 text ({exc}); it was left untouched") from exc
+    if not text.strip():
+        raise StoreCorruptError(f"store file {path} is empty; it was left untouched")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise StoreCorruptError(
+            f"store file {path} is corrupt or truncated (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
+            "it was left untouched"
+        ) from exc
+    if not isinstance(data, dict):
+        raise StoreCorruptError(f"store file {path} does not hold a JSON object; it was left untouched")
+    return data
+
+
+def write_atomically(path: Path, payload: bytes) -> None:
+    """Write ``payload`` to ``path`` so that readers and crashes see the old or the new file only."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temp, "wb") as handle:
+        handle.write(payload)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+class BufferedAtomicStorage(Storage):  # type: ignore[misc]
+    """In-memory TinyDB storage over a JSON file; :meth:`flush` persists atomically with a backup."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._data: dict[str, Any] | None = read_json_file(self.path) if self.path.exists() else None
+        self._dirty = False
+
+    def read(self) -> dict[str, Any] | None:
+        return self._data
+
+    def write(self, data: dict[str, Any]) -> None:
+        self._data = data
+        self._dirty = True
+
+    def flush(self) -> None:
+        if not self._dirty or self._data is None:
+            return
+        payload = json.dumps(self._data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            backup = self.path.with_name(self.path.name + ".bak")
+            _keep_as_backup(self.path, backup)
+        write_atomically(self.path, payload)
+        self._dirty = False
+
+    def close(self) -> None:
+        self.flush()
+
+
+def _keep_as_backup(current: Path, backup: Path) -> None:
+    """Point ``backup`` at the current (good) file before it is replaced: a hard link costs no copy."""
+    backup.unlink(missing_ok=True)
+    try:
+        os.link(current, backup)
+    except OSError:
+        write_atomically(backup, current.read_bytes())

@@ -1,0 +1,296 @@
+"""The local store: items seen, subscribers, the delivery ledger and the record of cycles.
+
+One TinyDB file (``data_dir/digest.json``) on :class:`BufferedAtomicStorage`: everything is read
+once into memory, changed there, and written atomically at a few checkpoints of a cycle. Deliveries
+are the exception: each accepted email is appended at once to ``deliveries.journal`` (one JSON
+line, flushed to the OS), so a crash or ``kill -9`` between two sends never forgets who already got
+what; the journal is folded into the ledger at the next checkpoint.
+
+Tables:
+- ``meta``: schema version and the prune horizon (ledger entries older than it are dropped, and
+  items listed before it are never delivered again, which keeps "at most once, ever" true).
+- ``seen``: every item id ever fetched and the date it was first listed (compact; never pruned).
+- ``items``: full records of items listed within ``retention_days``.
+- ``subscribers``, ``ledger`` (email → {item id: listed date}), ``cycles`` (last 200 reports).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+from tinydb import TinyDB
+
+from digest.errors import CycleLockedError, StoreError
+from digest.models import CycleReport, Item, Subscriber
+from digest.storage import BufferedAtomicStorage
+
+SCHEMA_VERSION = 1
+STORE_FILE = "digest.json"
+JOURNAL_FILE = "deliveries.journal"
+LOCK_FILE = "digest.lock"
+CYCLES_KEPT = 200
+
+
+class Store:
+    """All state digest keeps, with bulk reads and writes and an explicit :meth:`flush`."""
+
+    def __init__(self, data_dir: Path, writable: bool = True) -> None:
+        self.data_dir = data_dir
+        self.writable = writable
+        self.path = data_dir / STORE_FILE
+        self.journal_path = data_dir / JOURNAL_FILE
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self._storage: BufferedAtomicStorage | None = None
+        self.db = TinyDB(self.path, storage=self._capture_storage)
+        self._check_schema()
+        self._seen: dict[str, str] = {d["id"]: d["listed_on"] for d in self.db.table("seen").all()}
+        self._items: dict[str, dict[str, Any]] = {d["id"]: dict(d) for d in self.db.table("items").all()}
+        self._subscribers: dict[str, Subscriber] = {
+            d["email"]: Subscriber.from_record(d) for d in self.db.table("subscribers").all()
+        }
+        self._ledger: dict[str, dict[str, str]] = {d["email"]: dict(d["items"]) for d in self.db.table("ledger").all()}
+        self._journal_entries = self._read_journal()
+        for entry in self._journal_entries:
+            self._ledger.setdefault(entry["email"], {}).update(entry["items"])
+        self._dirty: set[str] = set()
+
+    def _capture_storage(self, path: str) -> BufferedAtomicStorage:
+        self._storage = BufferedAtomicStorage(path)
+        return self._storage
+
+    def _check_schema(self) -> None:
+        meta = self.db.table("meta")
+        doc = meta.get(doc_id=1)
+        if doc is None:
+            meta.insert({"schema_version": SCHEMA_VERSION, "prune_horizon": None})
+            return
+        version = doc.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise StoreError(
+                f"store {self.path} has schema version {version}; this digest reads version {SCHEMA_VERSION}"
+            )
+
+    # -- meta ---------------------------------------------------------------------------------
+    @property
+    def prune_horizon(self) -> date | None:
+        value = self.db.table("meta").get(doc_id=1).get("prune_horizon")  # type: ignore[union-attr]
+        return date.fromisoformat(value) if value else None
+
+    def _set_meta(self, **values: Any) -> None:
+        self.db.table("meta").update(values, doc_ids=[1])
+
+    # -- items --------------------------------------------------------------------------------
+    def first_listed(self, item_id: str) -> date | None:
+        value = self._seen.get(item_id)
+        return date.fromisoformat(value) if value else None
+
+    def upsert_items(self, items: Iterable[Item], now: datetime) -> list[Item]:
+        """Remember fetched items; return the ones never seen before.
+
+        An item keeps the date it was first listed (a paper listed again on a later day is the same
+        item, so it is never "new" twice); counts such as upvotes are refreshed.
+        """
+        new: list[Item] = []
+        stamp = now.isoformat()
+        for item in items:
+            first = self._seen.get(item.id)
+            record = item.to_record()
+            if first is None:
+                self._seen[item.id] = item.listed_on.isoformat()
+                new.append(item)
+                record["first_seen"] = stamp
+            else:
+                record["listed_on"] = first
+                record["first_seen"] = self._items.get(item.id, {}).get("first_seen", stamp)
+            record["last_seen"] = stamp
+            if first is None or item.id in self._items:
+                self._items[item.id] = record
+            elif date.fromisoformat(first) >= (self.prune_horizon or date.min):
+                self._items[item.id] = record
+        self._dirty.update({"seen", "items"})
+        return new
+
+    def items_listed_between(self, start: date, end: date) -> list[Item]:
+        low, high = start.isoformat(), end.isoformat()
+        return [Item.from_record(r) for r in self._items.values() if low <= r["listed_on"] <= high]
+
+    def item(self, item_id: str) -> Item | None:
+        record = self._items.get(item_id)
+        return Item.from_record(record) if record else None
+
+    @property
+    def seen_count(self) -> int:
+        return len(self._seen)
+
+    # -- subscribers --------------------------------------------------------------------------
+    def subscribers(self, active_only: bool = False) -> list[Subscriber]:
+        return [s for s in self._subscribers.values() if s.active or not active_only]
+
+    def subscriber(self, email: str) -> Subscriber | None:
+        return self._subscribers.get(email.lower())
+
+    def save_subscriber(self, subscriber: Subscriber) -> None:
+        self._subscribers[subscriber.email.lower()] = subscriber
+        self._dirty.add("subscribers")
+
+    def save_subscribers(self, subscribers: Iterable[Subscriber]) -> None:
+        for subscriber in subscribers:
+            self._subscribers[subscriber.email.lower()] = subscriber
+        self._dirty.add("subscribers")
+
+    def remove_subscriber(self, email: str) -> bool:
+        """Forget the subscriber but keep their ledger, so re-subscribing never re-sends an item."""
+        removed = self._subscribers.pop(email.lower(), None) is not None
+        self._dirty.add("subscribers")
+        return removed
+
+    # -- delivery ledger ----------------------------------------------------------------------
+    def delivered_ids(self, email: str) -> set[str]:
+        return set(self._ledger.get(email.lower(), ()))
+
+    def was_delivered(self, email: str, item_id: str) -> bool:
+        return item_id in self._ledger.get(email.lower(), {})
+
+    def record_delivery(self, email: str, items: Iterable[Item], at: datetime, digest_id: str) -> None:
+        """Durably note that ``email`` has these items, right after the SMTP server accepted them."""
+        entry = {
+            "email": email.lower(),
+            "items": {item.id: item.listed_on.isoformat() for item in items},
+            "at": at.isoformat(),
+            "digest": digest_id,
+        }
+        line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
+        with open(self.journal_path, "a", encoding="utf-8") as journal:
+            journal.write(line)
+            journal.flush()
+            os.fsync(journal.fileno())
+        self._journal_entries.append(entry)
+        self._ledger.setdefault(entry["email"], {}).update(entry["items"])
+        self._dirty.add("ledger")
+
+    def _read_journal(self) -> list[dict[str, Any]]:
+        if not self.journal_path.exists():
+            return []
+        entries = []
+        with open(self.journal_path, encoding="utf-8", errors="replace") as journal:
+            for line in journal:
+                try:
+                    entry = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a crash mid-write: that send is not recorded
+                if isinstance(entry, dict) and "email" in entry and isinstance(entry.get("items"), dict):
+                    entries.append(entry)
+        if entries:
+            self._dirty = {"ledger"}
+        return entries
+
+    def prune(self, horizon: date) -> None:
+        """Drop ledger entries and item records listed before ``horizon`` (monotonic).
+
+        Items listed before the horizon are never candidates again (see :meth:`candidate_floor`),
+        so forgetting that they were delivered cannot make them be delivered twice.
+        """
+        current = self.prune_horizon
+        if current is not None and horizon <= current:
+            return
+        cut = horizon.isoformat()
+        for email, entries in self._ledger.items():
+            self._ledger[email] = {k: v for k, v in entries.items() if v >= cut}
+        self._items = {k: v for k, v in self._items.items() if v["listed_on"] >= cut}
+        self._set_meta(prune_horizon=cut)
+        self._dirty.update({"ledger", "items"})
+
+    def candidate_floor(self) -> date:
+        """The earliest listing date that may still be delivered."""
+        return self.prune_horizon or date.min
+
+    # -- sources ------------------------------------------------------------------------------
+    def failed_days(self, source: str) -> list[date]:
+        doc = self.db.table("meta").get(doc_id=1) or {}
+        return [date.fromisoformat(d) for d in doc.get("failed_days", {}).get(source, [])]
+
+    def set_failed_days(self, source: str, days: Iterable[date]) -> None:
+        doc = self.db.table("meta").get(doc_id=1) or {}
+        failed = dict(doc.get("failed_days", {}))
+        failed[source] = sorted({d.isoformat() for d in days})
+        self._set_meta(failed_days=failed)
+
+    # -- cycles -------------------------------------------------------------------------------
+    def record_cycle(self, report: CycleReport) -> None:
+        table = self.db.table("cycles")
+        table.insert(report.to_record())
+        if len(table) > CYCLES_KEPT:
+            oldest = sorted(doc.doc_id for doc in table.all())[: len(table) - CYCLES_KEPT]
+            table.remove(doc_ids=oldest)
+
+    def cycles(self, last: int = 10) -> list[dict[str, Any]]:
+        return [dict(d) for d in self.db.table("cycles").all()[-last:]]
+
+    # -- persistence --------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write every changed table, atomically, and then empty the delivery journal."""
+        if not self.writable:
+            return  # a snapshot (dry run, preview): changes stay in memory and are dropped
+        if "seen" in self._dirty:
+            self._replace_table("seen", ({"id": k, "listed_on": v} for k, v in self._seen.items()))
+        if "items" in self._dirty:
+            self._replace_table("items", self._items.values())
+        if "subscribers" in self._dirty:
+            self._replace_table("subscribers", (s.to_record() for s in self._subscribers.values()))
+        if "ledger" in self._dirty:
+            self._replace_table("ledger", ({"email": k, "items": v} for k, v in self._ledger.items()))
+        assert self._storage is not None
+        self._storage.flush()
+        if self._journal_entries:
+            self.journal_path.unlink(missing_ok=True)
+            self._journal_entries = []
+        self._dirty.clear()
+
+    def _replace_table(self, name: str, documents: Iterable[dict[str, Any]]) -> None:
+        table = self.db.table(name)
+        table.truncate()
+        table.insert_multiple(list(documents))
+
+    def close(self) -> None:
+        self.flush()
+
+
+@contextmanager
+def store_lock(data_dir: Path, wait_seconds: float) -> Iterator[None]:
+    """One writer at a time across processes (a cycle, a CLI change, a web sign-up).
+
+    Each writer reads the store after taking the lock and writes it before releasing it, so no
+    writer can overwrite another's change with a stale copy.
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(data_dir / LOCK_FILE))
+    try:
+        lock.acquire(timeout=wait_seconds)
+    except Timeout:
+        raise CycleLockedError(
+            f"the store in {data_dir} is busy (a digest cycle is probably running; lock {data_dir / LOCK_FILE}); "
+            "try again when it has finished"
+        ) from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
+@contextmanager
+def open_store(data_dir: Path, write: bool = True, wait_seconds: float = 60) -> Iterator[Store]:
+    """The store, locked for writing (and written back on success), or a read-only snapshot."""
+    if not write:
+        yield Store(data_dir, writable=False)
+        return
+    with store_lock(data_dir, wait_seconds):
+        store = Store(data_dir)
+        yield store
+        store.close()

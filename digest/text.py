@@ -1,0 +1,54 @@
+"""Tokens as the rule language sees text: the base semantics of SPEC.md in one place.
+
+Text is cut at every character that is not a letter or digit, and again where letters meet digits
+(``RTX4090`` → ``rtx 4090``). Each token is case-folded (Unicode) and simple plurals are folded
+(``GPUs`` → ``gpu``). Rules and items go through the same :func:`fold`, so both sides always agree
+even where the plural rule is linguistically naive (``series`` → ``sery`` on both sides).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+# A run of digits, or a run of letters (letters = word characters that are neither digits nor '_').
+_TOKEN = re.compile(r"\d+|[^\W\d_]+")
+_WHITESPACE = re.compile(r"\s+")
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A folded term and where it stands in the original text (character offsets)."""
+
+    term: str
+    start: int
+    end: int
+
+
+@lru_cache(maxsize=65536)
+def fold(word: str) -> str:
+    """Case-fold and fold a simple English plural: gpus→gpu, studies→study, classes→class."""
+    word = word.casefold()
+    if len(word) <= 3 or not word.isalpha():
+        return word
+    if word.endswith("ies") and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith("sses"):
+        return word[:-2]
+    if word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        return word[:-1]
+    return word
+
+
+def tokenize(text: str) -> list[Token]:
+    return [Token(fold(m.group()), m.start(), m.end()) for m in _TOKEN.finditer(text)]
+
+
+def terms(text: str) -> list[str]:
+    return [fold(m.group()) for m in _TOKEN.finditer(text)]
+
+
+def squash_whitespace(text: str) -> str:
+    """Fold hard line breaks and runs of spaces (abstracts come with them) into single spaces."""
+    return _WHITESPACE.sub(" ", text).strip()

@@ -1,0 +1,51 @@
+"""Signed tokens for every link that changes a subscription or shows someone's digest.
+
+Each token names its purpose (salt) and subscriber, so a "view digest" token cannot unsubscribe
+and a token for one address cannot act on another. Confirm tokens expire; unsubscribe tokens do not
+(an old email's one-click unsubscribe must keep working).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
+
+Purpose = Literal["confirm", "manage", "unsubscribe", "digest"]
+
+MAX_AGE_SECONDS: dict[str, int | None] = {
+    "confirm": 7 * 24 * 3600,
+    "manage": None,
+    "unsubscribe": None,
+    "digest": None,
+}
+
+
+class TokenError(Exception):
+    """A token that is tampered with, expired, or made for another purpose."""
+
+    def __init__(self, message: str, expired: bool = False) -> None:
+        super().__init__(message)
+        self.expired = expired
+
+
+class Signer:
+    def __init__(self, secret_key: str) -> None:
+        self._secret = secret_key
+
+    def _serializer(self, purpose: Purpose) -> URLSafeTimedSerializer:
+        return URLSafeTimedSerializer(self._secret, salt=f"digest.{purpose}")
+
+    def sign(self, purpose: Purpose, email: str, **extra: Any) -> str:
+        return str(self._serializer(purpose).dumps({"e": email.lower(), **extra}))
+
+    def verify(self, purpose: Purpose, token: str) -> dict[str, Any]:
+        try:
+            data = self._serializer(purpose).loads(token, max_age=MAX_AGE_SECONDS[purpose])
+        except SignatureExpired as exc:
+            raise TokenError("this link has expired", expired=True) from exc
+        except BadSignature as exc:
+            raise TokenError("this link is not valid") from exc
+        if not isinstance(data, dict) or not isinstance(data.get("e"), str):
+            raise TokenError("this link is not valid")
+        return data

@@ -218,10 +218,7 @@ def demo() -> None:
         sources = None
     else:
         as_of = sample_last_day()
-        out.print(
-            f"Hugging Face is not reachable ({reason}); using the bundled sample of real listings "
-            f"as of {as_of}."
-        )
+        out.print(f"Hugging Face is not reachable ({reason}); using the bundled sample of real listings as of {as_of}.")
         sources = [SampleSource()]
     try:
         with open_store(demo_dir) as store:

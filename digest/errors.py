@@ -1,16 +1,16 @@
 """Every error digest raises on purpose, in one tree, so callers can catch at the right depth.
 
-    DigestError                  base: the CLI turns it into a message and an exit status
-    ├── SettingsError            a bad settings file or value (exit 2), names the key
-    ├── RuleError                a rule that does not parse (exit 2), names rule and column
-    ├── SubscriberError          a bad email address or subscriber record (exit 2)
-    ├── StoreError               the store cannot be used
-    │   └── StoreCorruptError    the store file does not parse; it is left untouched
-    ├── CycleLockedError         another cycle holds the lock
-    ├── SourceError              a source could not be fetched or parsed (cycle goes on)
-    └── DeliveryError            an email could not be handed over
-        ├── TransientDeliveryError   retry later (4xx, dropped connection)
-        └── PermanentDeliveryError   the server refused this recipient for good (5xx)
+DigestError                  base: the CLI turns it into a message and an exit status
+├── SettingsError            a bad settings file or value (exit 2), names the key
+├── RuleError                a rule that does not parse (exit 2), names rule and column
+├── SubscriberError          a bad email address or subscriber record (exit 2)
+├── StoreError               the store cannot be used
+│   └── StoreCorruptError    the store file does not parse; it is left untouched
+├── CycleLockedError         another cycle holds the lock
+├── SourceError              a source could not be fetched or parsed (cycle goes on)
+└── DeliveryError            an email could not be handed over
+    ├── TransientDeliveryError   retry later (4xx, dropped connection)
+    └── PermanentDeliveryError   the server refused this recipient for good (5xx)
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ errors, so one bad address never stops the others.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -121,10 +122,8 @@ class SmtpMailer:
     def _drop(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
-            try:
+            with contextlib.suppress(OSError):
                 connection.close()
-            except OSError:
-                pass
 
     def close(self) -> None:
         connection, self._connection = self._connection, None

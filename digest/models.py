@@ -190,10 +190,7 @@ class CycleReport:
         return self.failed == 0 and all(source.ok for source in self.sources)
 
     def summary(self) -> str:
-        text = (
-            f"fetched {self.fetched}, new {self.new}, matched {self.matched}, "
-            f"sent {self.sent}, failed {self.failed}"
-        )
+        text = f"fetched {self.fetched}, new {self.new}, matched {self.matched}, sent {self.sent}, failed {self.failed}"
         if self.dry_run:
             text += " (dry run: nothing sent or recorded)"
         down = [s.name for s in self.sources if not s.ok]

@@ -25,7 +25,7 @@ from digest.errors import DeliveryError, PermanentDeliveryError, RuleError, Tran
 from digest.mailer import Mailer
 from digest.message import build_message
 from digest.models import CycleReport, Digest, DigestEntry, Item, SourceReport, Subscriber
-from digest.render import Links, render_digest, rank_entries
+from digest.render import Links, rank_entries, render_digest
 from digest.rules import ItemIndex, Matcher, parse_rules
 from digest.settings import Settings
 from digest.sources import Source
@@ -190,8 +190,9 @@ class Cycle:
     def links(self, digest: Digest) -> Links:
         base = self.settings.public_url
         email = digest.subscriber.email
+        view_token = self.signer.sign("digest", email, d=digest.digest_id)
         return Links(
-            view_online=f"{base}/digest/{digest.digest_id}?token={self.signer.sign('digest', email, d=digest.digest_id)}",
+            view_online=f"{base}/digest/{digest.digest_id}?token={view_token}",
             manage=f"{base}/manage?token={self.signer.sign('manage', email)}",
             unsubscribe=f"{base}/unsubscribe?token={self.signer.sign('unsubscribe', email)}",
         )
@@ -237,10 +238,17 @@ class Cycle:
                 continue
             connection_failures = 0
             sent_at = self.now()
-            self.store.record_delivery(digest.subscriber.email, [e.item for e in digest.entries], sent_at, digest.digest_id)
+            self.store.record_delivery(
+                digest.subscriber.email, [e.item for e in digest.entries], sent_at, digest.digest_id
+            )
             report.sent += 1
-            log.info("sent digest %s with %d papers to %s via %s", digest.digest_id, len(digest.entries),
-                     digest.subscriber.email, where)
+            log.info(
+                "sent digest %s with %d papers to %s via %s",
+                digest.digest_id,
+                len(digest.entries),
+                digest.subscriber.email,
+                where,
+            )
             caught_up.append(
                 replace(
                     digest.subscriber,

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from markupsafe import Markup
 from mjml import mjml2html
 
 from digest.highlight import mark, shorten, spans_for
@@ -131,9 +130,7 @@ def _context(digest: Digest, links: Links, full: int) -> dict[str, Any]:
     count = len(entries)
     subject = subject_for(digest)
     rules = digest.rules_matched
-    preheader = f"{count} new {'paper' if count == 1 else 'papers'}: " + "; ".join(
-        e.item.title for e in entries[:3]
-    )
+    preheader = f"{count} new {'paper' if count == 1 else 'papers'}: " + "; ".join(e.item.title for e in entries[:3])
     return {
         "subject": subject,
         "preheader": shorten(preheader, 140),

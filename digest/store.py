@@ -56,10 +56,11 @@ class Store:
             d["email"]: Subscriber.from_record(d) for d in self.db.table("subscribers").all()
         }
         self._ledger: dict[str, dict[str, str]] = {d["email"]: dict(d["items"]) for d in self.db.table("ledger").all()}
+        self._dirty: set[str] = set()
         self._journal_entries = self._read_journal()
         for entry in self._journal_entries:
             self._ledger.setdefault(entry["email"], {}).update(entry["items"])
-        self._dirty: set[str] = set()
+            self._dirty.add("ledger")
 
     def _capture_storage(self, path: str) -> BufferedAtomicStorage:
         self._storage = BufferedAtomicStorage(path)
@@ -110,9 +111,7 @@ class Store:
                 record["listed_on"] = first
                 record["first_seen"] = self._items.get(item.id, {}).get("first_seen", stamp)
             record["last_seen"] = stamp
-            if first is None or item.id in self._items:
-                self._items[item.id] = record
-            elif date.fromisoformat(first) >= (self.prune_horizon or date.min):
+            if first is None or item.id in self._items or date.fromisoformat(first) >= (self.prune_horizon or date.min):
                 self._items[item.id] = record
         self._dirty.update({"seen", "items"})
         return new
@@ -160,7 +159,7 @@ class Store:
 
     def record_delivery(self, email: str, items: Iterable[Item], at: datetime, digest_id: str) -> None:
         """Durably note that ``email`` has these items, right after the SMTP server accepted them."""
-        entry = {
+        entry: dict[str, Any] = {
             "email": email.lower(),
             "items": {item.id: item.listed_on.isoformat() for item in items},
             "at": at.isoformat(),
@@ -187,8 +186,6 @@ class Store:
                     continue  # a line cut short by a crash mid-write: that send is not recorded
                 if isinstance(entry, dict) and "email" in entry and isinstance(entry.get("items"), dict):
                     entries.append(entry)
-        if entries:
-            self._dirty = {"ledger"}
         return entries
 
     def prune(self, horizon: date) -> None:
@@ -213,11 +210,11 @@ class Store:
 
     # -- sources ------------------------------------------------------------------------------
     def failed_days(self, source: str) -> list[date]:
-        doc = self.db.table("meta").get(doc_id=1) or {}
+        doc: dict[str, Any] = self.db.table("meta").get(doc_id=1) or {}
         return [date.fromisoformat(d) for d in doc.get("failed_days", {}).get(source, [])]
 
     def set_failed_days(self, source: str, days: Iterable[date]) -> None:
-        doc = self.db.table("meta").get(doc_id=1) or {}
+        doc: dict[str, Any] = self.db.table("meta").get(doc_id=1) or {}
         failed = dict(doc.get("failed_days", {}))
         failed[source] = sorted({d.isoformat() for d in days})
         self._set_meta(failed_days=failed)

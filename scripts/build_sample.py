@@ -10,6 +10,7 @@ are made up. Each sample day is in the exact JSON shape of ``/api/daily_papers``
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import json
 import re
@@ -21,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SEEDS = ROOT.parent / "shared" / "seeds"
 OUT = ROOT / "digest" / "data" / "sample.json"
 DAYS = (date(2026, 11, 19), date(2026, 11, 20))
-MONTHS = {m: i for i, m in enumerate("Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split(), start=1)}
+MONTHS = {m: i for i, m in enumerate(calendar.month_abbr) if m}
 
 
 def parse_seed(text: str) -> list[dict[str, object]]:
@@ -52,10 +53,22 @@ def parse_seed(text: str) -> list[dict[str, object]]:
     return papers
 
 
+_IDS: dict[str, str] = {}
+
+
+def made_up_id(title: str) -> str:
+    """A stable fake arXiv id per title; the same paper on two pages gets the same id."""
+    if title not in _IDS:
+        number = int(hashlib.sha256(title.encode()).hexdigest(), 16) % 100000
+        while f"2611.{number:05d}" in _IDS.values():
+            number = (number + 1) % 100000
+        _IDS[title] = f"2611.{number:05d}"
+    return _IDS[title]
+
+
 def api_entry(paper: dict[str, object], listed: date) -> dict[str, object]:
     title = str(paper["title"])
-    number = int(hashlib.sha256(title.encode()).hexdigest(), 16) % 100000
-    paper_id = f"2611.{number:05d}"
+    paper_id = made_up_id(title)
     published = datetime.combine(paper["published"], datetime.min.time()).isoformat() + ".000Z"  # type: ignore[arg-type]
     organization = paper["organization"]
     # Hard line breaks in the summary, as the real API has them.

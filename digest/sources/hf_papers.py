@@ -61,9 +61,7 @@ def _item(entry: Any, base_url: str, listed_on: date) -> Item:
         abstract=squash_whitespace(paper.get("summary") or ""),
         url=f"{base_url}/papers/{paper_id.strip()}",
         listed_on=listed,
-        authors=tuple(
-            a["name"].strip() for a in paper.get("authors") or () if isinstance(a, dict) and a.get("name")
-        ),
+        authors=tuple(a["name"].strip() for a in paper.get("authors") or () if isinstance(a, dict) and a.get("name")),
         published_at=_datetime(paper.get("publishedAt")),
         upvotes=int(paper.get("upvotes") or 0),
         comments=int(entry.get("numComments") or 0),

@@ -1,0 +1,76 @@
+"""Fixtures: a clean environment for every test, the bundled sample as API days, and real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.servers import FakeHfApi, SmtpSink
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Tests never read the developer's settings or data: no DIGEST_* variables, cwd in a temp dir."""
+    for key in list(os.environ):
+        if key.startswith("DIGEST_") or key.lower() in {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}:
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def sample_days() -> dict[str, list[dict[str, Any]]]:
+    data: dict[str, list[dict[str, Any]]] = json.loads((ROOT / "digest" / "data" / "sample.json").read_text())["days"]
+    return data
+
+
+@pytest.fixture
+def hf_api(sample_days: dict[str, list[dict[str, Any]]]) -> Iterator[FakeHfApi]:
+    api = FakeHfApi(days={k: list(v) for k, v in sample_days.items()}).start()
+    yield api
+    api.stop()
+
+
+@pytest.fixture
+def smtp() -> Iterator[SmtpSink]:
+    sink = SmtpSink().start()
+    yield sink
+    sink.stop()
+
+
+def cli_env(data_dir: Path, api: FakeHfApi | None = None, smtp: SmtpSink | None = None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env["DIGEST_DATA_DIR"] = str(data_dir)
+    env["DIGEST_PUBLIC_URL"] = "https://digest.example.org"
+    if api is not None:
+        env["DIGEST_SOURCES__HF_PAPERS__BASE_URL"] = api.base_url
+    if smtp is not None:
+        env["DIGEST_SMTP__HOST"] = "127.0.0.1"
+        env["DIGEST_SMTP__PORT"] = str(smtp.port)
+        env["DIGEST_SMTP__SECURITY"] = "none"
+        env["DIGEST_SMTP__FROM_ADDRESS"] = "papers@digest.example.org"
+    env.update(extra)
+    return env
+
+
+def run_cli(
+    *args: str, env: dict[str, str], cwd: Path | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``python -m digest ARGS`` as a real subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "digest", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

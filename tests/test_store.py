@@ -1,0 +1,98 @@
+"""The TinyDB store on a real file: atomic writes, corrupt files left alone, the journal after a crash."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import pytest
+
+from digest.errors import CycleLockedError, StoreCorruptError
+from digest.models import Item, Subscriber
+from digest.store import Store, open_store, store_lock
+
+NOW = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
+
+
+def paper(item_id: str, listed: date = date(2026, 11, 20)) -> Item:
+    return Item(id=item_id, source="hf_papers", title=f"Paper {item_id}", abstract="", url="u", listed_on=listed)
+
+
+def test_items_keep_their_first_listing_date(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        assert [i.id for i in store.upsert_items([paper("a", date(2026, 11, 19))], NOW)] == ["a"]
+    with open_store(tmp_path) as store:
+        assert store.upsert_items([paper("a", date(2026, 11, 20)), paper("b")], NOW) == [paper("b")]
+        assert store.first_listed("a") == date(2026, 11, 19)
+        assert [i.id for i in store.items_listed_between(date(2026, 11, 19), date(2026, 11, 19))] == ["a"]
+
+
+def test_nothing_is_written_until_flush_and_then_atomically(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.save_subscriber(Subscriber("a@example.org", ("4090",)))
+    assert not (tmp_path / "digest.json").exists()
+    store.flush()
+    first = (tmp_path / "digest.json").read_bytes()
+    assert json.loads(first)["subscribers"]
+    store.save_subscriber(Subscriber("b@example.org", ("gpu",)))
+    store.flush()
+    assert (tmp_path / "digest.json.bak").read_bytes() == first  # the last good copy is kept
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_a_truncated_store_is_reported_and_left_untouched(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        store.save_subscriber(Subscriber("a@example.org", ("4090",)))
+    path = tmp_path / "digest.json"
+    truncated = path.read_bytes()[:-20]
+    path.write_bytes(truncated)
+    with pytest.raises(StoreCorruptError) as caught:
+        Store(tmp_path)
+    assert str(path) in str(caught.value) and "untouched" in str(caught.value)
+    assert path.read_bytes() == truncated
+
+
+def test_deliveries_survive_a_crash_through_the_journal(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.record_delivery("A@example.org", [paper("x")], NOW, "d1")
+    del store  # the process dies before any flush
+    again = Store(tmp_path)
+    assert again.was_delivered("a@example.org", "x")
+    again.flush()
+    assert not (tmp_path / "deliveries.journal").exists()
+    assert Store(tmp_path).delivered_ids("a@example.org") == {"x"}
+
+
+def test_a_half_written_journal_line_is_ignored(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.record_delivery("a@example.org", [paper("x")], NOW, "d1")
+    with open(tmp_path / "deliveries.journal", "a") as journal:
+        journal.write('{"email": "a@example.org", "items": {"y"')
+    assert Store(tmp_path).delivered_ids("a@example.org") == {"x"}
+
+
+def test_prune_never_lets_an_old_item_back(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        store.upsert_items([paper("old", date(2026, 9, 1)), paper("new")], NOW)
+        store.record_delivery("a@example.org", [paper("old", date(2026, 9, 1)), paper("new")], NOW, "d")
+        store.prune(date(2026, 10, 1))
+        assert store.delivered_ids("a@example.org") == {"new"}
+        assert store.candidate_floor() == date(2026, 10, 1)
+        # Re-listed later, the old paper keeps its first listing date, so it stays below the floor.
+        store.upsert_items([paper("old", date(2026, 11, 20))], NOW)
+        assert store.first_listed("old") == date(2026, 9, 1)
+        assert store.item("old") is None
+
+
+def test_unsubscribe_keeps_the_ledger(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        store.save_subscriber(Subscriber("a@example.org", ("4090",)))
+        store.record_delivery("a@example.org", [paper("x")], NOW, "d")
+        assert store.remove_subscriber("a@example.org")
+    assert Store(tmp_path).delivered_ids("a@example.org") == {"x"}
+
+
+def test_one_writer_at_a_time(tmp_path: Path) -> None:
+    with store_lock(tmp_path, 0), pytest.raises(CycleLockedError, match="busy"), store_lock(tmp_path, 0.1):
+        pass

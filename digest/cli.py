@@ -106,6 +106,18 @@ def run(
 
 
 @app.command()
+def serve() -> None:
+    """The long-running service: the daily cycle on schedule.cron, and the web pages."""
+    from digest.service import serve as run_service
+
+    settings = settings_or_exit()
+    try:
+        run_service(settings)
+    except DigestError as exc:
+        fail(exc)
+
+
+@app.command()
 def subscribe(
     email: Annotated[str, typer.Argument(help="The subscriber's email address.")],
     rule: Annotated[list[str], typer.Option("--keyword", "-k", help="A keyword rule; repeat for more.")],

@@ -30,6 +30,7 @@ class Item:
     ai_keywords: tuple[str, ...] = ()
     organization: str | None = None
     withdrawn: bool = False
+    categories: tuple[str, ...] = ()  # arXiv categories (cs.CV, …) where the source knows them
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -48,6 +49,7 @@ class Item:
             "ai_keywords": list(self.ai_keywords),
             "organization": self.organization,
             "withdrawn": self.withdrawn,
+            "categories": list(self.categories),
         }
 
     @classmethod
@@ -69,6 +71,7 @@ class Item:
             ai_keywords=tuple(record.get("ai_keywords", ())),
             organization=record.get("organization"),
             withdrawn=bool(record.get("withdrawn", False)),
+            categories=tuple(record.get("categories", ())),
         )
 
 

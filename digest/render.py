@@ -27,6 +27,7 @@ ABSTRACT_CHARS = 420
 AUTHORS_SHOWN = 5
 SITE_NAME = "digest"
 PREHEADER_CHARS = 140
+OVERFLOW_TITLES = 200  # past this many, the title list ends with "…and N more" (and the online link)
 # Invisible filler after the preheader, so inbox previews do not run on into the body text.
 PREHEADER_PAD = Markup("&#847;&zwnj;&nbsp;" * 40)
 
@@ -189,8 +190,8 @@ def render_digest(digest: Digest, links: Links, html_limit: int = HTML_LIMIT_BYT
 
     Usually one Jinja render of each template. Past the limit the number of papers shown in full
     is cut in proportion to the excess and the HTML rendered again (a few times at most on a
-    200-paper day); the rest are listed by title, and on a day so large that even the titles do
-    not fit, the list ends with "…and N more" and the link to the full digest online.
+    200-paper day); the rest are listed by title, at most :data:`OVERFLOW_TITLES` of them, and
+    the list ends with "…and N more" and the link to the full digest online.
     """
     html_template, text_template = _templates()
     papers = [_paper_context(e) for e in digest.entries]
@@ -205,7 +206,7 @@ def render_digest(digest: Digest, links: Links, html_limit: int = HTML_LIMIT_BYT
         if full > 0:
             per_paper = max(1, size // full)
             full = max(0, full - excess // per_paper - 1)
-            listed = len(papers) - full
+            listed = min(len(papers) - full, OVERFLOW_TITLES)
         else:
             per_title = max(1, size // listed)
             listed = max(0, listed - excess // per_title - 1)

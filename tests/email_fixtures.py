@@ -50,16 +50,15 @@ def sample_digest() -> Digest:
 
 
 def huge_digest(papers: int = 200) -> Digest:
-    """A 200-paper day: the sample's items repeated under new ids, all matched by broad rules."""
-    base = sample_items()
-    items = [
-        replace(base[n % len(base)], id=f"2611.{n:05d}", url=f"{SAMPLE_BASE_URL}/papers/2611.{n:05d}")
-        for n in range(papers * 2)
-    ]
-    digest = digest_for(items, ("model", "the", "we"))
-    digest.entries = digest.entries[:papers]
-    assert len(digest.entries) == papers
-    return digest
+    """A 200-paper day: the sample's matched papers repeated under new ids (their highlights still fit)."""
+    base = digest_for(sample_items(), ("model", "the", "we"))
+    entries = []
+    for n in range(papers):
+        entry = base.entries[n % len(base.entries)]
+        item = replace(entry.item, id=f"2611.{n:05d}", url=f"{SAMPLE_BASE_URL}/papers/2611.{n:05d}")
+        entries.append(DigestEntry(item, entry.matches))
+    base.entries = rank_entries(entries)
+    return base
 
 
 def hostile_digest() -> Digest:

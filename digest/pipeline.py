@@ -23,7 +23,7 @@ import httpx
 
 from digest.errors import DeliveryError, PermanentDeliveryError, RuleError, TransientDeliveryError
 from digest.mailer import Mailer
-from digest.message import build_message
+from digest.message import build_message, load_dkim_key
 from digest.models import CycleReport, Digest, DigestEntry, Item, SourceReport, Subscriber
 from digest.render import Links, rank_entries, render_digest
 from digest.rules import ItemIndex, Matcher, parse_rules
@@ -120,6 +120,7 @@ class Cycle:
         self.sleep = sleep
         self.progress = progress
         self.signer = Signer(settings.resolved_secret_key())
+        self.dkim_key = load_dkim_key(settings.dkim, settings.smtp.from_address)
 
     def run(self, as_of: date, dry_run: bool = False) -> CycleReport:
         report = CycleReport(as_of=as_of, started_at=self.now(), dry_run=dry_run)
@@ -208,6 +209,7 @@ class Cycle:
             unsubscribe_url=links.unsubscribe,
             list_id=f"digest.{self.settings.smtp.from_address.rpartition('@')[2] or 'localhost'}",
             now=self.now(),
+            dkim_key=self.dkim_key,
         )
         return rendered.html, message
 

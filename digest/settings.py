@@ -14,7 +14,7 @@ import zoneinfo
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -92,6 +92,21 @@ class HfPapersSettings(_Section):
         return value.rstrip("/")
 
 
+class DkimSettings(_Section):
+    """DKIM signing, on when a private key is configured (a file, e.g. a Docker secret, or the value)."""
+
+    selector: str | None = None
+    domain: str | None = None  # unset: the domain of smtp.from_address
+    private_key_file: Path | None = None
+    private_key: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _selector_with_key(self) -> DkimSettings:
+        if (self.private_key_file is not None or self.private_key is not None) and not self.selector:
+            raise ValueError("dkim.selector is needed when a DKIM private key is configured")
+        return self
+
+
 class SourcesSettings(_Section):
     hf_papers: HfPapersSettings = HfPapersSettings()
 
@@ -117,6 +132,7 @@ class Settings(BaseSettings):
     retention_days: int = Field(default=60, ge=7)
     schedule: ScheduleSettings = ScheduleSettings()
     smtp: SmtpSettings = SmtpSettings()
+    dkim: DkimSettings = DkimSettings()
     sources: SourcesSettings = SourcesSettings()
     web: WebSettings = WebSettings()
 
@@ -186,7 +202,7 @@ def _describe(exc: ValidationError, path: Path) -> str:
         env = "DIGEST_" + "__".join(str(part) for part in error["loc"]).upper()
         given = error.get("input")
         shown = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
-        if key.endswith(("password", "secret_key")):
+        if key.endswith(("password", "secret_key", "private_key")) or key == "dkim":
             shown = ""
         message = error["msg"]
         if error["type"] == "extra_forbidden":

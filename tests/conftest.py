@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
+import itertools
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -74,3 +76,32 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+# -- snapshots of rendered output (tests/snapshots/); `pytest --update-snapshots` rewrites them --
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--update-snapshots", action="store_true", default=False, help="rewrite tests/snapshots/ from the output"
+    )
+
+
+@pytest.fixture
+def snapshot(request: pytest.FixtureRequest) -> Callable[[str, str], None]:
+    """``snapshot(name, text)``: compare ``text`` with ``tests/snapshots/name``, or rewrite it when asked."""
+    update = bool(request.config.getoption("--update-snapshots"))
+
+    def check(name: str, text: str) -> None:
+        path = ROOT / "tests" / "snapshots" / name
+        if update or not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8", newline="")
+            if not update:
+                pytest.fail(f"new snapshot {path.name} written; check it and run again")
+            return
+        expected = path.read_bytes().decode("utf-8")
+        if text != expected:
+            diff = difflib.unified_diff(expected.splitlines(True), text.splitlines(True), "snapshot", "now")
+            shown = "".join(line[:300] for line in itertools.islice(diff, 40))
+            pytest.fail(f"{path.name} differs (pytest --update-snapshots rewrites it if intended):\n{shown}")
+
+    return check

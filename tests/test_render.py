@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from email import message_from_bytes
 from email.policy import default as default_policy
+from html.parser import HTMLParser
+from typing import ClassVar
+
+import pytest
+from markupsafe import escape
 
 from digest.highlight import mark, shorten
 from digest.message import build_message
 from digest.models import Digest, DigestEntry, Highlight, Item, RuleMatch, Subscriber
-from digest.render import Links, rank_entries, render_digest
+from digest.render import HTML_LIMIT_BYTES, OVERFLOW_TITLES, Links, rank_entries, render_digest, wrap
+from tests.email_fixtures import LINKS as FIXTURE_LINKS
+from tests.email_fixtures import hostile_digest, huge_digest, sample_digest
 
 LINKS = Links(
     "https://d.example/digest/1?token=t", "https://d.example/manage?token=m", "https://d.example/unsubscribe?token=u"
@@ -109,3 +118,109 @@ def test_message_is_multipart_with_one_click_unsubscribe() -> None:
     assert parsed["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert parsed["Message-ID"].endswith("@d.example>")
     assert parsed["To"] == "Ann <a@example.org>"
+
+
+class MailHtml(HTMLParser):
+    """Collects what a mail client cares about, and checks that every element that opens closes."""
+
+    VOID: ClassVar[set[str]] = {"meta", "br", "img", "hr", "link", "input", "col", "area", "base", "wbr", "source"}
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.stack: list[str] = []
+        self.problems: list[str] = []
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.style = ""
+        self.in_style = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        if tag not in self.VOID:
+            self.stack.append(tag)
+        self.in_style = tag == "style"
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self.VOID:
+            return
+        if not self.stack or self.stack[-1] != tag:
+            self.problems.append(f"</{tag}> closes {self.stack[-1:] or 'nothing'}")
+        else:
+            self.stack.pop()
+        self.in_style = False
+
+    def handle_data(self, data: str) -> None:
+        if self.in_style:
+            self.style += data
+
+
+def parsed(html: str) -> MailHtml:
+    parser = MailHtml()
+    parser.feed(html)
+    parser.close()
+    return parser
+
+
+@pytest.mark.parametrize("make", [sample_digest, hostile_digest, huge_digest])
+def test_html_is_fit_for_mail_clients(make: Callable[[], Digest]) -> None:
+    digest = make()
+    rendered = render_digest(digest, FIXTURE_LINKS)
+    page = parsed(rendered.html)
+    assert page.problems == [] and page.stack == []
+    tags = [t for t, _ in page.tags]
+    assert "script" not in tags and "iframe" not in tags and "form" not in tags
+    assert not [a for t, a in page.tags if t == "link"], "no external stylesheets"
+    assert "@import" not in page.style and "url(" not in page.style
+    assert all(a.get("alt") is not None for t, a in page.tags if t == "img")
+    assert not [a for t, a in page.tags if any(k.startswith("on") for k in a)], "no event handlers"
+    hrefs = [a["href"] for t, a in page.tags if t == "a"]
+    assert hrefs and all(h is not None and h.startswith("https://") for h in hrefs)
+    assert page.tags[0][0] == "html" and page.tags[0][1]["lang"] == "en"
+    assert tags.count("h1") == 1
+    assert tags.count("h2") == rendered.papers_in_full + (rendered.papers_in_full < len(digest.entries))
+    assert str(escape(rendered.preheader)) in rendered.html and rendered.preheader.startswith(
+        f"{len(digest.entries)} new paper"
+    )
+
+
+def test_a_200_paper_day_of_real_listings_is_clipped_safe() -> None:
+    digest = huge_digest(200)
+    rendered = render_digest(digest, FIXTURE_LINKS)
+    size = len(rendered.html.encode())
+    assert 0.85 * HTML_LIMIT_BYTES < size <= HTML_LIMIT_BYTES  # full up to the limit, not far below it
+    assert 10 < rendered.papers_in_full < 200
+    rest = digest.entries[rendered.papers_in_full :]
+    for entry in rest:  # each remaining paper listed by title and link, in the HTML and the text
+        assert str(escape(entry.item.title)) in rendered.html and entry.item.url in rendered.html
+        assert entry.item.url in rendered.text
+    assert f"{len(rest)} more papers, by title" in rendered.html
+    assert FIXTURE_LINKS.view_online in rendered.text and "See the full digest online" in rendered.html
+    assert rendered.text.count("   Matched: ") == rendered.papers_in_full
+
+
+def test_even_thousands_of_papers_stay_under_the_limit() -> None:
+    rendered = render_digest(huge_digest(1500), FIXTURE_LINKS)
+    assert len(rendered.html.encode()) <= HTML_LIMIT_BYTES
+    assert rendered.papers_in_full > 5  # the best papers still in full, not only titles
+    unlisted = re.search(r"…and (\d+) more\.", rendered.html)
+    assert unlisted and int(unlisted.group(1)) == 1500 - rendered.papers_in_full - OVERFLOW_TITLES
+    assert f"...and {unlisted.group(1)} more." in rendered.text
+
+
+def test_wrap_keeps_words_and_urls_whole() -> None:
+    text = "alpha beta gamma delta " * 5 + "https://example.org/" + "x" * 90
+    lines = wrap(text, 30, "  ").split("\n")
+    assert all(len(line) <= 32 for line in lines[:-1])
+    assert lines[-1] == "  https://example.org/" + "x" * 90
+    assert " ".join(line.strip() for line in lines) == " ".join(text.split())
+
+
+def test_text_part_reads_on_its_own() -> None:
+    digest = sample_digest()
+    text = render_digest(digest, FIXTURE_LINKS).text
+    first = digest.entries[0].item
+    assert text.startswith(f"{len(digest.entries)} new papers for you\nFriday, November 20, 2026\n")
+    assert f"1. {first.title.split()[0]}" in text and first.url in text
+    for link in (FIXTURE_LINKS.view_online, FIXTURE_LINKS.manage, FIXTURE_LINKS.unsubscribe):
+        assert link in text
+    assert "<mark>" not in text and "&amp;" not in text
+    assert max(len(line) for line in text.splitlines() if "://" not in line) <= 80

@@ -1,0 +1,98 @@
+"""Fixed, realistic digests for the email tests, built from the bundled sample of real listings.
+
+The items go through the real parser (``hf_papers.parse``) and the real matcher, so the email is
+tested on what a cycle would hand it: real titles and abstracts, real highlights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+
+from digest.models import Digest, DigestEntry, Item, Subscriber
+from digest.render import Links, rank_entries
+from digest.rules import ItemIndex, Matcher, parse_rules
+from digest.sources.hf_papers import parse
+from digest.sources.sample import SAMPLE_BASE_URL, sample_days
+
+AS_OF = date(2026, 11, 20)
+SAMPLE_RULES = ("4090", "video diffusion", "gaussian splatting")
+LINKS = Links(
+    view_online="https://digest.example.org/digest/0123abcd?token=view.t0k3n",
+    manage="https://digest.example.org/manage?token=manage.t0k3n",
+    unsubscribe="https://digest.example.org/unsubscribe?token=unsub.t0k3n",
+)
+
+
+def sample_items() -> list[Item]:
+    """The sample's items, one per id as the store keeps them (a paper listed twice keeps its first day)."""
+    items: dict[str, Item] = {}
+    for day, entries in sorted(sample_days().items()):
+        parsed, warnings = parse(entries, SAMPLE_BASE_URL, date.fromisoformat(day))
+        assert not warnings
+        for item in parsed:
+            items.setdefault(item.id, item)
+    return list(items.values())
+
+
+def digest_for(
+    items: list[Item], rules: tuple[str, ...], email: str = "ada@example.org", notices: list[str] | None = None
+) -> Digest:
+    matcher = Matcher(ItemIndex(items))
+    entries = [DigestEntry(items[doc], tuple(m)) for doc, m in matcher.match(parse_rules(rules)).items()]
+    subscriber = Subscriber(email, rules, name="Ada")
+    return Digest(subscriber, rank_entries(entries), AS_OF, "0123abcd", list(notices or []))
+
+
+def sample_digest() -> Digest:
+    """Ada's digest from the sample: a dozen papers, several rules, some matched in the title."""
+    return digest_for(sample_items(), SAMPLE_RULES)
+
+
+def huge_digest(papers: int = 200) -> Digest:
+    """A 200-paper day: the sample's matched papers repeated under new ids (their highlights still fit)."""
+    base = digest_for(sample_items(), ("model", "the", "we"))
+    entries = []
+    for n in range(papers):
+        entry = base.entries[n % len(base.entries)]
+        item = replace(entry.item, id=f"2611.{n:05d}", url=f"{SAMPLE_BASE_URL}/papers/2611.{n:05d}")
+        entries.append(DigestEntry(item, entry.matches))
+    base.entries = rank_entries(entries)
+    return base
+
+
+def hostile_digest() -> Digest:
+    """Text no feed should be trusted with: markup, an unbreakable token, scripts of all kinds, gaps."""
+    long_token = "Supercalifragilistic" * 12
+    items = [
+        Item(
+            id="x1",
+            source="hf_papers",
+            title='<script>alert("4090")</script> RTX 4090 & <b>bold</b> claims',
+            abstract=f'We run on an RTX 4090 <img src=x onerror=alert(1)>. See {long_token}. "Quotes" & more.',
+            url="https://huggingface.co/papers/x1?a=1&b=<2>",
+            listed_on=AS_OF,
+            authors=tuple(f"Author <{n}>" for n in range(9)),
+            upvotes=1,
+            comments=1,
+            github_repo="https://github.com/example/repo?x=\"'><script>",
+            organization="Org & <Lab>",
+        ),
+        Item(
+            id="x2",
+            source="hf_papers",
+            title=f"{long_token} 4090",
+            abstract="",
+            url="https://huggingface.co/papers/x2",
+            listed_on=AS_OF,
+        ),
+        Item(
+            id="x3",
+            source="hf_papers",
+            title="4090 上的视频扩散 — عربى — 🚀 émigré",
+            abstract="Mixed scripts on an RTX 4090: 日本語のテキスト, עברית, and emoji 🎉.",
+            url="https://huggingface.co/papers/x3",
+            listed_on=AS_OF,
+        ),
+    ]
+    return digest_for(items, ("4090",), notices=["hf_papers could not be reached for 2026-11-19 <b>&</b>."])

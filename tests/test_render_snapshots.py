@@ -1,0 +1,46 @@
+"""Saved expected output: subject, text, HTML and headers of fixed digests, volatile headers masked.
+
+A deliberate change to the email is reviewed as a diff of these files: ``pytest --update-snapshots``
+rewrites them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from digest.message import build_message
+from digest.models import Digest
+from digest.render import render_digest
+from tests.email_fixtures import LINKS, hostile_digest, sample_digest
+
+Snapshot = Callable[[str, str], None]
+
+
+def masked_headers(digest: Digest) -> str:
+    rendered = render_digest(digest, LINKS)
+    message = build_message(
+        rendered,
+        from_address="papers@digest.example.org",
+        to_address=digest.subscriber.email,
+        to_name=digest.subscriber.name,
+        unsubscribe_url=LINKS.unsubscribe,
+        list_id="digest.digest.example.org",
+        now=datetime(2026, 11, 20, 7, 0, tzinfo=UTC),
+    )
+    head = message.as_bytes().decode("ascii").split("\r\n\r\n", 1)[0].replace("\r\n", "\n") + "\n"
+    head = re.sub(r"Message-ID:\s+<[^@>]+@", "Message-ID: <MASKED@", head)
+    return re.sub(r'boundary="[^"]+"', 'boundary="MASKED"', head)
+
+
+@pytest.mark.parametrize("name, make", [("sample", sample_digest), ("hostile", hostile_digest)])
+def test_email_matches_its_snapshot(name: str, make: Callable[[], Digest], snapshot: Snapshot) -> None:
+    digest = make()
+    rendered = render_digest(digest, LINKS)
+    snapshot(f"{name}.subject.txt", rendered.subject + "\n")
+    snapshot(f"{name}.txt", rendered.text)
+    snapshot(f"{name}.html", rendered.html)
+    snapshot(f"{name}.headers.txt", masked_headers(digest))

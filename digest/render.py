@@ -26,6 +26,8 @@ HTML_LIMIT_BYTES = 100 * 1024  # Gmail clips at 102 KB; keep a margin for header
 ABSTRACT_CHARS = 420
 AUTHORS_SHOWN = 5
 SITE_NAME = "digest"
+SOURCE_LABELS = {"hf_papers": "Hugging Face", "arxiv": "arXiv"}
+CATEGORIES_SHOWN = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +93,18 @@ def _byline(entry: DigestEntry) -> str:
     return text
 
 
+def source_label(source: str) -> str:
+    """How a source is named in the email: built-in kinds by their site, feeds by their own name."""
+    return SOURCE_LABELS.get(source, source)
+
+
 def _facts(entry: DigestEntry) -> str:
     item = entry.item
-    parts = [item.listed_on.strftime("%b %-d, %Y")]
-    parts.append(f"▲ {item.upvotes} {'upvote' if item.upvotes == 1 else 'upvotes'}")
+    parts = [item.listed_on.strftime("%b %-d, %Y"), source_label(item.source)]
+    if item.upvotes or item.source == "hf_papers":  # only Hugging Face counts upvotes; "▲ 0" elsewhere misleads
+        parts.append(f"▲ {item.upvotes} {'upvote' if item.upvotes == 1 else 'upvotes'}")
+    if item.categories:
+        parts.append(", ".join(item.categories[:CATEGORIES_SHOWN]))
     if item.comments:
         parts.append(f"{item.comments} {'comment' if item.comments == 1 else 'comments'}")
     return " · ".join(parts)

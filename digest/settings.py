@@ -161,7 +161,11 @@ class FeedSettings(_Section):
     url: str
     enabled: bool = True
 
-    _url = field_validator("url")(_http_base)
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        _http_base(value)
+        return value.strip()  # as given: "/feed/" and "/feed" may be different resources
 
     @field_validator("name")
     @classmethod

@@ -37,14 +37,13 @@ from datetime import UTC, date, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import feedparser
 import httpx
 
 from digest.models import Item
 from digest.settings import ArxivSettings
 from digest.sources import FetchResult
 from digest.sources.conditional import ConditionalFetcher, StateBook
-from digest.sources.feed import FeedFormatError, describe
+from digest.sources.feed import FeedFormatError, describe, read_xml
 from digest.text import squash_whitespace
 
 log = logging.getLogger(__name__)
@@ -105,13 +104,9 @@ def parse(payload: bytes, include_replacements: bool = False) -> tuple[list[Item
 
     Raises :class:`FeedFormatError` when the payload is not a feed at all.
     """
-    document = feedparser.parse(payload, sanitize_html=False, resolve_relative_uris=False)
-    if not document.entries and (document.get("bozo") or not document.get("version")):
-        problem = document.get("bozo_exception")
-        raise FeedFormatError(f"not an arXiv RSS or Atom feed{f': {problem}' if problem else ''}")
+    document, warnings = read_xml(payload)
     announced = _when(document.feed.get("published") or document.feed.get("updated"))
     items: list[Item] = []
-    warnings: list[str] = []
     for position, entry in enumerate(document.entries):
         kind = _announce_type(entry)
         if kind in REPLACEMENTS and not include_replacements:

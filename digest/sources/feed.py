@@ -18,6 +18,7 @@ import calendar
 import hashlib
 import json
 import logging
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -55,6 +56,7 @@ class ParsedFeed:
 
 
 _HARMLESS = (feedparser.CharacterEncodingOverride, feedparser.NonXMLContentType)  # wrong headers, fine XML
+_COMPLETE = re.compile(rb"</(?:[A-Za-z][\w.-]*:)?(?:rss|feed|RDF)\s*>\s*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,20 +95,35 @@ def _looks_like_json(payload: bytes, content_type: str) -> bool:
 
 
 # -- XML: RSS and Atom ----------------------------------------------------------------------------
-def _xml_feed(payload: bytes, content_type: str) -> tuple[list[_Entry], str | None, list[str], int | None]:
+def read_xml(payload: bytes, content_type: str = "") -> tuple[Any, list[str]]:
+    """feedparser's reading of an RSS/Atom payload, and a warning if it had to guess.
+
+    feedparser reads broken XML leniently, which is right for a complete document with a stray
+    ``&nbsp;``; but a document cut short would yield half an entry — perhaps without the guid it
+    will have tomorrow, and so delivered twice. A broken document is therefore kept only when it
+    ends with its root's closing tag.
+    """
     document = feedparser.parse(
         payload,
         response_headers={"content-type": content_type or "application/xml"},
         sanitize_html=False,  # we keep text only (see markup.html_to_text); its sanitiser eats "a<b" in text
         resolve_relative_uris=False,
     )
-    problem = document.get("bozo_exception")
-    if not document.entries and (document.get("bozo") or not document.get("version")):
-        reason = f": {problem}" if problem else ""
-        raise FeedFormatError(f"not an RSS, Atom or JSON feed{reason}")
-    warnings = []
-    if document.get("bozo") and problem is not None and not isinstance(problem, _HARMLESS):
-        warnings.append(f"malformed feed ({problem}); kept the {len(document.entries)} entries that could be read")
+    problem = document.get("bozo_exception") if document.get("bozo") else None
+    if isinstance(problem, _HARMLESS):
+        problem = None
+    if not document.entries and not document.get("version"):
+        raise FeedFormatError(f"not an RSS, Atom or JSON feed{f' ({problem})' if problem else ''}")
+    if problem is None:
+        return document, []
+    if not _COMPLETE.search(payload[-256:]):
+        raise FeedFormatError(f"malformed feed, cut short or broken ({problem}); nothing was kept")
+    count = len(document.entries)
+    return document, [f"malformed feed ({problem}); kept the {count} entries that could be read"]
+
+
+def _xml_feed(payload: bytes, content_type: str) -> tuple[list[_Entry], str | None, list[str], int | None]:
+    document, warnings = read_xml(payload, content_type)
     entries = [_from_feedparser(e) for e in document.entries]
     return entries, web_url(document.feed.get("link")), warnings, _ttl(document.feed.get("ttl"))
 

@@ -103,10 +103,10 @@ def _facts(entry: DigestEntry) -> str:
     parts = [item.listed_on.strftime("%b %-d, %Y"), source_label(item.source)]
     if item.upvotes or item.source == "hf_papers":  # only Hugging Face counts upvotes; "▲ 0" elsewhere misleads
         parts.append(f"▲ {item.upvotes} {'upvote' if item.upvotes == 1 else 'upvotes'}")
-    if item.categories:
-        parts.append(", ".join(item.categories[:CATEGORIES_SHOWN]))
     if item.comments:
         parts.append(f"{item.comments} {'comment' if item.comments == 1 else 'comments'}")
+    if item.categories:
+        parts.append(", ".join(item.categories[:CATEGORIES_SHOWN]))
     return " · ".join(parts)
 
 

@@ -273,7 +273,19 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         raise SettingsError(_describe(exc, path)) from exc
     except PydanticSettingsError as exc:  # e.g. DIGEST_SOURCES__FEEDS that is not valid JSON
-        raise SettingsError(f"bad settings: {exc} ({exc.__cause__}) [lists in the environment are JSON]") from exc
+        raise SettingsError(f"bad settings: {_unparsed_environment()}: {exc.__cause__ or exc}") from exc
+
+
+def _unparsed_environment() -> str:
+    """Name the ``DIGEST_*`` variables whose lists or tables (JSON in the environment) do not parse."""
+    bad = []
+    for key, value in sorted(os.environ.items()):
+        if key.startswith("DIGEST_") and value.lstrip()[:1] in ("[", "{"):
+            try:
+                json.loads(value)
+            except ValueError:
+                bad.append(key)
+    return (", ".join(bad) or "a DIGEST_* variable") + " must be JSON (a list or table)"
 
 
 def _describe(exc: ValidationError, path: Path) -> str:

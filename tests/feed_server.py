@@ -70,7 +70,9 @@ class FeedServer:
 
             def do_GET(self) -> None:
                 path = urlparse(self.path).path
-                feeds.requests.append(FeedRequest(path, {k.lower(): v for k, v in self.headers.items()}, time.monotonic()))
+                feeds.requests.append(
+                    FeedRequest(path, {k.lower(): v for k, v in self.headers.items()}, time.monotonic())
+                )
                 route = feeds.routes.get(path)
                 if route is None:
                     self._answer(404, {"Content-Type": "text/plain"}, b"no such feed")

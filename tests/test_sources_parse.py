@@ -37,7 +37,9 @@ def test_arxiv_keeps_new_and_cross_and_skips_replacements() -> None:
     assert "Announce Type" not in new.abstract and "\n" not in new.abstract
     assert cross.categories == ("stat.ML", "cs.CV")
     # arXiv abstracts are text (TeX included), not HTML: nothing after a "<" may vanish.
-    assert cross.abstract == "We test whether reported gains hold at $p<0.05$ when a<b and c>d across 12 scenes & 3 seeds."
+    assert (
+        cross.abstract == "We test whether reported gains hold at $p<0.05$ when a<b and c>d across 12 scenes & 3 seeds."
+    )
 
 
 def test_arxiv_replacements_when_asked_for() -> None:
@@ -164,7 +166,9 @@ def test_json_that_is_not_a_json_feed() -> None:
         feed.parse(b"{oops", "x", DAY, "application/json")
 
 
-@pytest.mark.parametrize(("name", "title"), [("rss1.xml", "Gaussian splatting in RSS 1.0"), ("rss091.xml", "4090 prices fall")])
+@pytest.mark.parametrize(
+    ("name", "title"), [("rss1.xml", "Gaussian splatting in RSS 1.0"), ("rss091.xml", "4090 prices fall")]
+)
 def test_rss_1_0_and_0_91(name: str, title: str) -> None:
     (item,) = feed.parse(fixture(name), "old", DAY).items
     assert item.title == title and item.url.startswith("https://")

@@ -113,7 +113,9 @@ def read_xml(payload: bytes, content_type: str = "") -> tuple[Any, list[str]]:
     if isinstance(problem, _HARMLESS):
         problem = None
     if not document.entries and not document.get("version"):
-        raise FeedFormatError(f"not an RSS, Atom or JSON feed{f' ({problem})' if problem else ''}")
+        sent = content_type.split(";")[0].strip()
+        detail = f"the server sent {sent}" if sent and "xml" not in sent else problem
+        raise FeedFormatError(f"not an RSS, Atom or JSON feed{f' ({detail})' if detail else ''}")
     if problem is None:
         return document, []
     if not _COMPLETE.search(payload[-256:]):

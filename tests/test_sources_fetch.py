@@ -157,3 +157,15 @@ def test_feed_that_is_an_html_page(feeds: FeedServer) -> None:
     assert result.errors == [
         f"feed paywalled ({feeds.url('/login')}): not an RSS, Atom or JSON feed (the server sent text/html)"
     ]
+
+
+def test_validators_do_not_follow_a_feed_to_a_new_url(feeds: FeedServer, tmp_path: Path) -> None:
+    stamp = "Fri, 20 Nov 2026 05:00:00 GMT"
+    feeds.routes["/old.xml"] = Route(fixture("rss091.xml"), last_modified=stamp)
+    feeds.routes["/new.xml"] = Route(fixture("rss1.xml"), last_modified=stamp)
+    store = Store(tmp_path)
+    with make_client() as client:
+        FeedSource(FeedSettings(name="news", url=feeds.url("/old.xml")), store).fetch(client, [DAY])
+        moved = FeedSource(FeedSettings(name="news", url=feeds.url("/new.xml")), store).fetch(client, [DAY])
+    assert [i.title for i in moved.items] == ["Gaussian splatting in RSS 1.0"]
+    assert "if-modified-since" not in feeds.to("/new.xml")[0].headers

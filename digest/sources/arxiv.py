@@ -180,7 +180,6 @@ def _when(raw: Any) -> datetime | None:
 class ArxivSource:
     """The configured categories in one request. Its window is "now": the latest announcement."""
 
-    kind = NAME
     name = NAME
 
     def __init__(

@@ -38,6 +38,7 @@ class StateBook(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class FeedResponse:
+    requested: str  # the configured URL, which the validators belong to (``url`` is after redirects)
     body: bytes
     content_type: str
     url: str
@@ -99,6 +100,8 @@ class ConditionalFetcher:
     def get(self, client: httpx.Client, url: str) -> FeedResponse | None:
         """The feed's payload, or None when the server says it has not changed (304)."""
         state = self.state()
+        if state.get("url") != url:  # validators from another URL (the feed was re-pointed) mean nothing here
+            state = {}
         response = client.get(url, headers={"Accept": FEED_ACCEPT, **validators(state)})
         if response.status_code == 304:
             self._save(
@@ -109,6 +112,7 @@ class ConditionalFetcher:
             return None
         response.raise_for_status()
         return FeedResponse(
+            requested=url,
             body=response.content,
             content_type=response.headers.get("content-type", ""),
             url=str(response.url),
@@ -119,7 +123,12 @@ class ConditionalFetcher:
 
     def remember(self, response: FeedResponse, ttl_minutes: int | None) -> None:
         """Keep the validators of a payload that parsed, for the next cycle's conditional GET."""
-        state = {"etag": response.etag, "last_modified": response.last_modified, "ttl_minutes": ttl_minutes}
+        state = {
+            "url": response.requested,
+            "etag": response.etag,
+            "last_modified": response.last_modified,
+            "ttl_minutes": ttl_minutes,
+        }
         self._save(state, response.max_age_seconds, ttl_minutes)
 
     def _save(self, state: dict[str, Any], max_age_seconds: int | None, ttl_minutes: Any) -> None:

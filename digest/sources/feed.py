@@ -37,7 +37,6 @@ from digest.text import squash_whitespace
 
 log = logging.getLogger(__name__)
 
-KIND = "feed"
 ABSTRACT_CHARS = 5000  # enough to match rules on; a whole blog post would only bloat the store
 UNTITLED_CHARS = 90
 CATEGORIES_KEPT = 20
@@ -286,8 +285,6 @@ def describe(exc: Exception) -> str:
 
 class FeedSource:
     """One configured feed. Its window is "now": a feed lists what it lists today."""
-
-    kind = KIND
 
     def __init__(
         self,

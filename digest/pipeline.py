@@ -23,6 +23,7 @@ import httpx
 
 from digest.errors import DeliveryError, PermanentDeliveryError, RuleError, TransientDeliveryError
 from digest.mailer import Mailer
+from digest.merge import merge_items, with_stored
 from digest.message import build_message, load_dkim_key
 from digest.models import CycleReport, Digest, DigestEntry, Item, SourceReport, Subscriber
 from digest.render import Links, rank_entries, render_digest
@@ -169,6 +170,9 @@ class Cycle:
             if not report.dry_run:
                 self.store.set_failed_days(source.name, result.failed_days)
             fetched.extend(result.items)
+        # One paper, one item: the same id from two sources (or from this cycle and an earlier one).
+        precedence = [source.name for source in self.sources]
+        fetched = with_stored(merge_items(fetched, precedence), self.store.item, precedence)
         report.fetched = len(fetched)
         new = self.store.upsert_items(fetched, self.now())
         report.new = len(new)

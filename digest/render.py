@@ -30,6 +30,8 @@ PREHEADER_CHARS = 140
 OVERFLOW_TITLES = 200  # past this many, the title list ends with "…and N more" (and the online link)
 # Invisible filler after the preheader, so inbox previews do not run on into the body text.
 PREHEADER_PAD = Markup("&#847;&zwnj;&nbsp;" * 40)
+SOURCE_LABELS = {"hf_papers": "Hugging Face", "arxiv": "arXiv"}
+CATEGORIES_SHOWN = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,12 +121,21 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word if count == 1 else word + 's'}"
 
 
+def source_label(source: str) -> str:
+    """How a source is named in the email: built-in kinds by their site, feeds by their own name."""
+    return SOURCE_LABELS.get(source, source)
+
+
 def _facts(entry: DigestEntry) -> str:
     item = entry.item
     day = item.listed_on
-    parts = [f"{day:%b} {day.day}, {day.year}", "▲ " + _plural(item.upvotes, "upvote")]
+    parts = [f"{day:%b} {day.day}, {day.year}", source_label(item.source)]
+    if item.upvotes or item.source == "hf_papers":  # only Hugging Face counts upvotes; "▲ 0" elsewhere misleads
+        parts.append("▲ " + _plural(item.upvotes, "upvote"))
     if item.comments:
         parts.append(_plural(item.comments, "comment"))
+    if item.categories:
+        parts.append(", ".join(item.categories[:CATEGORIES_SHOWN]))
     return " · ".join(parts)
 
 

@@ -10,8 +10,8 @@ from digest.mailer import Mailer, make_mailer
 from digest.models import CycleReport
 from digest.pipeline import Cycle
 from digest.settings import Settings
-from digest.sources import Source, make_client
-from digest.sources.hf_papers import HfPapersSource
+from digest.sources import Source, make_client, registry
+from digest.sources.conditional import StateBook
 from digest.store import open_store
 
 
@@ -23,11 +23,9 @@ def today_in(settings: Settings) -> date:
     return datetime.now(zoneinfo.ZoneInfo(settings.schedule.timezone)).date()
 
 
-def configured_sources(settings: Settings) -> list[Source]:
-    sources: list[Source] = []
-    if settings.sources.hf_papers.enabled:
-        sources.append(HfPapersSource(settings.sources.hf_papers))
-    return sources
+def configured_sources(settings: Settings, book: StateBook | None = None) -> list[Source]:
+    """The enabled sources, in precedence order; ``book`` keeps feeds' conditional-GET state."""
+    return registry.configured_sources(settings.sources, book, utc_now)
 
 
 def run_once(
@@ -41,12 +39,12 @@ def run_once(
 ) -> CycleReport:
     """One full cycle as of ``as_of`` (default: today in the schedule's zone)."""
     day = as_of or today_in(settings)
-    chosen_sources = list(sources) if sources is not None else configured_sources(settings)
     chosen_mailer = mailer or make_mailer(settings.smtp, settings.data_dir / "outbox")
     with (
         open_store(settings.data_dir, write=not dry_run, wait_seconds=lock_wait_seconds) as store,
         make_client(settings.sources.hf_papers.timeout_seconds) as client,
         chosen_mailer as active_mailer,
     ):
+        chosen_sources = list(sources) if sources is not None else configured_sources(settings, store)
         cycle = Cycle(settings, store, chosen_sources, active_mailer, client, utc_now, progress=progress)
         return cycle.run(day, dry_run=dry_run)

@@ -7,19 +7,26 @@ The file is ``config/digest.toml`` or the one named by ``DIGEST_CONFIG_FILE``. N
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import secrets
 import tomllib
 import zoneinfo
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
+)
+from pydantic_settings import (
+    SettingsError as PydanticSettingsError,
 )
 
 from digest.errors import SettingsError
@@ -107,8 +114,96 @@ class DkimSettings(_Section):
         return self
 
 
+ARXIV_CATEGORY = re.compile(r"^[a-z][a-z-]*(\.[A-Za-z][A-Za-z-]*)?$")  # cs.CV, astro-ph, astro-ph.CO, q-bio.NC
+SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
+ARXIV_MIN_POLITE_INTERVAL = 3.0
+
+
+def _http_base(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"must start with http:// or https:// (got {value!r})")
+    return value.rstrip("/")
+
+
+class ArxivSettings(_Section):
+    """arXiv's category feeds (``{base_url}/rss/cs.CV+cs.LG``): each cycle reads the latest announcement."""
+
+    enabled: bool = False
+    base_url: str = "https://rss.arxiv.org"
+    categories: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["cs.CV", "cs.LG"])
+    include_replacements: bool = False
+    min_interval_seconds: float = Field(default=ARXIV_MIN_POLITE_INTERVAL, ge=0)
+
+    _base_url = field_validator("base_url")(_http_base)
+
+    @field_validator("categories", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        """Also accept ``"cs.CV+cs.LG"`` or ``"cs.CV, cs.LG"``, as people write them in arXiv URLs."""
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            return json.loads(value)  # a JSON list, as pydantic-settings takes lists from the environment
+        if isinstance(value, str):
+            return [part for part in re.split(r"[+,\s]+", value) if part]
+        return value
+
+    @field_validator("categories")
+    @classmethod
+    def _known_shape(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("name at least one arXiv category, e.g. cs.CV")
+        for category in value:
+            if not ARXIV_CATEGORY.match(category):
+                raise ValueError(f"{category!r} is not an arXiv category such as cs.CV or astro-ph.CO")
+        return list(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _polite_to_arxiv(self) -> ArxivSettings:
+        # arXiv's terms ask for at most one request every 3 seconds; only test servers may go faster.
+        host = urlsplit(self.base_url).hostname or ""
+        if (
+            host == "arxiv.org" or host.endswith(".arxiv.org")
+        ) and self.min_interval_seconds < ARXIV_MIN_POLITE_INTERVAL:
+            raise ValueError(
+                f"min_interval_seconds must be at least {ARXIV_MIN_POLITE_INTERVAL:g} for {host} (arXiv's terms of use)"
+            )
+        return self
+
+
+class FeedSettings(_Section):
+    """Any RSS 0.9x/1.0/2.0, Atom or JSON Feed. ``name`` labels its items and namespaces their ids."""
+
+    name: str
+    url: str
+    enabled: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        _http_base(value)
+        return value.strip()  # as given: "/feed/" and "/feed" may be different resources
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not SOURCE_NAME.match(value):
+            raise ValueError(f"{value!r}: use 1-40 lowercase letters, digits, '-' or '_' (it labels items and rules)")
+        return value
+
+
 class SourcesSettings(_Section):
     hf_papers: HfPapersSettings = HfPapersSettings()
+    arxiv: ArxivSettings = ArxivSettings()
+    feeds: list[FeedSettings] = Field(default_factory=list)
+
+    @field_validator("feeds")
+    @classmethod
+    def _unique_names(cls, value: list[FeedSettings]) -> list[FeedSettings]:
+        seen = {"hf_papers", "arxiv"}
+        for feed in value:
+            if feed.name in seen:
+                raise ValueError(f"feed name {feed.name!r} is used twice (each source needs its own name)")
+            seen.add(feed.name)
+        return value
 
 
 class WebSettings(_Section):
@@ -193,6 +288,20 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         raise SettingsError(_describe(exc, path)) from exc
+    except PydanticSettingsError as exc:  # e.g. DIGEST_SOURCES__FEEDS that is not valid JSON
+        raise SettingsError(f"bad settings: {_unparsed_environment()}: {exc.__cause__ or exc}") from exc
+
+
+def _unparsed_environment() -> str:
+    """Name the ``DIGEST_*`` variables whose lists or tables (JSON in the environment) do not parse."""
+    bad = []
+    for key, value in sorted(os.environ.items()):
+        if key.startswith("DIGEST_") and value.lstrip()[:1] in ("[", "{"):
+            try:
+                json.loads(value)
+            except ValueError:
+                bad.append(key)
+    return (", ".join(bad) or "a DIGEST_* variable") + " must be JSON (a list or table)"
 
 
 def _describe(exc: ValidationError, path: Path) -> str:

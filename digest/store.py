@@ -219,6 +219,18 @@ class Store:
         failed[source] = sorted({d.isoformat() for d in days})
         self._set_meta(failed_days=failed)
 
+    def source_state(self, source: str) -> dict[str, Any]:
+        """What a source keeps between cycles (a feed's ETag, Last-Modified, fresh-until); empty at first."""
+        doc: dict[str, Any] = self.db.table("meta").get(doc_id=1) or {}
+        return dict(doc.get("source_state", {}).get(source, {}))
+
+    def set_source_state(self, source: str, state: dict[str, Any]) -> None:
+        """Kept in memory and written with the items at the next flush, so the two never disagree."""
+        doc: dict[str, Any] = self.db.table("meta").get(doc_id=1) or {}
+        states = dict(doc.get("source_state", {}))
+        states[source] = dict(state)
+        self._set_meta(source_state=states)
+
     # -- cycles -------------------------------------------------------------------------------
     def record_cycle(self, report: CycleReport) -> None:
         table = self.db.table("cycles")

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from digest.errors import RuleError
 from digest.models import Highlight, Item, RuleMatch
-from digest.rule_index import Hits, ItemIndex, field_text, field_values
+from digest.rule_index import SEPARATOR, Hits, ItemIndex, field_text, field_values
 from digest.rule_syntax import (
     FIELDS,
     MAX_RULE_LENGTH,
@@ -38,6 +38,7 @@ from digest.rule_syntax import (
 __all__ = [
     "FIELDS",
     "MAX_RULE_LENGTH",
+    "SEPARATOR",
     "TEXT_FIELDS",
     "ItemIndex",
     "Matcher",

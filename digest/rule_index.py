@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from digest.models import Highlight, Item
 from digest.rule_syntax import FIELDS, Word, compile_regex
-from digest.text import tokenize
+from digest.text import words as text_words
 
 SEPARATOR = "\n"  # between the values of a multi-valued field in its text
 _FIELD_ID = {name: k for k, name in enumerate(FIELDS)}
@@ -73,9 +73,9 @@ class FieldTokens:
         return self.terms[position] == word.term
 
 
-def _field_tokens(values: Sequence[str]) -> FieldTokens:
-    text = SEPARATOR.join(values)
-    fields = FieldTokens(text, [], [], array("l"), array("l"))
+def _field_tokens(values: Sequence[str], surfaces: dict[str, str]) -> FieldTokens:
+    """Tokenize a field's values; note each word as written (→ its term) in ``surfaces``."""
+    fields = FieldTokens(SEPARATOR.join(values), [], [], array("l"), array("l"))
     offset = 0
     for number, value in enumerate(values):
         if number:
@@ -83,10 +83,12 @@ def _field_tokens(values: Sequence[str]) -> FieldTokens:
             fields.starts.append(offset - 1)
             fields.ends.append(offset - 1)
         fields.segments.append((offset, offset + len(value)))
-        for token in tokenize(value):
-            fields.terms.append(token.term)
-            fields.starts.append(offset + token.start)
-            fields.ends.append(offset + token.end)
+        for word, term, start, end in text_words(value):
+            fields.terms.append(term)
+            fields.starts.append(offset + start)
+            fields.ends.append(offset + end)
+            if word not in surfaces:
+                surfaces[word] = term
         offset += len(value) + len(SEPARATOR)
     return fields
 
@@ -108,8 +110,8 @@ class ItemIndex:
         self.items = list(items)
         self.fields: list[list[FieldTokens | None]] = []
         self.postings: dict[str, array[int]] = {}
-        self._surfaces: dict[str, str] = {}  # case-folded word as written → its folded term
-        self._sorted_surfaces: list[str] | None = None
+        self._surfaces: dict[str, str] = {}  # word as written → its folded term
+        self._prefixes: tuple[list[str], list[str]] | None = None  # sorted case-folded words, their terms
         for doc, item in enumerate(self.items):
             row: list[FieldTokens | None] = []
             for field_id, name in enumerate(FIELDS):
@@ -117,23 +119,20 @@ class ItemIndex:
                 if not values:
                     row.append(None)
                     continue
-                tokens = _field_tokens(values)
+                tokens = _field_tokens(values, self._surfaces)
                 row.append(tokens)
                 self._post(doc, field_id, tokens)
             self.fields.append(row)
 
     def _post(self, doc: int, field_id: int, tokens: FieldTokens) -> None:
+        base = _pack(doc, field_id, 0)
+        postings = self.postings
         for position, term in enumerate(tokens.terms[: 1 << _POSITION_BITS]):
-            if not term:
-                continue
-            postings = self.postings.get(term)
-            if postings is None:
-                postings = self.postings[term] = array("q")
-            postings.append(_pack(doc, field_id, position))
-            surface = tokens.surface(position).casefold()
-            if surface not in self._surfaces:
-                self._surfaces[surface] = term
-                self._sorted_surfaces = None
+            if term:
+                found = postings.get(term)
+                if found is None:
+                    found = postings[term] = array("q")
+                found.append(base | position)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -143,14 +142,15 @@ class ItemIndex:
         """Postings that may hold ``word``: its term's, or those of every term a prefix may start."""
         if not word.prefix:
             return self.postings.get(word.term, ())
-        if self._sorted_surfaces is None:
-            self._sorted_surfaces = sorted(self._surfaces)
-        surfaces = self._sorted_surfaces
+        if self._prefixes is None:
+            pairs = sorted({(surface.casefold(), term) for surface, term in self._surfaces.items()})
+            self._prefixes = ([surface for surface, _ in pairs], [term for _, term in pairs])
+        surfaces, surface_terms = self._prefixes
         terms: dict[str, None] = {}
         for k in range(bisect.bisect_left(surfaces, word.term), len(surfaces)):
             if not surfaces[k].startswith(word.term):
                 break
-            terms[self._surfaces[surfaces[k]]] = None
+            terms[surface_terms[k]] = None
         return sorted(code for term in terms for code in self.postings[term])
 
     def phrase(self, words: Sequence[Word], fields: Iterable[str]) -> Hits:

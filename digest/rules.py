@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from digest.errors import RuleError
 from digest.models import Highlight, Item, RuleMatch
@@ -75,8 +76,12 @@ def _excluded(node: Node) -> Node | None:
     return None
 
 
+@lru_cache(maxsize=65536)
 def parse_rule(text: str) -> Rule:
-    """Parse one rule, or raise :class:`RuleError` with the column of the problem."""
+    """Parse one rule, or raise :class:`RuleError` with the column of the problem.
+
+    Cached: a cycle parses every subscriber's rules, and most rules are shared by many people.
+    """
     node = parse_node(text)
     return Rule(text=text, canonical=show(node), key=show(node, folded=True), node=node, excludes=_excluded(node))
 
@@ -108,6 +113,7 @@ class Matcher:
     def __init__(self, index: ItemIndex) -> None:
         self.index = index
         self._cache: dict[tuple[tuple[str, ...], str], Hits] = {}
+        self._explained: dict[tuple[str, str], dict[int, RuleMatch]] = {}
 
     def rule_hits(self, rule: Rule) -> Hits:
         """Docs the rule matches on its own, with the spans of the words that made it match."""
@@ -129,10 +135,19 @@ class Matcher:
         for rule in rules:
             if rule.is_exclusion:
                 continue
-            for doc, highlights in self.rule_hits(rule).items():
+            for doc, explained in self.explained(rule).items():
                 if doc not in excluded:
-                    result.setdefault(doc, []).append(RuleMatch(rule.text.strip(), _tidy(highlights)))
+                    result.setdefault(doc, []).append(explained)
         return result
+
+    def explained(self, rule: Rule) -> dict[int, RuleMatch]:
+        """Doc → why the rule matched it; built once per rule text, shared like the hits."""
+        text = rule.text.strip()
+        found = self._explained.get((text, rule.key))
+        if found is None:
+            hits = self.rule_hits(rule)
+            found = self._explained[(text, rule.key)] = {doc: RuleMatch(text, _tidy(h)) for doc, h in hits.items()}
+        return found
 
     def hits(self, node: Node, fields: tuple[str, ...] = TEXT_FIELDS) -> Hits:
         key = (fields, show(node, folded=True))

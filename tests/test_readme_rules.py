@@ -75,6 +75,6 @@ def test_every_readme_example_is_a_rule_case(row: dict[str, str]) -> None:
     for column, verdict in (("matches", True), ("does not match", False)):
         for text in QUOTED.findall(row[column]):
             text = text.replace("⏎", "\n")
-            assert any(
-                c.get("match") is verdict and any(text in t for t in case_texts(c)) for c in same
-            ), f"README says {rules} {'matches' if verdict else 'does not match'} {text!r}; no such case"
+            assert any(c.get("match") is verdict and any(text in t for t in case_texts(c)) for c in same), (
+                f"README says {rules} {'matches' if verdict else 'does not match'} {text!r}; no such case"
+            )

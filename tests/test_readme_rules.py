@@ -48,7 +48,7 @@ def table_rows() -> list[dict[str, str]]:
 
 def case_texts(case: dict[str, Any]) -> list[str]:
     texts = [case.get("title", ""), case.get("abstract", ""), case.get("org") or "", case.get("source", "")]
-    return texts + [*case.get("authors", ()), *case.get("keywords", ()), *case.get("categories", ())]
+    return [*texts, *case.get("authors", ()), *case.get("keywords", ()), *case.get("categories", ())]
 
 
 ROWS = table_rows()

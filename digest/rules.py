@@ -6,7 +6,7 @@ This module evaluates: :class:`Matcher` computes each distinct (sub)expression o
 by its folded canonical form, and shares the result between every subscriber who has it, so
 matching costs (distinct rules × postings), not (subscribers × rules × items) string scans.
 
-A rule that only excludes (``-survey``, ``NOT survey``, ``-survey -review``) is a subscriber-level
+A rule made only of negations (``-survey``, ``NOT survey``, ``-survey -review``) is a subscriber-level
 exclusion: what it names is removed from the matches of all of that subscriber's other rules.
 """
 
@@ -68,11 +68,17 @@ class Rule:
 
 
 def _excluded(node: Node) -> Node | None:
-    """``NOT x`` → x; ``NOT a AND NOT b`` → a OR b; anything that can select papers → None."""
+    """What a rule made only of negations removes (De Morgan), or None if it can select papers.
+
+    ``NOT x`` → x; ``-a -b`` (NOT a AND NOT b) → a OR b; ``-a OR -b`` → a AND b.
+    """
     if isinstance(node, Not):
         return node.child
-    if isinstance(node, And) and all(isinstance(c, Not) for c in node.children):
-        return Or(tuple(c.child for c in node.children if isinstance(c, Not)))
+    if isinstance(node, And | Or):
+        inner = [_excluded(child) for child in node.children]
+        if all(part is not None for part in inner):
+            parts = tuple(part for part in inner if part is not None)
+            return Or(parts) if isinstance(node, And) else And(parts)
     return None
 
 

@@ -11,7 +11,7 @@ import logging
 import shutil
 import sys
 from dataclasses import replace
-from datetime import date
+from datetime import date, timedelta
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as default_policy
@@ -22,18 +22,20 @@ import typer
 from email_validator import EmailNotValidError, validate_email
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from digest.errors import DigestError, RuleError, SubscriberError
+from digest.explain import describe, summary, try_rule
 from digest.mailer import OutboxMailer
 from digest.models import Subscriber
 from digest.pipeline import Cycle
-from digest.rules import parse_rules
+from digest.rules import parse_rule, parse_rules
 from digest.runner import run_once, today_in, utc_now
 from digest.settings import Settings, load_settings
 from digest.sources import make_client
 from digest.sources.hf_papers import HfPapersSource
 from digest.sources.sample import SampleSource, sample_last_day
-from digest.store import Store, open_store
+from digest.store import STORE_FILE, Store, open_store
 
 app = typer.Typer(
     name="digest",
@@ -143,7 +145,7 @@ def subscribe(
     except DigestError as exc:
         fail(exc)
     verb = "updated" if existing else "subscribed"
-    out.print(f"{verb} {address} with {len(subscriber.rules)} rule(s): {', '.join(subscriber.rules)}")
+    out.print(f"{verb} {address} with {len(subscriber.rules)} rule(s): {', '.join(subscriber.rules)}", markup=False)
 
 
 @app.command()
@@ -175,7 +177,9 @@ def subscribers() -> None:
     table = Table("email", "name", "rules", "active", "last delivery")
     for person in people:
         last = person.last_delivery_at.strftime("%Y-%m-%d %H:%M") if person.last_delivery_at else "never"
-        table.add_row(person.email, person.name or "", "; ".join(person.rules), "yes" if person.active else "no", last)
+        # Text, not markup: a rule such as /[a-z]+/ must print as written.
+        cells = (person.email, person.name or "", "; ".join(person.rules), "yes" if person.active else "no", last)
+        table.add_row(*(Text(cell) for cell in cells))
     out.print(table)
 
 
@@ -207,6 +211,40 @@ def preview(
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(html, encoding="utf-8")
     out.print(f"{message['Subject']}\nHTML written to {target}")
+
+
+@app.command("try", context_settings={"ignore_unknown_options": True})
+def try_command(
+    rule: Annotated[str, typer.Argument(help="The rule to try, such as 'title:4090 OR \"video diffusion\"'.")],
+    days: Annotated[int, typer.Option("--days", min=1, help="Look at papers listed in the last N days.")] = 7,
+) -> None:
+    """Show which stored papers of the last N days a rule matches, and why; changes nothing."""
+    settings = settings_or_exit()
+    try:
+        parsed = parse_rule(rule)
+    except RuleError as exc:
+        fail(exc)
+    end = today_in(settings)
+    start = end - timedelta(days=days - 1)
+    if not (settings.data_dir / STORE_FILE).exists():
+        out.print(f"no papers stored yet in {settings.data_dir}: run `digest run` first, then try again", markup=False)
+        return
+    try:
+        items = Store(settings.data_dir, writable=False).items_listed_between(start, end)
+    except DigestError as exc:
+        fail(exc)
+    result = try_rule(parsed, items)
+    out.print(f"rule: {parsed.canonical}", markup=False)
+    if parsed.is_exclusion:
+        out.print("an exclusion: the papers it names are removed from the matches of your other rules")
+    for number, entry in enumerate(result.entries, start=1):
+        lines = describe(entry)
+        out.print()
+        out.print(f"{number}. ", lines[0], sep="", end="\n")
+        for line in lines[1:]:
+            out.print("   ", line, sep="")
+    out.print()
+    out.print(summary(result, start.isoformat(), end.isoformat()))
 
 
 @app.command()

@@ -1,87 +1,103 @@
-"""Keyword rules: parse a rule, and evaluate it over an index of items.
+"""Keyword rules: parse a subscriber's rules, and match them against one cycle's items.
 
-This module holds the base form of SPEC.md: a word or phrase matches where its tokens stand
-consecutively in the title or abstract. Evaluation goes through :class:`ItemIndex`, built once per
-cycle over the candidate items, and :class:`Matcher` evaluates each distinct rule once and shares
-the result between every subscriber who has it: matching costs (distinct rules × postings), not
-(subscribers × rules × items) string scans.
+The language itself (words, phrases, ``diffus*``, AND/OR/NOT, fields, gates, ``/regex/``) is
+parsed in :mod:`digest.rule_syntax`; items are indexed once per cycle in :mod:`digest.rule_index`.
+This module evaluates: :class:`Matcher` computes each distinct (sub)expression once per cycle, keyed
+by its folded canonical form, and shares the result between every subscriber who has it, so
+matching costs (distinct rules × postings), not (subscribers × rules × items) string scans.
+
+A rule made only of negations (``-survey``, ``NOT survey``, ``-survey -review``) is a subscriber-level
+exclusion: what it names is removed from the matches of all of that subscriber's other rules.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from digest.errors import RuleError
 from digest.models import Highlight, Item, RuleMatch
-from digest.text import Token, terms, tokenize
+from digest.rule_index import SEPARATOR, Hits, ItemIndex, field_text, field_values
+from digest.rule_syntax import (
+    FIELDS,
+    MAX_RULE_LENGTH,
+    TEXT_FIELDS,
+    And,
+    Gate,
+    HasCode,
+    Node,
+    Not,
+    Or,
+    Phrase,
+    Regex,
+    Scope,
+    parse_node,
+    show,
+)
 
-TEXT_FIELDS = ("title", "abstract")
-MAX_RULE_LENGTH = 500
-
-
-class ItemIndex:
-    """Tokens with positions for each item's title and abstract, and a term → postings map."""
-
-    def __init__(self, items: Sequence[Item]) -> None:
-        self.items = list(items)
-        self.tokens: list[dict[str, list[Token]]] = []
-        self.postings: dict[str, list[tuple[int, str, int]]] = defaultdict(list)
-        for doc, item in enumerate(self.items):
-            fields = {"title": tokenize(item.title), "abstract": tokenize(item.abstract)}
-            self.tokens.append(fields)
-            for field_name, tokens in fields.items():
-                for position, token in enumerate(tokens):
-                    self.postings[token.term].append((doc, field_name, position))
-
-    def phrase(self, phrase: Sequence[str], fields: Iterable[str] = TEXT_FIELDS) -> dict[int, list[Highlight]]:
-        """Docs where the folded terms stand consecutively in one of ``fields``, with their spans."""
-        wanted = set(fields)
-        found: dict[int, list[Highlight]] = {}
-        if not phrase:
-            return found
-        first, rest = phrase[0], phrase[1:]
-        for doc, field_name, position in self.postings.get(first, ()):
-            if field_name not in wanted:
-                continue
-            tokens = self.tokens[doc][field_name]
-            end = position + len(rest)
-            if end >= len(tokens):
-                continue
-            if all(tokens[position + 1 + k].term == term for k, term in enumerate(rest)):
-                span = Highlight(field_name, tokens[position].start, tokens[end].end)
-                found.setdefault(doc, []).append(span)
-        return found
+__all__ = [
+    "FIELDS",
+    "MAX_RULE_LENGTH",
+    "SEPARATOR",
+    "TEXT_FIELDS",
+    "ItemIndex",
+    "Matcher",
+    "Rule",
+    "field_text",
+    "field_values",
+    "parse_rule",
+    "parse_rules",
+]
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """A parsed rule. ``canonical`` is the form it prints back in, and the key results are shared by."""
+    """A parsed rule. ``canonical`` is the form it prints back in; ``key`` (words folded) is what
+    evaluation is shared by. ``excludes`` is set for an exclusion: the expression it removes."""
 
     text: str
     canonical: str
-    phrase: tuple[str, ...]
+    key: str
+    node: Node
+    excludes: Node | None = None
 
-    def evaluate(self, index: ItemIndex) -> dict[int, list[Highlight]]:
-        return index.phrase(self.phrase)
+    @property
+    def is_exclusion(self) -> bool:
+        return self.excludes is not None
 
 
+def _excluded(node: Node) -> Node | None:
+    """What a rule made only of negations removes (De Morgan), or None if it can select papers.
+
+    ``NOT x`` → x; ``-a -b`` (NOT a AND NOT b) → a OR b; ``-a OR -b`` → a AND b.
+    """
+    if isinstance(node, Not):
+        return node.child
+    if isinstance(node, And | Or):
+        inner = [_excluded(child) for child in node.children]
+        if all(part is not None for part in inner):
+            parts = tuple(part for part in inner if part is not None)
+            return Or(parts) if isinstance(node, And) else And(parts)
+    return None
+
+
+@lru_cache(maxsize=65536)
 def parse_rule(text: str) -> Rule:
-    """Parse one rule, or raise :class:`RuleError` with the column of the problem."""
-    stripped = text.strip()
-    if not stripped:
-        raise RuleError("empty rule: expected a word or phrase", text, 1)
-    if len(stripped) > MAX_RULE_LENGTH:
-        raise RuleError(f"rule is longer than {MAX_RULE_LENGTH} characters", text, MAX_RULE_LENGTH + 1)
-    phrase = tuple(terms(stripped))
-    if not phrase:
-        raise RuleError("expected a word or phrase with at least one letter or digit", text, 1)
-    return Rule(text=text, canonical=" ".join(phrase), phrase=phrase)
+    """Parse one rule, or raise :class:`RuleError` with the column of the problem.
+
+    Cached: a cycle parses every subscriber's rules, and most rules are shared by many people.
+    """
+    node = parse_node(text)
+    return Rule(text=text, canonical=show(node), key=show(node, folded=True), node=node, excludes=_excluded(node))
 
 
 def parse_rules(texts: Sequence[str]) -> list[Rule]:
-    """Parse a subscriber's rules; an error names the rule's 1-based number."""
+    """Parse a subscriber's rules; an error names the rule's 1-based number.
+
+    A list of exclusions alone would never match anything, so it is refused rather than silently
+    sending nothing.
+    """
     if not texts:
         raise RuleError("at least one rule is needed", "", 1, 1)
     parsed = []
@@ -90,27 +106,109 @@ def parse_rules(texts: Sequence[str]) -> list[Rule]:
             parsed.append(parse_rule(text))
         except RuleError as exc:
             raise exc.numbered(number) from None
+    if all(rule.is_exclusion for rule in parsed):
+        raise RuleError(
+            "this rule only excludes papers; add a rule that selects some (such as 'diffusion')", texts[0], 1, 1
+        )
     return parsed
 
 
 class Matcher:
-    """Evaluates rules over one index, each distinct rule once, shared by all subscribers."""
+    """Evaluates rules over one index; every distinct expression once, shared by all subscribers."""
 
     def __init__(self, index: ItemIndex) -> None:
         self.index = index
-        self._cache: dict[str, dict[int, list[Highlight]]] = {}
+        self._cache: dict[tuple[tuple[str, ...], str], Hits] = {}
+        self._explained: dict[tuple[str, str], dict[int, RuleMatch]] = {}
 
-    def rule_hits(self, rule: Rule) -> dict[int, list[Highlight]]:
-        hits = self._cache.get(rule.canonical)
-        if hits is None:
-            hits = rule.evaluate(self.index)
-            self._cache[rule.canonical] = hits
-        return hits
+    def rule_hits(self, rule: Rule) -> Hits:
+        """Docs the rule matches on its own, with the spans of the words that made it match."""
+        return self.hits(rule.node)
+
+    def excluded_by(self, rule: Rule) -> set[int]:
+        """Docs an exclusion rule removes (nothing for a rule that is not an exclusion)."""
+        return set(self.hits(rule.excludes)) if rule.excludes is not None else set()
 
     def match(self, rules: Sequence[Rule]) -> dict[int, list[RuleMatch]]:
-        """Doc → the rules that matched it (in the subscriber's order) with their highlights."""
+        """Doc → the rules that matched it (in the subscriber's order) with their highlights.
+
+        ``rules`` is a subscriber's whole list: its exclusions remove docs from every other rule.
+        """
+        excluded: set[int] = set()
+        for rule in rules:
+            excluded |= self.excluded_by(rule)
         result: dict[int, list[RuleMatch]] = {}
         for rule in rules:
-            for doc, highlights in self.rule_hits(rule).items():
-                result.setdefault(doc, []).append(RuleMatch(rule.text.strip(), tuple(highlights)))
+            if rule.is_exclusion:
+                continue
+            for doc, explained in self.explained(rule).items():
+                if doc not in excluded:
+                    result.setdefault(doc, []).append(explained)
         return result
+
+    def explained(self, rule: Rule) -> dict[int, RuleMatch]:
+        """Doc → why the rule matched it; built once per rule text, shared like the hits."""
+        text = rule.text.strip()
+        found = self._explained.get((text, rule.key))
+        if found is None:
+            hits = self.rule_hits(rule)
+            found = self._explained[(text, rule.key)] = {doc: RuleMatch(text, _tidy(h)) for doc, h in hits.items()}
+        return found
+
+    def hits(self, node: Node, fields: tuple[str, ...] = TEXT_FIELDS) -> Hits:
+        key = (fields, show(node, folded=True))
+        found = self._cache.get(key)
+        if found is None:
+            found = self._cache[key] = self._evaluate(node, fields)
+        return found
+
+    def _evaluate(self, node: Node, fields: tuple[str, ...]) -> Hits:
+        index = self.index
+        match node:
+            case Phrase(words):
+                return index.phrase(words, fields)
+            case Regex(pattern, ignore_case):
+                return index.regex(pattern, ignore_case, fields)
+            case Gate(name, _, _):
+                gate = node
+                return index.where(lambda item: gate.admits(_number(item, name)))
+            case HasCode():
+                return index.where(lambda item: bool(item.github_repo))
+            case Scope(field, child):
+                return self.hits(child, (field,))
+            case Not(child):
+                inside = self.hits(child, fields)
+                return {doc: [] for doc in range(len(index)) if doc not in inside}
+            case Or(children):
+                union: Hits = {}
+                for child in children:
+                    for doc, spans in self.hits(child, fields).items():
+                        union.setdefault(doc, []).extend(spans)
+                return union
+            case And(children):
+                return self._all_of(children, fields)
+        raise AssertionError(f"unknown node {node!r}")
+
+    def _all_of(self, children: tuple[Node, ...], fields: tuple[str, ...]) -> Hits:
+        """Intersect the positive parts, smallest first; then drop what a ``NOT`` part names."""
+        positive = [self.hits(c, fields) for c in children if not isinstance(c, Not)]
+        negative = [self.hits(c.child, fields) for c in children if isinstance(c, Not)]
+        if not positive:
+            positive = [{doc: [] for doc in range(len(self.index))}]
+        positive.sort(key=len)
+        result: Hits = {}
+        for doc, spans in positive[0].items():
+            if any(doc not in other for other in positive[1:]) or any(doc in other for other in negative):
+                continue
+            result[doc] = [*spans, *(s for other in positive[1:] for s in other[doc])]
+        return result
+
+
+def _number(item: Item, name: str) -> int:
+    return item.upvotes if name == "upvotes" else item.comments
+
+
+def _tidy(highlights: list[Highlight]) -> tuple[Highlight, ...]:
+    """Each span once, title first, in reading order."""
+    order = {name: k for k, name in enumerate(FIELDS)}
+    return tuple(sorted(set(highlights), key=lambda h: (order.get(h.field, len(order)), h.start, h.end)))

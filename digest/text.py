@@ -9,6 +9,7 @@ even where the plural rule is linguistically naive (``series`` → ``sery`` on b
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -43,6 +44,13 @@ def fold(word: str) -> str:
 
 def tokenize(text: str) -> list[Token]:
     return [Token(fold(m.group()), m.start(), m.end()) for m in _TOKEN.finditer(text)]
+
+
+def words(text: str) -> Iterator[tuple[str, str, int, int]]:
+    """(word as written, folded term, start, end) of each token: for an index that keeps both."""
+    for m in _TOKEN.finditer(text):
+        word = m.group()
+        yield word, fold(word), m.start(), m.end()
 
 
 def terms(text: str) -> list[str]:

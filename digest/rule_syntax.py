@@ -1,0 +1,439 @@
+"""The keyword rule language: a lexer, a parser and the syntax tree, with its canonical form.
+
+Pure: text in, a tree or a :class:`RuleError` with a 1-based column out. Grammar, lowest
+precedence first (README "Keyword rules" shows it by example)::
+
+    rule    := or
+    or      := and ("OR" and)*
+    and     := unary (["AND"] unary)*            juxtaposition means AND
+    unary   := ("NOT" | "-") unary | primary
+    primary := "(" or ")" | FIELD ":" scoped | GATE | "has:code" | phrase | /regex/flags
+    scoped  := "(" or ")" | phrase | /regex/flags
+    phrase  := WORD+ | '"' words '"'             consecutive bare words are one phrase
+
+A run of bare words is one phrase, so the base form of SPEC.md (``video diffusion``: consecutive
+tokens) means what it always meant; quoting is only needed to put two phrases side by side.
+Operators are upper case (``AND``), so ``rock and roll`` stays a phrase.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+
+import re2
+
+from digest.errors import RuleError
+from digest.text import fold, tokenize
+
+MAX_RULE_LENGTH = 500
+MAX_REGEX_LENGTH = 200
+MAX_DEPTH = 24
+MIN_PREFIX = 2
+REGEX_MAX_MEM = 8 << 20  # bytes RE2 may use for one compiled regex
+
+TEXT_FIELDS: tuple[str, ...] = ("title", "abstract")
+FIELDS: tuple[str, ...] = ("title", "abstract", "author", "org", "keyword", "source", "category")
+GATES = ("upvotes", "comments")
+OPERATORS = ("AND", "OR", "NOT")
+
+_SCOPE = re.compile(r"([A-Za-z]+):")
+_GATE = re.compile(r"(upvotes|comments)(>=|<=|>|<|=)(.*)", re.IGNORECASE | re.DOTALL)
+
+
+# -- the tree ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Word:
+    """One word of a phrase as written (letters only or digits only); ``prefix`` for ``diffus*``."""
+
+    surface: str
+    prefix: bool = False
+
+    @cached_property
+    def term(self) -> str:
+        """What it is compared with: the folded term, or the case-folded prefix."""
+        return self.surface.casefold() if self.prefix else fold(self.surface)
+
+    def show(self, folded: bool) -> str:
+        return (self.term if folded else self.surface) + ("*" if self.prefix else "")
+
+
+@dataclass(frozen=True)
+class Phrase:
+    words: tuple[Word, ...]
+
+
+@dataclass(frozen=True)
+class Regex:
+    pattern: str
+    ignore_case: bool = False
+
+
+@dataclass(frozen=True)
+class Gate:
+    """``upvotes>=20``: a number an item has, compared with a constant."""
+
+    name: str
+    op: str
+    value: int
+
+    def admits(self, number: int) -> bool:
+        return {
+            ">=": number >= self.value,
+            "<=": number <= self.value,
+            ">": number > self.value,
+            "<": number < self.value,
+            "=": number == self.value,
+        }[self.op]
+
+
+@dataclass(frozen=True)
+class HasCode:
+    pass
+
+
+@dataclass(frozen=True)
+class Scope:
+    field: str
+    child: Node
+
+
+@dataclass(frozen=True)
+class Not:
+    child: Node
+
+
+@dataclass(frozen=True)
+class And:
+    children: tuple[Node, ...]
+
+
+@dataclass(frozen=True)
+class Or:
+    children: tuple[Node, ...]
+
+
+Node = Phrase | Regex | Gate | HasCode | Scope | Not | And | Or
+
+
+def show(node: Node, folded: bool = False) -> str:
+    """The canonical text of ``node``; ``folded`` prints words as they are compared (a cache key).
+
+    Explicit ``AND``, parentheses only where precedence needs them, fields and operators in one
+    spelling; parsing it gives back the same tree, and so the same text.
+    """
+    match node:
+        case Phrase(words):
+            # A word spelled like an operator ("AND" in quotes) prints in lower case: same term.
+            return " ".join(w.show(folded).casefold() if w.surface in OPERATORS else w.show(folded) for w in words)
+        case Regex(pattern, ignore_case):
+            return f"/{pattern}/" + ("i" if ignore_case else "")
+        case Gate(name, op, value):
+            return f"{name}{op}{value}"
+        case HasCode():
+            return "has:code"
+        case Scope(field, child):
+            return f"{field}:{_grouped(child, folded, (And, Or, Not))}"
+        case Not(child):
+            return f"NOT {_grouped(child, folded, (And, Or))}"
+        case And(children):
+            return " AND ".join(_grouped(c, folded, (Or,)) for c in children)
+        case Or(children):
+            return " OR ".join(show(c, folded) for c in children)
+    raise AssertionError(f"unknown node {node!r}")
+
+
+def _grouped(node: Node, folded: bool, needs_parens: tuple[type, ...]) -> str:
+    text = show(node, folded)
+    return f"({text})" if isinstance(node, needs_parens) else text
+
+
+# -- regular expressions ---------------------------------------------------------------------
+@lru_cache(maxsize=4096)
+def compile_regex(pattern: str, ignore_case: bool) -> re2._Regexp:
+    """Compile with RE2 (linear time in the text, bounded memory); raises ``re2.error``."""
+    options = re2.Options()
+    options.log_errors = False
+    options.max_mem = REGEX_MAX_MEM
+    options.case_sensitive = not ignore_case
+    return re2.compile(pattern, options)
+
+
+# -- lexer -----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Lexeme:
+    """A token of the rule text. ``kind``: ( ) AND OR NOT - SCOPE GATE HAS WORD QUOTED REGEX END."""
+
+    kind: str
+    column: int  # 0-based offset into the rule text
+    text: str = ""
+    node: Node | None = None
+
+
+def lex(rule: str) -> list[Lexeme]:
+    out: list[Lexeme] = []
+    i, n = 0, len(rule)
+    while i < n:
+        char = rule[i]
+        if char.isspace():
+            i += 1
+        elif char in "()":
+            out.append(Lexeme(char, i))
+            i += 1
+        elif char == '"':
+            close = rule.find('"', i + 1)
+            if close < 0:
+                raise RuleError("missing closing '\"'", rule, i + 1)
+            out.append(Lexeme("QUOTED", i, rule[i + 1 : close]))
+            i = close + 1
+        elif char == "/":
+            lexeme, i = _lex_regex(rule, i)
+            out.append(lexeme)
+        elif char == "-" and i + 1 < n and _starts_term(rule[i + 1]):
+            out.append(Lexeme("-", i))
+            i += 1
+        else:
+            end = i
+            while end < n and not _breaks(rule[end]):
+                end += 1
+            lexemes, i = _lex_word(rule, i, end)
+            out.extend(lexemes)
+    out.append(Lexeme("END", n))
+    return out
+
+
+def _breaks(char: str) -> bool:
+    """Where a bare word (or a regex's flags) ends."""
+    return char.isspace() or char in '()"'
+
+
+def _starts_term(char: str) -> bool:
+    return char.isalnum() or char in '"(/'
+
+
+def _lex_regex(rule: str, start: int) -> tuple[Lexeme, int]:
+    i = start + 1
+    while i < len(rule) and rule[i] != "/":
+        i += 2 if rule[i] == "\\" else 1
+    if i >= len(rule):
+        raise RuleError("missing closing '/' of the regular expression", rule, start + 1)
+    pattern = rule[start + 1 : i]
+    i += 1
+    flags_start = i
+    while i < len(rule) and not _breaks(rule[i]):
+        i += 1
+    flags = rule[flags_start:i]
+    if flags not in ("", "i"):
+        raise RuleError(f"unknown regular expression flag {flags!r}: expected 'i' or nothing", rule, flags_start + 1)
+    if not pattern:
+        raise RuleError("empty regular expression", rule, start + 1)
+    if len(pattern) > MAX_REGEX_LENGTH:
+        raise RuleError(f"regular expression longer than {MAX_REGEX_LENGTH} characters", rule, start + 1)
+    try:
+        compile_regex(pattern, bool(flags))
+    except re2.error as exc:
+        reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
+        raise RuleError(f"bad regular expression: {reason}", rule, start + 1) from None
+    return Lexeme("REGEX", start, pattern, Regex(pattern, bool(flags))), i
+
+
+def _lex_word(rule: str, start: int, end: int) -> tuple[list[Lexeme], int]:
+    """A bare word: an operator, a field prefix, a gate, ``has:code`` or words of a phrase."""
+    word = rule[start:end]
+    if word in OPERATORS:
+        return [Lexeme(word, start)], end
+    scope = _SCOPE.match(word)
+    if scope:
+        name = scope.group(1).lower()
+        after = start + scope.end()
+        if name == "has":
+            if word[scope.end() :].lower() != "code":
+                raise RuleError("expected 'has:code'", rule, start + 1)
+            return [Lexeme("HAS", start, node=HasCode())], end
+        if name in GATES:
+            raise RuleError(f"expected a comparison such as {name}>=10", rule, start + 1)
+        if name not in FIELDS:
+            raise RuleError(
+                f"unknown field {scope.group(1)!r}: expected one of {', '.join(FIELDS)}"
+                " (to search for text with a colon, put it in quotes)",
+                rule,
+                start + 1,
+            )
+        if after >= len(rule) or not _starts_term(rule[after]):
+            raise RuleError(f"expected a word, a quoted phrase, a /regex/ or '(' after '{name}:'", rule, after + 1)
+        return [Lexeme("SCOPE", start, name)], after  # the scoped term is lexed next
+    gate = _GATE.fullmatch(word)
+    if gate:
+        name, op, number = gate.group(1).lower(), gate.group(2), gate.group(3)
+        if not (number.isascii() and number.isdigit()) or len(number) > 9:
+            raise RuleError(f"expected a whole number after '{name}{op}'", rule, start + len(name) + len(op) + 1)
+        return [Lexeme("GATE", start, word, Gate(name, op, int(number)))], end
+    return [Lexeme("WORD", start, word)], end
+
+
+def words_of(text: str, rule: str, offset: int) -> list[Word]:
+    """The words of a bare word or quoted phrase; a ``*`` may only end a word (``diffus*``)."""
+    tokens = tokenize(text)
+    ends = {token.end: k for k, token in enumerate(tokens)}
+    prefixes: set[int] = set()
+    for position, char in enumerate(text):
+        if char != "*":
+            continue
+        k = ends.get(position)
+        followed = position + 1 < len(text) and (text[position + 1] == "*" or bool(tokenize(text[position + 1])))
+        if k is None or followed:
+            raise RuleError("'*' can only end a word, as in diffus*", rule, offset + position + 1)
+        if len(text[tokens[k].start : tokens[k].end]) < MIN_PREFIX:
+            raise RuleError(
+                f"a prefix needs at least {MIN_PREFIX} letters or digits before '*'", rule, offset + position + 1
+            )
+        prefixes.add(k)
+    return [Word(text[t.start : t.end], k in prefixes) for k, t in enumerate(tokens)]
+
+
+# -- parser ----------------------------------------------------------------------------------
+class Parser:
+    """Recursive descent over the lexemes of one rule; every error carries the column."""
+
+    def __init__(self, rule: str) -> None:
+        self.rule = rule
+        self.lexemes = lex(rule)
+        self.at = 0
+        self.depth = 0
+        self.scope: str | None = None
+
+    def error(self, message: str, lexeme: Lexeme | None = None) -> RuleError:
+        return RuleError(message, self.rule, (lexeme or self.peek()).column + 1)
+
+    def peek(self) -> Lexeme:
+        return self.lexemes[self.at]
+
+    def take(self) -> Lexeme:
+        lexeme = self.lexemes[self.at]
+        self.at += 1
+        return lexeme
+
+    def parse(self) -> Node:
+        node = self.parse_or()
+        extra = self.peek()
+        if extra.kind == ")":
+            raise self.error("unexpected ')' without a matching '('")
+        assert extra.kind == "END", extra
+        return node
+
+    def parse_or(self) -> Node:
+        children = [self.parse_and()]
+        while self.peek().kind == "OR":
+            self.take()
+            children.append(self.parse_and())
+        return _flat(Or, children)
+
+    def parse_and(self) -> Node:
+        children = [self.parse_unary()]
+        while True:
+            kind = self.peek().kind
+            if kind == "AND":
+                self.take()
+            elif kind in ("END", ")", "OR"):
+                break
+            children.append(self.parse_unary())
+        return _flat(And, children)
+
+    def parse_unary(self) -> Node:
+        lexeme = self.peek()
+        if lexeme.kind in ("NOT", "-"):
+            self.take()
+            self.enter(lexeme)
+            child = self.parse_unary()
+            self.depth -= 1
+            return Not(child)
+        return self.parse_primary()
+
+    def enter(self, lexeme: Lexeme) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(f"rule is nested more than {MAX_DEPTH} levels deep", lexeme)
+
+    def parse_primary(self) -> Node:
+        lexeme = self.peek()
+        kind = lexeme.kind
+        if kind == "(":
+            return self.parse_group()
+        if kind == "SCOPE":
+            return self.parse_scope()
+        if kind in ("GATE", "HAS"):
+            if self.scope:
+                raise self.error(f"'{lexeme.text or 'has:code'}' cannot be inside '{self.scope}:'")
+            self.take()
+            assert lexeme.node is not None
+            return lexeme.node
+        if kind == "REGEX":
+            self.take()
+            assert lexeme.node is not None
+            return lexeme.node
+        if kind in ("WORD", "QUOTED"):
+            return self.parse_phrase()
+        if kind == "END":
+            after = {"AND": "AND", "OR": "OR", "NOT": "NOT", "-": "'-'"}.get(self.lexemes[self.at - 1].kind, "")
+            hint = f" after {after}" if self.at and after else ""
+            raise self.error(f"expected a word or phrase{hint}")
+        if kind == ")":
+            raise self.error("expected a word or phrase before ')'")
+        raise self.error(f"expected a word or phrase before {kind}")
+
+    def parse_group(self) -> Node:
+        opening = self.take()
+        self.enter(opening)
+        if self.peek().kind == ")":
+            raise self.error("empty parentheses: expected a word or phrase inside")
+        node = self.parse_or()
+        if self.peek().kind != ")":
+            raise self.error("missing ')'", opening)
+        self.take()
+        self.depth -= 1
+        return node
+
+    def parse_scope(self) -> Node:
+        lexeme = self.take()
+        if self.scope:
+            raise self.error(f"'{lexeme.text}:' cannot be inside '{self.scope}:'", lexeme)
+        following = self.peek()
+        if following.kind == "SCOPE":
+            raise self.error(f"'{following.text}:' cannot be inside '{lexeme.text}:'", following)
+        if following.kind not in ("(", "WORD", "QUOTED", "REGEX"):
+            raise self.error(f"expected a word, a quoted phrase, a /regex/ or '(' after '{lexeme.text}:'", following)
+        self.scope = lexeme.text
+        child = self.parse_primary()
+        self.scope = None
+        return Scope(lexeme.text, child)
+
+    def parse_phrase(self) -> Node:
+        first = self.take()
+        words = words_of(first.text, self.rule, first.column + (first.kind == "QUOTED"))
+        if first.kind == "WORD":  # consecutive bare words make one phrase
+            while self.peek().kind == "WORD":
+                lexeme = self.take()
+                words.extend(words_of(lexeme.text, self.rule, lexeme.column))
+        if not words:
+            what = "inside the quotes" if first.kind == "QUOTED" else "here"
+            raise self.error(f"expected a word with at least one letter or digit {what}", first)
+        return Phrase(tuple(words))
+
+
+def _flat(kind: type[And] | type[Or], children: list[Node]) -> Node:
+    if len(children) == 1:
+        return children[0]
+    flat: list[Node] = []
+    for child in children:
+        flat.extend(child.children if isinstance(child, kind) else (child,))
+    return kind(tuple(flat))
+
+
+def parse_node(rule: str) -> Node:
+    """Parse one rule's text into a tree, or raise :class:`RuleError` naming the column."""
+    if not rule.strip():
+        raise RuleError("empty rule: expected a word or phrase", rule, 1)
+    if len(rule) > MAX_RULE_LENGTH:
+        raise RuleError(f"rule is longer than {MAX_RULE_LENGTH} characters", rule, MAX_RULE_LENGTH + 1)
+    return Parser(rule).parse()

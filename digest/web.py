@@ -329,7 +329,9 @@ class WebFront:
 
     async def preview(self, request: Request) -> Response:
         if not self.ip_previews.allow(self.client_ip(request), self.now_seconds()):
-            html = render_page("_preview.html", preview=None, preview_error=("Slow down a little…",), preview_days=PREVIEW_DAYS)
+            html = render_page(
+                "_preview.html", preview=None, preview_error=("Slow down a little…",), preview_days=PREVIEW_DAYS
+            )
             return HTMLResponse(html, status_code=429, headers={"cache-control": "no-store"})
         form = await request.form()
         rules_text = str(form.get("rules", ""))[: MAX_RULES_CHARS + 1]

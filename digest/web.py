@@ -325,7 +325,11 @@ class WebFront:
         except DigestError as exc:
             log.error("preview unavailable: %s", exc)
             return None, ("The preview is not available right now.",)
-        return build_preview(index, parse_rules(good)), check.errors
+        try:
+            rules = parse_rules(good)
+        except DigestError:  # a check across the rules as a whole; check_rules has already said which
+            return None, check.errors
+        return build_preview(index, rules), check.errors
 
     async def preview(self, request: Request) -> Response:
         if not self.ip_previews.allow(self.client_ip(request), self.now_seconds()):

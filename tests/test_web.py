@@ -538,3 +538,10 @@ def test_tokens_never_reach_the_access_log(client: httpx.Client) -> None:
     assert TokenRedactingFilter().filter(record)
     assert "eyJ" not in record.getMessage() and "token=[redacted]&done=saved" in record.getMessage()
     assert any(isinstance(f, TokenRedactingFilter) for f in logging.getLogger("uvicorn.access").filters)
+
+
+def test_a_confirm_link_whose_rules_no_longer_parse_subscribes_nobody(client: httpx.Client, settings: Settings) -> None:
+    token = signer().sign("confirm", ADA, r=["***"], s=state_key(None))  # e.g. after a change of the rule language
+    answer = client.get("/confirm", params={"token": token})
+    assert answer.status_code == 400 and "no longer work" in answer.text and "Line 1, column 1" in answer.text
+    assert stored(settings, ADA) is None

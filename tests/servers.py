@@ -3,6 +3,7 @@ SMTP server (aiosmtpd) that keeps what it accepts. Both listen on 127.0.0.1 only
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -113,7 +114,9 @@ class _Handler:
         if refusal:
             return refusal
         if self.sink.delay_after is not None and len(self.sink.messages) >= self.sink.delay_after:
-            time.sleep(self.sink.delay_seconds)
+            # A slow server, not a stuck one: other connections go on, and a client that hangs up
+            # meanwhile cancels this handler, so its message is not accepted (as it never heard 250).
+            await asyncio.sleep(self.sink.delay_seconds)
         raw = envelope.original_content or envelope.content
         assert isinstance(raw, bytes)
         message = message_from_bytes(raw, policy=default_policy)

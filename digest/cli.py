@@ -377,6 +377,16 @@ def import_subscribers(file: Annotated[Path, typer.Argument(help="JSON lines as 
     out.print(f"imported {len(people)} subscriber(s)")
 
 
+def outcome(cycle: dict[str, object]) -> str:
+    if cycle.get("dry_run"):
+        return "dry run"
+    if cycle.get("ok"):
+        return "ok"
+    if cycle.get("stopped"):
+        return f"stopped, {cycle.get('pending', 0)} digest(s) left"
+    return "failed"
+
+
 @app.command()
 def status(
     last: Annotated[int, typer.Option("--last", "-n", min=1, help="How many cycles to show.")] = 10,
@@ -391,29 +401,17 @@ def status(
     except DigestError as exc:
         fail(exc)
     zone = zoneinfo.ZoneInfo(settings.schedule.timezone)
-    if state.cycles:
-        table = Table(
-            "started", "trigger", "as of", "fetched", "new", "matched", "sent", "failed", "sources", "outcome"
+    out.print(f"last {len(state.cycles)} cycle(s):" if state.cycles else "no cycle has run yet")
+    for cycle in state.cycles:
+        when = datetime.fromisoformat(cycle["started_at"]).astimezone(zone).strftime("%Y-%m-%d %H:%M")
+        sources = ", ".join(
+            f"{s['name']} ok" if s["ok"] else f"{s['name']} down ({', '.join(s['days_failed'])})"
+            for s in cycle["sources"]
         )
-        for cycle in state.cycles:
-            when = datetime.fromisoformat(cycle["started_at"]).astimezone(zone).strftime("%Y-%m-%d %H:%M")
-            sources = ", ".join(
-                s["name"] if s["ok"] else f"{s['name']} down ({', '.join(s['days_failed'])})" for s in cycle["sources"]
-            )
-            outcome = (
-                "dry run"
-                if cycle.get("dry_run")
-                else "ok"
-                if cycle["ok"]
-                else "stopped"
-                if cycle.get("stopped")
-                else "failed"
-            )
-            numbers = [str(cycle[k]) for k in ("fetched", "new", "matched", "sent", "failed")]
-            table.add_row(when, cycle.get("trigger", "manual"), cycle["as_of"], *numbers, sources, outcome)
-        out.print(table)
-    else:
-        out.print("no cycle has run yet")
+        numbers = ", ".join(f"{k} {cycle[k]}" for k in ("fetched", "new", "matched", "sent", "failed"))
+        out.print(
+            f"  {when} {cycle.get('trigger', 'manual')} as of {cycle['as_of']}: {numbers}; {sources}: {outcome(cycle)}"
+        )
     for source in state.sources:
         waiting = source.get("failed_days") or []
         line = f"source {source['name']}: last success {source.get('last_ok_at') or 'never'}"

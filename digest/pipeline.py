@@ -158,11 +158,7 @@ class Cycle:
         for digest in plan.digests:
             digest.notices.extend(notices)
         if not dry_run:
-            if self.stop.is_set():
-                log.warning("stop requested before sending: %d digest(s) left for the next cycle", len(plan.digests))
-                report.stopped, report.pending = True, len(plan.digests)
-            else:
-                self._deliver(plan, window_start, report)
+            self._deliver(plan, window_start, report)
             self.store.prune(as_of - timedelta(days=self.settings.retention_days))
             report.finished_at = self.now()
             self.store.record_cycle(report)
@@ -295,6 +291,14 @@ class Cycle:
                     last_delivery_at=sent_at,
                 )
             )
+        # A first digest that did not get through (refused, or left by a stop) still covers this
+        # window next time: pin the person's horizon here, or tomorrow's window would skip it.
+        handed_over = {s.email for s in caught_up}
+        caught_up += [
+            replace(d.subscriber, caught_up_to=window_start)
+            for d in plan.digests
+            if d.subscriber.email not in handed_over and d.subscriber.caught_up_to is None
+        ]
         # Subscribers may have changed while we sent (another process cannot: we hold the lock);
         # only move their bookkeeping forward.
         self.store.save_subscribers(caught_up)

@@ -57,5 +57,7 @@ def configure_logging(log_format: LogFormat = "keyvalue", level: int = logging.W
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
-    # httpx logs every request at INFO; keep them for --verbose debugging only.
-    logging.getLogger("httpx").setLevel(max(level, logging.WARNING))
+    # httpx logs every request and APScheduler every job run at INFO: digest logs what matters
+    # about those itself, so theirs are kept for debugging only.
+    for noisy in ("httpx", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if level <= logging.DEBUG else logging.WARNING)

@@ -41,9 +41,12 @@ def start_cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
 
 
 def subscribe_all(env: dict[str, str]) -> None:
-    for address, (rule, _) in EXPECTED.items():
-        result = run_cli("subscribe", address, "-k", rule, env=env)
-        assert result.returncode == 0, result.stderr
+    """The four subscribers of the end-to-end tests, in one ``digest import`` (one process, not four)."""
+    lines = [json.dumps({"email": address, "rules": [rule], "name": None}) for address, (rule, _) in EXPECTED.items()]
+    people = Path(env["DIGEST_DATA_DIR"]).with_name("people.jsonl")
+    people.write_text("\n".join(lines) + "\n")
+    result = run_cli("import", str(people), env=env)
+    assert result.returncode == 0, result.stderr
 
 
 def assert_exactly_once(smtp: SmtpSink, days: dict[str, list[dict[str, Any]]], dates: list[str]) -> None:
@@ -62,7 +65,9 @@ def env(hf_api: FakeHfApi, smtp: SmtpSink, tmp_path: Path) -> dict[str, str]:
     return environment
 
 
-def test_kill_9_mid_send_then_rerun_delivers_exactly_once(env: dict[str, str], hf_api: FakeHfApi, smtp: SmtpSink) -> None:
+def test_kill_9_mid_send_then_rerun_delivers_exactly_once(
+    env: dict[str, str], hf_api: FakeHfApi, smtp: SmtpSink
+) -> None:
     smtp.delay_after, smtp.delay_seconds = 1, 60.0  # the server stalls on the second email
     first = start_cli("run", "--date", DAY2, env=env)
     try:

@@ -50,7 +50,9 @@ def test_health_ok_failing_and_missed() -> None:
     status, body = assess([cycle(SEVEN + timedelta(seconds=2))], SEVEN, NOW, GRACE, since)
     assert status == 200 and body["status"] == "ok" and body["last_cycle"]["outcome"] == "ok"
 
-    status, body = assess([cycle(SEVEN + timedelta(seconds=2), ok=False, errors=["SMTP 451"])], SEVEN, NOW, GRACE, since)
+    status, body = assess(
+        [cycle(SEVEN + timedelta(seconds=2), ok=False, errors=["SMTP 451"])], SEVEN, NOW, GRACE, since
+    )
     assert status == 503 and body["status"] == "failing" and body["last_cycle"]["errors"] == ["SMTP 451"]
 
     yesterday = [cycle(SEVEN - timedelta(days=1))]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -103,9 +102,3 @@ class Retrier:
         self.waited += delay
         interrupted = self._wait(delay)
         return not interrupted and not self.stopped
-
-
-def sleeping_wait(seconds: float) -> bool:
-    """A wait that cannot be interrupted (for callers without a stop event)."""
-    time.sleep(seconds)
-    return False

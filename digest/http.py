@@ -21,6 +21,10 @@ def worth_retrying(status: int) -> bool:
     return status in RETRY_STATUSES or 500 <= status < 600
 
 
+class StoppedError(httpx.TransportError):
+    """A request not made because a stop (SIGTERM) was requested."""
+
+
 class RetryingTransport(httpx.BaseTransport):
     """Wraps a transport; retries idempotent requests on network errors, 429 and 5xx."""
 
@@ -29,6 +33,10 @@ class RetryingTransport(httpx.BaseTransport):
         self.inner = inner or httpx.HTTPTransport()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if self.retrier.stopped:
+            # Stopping: no new request (one could hang for the whole timeout). The source records
+            # the day as failed, and the next cycle fetches it.
+            raise StoppedError("not fetched: digest is stopping", request=request)
         if request.method not in SAFE_METHODS:
             return self.inner.handle_request(request)
         retry = 0

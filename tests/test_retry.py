@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from digest.http import RetryingTransport
+from digest.http import RetryingTransport, StoppedError
 from digest.retry import Retrier, RetryPolicy, retry_after_seconds
 from digest.sources import make_client
 
@@ -117,3 +117,12 @@ def test_transport_does_not_retry_a_404() -> None:
     with make_client(transport=inner, retrier=Retrier(RetryPolicy(), wait=Waits())) as client:
         assert client.get("http://api.test/x").status_code == 404
     assert len(seen) == 1
+
+
+def test_transport_makes_no_new_request_once_stopping() -> None:
+    inner, seen = scripted([httpx.Response(200, json=[])])
+    stop = threading.Event()
+    stop.set()
+    with make_client(transport=inner, retrier=Retrier(RetryPolicy(), stop=stop)) as client, pytest.raises(StoppedError):
+        client.get("http://api.test/x")
+    assert seen == []

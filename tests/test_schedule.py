@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
 
 from digest.health import assess
+from digest.pipeline import catch_up_days
 from digest.schedule import cron_trigger, last_fire, needs_catch_up, next_fire
 
 NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
@@ -66,3 +67,10 @@ def test_health_of_a_new_service_counts_only_times_after_it_started() -> None:
     assert assess([], SEVEN, NOW, GRACE, serving_since=NOW - timedelta(minutes=5))[0] == 200
     status, body = assess([], SEVEN, NOW, GRACE, serving_since=SEVEN - timedelta(days=1))
     assert status == 503 and body["status"] == "missed"
+
+
+def test_failed_days_are_fetched_again_for_catchup_days_then_given_up() -> None:
+    failed = [date(2026, 11, 1), date(2026, 11, 9), date(2026, 11, 10), date(2026, 11, 20)]
+    again, given_up = catch_up_days(failed, as_of=date(2026, 11, 23), catchup_days=14)
+    assert again == [date(2026, 11, 10), date(2026, 11, 20)]  # within 14 days of the 23rd
+    assert given_up == [date(2026, 11, 1), date(2026, 11, 9)]

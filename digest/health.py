@@ -9,7 +9,7 @@ The judgement (:func:`assess`) is pure; the route only gathers the inputs.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from starlette.requests import Request
@@ -87,12 +87,10 @@ def health_status(settings: Settings, now: datetime, serving_since: datetime) ->
 
 
 def routes(settings: Settings) -> list[Route]:
-    from digest.runner import utc_now
-
-    serving_since = utc_now()  # the app is built when the service starts
+    serving_since = datetime.now(UTC)  # the app is built when the service starts
 
     async def healthz(request: Request) -> JSONResponse:
-        status, body = health_status(settings, utc_now(), serving_since)
+        status, body = health_status(settings, datetime.now(UTC), serving_since)
         return JSONResponse(body, status_code=status)
 
     return [Route("/healthz", healthz, methods=["GET"])]

@@ -9,13 +9,19 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import signal
 import sys
+import threading
+import zoneinfo
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as default_policy
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, NoReturn
 
 import typer
@@ -26,6 +32,7 @@ from rich.text import Text
 
 from digest.errors import DigestError, RuleError, SubscriberError
 from digest.explain import describe, summary, try_rule
+from digest.logs import configure_logging
 from digest.mailer import OutboxMailer
 from digest.models import Subscriber
 from digest.pipeline import Cycle
@@ -35,6 +42,7 @@ from digest.settings import Settings, load_settings
 from digest.sources import make_client
 from digest.sources.hf_papers import HfPapersSource
 from digest.sources.sample import SampleSource, sample_last_day
+from digest.storage import write_atomically
 from digest.store import STORE_FILE, Store, open_store
 
 app = typer.Typer(
@@ -56,13 +64,6 @@ def fail(error: DigestError | str, code: int | None = None) -> NoReturn:
     raise typer.Exit(code if code is not None else getattr(error, "exit_code", 1))
 
 
-def settings_or_exit() -> Settings:
-    try:
-        return load_settings()
-    except DigestError as exc:
-        fail(exc)
-
-
 def parse_day(value: str | None) -> date | None:
     if value is None:
         return None
@@ -79,15 +80,47 @@ def normalize_email(value: str) -> str:
         raise SubscriberError(f"{value!r} is not a valid email address: {exc}") from exc
 
 
+_verbose = False
+
+
 @app.callback()
 def main_options(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what each stage does.")] = False,
 ) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    global _verbose
+    _verbose = verbose
+    configure_logging("keyvalue", logging.INFO if verbose else logging.WARNING)
+
+
+def settings_or_exit(level: int | None = None) -> Settings:
+    """Settings, and logging set up as they ask (``log_format``); exit 2 naming a bad key."""
+    try:
+        settings = load_settings()
+    except DigestError as exc:
+        fail(exc)
+    configure_logging(settings.log_format, logging.INFO if _verbose else (level or logging.WARNING))
+    return settings
+
+
+@contextmanager
+def stop_requested_by_signals() -> Iterator[threading.Event]:
+    """SIGTERM/SIGINT set the event the cycle checks: finish the email being sent, record it, stop."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        if not stop.is_set():
+            print(
+                f"digest: {signal.Signals(signum).name} received: finishing the email being sent, then stopping",
+                file=sys.stderr,
+            )
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @app.command()
@@ -95,16 +128,23 @@ def run(
     day: Annotated[str | None, typer.Option("--date", help="Run as of this day (YYYY-MM-DD).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Render and report; send and record nothing.")] = False,
 ) -> None:
-    """Run one full daily cycle now: fetch, diff, match, render, deliver."""
+    """Run one full daily cycle now: fetch, diff, match, render, deliver.
+
+    A second run while one is running exits 1 with a message (the store is locked). SIGTERM or
+    SIGINT finish the email being sent, record it and exit 0; the rest goes out next cycle.
+    """
     settings = settings_or_exit()
-    try:
-        report = run_once(settings, parse_day(day), dry_run=dry_run)
-    except DigestError as exc:
-        fail(exc)
+    as_of = parse_day(day)
+    with stop_requested_by_signals() as stop:
+        try:
+            report = run_once(settings, as_of, dry_run=dry_run, stop=stop)
+        except DigestError as exc:
+            fail(exc)
     out.print(report.summary())
     for problem in report.errors:
         print(f"digest: {problem}", file=sys.stderr)
-    raise typer.Exit(0 if report.ok else 1)
+    stopped_cleanly = report.stopped and report.failed == 0 and all(s.ok for s in report.sources)
+    raise typer.Exit(0 if report.ok or stopped_cleanly else 1)
 
 
 @app.command()
@@ -112,7 +152,7 @@ def serve() -> None:
     """The long-running service: the daily cycle on schedule.cron, and the web pages."""
     from digest.service import serve as run_service
 
-    settings = settings_or_exit()
+    settings = settings_or_exit(logging.INFO)
     try:
         run_service(settings)
     except DigestError as exc:
@@ -313,7 +353,10 @@ def export_subscribers(
     if file is None:
         sys.stdout.write(text)
     else:
-        file.write_text(text, encoding="utf-8")
+        try:
+            write_atomically(file, text.encode("utf-8"))
+        except OSError as exc:
+            fail(f"cannot write {file}: {exc}", 2)
         out.print(f"exported {len(lines)} subscriber(s) to {file}")
 
 
@@ -326,6 +369,7 @@ def import_subscribers(file: Annotated[Path, typer.Argument(help="JSON lines as 
     except (OSError, UnicodeDecodeError) as exc:
         fail(f"cannot read {file}: {exc}", 2)
     people: dict[str, Subscriber] = {}
+    first_line: dict[str, int] = {}
     problems: list[str] = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -341,6 +385,9 @@ def import_subscribers(file: Annotated[Path, typer.Argument(help="JSON lines as 
             if name is not None and not isinstance(name, str):
                 raise ValueError('"name" must be a string or null')
             address = normalize_email(str(record.get("email", "")))
+            if address in first_line:
+                raise ValueError(f"{address} is already on line {first_line[address]}")
+            first_line[address] = number
             parse_rules(rules)
             people[address] = Subscriber(address, tuple(r.strip() for r in rules), name, subscribed_at=utc_now())
         except (ValueError, DigestError) as exc:
@@ -366,6 +413,85 @@ def import_subscribers(file: Annotated[Path, typer.Argument(help="JSON lines as 
     except DigestError as exc:
         fail(exc)
     out.print(f"imported {len(people)} subscriber(s)")
+
+
+def outcome(cycle: dict[str, object]) -> str:
+    if cycle.get("dry_run"):
+        return "dry run"
+    if cycle.get("ok"):
+        return "ok"
+    if cycle.get("stopped"):
+        return f"stopped, {cycle.get('pending', 0)} digest(s) left"
+    return "failed"
+
+
+@app.command()
+def status(
+    last: Annotated[int, typer.Option("--last", "-n", min=1, help="How many cycles to show.")] = 10,
+) -> None:
+    """The last cycles (fetched, new, matched, sent, failed, per source), pending deliveries, next run."""
+    from digest.status import gather
+
+    settings = settings_or_exit()
+    try:
+        store = Store(settings.data_dir, writable=False)
+        state = gather(settings, store, today_in(settings), utc_now(), last)
+    except DigestError as exc:
+        fail(exc)
+    zone = zoneinfo.ZoneInfo(settings.schedule.timezone)
+    out.print(f"last {len(state.cycles)} cycle(s):" if state.cycles else "no cycle has run yet")
+    for cycle in state.cycles:
+        when = datetime.fromisoformat(cycle["started_at"]).astimezone(zone).strftime("%Y-%m-%d %H:%M")
+        sources = ", ".join(
+            f"{s['name']} ok" if s["ok"] else f"{s['name']} down ({', '.join(s['days_failed'])})"
+            for s in cycle["sources"]
+        )
+        numbers = ", ".join(f"{k} {cycle[k]}" for k in ("fetched", "new", "matched", "sent", "failed"))
+        out.print(
+            f"  {when} {cycle.get('trigger', 'manual')} as of {cycle['as_of']}: {numbers}; {sources}: {outcome(cycle)}"
+        )
+    for source in state.sources:
+        waiting = source.get("failed_days") or []
+        line = f"source {source['name']}: last success {source.get('last_ok_at') or 'never'}"
+        if waiting:
+            line += f"; days to fetch again: {', '.join(waiting)} (last error: {source.get('last_error')})"
+        out.print(line)
+    if state.pending:
+        out.print(f"pending: {sum(p.papers for p in state.pending)} paper(s) for {len(state.pending)} subscriber(s)")
+        for item in state.pending:
+            why = f" — last refusal: {item.failure['reason']}" if item.failure else ""
+            out.print(f"  {item.email}: {item.papers} paper(s){why}")
+    else:
+        out.print("pending: nothing (every matched paper has been delivered)")
+    next_run = state.next_run.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z") if state.next_run else "never"
+    out.print(f"next scheduled run: {next_run} (schedule.cron {settings.schedule.cron!r})")
+
+
+@app.command()
+def doctor(
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Restore a damaged store from its last good backup.")
+    ] = False,
+) -> None:
+    """Check the store, its backup and the delivery journal; --repair restores a damaged store."""
+    from digest import doctor as checkup
+
+    settings = settings_or_exit()
+    found = checkup.examine(settings.data_dir)
+    for note in found.notes:
+        out.print(note)
+    for problem in found.problems:
+        print(f"digest: problem: {problem}", file=sys.stderr)
+    if not repair:
+        if found.problems:
+            hint = "run `digest doctor --repair`" if found.backup_ok else "no good backup to restore from"
+            fail(f"{len(found.problems)} problem(s) found; {hint}", 1)
+        out.print("no problems found")
+        return
+    try:
+        out.print(checkup.repair(settings.data_dir))
+    except DigestError as exc:
+        fail(exc)
 
 
 def main() -> None:

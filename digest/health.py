@@ -1,31 +1,96 @@
-"""``GET /healthz``: the last cycle's time and outcome, for people, monitors and the container healthcheck."""
+"""``GET /healthz``: the last cycle's time and outcome, for people, monitors and the container healthcheck.
+
+200 while the service keeps its schedule; 503 when the last cycle failed (a source was down, an
+email was not handed over, or the cycle was stopped with digests left) or when the last scheduled
+time passed, plus the grace period, without any cycle starting — the two ways a day gets lost.
+The judgement (:func:`assess`) is pure; the route only gathers the inputs.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from digest.errors import DigestError
+from digest.schedule import cron_trigger, last_fire, next_fire, started
 from digest.settings import Settings
 from digest.store import Store
 
 
-def health_status(settings: Settings) -> tuple[int, dict[str, object]]:
+def cycle_summary(cycle: Mapping[str, Any]) -> dict[str, Any]:
+    keys = ("as_of", "started_at", "finished_at", "trigger", "fetched", "new", "matched", "sent", "failed", "pending")
+    summary = {key: cycle.get(key) for key in keys}
+    summary["outcome"] = "ok" if cycle.get("ok") else ("stopped" if cycle.get("stopped") else "failed")
+    summary["sources"] = [
+        {"name": s.get("name"), "ok": s.get("ok"), "days_failed": s.get("days_failed", [])}
+        for s in cycle.get("sources", [])
+    ]
+    if cycle.get("errors"):
+        summary["errors"] = cycle["errors"][:5]
+    return summary
+
+
+def assess(
+    cycles: Sequence[Mapping[str, Any]],
+    last_scheduled: datetime | None,
+    now: datetime,
+    grace: timedelta,
+    serving_since: datetime,
+) -> tuple[int, dict[str, Any]]:
+    """Status code and body for the health endpoint.
+
+    A scheduled time counts as missed once ``grace`` has passed with no cycle started at or after
+    it — but only times the service was responsible for: after the last recorded cycle, or, in a
+    store with no cycle yet, after this service started.
+    """
+    real = sorted((c for c in cycles if not c.get("dry_run")), key=started)
+    last = real[-1] if real else None
+    body: dict[str, Any] = {
+        "status": "ok",
+        "last_cycle": cycle_summary(last) if last else None,
+        "last_scheduled": last_scheduled.isoformat() if last_scheduled else None,
+    }
+    if last is not None and not last.get("ok"):
+        body["status"] = "failing"
+        body["problem"] = "the last cycle did not deliver everything; it is retried at the next cycle"
+        return 503, body
+    if last_scheduled is not None and now - last_scheduled > grace:
+        responsible = last is not None or last_scheduled >= serving_since
+        if responsible and (last is None or started(last) < last_scheduled):
+            body["status"] = "missed"
+            body["problem"] = f"no cycle ran for the scheduled time {last_scheduled.isoformat()}"
+            return 503, body
+    return 200, body
+
+
+def health_status(settings: Settings, now: datetime, serving_since: datetime) -> tuple[int, dict[str, Any]]:
     try:
-        cycles = Store(settings.data_dir, writable=False).cycles(last=1)
+        cycles = Store(settings.data_dir, writable=False).cycles(last=50)
     except DigestError as exc:
         return 503, {"status": "error", "error": str(exc)}
-    if not cycles:
-        return 200, {"status": "ok", "last_cycle": None}
-    last = cycles[-1]
-    body: dict[str, object] = {"status": "ok" if last.get("ok") else "failing", "last_cycle": last}
-    return (200 if last.get("ok") else 503), body
+    trigger = cron_trigger(settings.schedule.cron, settings.schedule.timezone)
+    status, body = assess(
+        cycles,
+        last_fire(trigger, now),
+        now,
+        timedelta(seconds=settings.schedule.misfire_grace_seconds),
+        serving_since,
+    )
+    upcoming = next_fire(trigger, now)
+    body["next_run"] = upcoming.isoformat() if upcoming else None
+    return status, body
 
 
 def routes(settings: Settings) -> list[Route]:
+    serving_since = datetime.now(UTC)  # the app is built when the service starts
+
     async def healthz(request: Request) -> JSONResponse:
-        status, body = health_status(settings)
+        status, body = health_status(settings, datetime.now(UTC), serving_since)
         return JSONResponse(body, status_code=status)
 
     return [Route("/healthz", healthz, methods=["GET"])]

@@ -187,10 +187,13 @@ class CycleReport:
     failed: int = 0
     sources: list[SourceReport] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    trigger: str = "manual"  # manual (digest run), scheduled, catch-up (serve after downtime)
+    stopped: bool = False  # a stop (SIGTERM) was requested during the cycle
+    pending: int = 0  # digests left for the next cycle because of the stop
 
     @property
     def ok(self) -> bool:
-        return self.failed == 0 and all(source.ok for source in self.sources)
+        return self.failed == 0 and self.pending == 0 and all(source.ok for source in self.sources)
 
     def summary(self) -> str:
         text = f"fetched {self.fetched}, new {self.new}, matched {self.matched}, sent {self.sent}, failed {self.failed}"
@@ -199,6 +202,8 @@ class CycleReport:
         down = [s.name for s in self.sources if not s.ok]
         if down:
             text += f"; source down: {', '.join(down)}"
+        if self.stopped:
+            text += f"; stopped early: {self.pending} digest(s) left for the next cycle"
         return text
 
     def to_record(self) -> dict[str, Any]:
@@ -217,4 +222,7 @@ class CycleReport:
                 for s in self.sources
             ],
             "errors": self.errors,
+            "trigger": self.trigger,
+            "stopped": self.stopped,
+            "pending": self.pending,
         }

@@ -7,13 +7,16 @@ Delivery promises (SPEC.md) and where they are kept:
    so items from a failed send stay candidates; days a source could not fetch are fetched again.
 3. First digest: a new subscriber's horizon is the start of the current window.
 4. One email per subscriber per cycle, none when nothing matched.
+
+Stopping (SIGTERM): the send loop checks ``stop`` before each email, so the email being handed over
+is finished and recorded, the rest stay pending, and the cycle is recorded as stopped early.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-import time
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -27,6 +30,7 @@ from digest.merge import merge_items, with_stored
 from digest.message import build_message, load_dkim_key
 from digest.models import CycleReport, Digest, DigestEntry, Item, SourceReport, Subscriber
 from digest.render import Links, rank_entries, render_digest
+from digest.retry import Retrier
 from digest.rules import ItemIndex, Matcher, parse_rules
 from digest.settings import Settings
 from digest.sources import Source
@@ -35,8 +39,6 @@ from digest.tokens import Signer
 
 log = logging.getLogger(__name__)
 
-MAX_CATCHUP_DAYS = 14
-SEND_ATTEMPTS = 3
 ABORT_AFTER_CONSECUTIVE_CONNECTION_FAILURES = 3
 
 
@@ -93,9 +95,25 @@ def plan_digests(
     return plan
 
 
+def catch_up_days(failed: Sequence[date], as_of: date, catchup_days: int) -> tuple[list[date], list[date]]:
+    """Split a source's failed days into those fetched again now and those too old to chase."""
+    oldest = as_of - timedelta(days=catchup_days)
+    keep = [d for d in failed if d > oldest]
+    return keep, [d for d in failed if d <= oldest]
+
+
 def candidate_start(subscribers: Sequence[Subscriber], window_start: date, floor: date) -> date:
     starts = [min(window_start, s.caught_up_to or window_start) for s in subscribers]
     return max(floor, min(starts, default=window_start))
+
+
+def plan_from_store(store: Store, window_start: date, as_of: date) -> Plan:
+    """What a cycle would send now from the items already stored (also ``digest status``'s pending)."""
+    floor = store.candidate_floor()
+    subscribers = store.subscribers(active_only=True)
+    start = candidate_start(subscribers, window_start, floor)
+    candidates = store.items_listed_between(start, as_of)
+    return plan_digests(subscribers, candidates, store.delivered_ids, window_start, floor, as_of)
 
 
 class Cycle:
@@ -109,8 +127,10 @@ class Cycle:
         mailer: Mailer,
         client: httpx.Client,
         now: Callable[[], datetime],
-        sleep: Callable[[float], None] = time.sleep,
         progress: Callable[[int, int], None] | None = None,
+        stop: threading.Event | None = None,
+        send_retrier: Retrier | None = None,
+        trigger: str = "manual",
     ) -> None:
         self.settings = settings
         self.store = store
@@ -118,20 +138,20 @@ class Cycle:
         self.mailer = mailer
         self.client = client
         self.now = now
-        self.sleep = sleep
         self.progress = progress
+        self.stop = stop or threading.Event()
+        self.send_retrier = send_retrier or Retrier(
+            settings.retry.policy(settings.retry.send_budget_seconds), stop=self.stop
+        )
+        self.trigger = trigger
         self.signer = Signer(settings.resolved_secret_key())
         self.dkim_key = load_dkim_key(settings.dkim, settings.smtp.from_address)
 
     def run(self, as_of: date, dry_run: bool = False) -> CycleReport:
-        report = CycleReport(as_of=as_of, started_at=self.now(), dry_run=dry_run)
+        report = CycleReport(as_of=as_of, started_at=self.now(), dry_run=dry_run, trigger=self.trigger)
         days = self._fetch(as_of, report)
         window_start = min(days)
-        floor = self.store.candidate_floor()
-        subscribers = self.store.subscribers(active_only=True)
-        start = candidate_start(subscribers, window_start, floor)
-        candidates = self.store.items_listed_between(start, as_of)
-        plan = plan_digests(subscribers, candidates, self.store.delivered_ids, window_start, floor, as_of)
+        plan = plan_from_store(self.store, window_start, as_of)
         for problem in plan.rule_errors:
             log.error("skipped subscriber with a bad rule: %s", problem)
             report.errors.append(problem)
@@ -157,7 +177,14 @@ class Cycle:
         all_days = set(window)
         fetched: list[Item] = []
         for source in self.sources:
-            retry = [d for d in self.store.failed_days(source.name) if as_of - d < timedelta(days=MAX_CATCHUP_DAYS)]
+            retry, given_up = catch_up_days(self.store.failed_days(source.name), as_of, self.settings.catchup_days)
+            for day in given_up:
+                log.error(
+                    "%s: giving up on %s: it could not be fetched for %d days (catchup_days)",
+                    source.name,
+                    day,
+                    self.settings.catchup_days,
+                )
             days = sorted(set(window) | set(retry))
             all_days.update(days)
             result = source.fetch(self.client, days)
@@ -168,7 +195,7 @@ class Cycle:
                 source_report.days_failed = [d.isoformat() for d in result.failed_days]
             report.sources.append(source_report)
             if not report.dry_run:
-                self.store.set_failed_days(source.name, result.failed_days)
+                self.store.record_source(source_report, result.failed_days, self.now())
             fetched.extend(result.items)
         # One paper, one item: the same id from two sources (or from this cycle and an earlier one).
         precedence = [source.name for source in self.sources]
@@ -226,6 +253,10 @@ class Cycle:
         connection_failures = 0
         total = len(plan.digests)
         for position, digest in enumerate(plan.digests, start=1):
+            if self.stop.is_set():
+                report.stopped, report.pending = True, total - position + 1
+                log.warning("stop requested: %d digest(s) left for the next cycle", report.pending)
+                break
             if self.progress:
                 self.progress(position, total)
             if connection_failures >= ABORT_AFTER_CONSECUTIVE_CONNECTION_FAILURES:
@@ -234,11 +265,14 @@ class Cycle:
             html, message = self.compose(digest)
             (archive / f"{digest.digest_id}.html").write_text(html, encoding="utf-8")
             try:
-                where = self._send_with_retries(message)
+                where = self._send_with_retries(message, digest.subscriber.email)
             except DeliveryError as exc:
                 report.failed += 1
                 report.errors.append(str(exc))
                 log.error("delivery failed: %s", exc)
+                self.store.record_failure(
+                    digest.subscriber.email, str(exc), self.now(), permanent=isinstance(exc, PermanentDeliveryError)
+                )
                 if isinstance(exc, TransientDeliveryError) and "connect" in str(exc):
                     connection_failures += 1
                 continue
@@ -247,6 +281,7 @@ class Cycle:
             self.store.record_delivery(
                 digest.subscriber.email, [e.item for e in digest.entries], sent_at, digest.digest_id
             )
+            self.store.clear_failure(digest.subscriber.email)
             report.sent += 1
             log.info(
                 "sent digest %s with %d papers to %s via %s",
@@ -262,21 +297,30 @@ class Cycle:
                     last_delivery_at=sent_at,
                 )
             )
+        # A first digest that did not get through (refused, or left by a stop) still covers this
+        # window next time: pin the person's horizon here, or tomorrow's window would skip it.
+        handed_over = {s.email for s in caught_up}
+        caught_up += [
+            replace(d.subscriber, caught_up_to=window_start)
+            for d in plan.digests
+            if d.subscriber.email not in handed_over and d.subscriber.caught_up_to is None
+        ]
         # Subscribers may have changed while we sent (another process cannot: we hold the lock);
         # only move their bookkeeping forward.
         self.store.save_subscribers(caught_up)
 
-    def _send_with_retries(self, message: EmailMessage) -> str:
-        delay = 0.5
-        for attempt in range(1, SEND_ATTEMPTS + 1):
+    def _send_with_retries(self, message: EmailMessage, email: str) -> str:
+        """Hand ``message`` over, retrying transient refusals (4xx, dropped connections) with backoff.
+
+        The mailer reconnects by itself after a dropped connection. A permanent refusal (5xx) is
+        not retried: it is this address's problem, and the loop moves on to the others.
+        """
+        retry = 0
+        while True:
             try:
                 return self.mailer.send(message)
-            except PermanentDeliveryError:
-                raise
             except TransientDeliveryError as exc:
-                if attempt == SEND_ATTEMPTS:
+                retry += 1
+                log.warning("transient delivery error for %s: %s", email, exc)
+                if not self.send_retrier.pause(retry, f"the digest for {email}"):
                     raise
-                log.warning("transient delivery error (attempt %d of %d): %s", attempt, SEND_ATTEMPTS, exc)
-                self.sleep(delay)
-                delay *= 2
-        raise AssertionError("unreachable")

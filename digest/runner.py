@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import zoneinfo
 from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
@@ -9,6 +10,7 @@ from datetime import UTC, date, datetime
 from digest.mailer import Mailer, make_mailer
 from digest.models import CycleReport
 from digest.pipeline import Cycle
+from digest.retry import Retrier
 from digest.settings import Settings
 from digest.sources import Source, make_client, registry
 from digest.sources.conditional import StateBook
@@ -36,15 +38,33 @@ def run_once(
     mailer: Mailer | None = None,
     progress: Callable[[int, int], None] | None = None,
     lock_wait_seconds: float = 0,
+    stop: threading.Event | None = None,
+    trigger: str = "manual",
 ) -> CycleReport:
-    """One full cycle as of ``as_of`` (default: today in the schedule's zone)."""
+    """One full cycle as of ``as_of`` (default: today in the schedule's zone).
+
+    ``stop``, once set (by a signal handler), ends retry waits at once and stops the send loop
+    after the email being handed over; everything sent is recorded before this returns.
+    """
     day = as_of or today_in(settings)
+    stop = stop or threading.Event()
     chosen_mailer = mailer or make_mailer(settings.smtp, settings.data_dir / "outbox")
+    fetch_retrier = Retrier(settings.retry.policy(settings.retry.fetch_budget_seconds), stop=stop)
     with (
-        open_store(settings.data_dir, write=not dry_run, wait_seconds=lock_wait_seconds) as store,
-        make_client(settings.sources.hf_papers.timeout_seconds) as client,
+        open_store(settings.data_dir, write=not dry_run, wait_seconds=lock_wait_seconds, stop=stop) as store,
+        make_client(settings.sources.hf_papers.timeout_seconds, retrier=fetch_retrier) as client,
         chosen_mailer as active_mailer,
     ):
         chosen_sources = list(sources) if sources is not None else configured_sources(settings, store)
-        cycle = Cycle(settings, store, chosen_sources, active_mailer, client, utc_now, progress=progress)
+        cycle = Cycle(
+            settings,
+            store,
+            chosen_sources,
+            active_mailer,
+            client,
+            utc_now,
+            progress=progress,
+            stop=stop,
+            trigger=trigger,
+        )
         return cycle.run(day, dry_run=dry_run)

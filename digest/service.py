@@ -1,68 +1,154 @@
 """``digest serve``: the daily cycle on a schedule (APScheduler) and the web pages (uvicorn), in one process.
 
-uvicorn owns the signals: SIGTERM/SIGINT make it stop serving; the scheduler is then shut down,
-waiting for a running cycle to finish, so no email is sent without being recorded.
+The main thread owns the signals: SIGTERM/SIGINT set one stop event. The running cycle sees it
+(retry waits end, the send loop stops after the email being handed over and records it), uvicorn
+is told to exit, the scheduler is shut down waiting for that cycle, and ``serve`` returns, so the
+process exits 0 within a few seconds. uvicorn therefore runs in a worker thread, where it installs
+no signal handlers of its own.
+
+On start, if a cycle was recorded before but none succeeded since the last scheduled time (the
+container was stopped, the machine was off, or the last cycle failed), one runs at once.
 """
 
 from __future__ import annotations
 
 import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
 
 import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
-from apscheduler.triggers.cron import CronTrigger
 
 from digest.errors import DigestError
-from digest.runner import run_once
+from digest.runner import run_once, utc_now
+from digest.schedule import cron_trigger, last_fire, needs_catch_up
 from digest.settings import Settings
+from digest.store import CYCLES_KEPT, Store
 from digest.web import create_app
 
 log = logging.getLogger(__name__)
 
 CYCLE_JOB_ID = "daily-cycle"
+LOCK_WAIT_SECONDS = 600
+WEB_STOP_SECONDS = 5.0
 
 
-def scheduled_cycle(settings: Settings) -> None:
+class CycleJob:
     """The scheduler's job: one cycle; errors are logged, never raised into the scheduler."""
-    try:
-        report = run_once(settings, lock_wait_seconds=600)
-    except DigestError as exc:
-        log.error("scheduled cycle failed: %s", exc)
-        return
-    except Exception:
-        log.exception("scheduled cycle crashed")
-        return
-    log.info("scheduled cycle done: %s", report.summary())
+
+    def __init__(self, settings: Settings, stop: threading.Event, catch_up_first: bool = False) -> None:
+        self.settings = settings
+        self.stop = stop
+        self.catch_up_first = catch_up_first
+
+    def __call__(self) -> None:
+        trigger = "catch-up" if self.catch_up_first else "scheduled"
+        self.catch_up_first = False
+        if self.stop.is_set():
+            return
+        log.info("cycle starting", extra={"fields": {"trigger": trigger}})
+        try:
+            report = run_once(self.settings, lock_wait_seconds=LOCK_WAIT_SECONDS, stop=self.stop, trigger=trigger)
+        except DigestError as exc:
+            log.error("%s cycle failed: %s", trigger, exc)
+            return
+        except Exception:
+            log.exception("%s cycle crashed", trigger)
+            return
+        record = report.to_record()
+        fields = {k: record[k] for k in ("trigger", "as_of", "fetched", "new", "matched", "sent", "failed", "ok")}
+        log.log(
+            logging.INFO if report.ok else logging.WARNING, "cycle done: %s", report.summary(), extra={"fields": fields}
+        )
 
 
-def make_scheduler(settings: Settings) -> BackgroundScheduler:
+def make_scheduler(settings: Settings, stop: threading.Event, catch_up: bool) -> BackgroundScheduler:
+    trigger = cron_trigger(settings.schedule.cron, settings.schedule.timezone)
     scheduler = BackgroundScheduler(timezone=settings.schedule.timezone)
+    extra = {"next_run_time": utc_now()} if catch_up else {}
     scheduler.add_job(
-        scheduled_cycle,
-        CronTrigger.from_crontab(settings.schedule.cron, timezone=settings.schedule.timezone),
-        args=[settings],
+        CycleJob(settings, stop, catch_up_first=catch_up),
+        trigger,
         id=CYCLE_JOB_ID,
         coalesce=True,
         max_instances=1,
         misfire_grace_time=settings.schedule.misfire_grace_seconds,
+        **extra,
     )
     return scheduler
 
 
-def serve(settings: Settings) -> None:
-    scheduler = make_scheduler(settings)
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host=settings.web.host, port=settings.web.port, log_level="info")
-    )
-    scheduler.start()
-    job = scheduler.get_job(CYCLE_JOB_ID)
-    log.warning(
-        "serving on http://%s:%d; next cycle at %s",
-        settings.web.host,
-        settings.web.port,
-        job.next_run_time if job else "?",
-    )
+def must_catch_up(settings: Settings) -> bool:
+    """Read the store once at start-up: a damaged store stops ``serve`` here, with its path."""
+    cycles = Store(settings.data_dir, writable=False).cycles(last=CYCLES_KEPT)
+    trigger = cron_trigger(settings.schedule.cron, settings.schedule.timezone)
+    return needs_catch_up(cycles, last_fire(trigger, utc_now()))
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            return
+        log.warning("received %s: finishing the email being sent, then stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        server.run()
+        yield
     finally:
-        scheduler.shutdown(wait=True)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def start_web(settings: Settings, stop: threading.Event) -> tuple[uvicorn.Server, threading.Thread]:
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.web.host,
+        port=settings.web.port,
+        log_config=None,  # uvicorn's records go through digest's structured logging
+        access_log=False,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="web", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise DigestError(
+                f"cannot serve the web pages on {settings.web.host}:{settings.web.port} "
+                "(is the port in use? set web.port); see the log above"
+            )
+        if stop.wait(0.05):
+            break
+    return server, thread
+
+
+def serve(settings: Settings) -> None:
+    catch_up = must_catch_up(settings)
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        server, web = start_web(settings, stop)
+        scheduler = make_scheduler(settings, stop, catch_up)
+        scheduler.start()
+        job = scheduler.get_job(CYCLE_JOB_ID)
+        log.warning(
+            "serving on http://%s:%d; %s",
+            settings.web.host,
+            settings.web.port,
+            "catching up now: the last scheduled cycle was missed or failed"
+            if catch_up
+            else f"next cycle at {job.next_run_time if job else '?'}",
+        )
+        try:
+            while not stop.wait(0.5):
+                if not web.is_alive():
+                    log.error("the web server stopped; stopping")
+                    stop.set()
+        finally:
+            server.should_exit = True
+            scheduler.shutdown(wait=True)
+            web.join(WEB_STOP_SECONDS)
+    log.warning("stopped cleanly")

@@ -30,6 +30,7 @@ from pydantic_settings import (
 )
 
 from digest.errors import SettingsError
+from digest.retry import RetryPolicy
 
 DEFAULT_CONFIG_FILE = Path("config/digest.toml")
 
@@ -55,10 +56,10 @@ class ScheduleSettings(_Section):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
-        from apscheduler.triggers.cron import CronTrigger
+        from digest.schedule import cron_trigger
 
         try:
-            CronTrigger.from_crontab(value)
+            cron_trigger(value, "UTC")
         except ValueError as exc:
             raise ValueError(f"not a crontab expression ({exc})") from exc
         return value
@@ -206,6 +207,19 @@ class SourcesSettings(_Section):
         return value
 
 
+class RetrySettings(_Section):
+    """Transient failures (network errors, HTTP 429/5xx, SMTP 4xx, dropped connections) are retried."""
+
+    attempts: int = Field(default=5, ge=1, le=20)
+    initial_delay_seconds: float = Field(default=1.0, gt=0)
+    max_delay_seconds: float = Field(default=60.0, gt=0)
+    fetch_budget_seconds: float = Field(default=300.0, ge=0)
+    send_budget_seconds: float = Field(default=300.0, ge=0)
+
+    def policy(self, budget: float) -> RetryPolicy:
+        return RetryPolicy(self.attempts, self.initial_delay_seconds, self.max_delay_seconds, budget)
+
+
 class WebSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
@@ -225,11 +239,14 @@ class Settings(BaseSettings):
     public_url: str = "http://localhost:8080"
     secret_key: SecretStr | None = None
     retention_days: int = Field(default=60, ge=7)
+    catchup_days: int = Field(default=14, ge=1, le=365)
+    log_format: Literal["keyvalue", "json"] = "keyvalue"
     schedule: ScheduleSettings = ScheduleSettings()
     smtp: SmtpSettings = SmtpSettings()
     dkim: DkimSettings = DkimSettings()
     sources: SourcesSettings = SourcesSettings()
     web: WebSettings = WebSettings()
+    retry: RetrySettings = RetrySettings()
 
     @field_validator("public_url")
     @classmethod

@@ -18,24 +18,28 @@ from tinydb.storages import Storage
 
 from digest.errors import StoreCorruptError
 
+REPAIR_HINT = "; `digest doctor --repair` restores the last good backup"
+
 
 def read_json_file(path: Path) -> dict[str, Any]:
     """Parse a store file, or raise :class:`StoreCorruptError` naming it; never modifies it."""
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
-        raise StoreCorruptError(f"store file {path} is not UTF-8 text ({exc}); it was left untouched") from exc
+        raise StoreCorruptError(
+            f"store file {path} is not UTF-8 text ({exc}); it was left untouched{REPAIR_HINT}"
+        ) from exc
     if not text.strip():
-        raise StoreCorruptError(f"store file {path} is empty; it was left untouched")
+        raise StoreCorruptError(f"store file {path} is empty; it was left untouched{REPAIR_HINT}")
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise StoreCorruptError(
             f"store file {path} is corrupt or truncated (line {exc.lineno}, column {exc.colno}: {exc.msg}); "
-            "it was left untouched"
+            f"it was left untouched{REPAIR_HINT}"
         ) from exc
     if not isinstance(data, dict):
-        raise StoreCorruptError(f"store file {path} does not hold a JSON object; it was left untouched")
+        raise StoreCorruptError(f"store file {path} does not hold a JSON object; it was left untouched{REPAIR_HINT}")
     return data
 
 
@@ -91,3 +95,9 @@ def _keep_as_backup(current: Path, backup: Path) -> None:
         os.link(current, backup)
     except OSError:
         write_atomically(backup, current.read_bytes())
+
+
+def keep_copy(current: Path, copy: Path) -> None:
+    """Keep ``current`` as ``copy`` (once: an existing copy is the older, and is not replaced)."""
+    if current.exists() and not copy.exists():
+        write_atomically(copy, current.read_bytes())

@@ -6,18 +6,28 @@ are the exception: each accepted email is appended at once to ``deliveries.journ
 line, flushed to the OS), so a crash or ``kill -9`` between two sends never forgets who already got
 what; the journal is folded into the ledger at the next checkpoint.
 
-Tables:
+Tables (schema version 2; :mod:`digest.migrations` upgrades older files on open):
 - ``meta``: schema version and the prune horizon (ledger entries older than it are dropped, and
   items listed before it are never delivered again, which keeps "at most once, ever" true).
 - ``seen``: every item id ever fetched and the date it was first listed (compact; never pruned).
 - ``items``: full records of items listed within ``retention_days``.
 - ``subscribers``, ``ledger`` (email → {item id: listed date}), ``cycles`` (last 200 reports).
+- ``sources``: per source, the days it could not fetch (fetched again next cycle) and its last
+  success and error.
+- ``failures``: per address, the last refusal by the SMTP server (until a digest gets through).
+
+Backups: the storage keeps the previous file as ``digest.json.bak``, and the journal folded by the
+last flush that had deliveries is kept as ``deliveries.journal.1``. The backup plus that journal
+hold every delivery ever recorded, so ``digest doctor --repair`` can restore a damaged store without
+forgetting who already got what.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -25,15 +35,16 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
-from tinydb import TinyDB
+from tinydb import Query, TinyDB
 
-from digest.errors import CycleLockedError, StoreError
-from digest.models import CycleReport, Item, Subscriber
-from digest.storage import BufferedAtomicStorage
+from digest.errors import CycleLockedError
+from digest.migrations import SCHEMA_VERSION, migrate
+from digest.models import CycleReport, Item, SourceReport, Subscriber
+from digest.storage import BufferedAtomicStorage, keep_copy
 
-SCHEMA_VERSION = 1
 STORE_FILE = "digest.json"
 JOURNAL_FILE = "deliveries.journal"
+FOLDED_JOURNAL_FILE = "deliveries.journal.1"
 LOCK_FILE = "digest.lock"
 CYCLES_KEPT = 200
 
@@ -67,16 +78,21 @@ class Store:
         return self._storage
 
     def _check_schema(self) -> None:
-        meta = self.db.table("meta")
-        doc = meta.get(doc_id=1)
-        if doc is None:
-            meta.insert({"schema_version": SCHEMA_VERSION, "prune_horizon": None})
+        """Create a new store at the current version, or upgrade an older one in memory.
+
+        The upgraded store is written at the next flush; before that, the file as it was is kept
+        as ``digest.json.v<old>.bak``, so a migration can always be undone by hand.
+        """
+        assert self._storage is not None
+        data = self._storage.read()
+        if data is None or not data.get("meta"):
+            self.db.table("meta").insert({"schema_version": SCHEMA_VERSION, "prune_horizon": None})
             return
-        version = doc.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise StoreError(
-                f"store {self.path} has schema version {version}; this digest reads version {SCHEMA_VERSION}"
-            )
+        upgraded, old_version = migrate(data, str(self.path))
+        if old_version != SCHEMA_VERSION:
+            if self.writable:
+                keep_copy(self.path, self.path.with_name(f"{self.path.name}.v{old_version}.bak"))
+            self._storage.write(upgraded)
 
     # -- meta ---------------------------------------------------------------------------------
     @property
@@ -209,27 +225,65 @@ class Store:
         return self.prune_horizon or date.min
 
     # -- sources ------------------------------------------------------------------------------
+    def _source_record(self, source: str) -> dict[str, Any]:
+        doc = self.db.table("sources").get(Query().name == source)
+        return dict(doc) if doc else {"name": source, "failed_days": []}
+
+    def source_states(self) -> list[dict[str, Any]]:
+        return sorted((dict(d) for d in self.db.table("sources").all()), key=lambda d: str(d["name"]))
+
     def failed_days(self, source: str) -> list[date]:
-        doc: dict[str, Any] = self.db.table("meta").get(doc_id=1) or {}
-        return [date.fromisoformat(d) for d in doc.get("failed_days", {}).get(source, [])]
+        return [date.fromisoformat(d) for d in self._source_record(source).get("failed_days", [])]
 
     def set_failed_days(self, source: str, days: Iterable[date]) -> None:
-        doc: dict[str, Any] = self.db.table("meta").get(doc_id=1) or {}
-        failed = dict(doc.get("failed_days", {}))
-        failed[source] = sorted({d.isoformat() for d in days})
-        self._set_meta(failed_days=failed)
+        state = self._source_record(source)
+        state["failed_days"] = sorted({d.isoformat() for d in days})
+        self.db.table("sources").upsert(state, Query().name == source)
+
+    def record_source(self, report: SourceReport, days_failed: Iterable[date], at: datetime) -> None:
+        """Remember what one fetch of ``report.name`` left to do (its failed days) and how it went."""
+        state = self._source_record(report.name)
+        state["failed_days"] = sorted({d.isoformat() for d in days_failed})
+        state["last_attempt_at"] = at.isoformat()
+        if report.ok:
+            state["last_ok_at"] = at.isoformat()
+        else:
+            state["last_error"] = report.error
+        self.db.table("sources").upsert(state, Query().name == report.name)
+
+    # -- delivery failures --------------------------------------------------------------------
+    def record_failure(self, email: str, reason: str, at: datetime, permanent: bool) -> None:
+        """Note that the server refused ``email``'s digest; its items stay pending for the next one."""
+        table = self.db.table("failures")
+        key = email.lower()
+        previous = table.get(Query().email == key)
+        table.upsert(
+            {
+                "email": key,
+                "reason": reason,
+                "at": at.isoformat(),
+                "permanent": permanent,
+                "count": (previous["count"] if previous else 0) + 1,
+                "since": previous["since"] if previous else at.isoformat(),
+            },
+            Query().email == key,
+        )
+
+    def clear_failure(self, email: str) -> None:
+        self.db.table("failures").remove(Query().email == email.lower())
+
+    def failures(self) -> list[dict[str, Any]]:
+        return sorted((dict(d) for d in self.db.table("failures").all()), key=lambda d: str(d["email"]))
 
     def source_state(self, source: str) -> dict[str, Any]:
         """What a source keeps between cycles (a feed's ETag, Last-Modified, fresh-until); empty at first."""
-        doc: dict[str, Any] = self.db.table("meta").get(doc_id=1) or {}
-        return dict(doc.get("source_state", {}).get(source, {}))
+        return dict(self._source_record(source).get("http", {}))
 
     def set_source_state(self, source: str, state: dict[str, Any]) -> None:
         """Kept in memory and written with the items at the next flush, so the two never disagree."""
-        doc: dict[str, Any] = self.db.table("meta").get(doc_id=1) or {}
-        states = dict(doc.get("source_state", {}))
-        states[source] = dict(state)
-        self._set_meta(source_state=states)
+        record = self._source_record(source)
+        record["http"] = dict(state)
+        self.db.table("sources").upsert(record, Query().name == source)
 
     # -- cycles -------------------------------------------------------------------------------
     def record_cycle(self, report: CycleReport) -> None:
@@ -258,7 +312,10 @@ class Store:
         assert self._storage is not None
         self._storage.flush()
         if self._journal_entries:
-            self.journal_path.unlink(missing_ok=True)
+            # Keep the folded journal beside the backup (see the module docstring): the backup
+            # predates these deliveries, so a restore replays them.
+            if self.journal_path.exists():
+                os.replace(self.journal_path, self.data_dir / FOLDED_JOURNAL_FILE)
             self._journal_entries = []
         self._dirty.clear()
 
@@ -272,21 +329,26 @@ class Store:
 
 
 @contextmanager
-def store_lock(data_dir: Path, wait_seconds: float) -> Iterator[None]:
+def store_lock(data_dir: Path, wait_seconds: float, stop: threading.Event | None = None) -> Iterator[None]:
     """One writer at a time across processes (a cycle, a CLI change, a web sign-up).
 
     Each writer reads the store after taking the lock and writes it before releasing it, so no
-    writer can overwrite another's change with a stale copy.
+    writer can overwrite another's change with a stale copy. The lock is the kernel's (flock), so
+    a writer killed with ``kill -9`` releases it. Waiting ends early when ``stop`` is set.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(data_dir / LOCK_FILE))
-    try:
-        lock.acquire(timeout=wait_seconds)
-    except Timeout:
-        raise CycleLockedError(
-            f"the store in {data_dir} is busy (a digest cycle is probably running; lock {data_dir / LOCK_FILE}); "
-            "try again when it has finished"
-        ) from None
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        try:
+            lock.acquire(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
+            break
+        except Timeout:
+            if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+                raise CycleLockedError(
+                    f"the store in {data_dir} is busy (a digest cycle is probably running; "
+                    f"lock {data_dir / LOCK_FILE}); try again when it has finished"
+                ) from None
     try:
         yield
     finally:
@@ -294,12 +356,14 @@ def store_lock(data_dir: Path, wait_seconds: float) -> Iterator[None]:
 
 
 @contextmanager
-def open_store(data_dir: Path, write: bool = True, wait_seconds: float = 60) -> Iterator[Store]:
+def open_store(
+    data_dir: Path, write: bool = True, wait_seconds: float = 60, stop: threading.Event | None = None
+) -> Iterator[Store]:
     """The store, locked for writing (and written back on success), or a read-only snapshot."""
     if not write:
         yield Store(data_dir, writable=False)
         return
-    with store_lock(data_dir, wait_seconds):
+    with store_lock(data_dir, wait_seconds, stop):
         store = Store(data_dir)
         yield store
         store.close()

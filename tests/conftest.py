@@ -52,6 +52,11 @@ def cli_env(data_dir: Path, api: FakeHfApi | None = None, smtp: SmtpSink | None 
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
     env["DIGEST_DATA_DIR"] = str(data_dir)
     env["DIGEST_PUBLIC_URL"] = "https://digest.example.org"
+    # Retries keep their shape (backoff, jitter, Retry-After, budget) but wait tenths of seconds.
+    env["DIGEST_RETRY__INITIAL_DELAY_SECONDS"] = "0.05"
+    env["DIGEST_RETRY__MAX_DELAY_SECONDS"] = "0.2"
+    env["DIGEST_RETRY__FETCH_BUDGET_SECONDS"] = "5"
+    env["DIGEST_RETRY__SEND_BUDGET_SECONDS"] = "5"
     if api is not None:
         env["DIGEST_SOURCES__HF_PAPERS__BASE_URL"] = api.base_url
     if smtp is not None:

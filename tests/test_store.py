@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from digest.errors import CycleLockedError, StoreCorruptError
+from digest.doctor import examine, repair
+from digest.errors import CycleLockedError, StoreCorruptError, StoreError
+from digest.migrations import SCHEMA_VERSION
 from digest.models import Item, Subscriber
 from digest.store import Store, open_store, store_lock
 
@@ -96,3 +98,70 @@ def test_unsubscribe_keeps_the_ledger(tmp_path: Path) -> None:
 def test_one_writer_at_a_time(tmp_path: Path) -> None:
     with store_lock(tmp_path, 0), pytest.raises(CycleLockedError, match="busy"), store_lock(tmp_path, 0.1):
         pass
+
+
+V1_STORE = {
+    "meta": {"1": {"schema_version": 1, "prune_horizon": None, "failed_days": {"hf_papers": ["2026-11-19"]}}},
+    "subscribers": {"1": {"email": "a@example.org", "rules": ["4090"], "active": True}},
+}
+
+
+def test_a_version_1_store_is_migrated_and_the_old_file_kept(tmp_path: Path) -> None:
+    path = tmp_path / "digest.json"
+    original = json.dumps(V1_STORE)
+    path.write_text(original)
+    with open_store(tmp_path) as store:
+        assert store.failed_days("hf_papers") == [date(2026, 11, 19)]
+        assert store.subscriber("a@example.org") is not None
+    written = json.loads(path.read_text())
+    assert written["meta"]["1"]["schema_version"] == SCHEMA_VERSION
+    assert "failed_days" not in written["meta"]["1"]
+    assert list(written["sources"].values()) == [{"name": "hf_papers", "failed_days": ["2026-11-19"]}]
+    assert (tmp_path / "digest.json.v1.bak").read_text() == original
+
+
+def test_a_store_from_a_newer_digest_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "digest.json"
+    newer = json.dumps({"meta": {"1": {"schema_version": SCHEMA_VERSION + 1}}})
+    path.write_text(newer)
+    with pytest.raises(StoreError, match="newer digest") as caught:
+        Store(tmp_path)
+    assert str(path) in str(caught.value)
+    assert path.read_text() == newer
+
+
+def test_doctor_repairs_from_the_backup_without_forgetting_deliveries(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:  # a cycle: items fetched and flushed, then two emails sent
+        store.save_subscriber(Subscriber("a@example.org", ("4090",)))
+        store.upsert_items([paper("x"), paper("y")], NOW)
+        store.flush()
+        store.record_delivery("a@example.org", [paper("x")], NOW, "d1")
+        store.record_delivery("b@example.org", [paper("y")], NOW, "d2")
+    crashed = Store(tmp_path)  # a later delivery, then the process dies before any flush
+    crashed.record_delivery("c@example.org", [paper("x")], NOW, "d3")
+    del crashed
+    path = tmp_path / "digest.json"
+    damaged = path.read_bytes()[: len(path.read_bytes()) // 2]
+    path.write_bytes(damaged)
+    assert not examine(tmp_path).store_ok and examine(tmp_path).backup_ok
+
+    message = repair(tmp_path)
+
+    assert "restored" in message
+    kept = list(tmp_path.glob("digest.json.damaged-*"))
+    assert len(kept) == 1 and kept[0].read_bytes() == damaged
+    repaired = Store(tmp_path)
+    assert repaired.subscriber("a@example.org") is not None
+    assert repaired.delivered_ids("a@example.org") == {"x"}
+    assert repaired.delivered_ids("b@example.org") == {"y"}
+    assert repaired.delivered_ids("c@example.org") == {"x"}
+    assert examine(tmp_path).problems == []
+    assert repair(tmp_path).endswith("nothing to repair")
+
+
+def test_doctor_refuses_when_the_backup_is_bad_too(tmp_path: Path) -> None:
+    (tmp_path / "digest.json").write_text('{"meta": ')
+    (tmp_path / "digest.json.bak").write_text("")
+    with pytest.raises(StoreError, match="left untouched"):
+        repair(tmp_path)
+    assert (tmp_path / "digest.json").read_text() == '{"meta": '

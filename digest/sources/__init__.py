@@ -9,7 +9,9 @@ from typing import Protocol
 import httpx
 
 from digest import __version__
+from digest.http import RetryingTransport
 from digest.models import Item
+from digest.retry import Retrier
 
 USER_AGENT = f"digest/{__version__} (self-hosted paper digest; +https://github.com/digest-bot/digest)"
 
@@ -30,8 +32,12 @@ class Source(Protocol):
     def fetch(self, client: httpx.Client, days: list[date]) -> FetchResult: ...
 
 
-def make_client(timeout: float = 20.0, transport: httpx.BaseTransport | None = None) -> httpx.Client:
-    """The one HTTP client a cycle uses: timeouts, a clear User-Agent, no proxies from the test env."""
+def make_client(
+    timeout: float = 20.0, transport: httpx.BaseTransport | None = None, retrier: Retrier | None = None
+) -> httpx.Client:
+    """The one HTTP client a cycle uses: timeouts, a clear User-Agent, and retries when given a budget."""
+    if retrier is not None:
+        transport = RetryingTransport(retrier, transport)
     return httpx.Client(
         timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
         headers={"User-Agent": USER_AGENT, "Accept": "application/json"},

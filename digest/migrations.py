@@ -1,0 +1,73 @@
+"""Store schema versions and the steps between them, applied in order when an older store is opened.
+
+Each step is a pure function over the raw TinyDB document (``{table: {doc_id: record}}``), so it
+can be tested on a literal dict and never half-applies: the result is written by the store's next
+atomic flush, and the file as it was is kept beside it (``digest.json.v<N>.bak``). A store written
+by a newer digest is refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from digest.errors import StoreError
+
+Raw = dict[str, Any]
+
+SCHEMA_VERSION = 2
+MIGRATIONS: dict[int, Callable[[Raw], None]] = {}
+
+
+def migration(from_version: int) -> Callable[[Callable[[Raw], None]], Callable[[Raw], None]]:
+    """Register the step that upgrades a store from ``from_version`` to the next version."""
+
+    def register(step: Callable[[Raw], None]) -> Callable[[Raw], None]:
+        MIGRATIONS[from_version] = step
+        return step
+
+    return register
+
+
+@migration(1)
+def sources_table(data: Raw) -> None:
+    """v1 kept failed days in ``meta.failed_days`` ({source: [days]}); v2 has a ``sources`` table
+    with each source's failed days, last success and last error, for ``digest status``."""
+    meta = data["meta"]["1"]
+    failed = meta.pop("failed_days", None) or {}
+    table = data.setdefault("sources", {})
+    for doc_id, (name, days) in enumerate(sorted(failed.items()), start=1):
+        table[str(doc_id)] = {"name": name, "failed_days": sorted(days)}
+    data.setdefault("failures", {})
+
+
+def schema_version(data: Raw) -> int:
+    meta = data.get("meta", {}).get("1")
+    if not isinstance(meta, dict) or not isinstance(meta.get("schema_version"), int):
+        raise StoreError("the store has no schema version in its meta table")
+    version: int = meta["schema_version"]
+    return version
+
+
+def migrate(data: Raw, where: str) -> tuple[Raw, int]:
+    """The document upgraded to :data:`SCHEMA_VERSION` (a copy) and the version it had."""
+    try:
+        found = schema_version(data)
+    except StoreError as exc:
+        raise StoreError(f"store {where}: {exc}; run `digest doctor`") from None
+    if found > SCHEMA_VERSION:
+        raise StoreError(
+            f"store {where} has schema version {found}, written by a newer digest; this one reads up to "
+            f"version {SCHEMA_VERSION}. Upgrade digest (the file was left untouched)."
+        )
+    if found == SCHEMA_VERSION:
+        return data, found
+    upgraded = copy.deepcopy(data)
+    for version in range(found, SCHEMA_VERSION):
+        step = MIGRATIONS.get(version)
+        if step is None:
+            raise StoreError(f"store {where} has schema version {found}, which this digest cannot upgrade")
+        step(upgraded)
+        upgraded["meta"]["1"]["schema_version"] = version + 1
+    return upgraded, found

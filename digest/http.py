@@ -13,6 +13,8 @@ import httpx
 
 from digest.retry import Retrier, retry_after_seconds
 
+# A request may ask that its retries wait at least this many seconds (arXiv: its 3 s spacing).
+MIN_RETRY_DELAY = "digest.min_retry_delay"
 RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
@@ -40,18 +42,19 @@ class RetryingTransport(httpx.BaseTransport):
         if request.method not in SAFE_METHODS:
             return self.inner.handle_request(request)
         retry = 0
+        floor = float(request.extensions.get(MIN_RETRY_DELAY, 0.0))
         while True:
             try:
                 response = self.inner.handle_request(request)
             except httpx.TransportError as exc:
                 retry += 1
-                if not self.retrier.pause(retry, f"GET {request.url} ({type(exc).__name__})"):
+                if not self.retrier.pause(retry, f"GET {request.url} ({type(exc).__name__})", floor or None):
                     raise
                 continue
             if not worth_retrying(response.status_code):
                 return response
             retry += 1
-            hint = retry_after_seconds(response.headers.get("Retry-After"))
+            hint = max(retry_after_seconds(response.headers.get("Retry-After")) or 0.0, floor) or None
             if not self.retrier.pause(retry, f"GET {request.url} (HTTP {response.status_code})", hint):
                 return response
             response.read()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from digest.http import RetryingTransport, StoppedError
+from digest.http import MIN_RETRY_DELAY, RetryingTransport, StoppedError
 from digest.retry import Retrier, RetryPolicy, retry_after_seconds
 from digest.sources import make_client
 
@@ -126,3 +126,17 @@ def test_transport_makes_no_new_request_once_stopping() -> None:
     with make_client(transport=inner, retrier=Retrier(RetryPolicy(), stop=stop)) as client, pytest.raises(StoppedError):
         client.get("http://api.test/x")
     assert seen == []
+
+
+def test_a_request_can_ask_for_a_minimum_wait_between_its_retries() -> None:
+    """arXiv's 3 s spacing holds for retries too: the backoff is raised to the request's floor."""
+    inner, seen = scripted(
+        [httpx.Response(503), httpx.Response(503, headers={"Retry-After": "5"}), httpx.Response(200)]
+    )
+    waits = Waits()
+    retrier = Retrier(RetryPolicy(attempts=5, initial_delay=0.1, budget=60), wait=waits, unit=lambda: 0.0)
+    with make_client(transport=inner, retrier=retrier) as client:
+        response = client.get("http://api.test/x", extensions={MIN_RETRY_DELAY: 3.0})
+    assert response.status_code == 200
+    assert len(seen) == 3
+    assert waits.seen == [3.0, 5.0]  # the floor, then the server's longer Retry-After

@@ -200,8 +200,10 @@ class ArxivSource:
     def fetch(self, client: httpx.Client, days: Sequence[date]) -> FetchResult:
         result = FetchResult()
         try:
-            with self.gate.turn(self.settings.min_interval_seconds):
-                response = self.fetcher.get(client, self.url)
+            interval = self.settings.min_interval_seconds
+            with self.gate.turn(interval):
+                # A retry inside this turn must keep arXiv's spacing too.
+                response = self.fetcher.get(client, self.url, min_retry_delay=interval)
             if response is None:
                 log.info("arxiv: no new announcement since the last cycle (304)")
                 return result

@@ -20,6 +20,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from digest.http import MIN_RETRY_DELAY
+
 FEED_ACCEPT = (
     "application/rss+xml, application/atom+xml, application/feed+json, application/rdf+xml;q=0.9, "
     "application/xml;q=0.9, text/xml;q=0.9, application/json;q=0.8, */*;q=0.5"
@@ -97,12 +99,16 @@ class ConditionalFetcher:
             return None
         return until if until > self.now() else None
 
-    def get(self, client: httpx.Client, url: str) -> FeedResponse | None:
+    def get(self, client: httpx.Client, url: str, min_retry_delay: float = 0.0) -> FeedResponse | None:
         """The feed's payload, or None when the server says it has not changed (304)."""
         state = self.state()
         if state.get("url") != url:  # validators from another URL (the feed was re-pointed) mean nothing here
             state = {}
-        response = client.get(url, headers={"Accept": FEED_ACCEPT, **validators(state)})
+        response = client.get(
+            url,
+            headers={"Accept": FEED_ACCEPT, **validators(state)},
+            extensions={MIN_RETRY_DELAY: min_retry_delay},
+        )
         if response.status_code == 304:
             self._save(
                 {**state, "fetched_at": self.now().isoformat()},

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.conftest import ROOT
 from tests.servers import FakeHfApi, SmtpSink, free_port
@@ -228,3 +229,49 @@ def test_service_delivers_once_survives_restart_and_upgrade(
     assert len(every) == len(set(every)), "a paper reached alice twice"
     assert set(every) == expected_ids(hf_api.days, [DAY1, DAY2, DAY3], pattern)
     stop_cleanly(engine, second)
+
+
+def compose_command(engine: Engine) -> list[str]:
+    for command in (["docker", "compose"], ["docker-compose"]):
+        if shutil.which(command[0]) is None:
+            continue
+        probe = subprocess.run([*command, "version"], env=engine.env, capture_output=True, timeout=60, check=False)
+        if probe.returncode == 0:
+            return command
+    pytest.skip("compose.yaml not checked: neither `docker compose` nor `docker-compose` is installed here")
+
+
+def port_target(entry: str | dict[str, Any]) -> str:
+    """The container port of a ports entry: ``127.0.0.1:8025:8025/tcp`` (compose v1) or a mapping (v2)."""
+    return str(entry["target"]) if isinstance(entry, dict) else entry.rsplit(":", 1)[-1].split("/")[0]
+
+
+def volume_target(entry: str | dict[str, Any]) -> str:
+    """The container path of a volumes entry: ``digest-data:/data:rw`` (compose v1) or a mapping (v2)."""
+    return str(entry["target"]) if isinstance(entry, dict) else entry.split(":")[1]
+
+
+def test_compose_file_wires_digest_to_the_mail_catcher(engine: Engine) -> None:
+    """The real compose implementation reads compose.yaml; the digest service must reach Mailpit's SMTP port."""
+    env = {**engine.env, "BASE_IMAGE": engine.base_image}
+    result = subprocess.run(
+        [*compose_command(engine), "--project-directory", str(ROOT), "-f", str(ROOT / "compose.yaml"), "config"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    digest = services["digest"]
+    assert digest["build"]["args"]["BASE_IMAGE"] == engine.base_image
+    assert os.path.samefile(digest["build"]["context"], ROOT)
+    assert "/data" in [volume_target(volume) for volume in digest["volumes"]], digest["volumes"]
+    smtp_env = digest["environment"]
+    catcher = services[smtp_env["DIGEST_SMTP__HOST"]]
+    assert catcher["image"].startswith("axllent/mailpit:")
+    assert smtp_env["DIGEST_SMTP__PORT"] == "1025"  # Mailpit's SMTP port, inside the compose network
+    assert smtp_env["DIGEST_SMTP__SECURITY"] == "none"
+    assert "8025" in [port_target(port) for port in catcher["ports"]]  # Mailpit's web page, published
+    assert not any("PASSWORD" in key and not key.endswith("_FILE") for key in smtp_env)

@@ -2,7 +2,8 @@
 the image built from this checkout, and the container talking to a local Daily Papers API and aiosmtpd
 server on 127.0.0.1 (``--network host``, so no test traffic leaves the machine).
 
-Skipped, with the reason, only when no engine can be started here (no ``engine.sh``, or it failed).
+Skipped, with the reason, only when no engine can be started here (no ``engine.sh``, or it failed);
+with ``CONTAINER_TESTS=required`` in the environment (CI sets it) that is a failure instead.
 The daemon is stopped at the end when this module started it, and left running when it was already up.
 """
 
@@ -17,7 +18,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 import yaml
@@ -68,6 +69,13 @@ class Engine:
             time.sleep(0.5)
 
 
+def skip_or_fail(reason: str) -> NoReturn:
+    """Where containers cannot run, say why and skip; where they must run (CI), fail."""
+    if os.environ.get("CONTAINER_TESTS") == "required":
+        pytest.fail(f"{reason} (CONTAINER_TESTS=required)")
+    pytest.skip(reason)
+
+
 def engine_command(action: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["bash", str(ENGINE), action], env=env, capture_output=True, text=True, timeout=900)
 
@@ -76,7 +84,7 @@ def engine_command(action: str, env: dict[str, str]) -> subprocess.CompletedProc
 def engine() -> Iterator[Engine]:
     """engine.sh up (idempotent); engine.sh down afterwards only if the daemon was not running before."""
     if not ENGINE.is_file():
-        pytest.skip(f"container tests need {ENGINE} to start a Docker engine; it is not there")
+        skip_or_fail(f"container tests need {ENGINE} to start a Docker engine; it is not there")
     env = {k: v for k, v in os.environ.items() if k != "DOCKER_HOST"}
     socket_dir = env.get("DIGEST_CONTAINER_DIR", "/tmp/digest-container")
     already_running = shutil.which("docker") is not None and (
@@ -92,7 +100,7 @@ def engine() -> Iterator[Engine]:
     up = engine_command("up", env)
     if up.returncode != 0:
         tail = "\n".join((up.stderr or up.stdout).strip().splitlines()[-5:])
-        pytest.skip(f"container tests skipped: no container engine could be started ({ENGINE} up):\n{tail}")
+        skip_or_fail(f"container tests skipped: no container engine could be started ({ENGINE} up):\n{tail}")
     exported = dict(
         word.split("=", 1) for line in up.stdout.splitlines() if line.startswith("export ") for word in line.split()[1:]
     )
@@ -238,7 +246,7 @@ def compose_command(engine: Engine) -> list[str]:
         probe = subprocess.run([*command, "version"], env=engine.env, capture_output=True, timeout=60, check=False)
         if probe.returncode == 0:
             return command
-    pytest.skip("compose.yaml not checked: neither `docker compose` nor `docker-compose` is installed here")
+    skip_or_fail("compose.yaml not checked: neither `docker compose` nor `docker-compose` is installed here")
 
 
 def port_target(entry: str | dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
@@ -147,7 +148,9 @@ def test_demo_runs_offline_from_the_installed_package(engine: Engine, image: str
 
 
 @pytest.fixture
-def container_world(engine: Engine, image: str, hf_api: FakeHfApi, smtp: SmtpSink) -> Iterator[dict[str, Any]]:
+def container_world(
+    engine: Engine, image: str, hf_api: FakeHfApi, smtp: SmtpSink, tmp_path: Path
+) -> Iterator[dict[str, Any]]:
     tag = uuid.uuid4().hex[:10]
     volume = f"digest-test-{tag}"
     web_port = free_port()
@@ -158,14 +161,18 @@ def container_world(engine: Engine, image: str, hf_api: FakeHfApi, smtp: SmtpSin
         "DIGEST_SMTP__HOST": "127.0.0.1",
         "DIGEST_SMTP__PORT": str(smtp.port),
         "DIGEST_SMTP__SECURITY": "none",
-        "DIGEST_SMTP__FROM_ADDRESS": "papers@digest.example.org",
     }
+    # The other way to configure the container: a settings file mounted where digest looks for it.
+    config = tmp_path / "digest.toml"
+    config.write_text('[smtp]\nfrom_address = "papers@digest.example.org"\n', encoding="utf-8")
+    config.chmod(0o644)
     names: list[str] = []
 
     def start(name: str) -> str:
         options = [f"--env={key}={value}" for key, value in settings.items()]
         engine.docker(
             "run", "--detach", "--name", name, "--network", "host", "--volume", f"{volume}:/data",
+            "--volume", f"{config}:/app/config/digest.toml:ro",
             "--health-interval", "1s", *options, image,
         )  # fmt: skip
         names.append(name)
@@ -211,6 +218,7 @@ def test_service_delivers_once_survives_restart_and_upgrade(
     assert cycle.returncode == 0, cycle.stderr
     assert "sent 1" in cycle.stdout
     assert len(smtp.to("alice@example.org")) == 1
+    assert smtp.messages[0]["From"].addresses[0].addr_spec == "papers@digest.example.org"  # from the mounted file
     assert sorted(ids_in(smtp, "alice@example.org")) == sorted(expected_ids(hf_api.days, [DAY1, DAY2], pattern))
     with urllib.request.urlopen(f"http://127.0.0.1:{container_world['web_port']}/healthz", timeout=10) as response:
         health = json.loads(response.read())

@@ -1,0 +1,47 @@
+# digest as a container: `docker compose up` (see compose.yaml) or
+#   docker build -t digest . && docker run -v digest-data:/data -p 8080:8080 digest
+# BASE_IMAGE is any Debian-like image with python3 >= 3.11 and its venv module (python:3.12-slim by default).
+ARG BASE_IMAGE=python:3.12-slim
+
+# Stage 1: wheels for digest and every dependency, installed into a venv that is copied out whole.
+FROM ${BASE_IMAGE} AS build
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
+WORKDIR /src
+# Dependencies first, from pyproject.toml alone, so a source change does not download them again.
+COPY pyproject.toml ./
+RUN python3 -m venv /opt/venv \
+ && python3 -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
+      > requirements.txt \
+ && /opt/venv/bin/pip wheel --wheel-dir /wheels -r requirements.txt
+COPY README.md ./
+COPY digest ./digest
+COPY templates ./templates
+# A regular (non-editable) install: templates and the demo sample must travel as package data.
+RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
+ && /opt/venv/bin/pip install --no-index --find-links /wheels digest \
+ && cd / && /opt/venv/bin/python -c "import importlib.resources as r; assert r.files('digest.templates').joinpath('email').is_dir(); assert r.files('digest').joinpath('data/sample.json').is_file()" \
+ && /opt/venv/bin/python -m pip uninstall --quiet --yes pip setuptools
+
+# Stage 2: the base image, the venv and an unprivileged user; nothing of the build toolchain.
+FROM ${BASE_IMAGE}
+RUN groupadd --system --gid 10001 digest \
+ && useradd --system --uid 10001 --gid digest --home-dir /app --no-create-home --shell /usr/sbin/nologin digest \
+ && mkdir -p /app/config /data \
+ && chown digest:digest /data
+COPY --from=build /opt/venv /opt/venv
+# Settings come only from DIGEST_* variables, a mounted /app/config/digest.toml, or secret files
+# (DIGEST_SMTP__PASSWORD_FILE=/run/secrets/...). The data volume holds the store, journal, outbox and key.
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    DIGEST_DATA_DIR=/data \
+    DIGEST_WEB__HOST=0.0.0.0
+WORKDIR /app
+USER digest:digest
+VOLUME /data
+EXPOSE 8080
+# Python rather than curl, so the check works on python:*-slim too. Unhealthy while the last cycle failed.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+  CMD ["python3", "-c", "import os, sys, urllib.request as u; u.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('DIGEST_WEB__PORT', '8080'), timeout=4); sys.exit(0)"]
+ENTRYPOINT ["digest"]
+CMD ["serve"]

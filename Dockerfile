@@ -10,6 +10,7 @@ WORKDIR /src
 # Dependencies first, from pyproject.toml alone, so a source change does not download them again.
 COPY pyproject.toml ./
 RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install --quiet --upgrade pip setuptools wheel \
  && python3 -c "import tomllib; print(*tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies'], sep='\n')" \
       > requirements.txt \
  && /opt/venv/bin/pip wheel --wheel-dir /wheels -r requirements.txt
@@ -20,7 +21,7 @@ COPY templates ./templates
 RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/venv/bin/pip install --no-index --find-links /wheels digest \
  && cd / && /opt/venv/bin/python -c "import importlib.resources as r; assert r.files('digest.templates').joinpath('email').is_dir(); assert r.files('digest').joinpath('data/sample.json').is_file()" \
- && /opt/venv/bin/python -m pip uninstall --quiet --yes pip setuptools
+ && /opt/venv/bin/python -m pip uninstall --quiet --yes pip setuptools wheel
 
 # Stage 2: the base image, the venv and an unprivileged user; nothing of the build toolchain.
 FROM ${BASE_IMAGE}

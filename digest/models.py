@@ -190,6 +190,10 @@ class CycleReport:
     trigger: str = "manual"  # manual (digest run), scheduled, catch-up (serve after downtime)
     stopped: bool = False  # a stop (SIGTERM) was requested during the cycle
     pending: int = 0  # digests left for the next cycle because of the stop
+    # Seconds per stage (fetch, match, render, send, record, finish) and the process's peak memory
+    # (MB) at the end of each: where a cycle's time goes, for `digest status` and the benchmark.
+    stages: dict[str, float] = field(default_factory=dict)
+    peak_mb: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -211,6 +215,8 @@ class CycleReport:
             "as_of": self.as_of.isoformat(),
             "started_at": self.started_at.isoformat(),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "stages": {k: round(v, 4) for k, v in self.stages.items()},
+            "peak_mb": {k: round(v, 1) for k, v in self.peak_mb.items()},
             "fetched": self.fetched,
             "new": self.new,
             "matched": self.matched,

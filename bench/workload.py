@@ -6,19 +6,22 @@ Everything is seeded, so two runs on one machine measure the same work.
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 import re
-from collections import Counter
 from datetime import date, timedelta
 from typing import Any
 
 from digest.sources.sample import sample_days
 from digest.text import terms
 
-STOP = set(
-    "a an the of and or for to in on with by from at as is are be we our this that these those it its their "
-    "which can has have not but into than more such while via using based new also both each over how what".split()
+STOP = frozenset(
+    re.findall(
+        r"\w+",
+        "a an the of and or for to in on with by from at as is are be we our this that these those it its their "
+        "which can has have not but into than more such while via using based new also both each over how what",
+    )
 )
 
 
@@ -35,7 +38,7 @@ def vocabulary(size: int = 500, seed: int = 7) -> list[str]:
     papers_with: dict[str, set[str]] = {}
     for entry in _corpus():
         low = [w.lower() for w in re.findall(r"[A-Za-z][A-Za-z0-9-]+|\d{3,}", entry["paper"]["summary"])]
-        for first, second in zip(low, low[1:], strict=False):
+        for first, second in itertools.pairwise(low):
             if first not in STOP and second not in STOP and len(first) > 2 and len(second) > 2:
                 papers_with.setdefault(f"{first} {second}", set()).add(entry["paper"]["id"])
     specific = sorted(p for p, ids in papers_with.items() if len(ids) == 1 and terms(p))

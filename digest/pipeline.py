@@ -138,7 +138,18 @@ class StageClock:
 
 
 def peak_memory_mb() -> float:
-    """The process's peak resident memory so far (Linux reports KiB, macOS bytes)."""
+    """The process's peak resident memory so far.
+
+    Linux's ``VmHWM`` first: ``ru_maxrss`` survives ``exec`` and so can report the parent's size
+    (a benchmark or a test runner that started this process). macOS reports bytes, Linux KiB.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 

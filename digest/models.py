@@ -185,6 +185,7 @@ class CycleReport:
     matched: int = 0
     sent: int = 0
     failed: int = 0
+    refused: int = 0  # of the failed: refused for good by the server for that one address (5xx)
     sources: list[SourceReport] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     trigger: str = "manual"  # manual (digest run), scheduled, catch-up (serve after downtime)
@@ -222,6 +223,7 @@ class CycleReport:
             "matched": self.matched,
             "sent": self.sent,
             "failed": self.failed,
+            "refused": self.refused,
             "ok": self.ok,
             "sources": [
                 {"name": s.name, "fetched": s.fetched, "ok": s.ok, "error": s.error, "days_failed": s.days_failed}

@@ -330,12 +330,14 @@ class Cycle:
                     where = self._send_with_retries(message, digest.subscriber.email)
             except DeliveryError as exc:
                 report.failed += 1
+                if isinstance(exc, PermanentDeliveryError) and not exc.server_wide:
+                    report.refused += 1
                 report.errors.append(str(exc))
                 log.error("delivery failed: %s", exc)
                 self.store.record_failure(
                     digest.subscriber.email, str(exc), self.now(), permanent=isinstance(exc, PermanentDeliveryError)
                 )
-                if isinstance(exc, TransientDeliveryError) and "connect" in str(exc):
+                if exc.server_wide:
                     connection_failures += 1
                 continue
             connection_failures = 0

@@ -19,13 +19,13 @@ test: $(STAMP)  ## the whole test suite (unit, end-to-end, browser and container
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)  ## ruff and mypy, as CI runs them
-	$(BIN)/ruff check digest tests scripts
-	$(BIN)/ruff format --check digest tests scripts
+	$(BIN)/ruff check digest tests scripts bench
+	$(BIN)/ruff format --check digest tests scripts bench
 	$(BIN)/mypy digest
 
 format: $(STAMP)
-	$(BIN)/ruff format digest tests scripts
-	$(BIN)/ruff check --fix digest tests scripts
+	$(BIN)/ruff format digest tests scripts bench
+	$(BIN)/ruff check --fix digest tests scripts bench
 
 bench: $(STAMP)  ## benchmarks: figures, never assertions
 	$(BIN)/python -m bench

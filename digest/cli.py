@@ -36,6 +36,7 @@ from digest.logs import configure_logging
 from digest.mailer import OutboxMailer
 from digest.models import Subscriber
 from digest.pipeline import Cycle
+from digest.progress import send_progress
 from digest.rules import parse_rule, parse_rules
 from digest.runner import run_once, today_in, utc_now
 from digest.settings import Settings, load_settings
@@ -135,9 +136,9 @@ def run(
     """
     settings = settings_or_exit()
     as_of = parse_day(day)
-    with stop_requested_by_signals() as stop:
+    with stop_requested_by_signals() as stop, send_progress() as progress:
         try:
-            report = run_once(settings, as_of, dry_run=dry_run, stop=stop)
+            report = run_once(settings, as_of, dry_run=dry_run, stop=stop, progress=progress)
         except DigestError as exc:
             fail(exc)
     out.print(report.summary())

@@ -74,7 +74,14 @@ class SourceError(DigestError):
 
 
 class DeliveryError(DigestError):
+    """``server_wide`` marks a failure of the server or the connection (cannot connect, login refused)
+    rather than of one address: after a few of those in a row the cycle stops trying the rest."""
+
     exit_code = 1
+
+    def __init__(self, message: str, server_wide: bool = False) -> None:
+        super().__init__(message)
+        self.server_wide = server_wide
 
 
 class TransientDeliveryError(DeliveryError):

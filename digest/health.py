@@ -35,6 +35,13 @@ def cycle_summary(cycle: Mapping[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def only_addresses_refused(cycle: Mapping[str, Any]) -> bool:
+    """The cycle failed only because the server refused some addresses for good, and others got theirs."""
+    failed, refused = int(cycle.get("failed") or 0), int(cycle.get("refused") or 0)
+    sources_ok = all(s.get("ok", True) for s in cycle.get("sources", []))
+    return 0 < failed == refused and int(cycle.get("sent") or 0) > 0 and sources_ok and not cycle.get("pending")
+
+
 def assess(
     cycles: Sequence[Mapping[str, Any]],
     last_scheduled: datetime | None,
@@ -55,7 +62,11 @@ def assess(
         "last_cycle": cycle_summary(last) if last else None,
         "last_scheduled": last_scheduled.isoformat() if last_scheduled else None,
     }
-    if last is not None and not last.get("ok"):
+    if last is not None and only_addresses_refused(last):
+        # One dead mailbox is that person's problem, not the service's: say so, stay healthy.
+        body["status"] = "degraded"
+        body["problem"] = f"{last.get('refused')} address(es) refused by the SMTP server; see `digest status`"
+    elif last is not None and not last.get("ok"):
         body["status"] = "failing"
         body["problem"] = "the last cycle did not deliver everything; it is retried at the next cycle"
         return 503, body

@@ -91,9 +91,11 @@ class SmtpMailer:
             if s.username:
                 connection.login(s.username, s.resolved_password() or "")
         except smtplib.SMTPAuthenticationError as exc:
-            raise PermanentDeliveryError(f"SMTP login to {host}:{s.port} refused: {exc.smtp_code}") from exc
+            raise PermanentDeliveryError(
+                f"SMTP login to {host}:{s.port} refused: {exc.smtp_code}", server_wide=True
+            ) from exc
         except (OSError, smtplib.SMTPException) as exc:
-            raise TransientDeliveryError(f"cannot connect to SMTP {host}:{s.port}: {exc}") from exc
+            raise TransientDeliveryError(f"cannot connect to SMTP {host}:{s.port}: {exc}", server_wide=True) from exc
         return connection
 
     def send(self, message: EmailMessage) -> str:

@@ -185,11 +185,16 @@ class CycleReport:
     matched: int = 0
     sent: int = 0
     failed: int = 0
+    refused: int = 0  # of the failed: refused for good by the server for that one address (5xx)
     sources: list[SourceReport] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     trigger: str = "manual"  # manual (digest run), scheduled, catch-up (serve after downtime)
     stopped: bool = False  # a stop (SIGTERM) was requested during the cycle
     pending: int = 0  # digests left for the next cycle because of the stop
+    # Seconds per stage (fetch, match, render, send, record, finish) and the process's peak memory
+    # (MB) at the end of each: where a cycle's time goes, for `digest status` and the benchmark.
+    stages: dict[str, float] = field(default_factory=dict)
+    peak_mb: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -211,11 +216,14 @@ class CycleReport:
             "as_of": self.as_of.isoformat(),
             "started_at": self.started_at.isoformat(),
             "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "stages": {k: round(v, 4) for k, v in self.stages.items()},
+            "peak_mb": {k: round(v, 1) for k, v in self.peak_mb.items()},
             "fetched": self.fetched,
             "new": self.new,
             "matched": self.matched,
             "sent": self.sent,
             "failed": self.failed,
+            "refused": self.refused,
             "ok": self.ok,
             "sources": [
                 {"name": s.name, "fetched": s.fetched, "ok": s.ok, "error": s.error, "days_failed": s.days_failed}

@@ -16,11 +16,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import resource
+import sys
 import threading
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from email.message import EmailMessage
+from pathlib import Path
 
 import httpx
 
@@ -63,7 +68,7 @@ def digest_id(email: str, as_of: date, items: Sequence[Item]) -> str:
 def plan_digests(
     subscribers: Sequence[Subscriber],
     items: Sequence[Item],
-    delivered: Callable[[str], set[str]],
+    delivered: Callable[[str, date], set[str]],
     window_start: date,
     floor: date,
     as_of: date,
@@ -79,7 +84,7 @@ def plan_digests(
             plan.rule_errors.append(f"{subscriber.email}: {exc}")
             continue
         horizon = max(floor, min(window_start, subscriber.caught_up_to or window_start))
-        already = delivered(subscriber.email)
+        already = delivered(subscriber.email, horizon)
         entries = [
             DigestEntry(live[doc], tuple(matches))
             for doc, matches in matcher.match(rules).items()
@@ -116,6 +121,55 @@ def plan_from_store(store: Store, window_start: date, as_of: date) -> Plan:
     return plan_digests(subscribers, candidates, store.delivered_ids, window_start, floor, as_of)
 
 
+class StageClock:
+    """Adds up the seconds spent in each stage of a cycle and notes peak memory after each."""
+
+    def __init__(self, report: CycleReport) -> None:
+        self.report = report
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.report.stages[name] = self.report.stages.get(name, 0.0) + time.perf_counter() - started
+            self.report.peak_mb[name] = peak_memory_mb()
+
+
+def peak_memory_mb() -> float:
+    """The process's peak resident memory so far.
+
+    Linux's ``VmHWM`` first: ``ru_maxrss`` survives ``exec`` and so can report the parent's size
+    (a benchmark or a test runner that started this process). macOS reports bytes, Linux KiB.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def prune_archive(archive: Path, horizon: date) -> int:
+    """Delete archived digests older than ``horizon`` (the retention), so the archive does not grow forever."""
+    if not archive.is_dir():
+        return 0
+    cut = datetime.combine(horizon, datetime.min.time()).timestamp()
+    removed = 0
+    for path in archive.glob("*.html"):
+        try:
+            if path.stat().st_mtime < cut:
+                path.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
 class Cycle:
     """Runs one cycle with the dependencies it is given."""
 
@@ -149,9 +203,12 @@ class Cycle:
 
     def run(self, as_of: date, dry_run: bool = False) -> CycleReport:
         report = CycleReport(as_of=as_of, started_at=self.now(), dry_run=dry_run, trigger=self.trigger)
-        days = self._fetch(as_of, report)
+        self.clock = StageClock(report)
+        with self.clock.stage("fetch"):
+            days = self._fetch(as_of, report)
         window_start = min(days)
-        plan = plan_from_store(self.store, window_start, as_of)
+        with self.clock.stage("match"):
+            plan = plan_from_store(self.store, window_start, as_of)
         for problem in plan.rule_errors:
             log.error("skipped subscriber with a bad rule: %s", problem)
             report.errors.append(problem)
@@ -161,10 +218,13 @@ class Cycle:
             digest.notices.extend(notices)
         if not dry_run:
             self._deliver(plan, window_start, report)
-            self.store.prune(as_of - timedelta(days=self.settings.retention_days))
-            report.finished_at = self.now()
-            self.store.record_cycle(report)
-            self.store.flush()
+            with self.clock.stage("finish"):
+                horizon = as_of - timedelta(days=self.settings.retention_days)
+                self.store.prune(horizon)
+                prune_archive(self.settings.data_dir / "archive", horizon)
+                report.finished_at = self.now()
+                self.store.record_cycle(report)
+                self.store.flush()
         else:
             report.finished_at = self.now()
             self.dry_run_plan = plan
@@ -262,26 +322,31 @@ class Cycle:
             if connection_failures >= ABORT_AFTER_CONSECUTIVE_CONNECTION_FAILURES:
                 report.failed += 1
                 continue
-            html, message = self.compose(digest)
-            (archive / f"{digest.digest_id}.html").write_text(html, encoding="utf-8")
+            with self.clock.stage("render"):
+                html, message = self.compose(digest)
+                (archive / f"{digest.digest_id}.html").write_text(html, encoding="utf-8")
             try:
-                where = self._send_with_retries(message, digest.subscriber.email)
+                with self.clock.stage("send"):
+                    where = self._send_with_retries(message, digest.subscriber.email)
             except DeliveryError as exc:
                 report.failed += 1
+                if isinstance(exc, PermanentDeliveryError) and not exc.server_wide:
+                    report.refused += 1
                 report.errors.append(str(exc))
                 log.error("delivery failed: %s", exc)
                 self.store.record_failure(
                     digest.subscriber.email, str(exc), self.now(), permanent=isinstance(exc, PermanentDeliveryError)
                 )
-                if isinstance(exc, TransientDeliveryError) and "connect" in str(exc):
+                if exc.server_wide:
                     connection_failures += 1
                 continue
             connection_failures = 0
             sent_at = self.now()
-            self.store.record_delivery(
-                digest.subscriber.email, [e.item for e in digest.entries], sent_at, digest.digest_id
-            )
-            self.store.clear_failure(digest.subscriber.email)
+            with self.clock.stage("record"):
+                self.store.record_delivery(
+                    digest.subscriber.email, [e.item for e in digest.entries], sent_at, digest.digest_id
+                )
+                self.store.clear_failure(digest.subscriber.email)
             report.sent += 1
             log.info(
                 "sent digest %s with %d papers to %s via %s",

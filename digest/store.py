@@ -3,15 +3,21 @@
 One TinyDB file (``data_dir/digest.json``) on :class:`BufferedAtomicStorage`: everything is read
 once into memory, changed there, and written atomically at a few checkpoints of a cycle. Deliveries
 are the exception: each accepted email is appended at once to ``deliveries.journal`` (one JSON
-line, flushed to the OS), so a crash or ``kill -9`` between two sends never forgets who already got
-what; the journal is folded into the ledger at the next checkpoint.
+line, written through to the OS before the next email is sent), so a crash or ``kill -9`` between two
+sends never forgets who already got what; the journal is folded into the ledger at the next
+checkpoint. The journal is fsynced in groups (every :data:`JOURNAL_SYNC_LINES` lines or
+:data:`JOURNAL_SYNC_SECONDS`, and at every checkpoint): a fsync per email would cost as much as
+sending it, and only a power cut (not a crash) can lose the last group, whose emails would then be
+sent again with the same Message-ID.
 
-Tables (schema version 2; :mod:`digest.migrations` upgrades older files on open):
+Tables (schema version 3; :mod:`digest.migrations` upgrades older files on open):
 - ``meta``: schema version and the prune horizon (ledger entries older than it are dropped, and
   items listed before it are never delivered again, which keeps "at most once, ever" true).
-- ``seen``: every item id ever fetched and the date it was first listed (compact; never pruned).
+- ``seen``: every item id ever fetched, the date it was first listed and its ordinal ``n`` (compact;
+  never pruned).
 - ``items``: full records of items listed within ``retention_days``.
-- ``subscribers``, ``ledger`` (email → {item id: listed date}), ``cycles`` (last 200 reports).
+- ``subscribers``, ``ledger`` (email → {listed date: encoded ordinals}, see :mod:`digest.ledger`),
+  ``cycles`` (last 200 reports).
 - ``sources``: per source, the days it could not fetch (fetched again next cycle) and its last
   success and error.
 - ``failures``: per address, the last refusal by the SMTP server (until a digest gets through).
@@ -38,6 +44,7 @@ from filelock import FileLock, Timeout
 from tinydb import Query, TinyDB
 
 from digest.errors import CycleLockedError
+from digest.ledger import Ledger
 from digest.migrations import SCHEMA_VERSION, migrate
 from digest.models import CycleReport, Item, SourceReport, Subscriber
 from digest.storage import BufferedAtomicStorage, keep_copy
@@ -47,6 +54,8 @@ JOURNAL_FILE = "deliveries.journal"
 FOLDED_JOURNAL_FILE = "deliveries.journal.1"
 LOCK_FILE = "digest.lock"
 CYCLES_KEPT = 200
+JOURNAL_SYNC_LINES = 64
+JOURNAL_SYNC_SECONDS = 0.5
 
 
 class Store:
@@ -61,17 +70,26 @@ class Store:
         self._storage: BufferedAtomicStorage | None = None
         self.db = TinyDB(self.path, storage=self._capture_storage)
         self._check_schema()
-        self._seen: dict[str, str] = {d["id"]: d["listed_on"] for d in self.db.table("seen").all()}
+        seen_docs = self.db.table("seen").all()
+        self._seen: dict[str, str] = {d["id"]: d["listed_on"] for d in seen_docs}
+        self._ids: list[str] = [""] * len(seen_docs)
+        self._ordinal: dict[str, int] = {}
+        for d in seen_docs:
+            self._ordinal[d["id"]] = d["n"]
+            if d["n"] >= len(self._ids):
+                self._ids.extend([""] * (d["n"] + 1 - len(self._ids)))
+            self._ids[d["n"]] = d["id"]
         self._items: dict[str, dict[str, Any]] = {d["id"]: dict(d) for d in self.db.table("items").all()}
         self._subscribers: dict[str, Subscriber] = {
             d["email"]: Subscriber.from_record(d) for d in self.db.table("subscribers").all()
         }
-        self._ledger: dict[str, dict[str, str]] = {d["email"]: dict(d["items"]) for d in self.db.table("ledger").all()}
+        self._ledger = Ledger.from_records(self.db.table("ledger").all())
         self._dirty: set[str] = set()
+        self._journal_unsynced = 0
+        self._journal_synced_at = time.monotonic()
         self._journal_entries = self._read_journal()
         for entry in self._journal_entries:
-            self._ledger.setdefault(entry["email"], {}).update(entry["items"])
-            self._dirty.add("ledger")
+            self._add_to_ledger(entry["email"], entry["items"])
 
     def _capture_storage(self, path: str) -> BufferedAtomicStorage:
         self._storage = BufferedAtomicStorage(path)
@@ -108,6 +126,16 @@ class Store:
         value = self._seen.get(item_id)
         return date.fromisoformat(value) if value else None
 
+    def _ordinal_of(self, item_id: str, listed_on: str) -> int:
+        """The item's ordinal, giving it one (and a place in ``seen``) if it has none yet."""
+        ordinal = self._ordinal.get(item_id)
+        if ordinal is None:
+            ordinal = self._ordinal[item_id] = len(self._ids)
+            self._ids.append(item_id)
+            self._seen.setdefault(item_id, listed_on)
+            self._dirty.add("seen")
+        return ordinal
+
     def upsert_items(self, items: Iterable[Item], now: datetime) -> list[Item]:
         """Remember fetched items; return the ones never seen before.
 
@@ -121,6 +149,7 @@ class Store:
             record = item.to_record()
             if first is None:
                 self._seen[item.id] = item.listed_on.isoformat()
+                self._ordinal_of(item.id, item.listed_on.isoformat())
                 new.append(item)
                 record["first_seen"] = stamp
             else:
@@ -167,11 +196,20 @@ class Store:
         return removed
 
     # -- delivery ledger ----------------------------------------------------------------------
-    def delivered_ids(self, email: str) -> set[str]:
-        return set(self._ledger.get(email.lower(), ()))
+    def delivered_ids(self, email: str, since: date | None = None) -> set[str]:
+        """Ids delivered to ``email``; with ``since``, only among items listed on or after it (cheap)."""
+        ordinals = self._ledger.delivered(email.lower(), since.isoformat() if since else "")
+        return {self._ids[n] for n in ordinals}
 
     def was_delivered(self, email: str, item_id: str) -> bool:
-        return item_id in self._ledger.get(email.lower(), {})
+        return item_id in self.delivered_ids(email)
+
+    def _add_to_ledger(self, email: str, items: dict[str, str]) -> None:
+        by_day: dict[str, list[int]] = {}
+        for item_id, day in items.items():
+            by_day.setdefault(day, []).append(self._ordinal_of(item_id, day))
+        self._ledger.add(email, by_day)
+        self._dirty.add("ledger")
 
     def record_delivery(self, email: str, items: Iterable[Item], at: datetime, digest_id: str) -> None:
         """Durably note that ``email`` has these items, right after the SMTP server accepted them."""
@@ -183,12 +221,26 @@ class Store:
         }
         line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
         with open(self.journal_path, "a", encoding="utf-8") as journal:
-            journal.write(line)
-            journal.flush()
-            os.fsync(journal.fileno())
+            journal.write(line)  # in the OS once closed: survives a crash or kill -9 of this process
+        self._journal_unsynced += 1
+        if (
+            self._journal_unsynced >= JOURNAL_SYNC_LINES
+            or time.monotonic() - self._journal_synced_at > JOURNAL_SYNC_SECONDS
+        ):
+            self._sync_journal()
         self._journal_entries.append(entry)
-        self._ledger.setdefault(entry["email"], {}).update(entry["items"])
-        self._dirty.add("ledger")
+        self._add_to_ledger(entry["email"], entry["items"])
+
+    def _sync_journal(self) -> None:
+        """Make the journal's lines durable on disk (any descriptor of the file will do for fsync)."""
+        if self._journal_unsynced and self.journal_path.exists():
+            descriptor = os.open(self.journal_path, os.O_RDONLY)
+            try:
+                os.fsync(descriptor)
+            finally:
+                os.close(descriptor)
+        self._journal_unsynced = 0
+        self._journal_synced_at = time.monotonic()
 
     def _read_journal(self) -> list[dict[str, Any]]:
         if not self.journal_path.exists():
@@ -214,8 +266,7 @@ class Store:
         if current is not None and horizon <= current:
             return
         cut = horizon.isoformat()
-        for email, entries in self._ledger.items():
-            self._ledger[email] = {k: v for k, v in entries.items() if v >= cut}
+        self._ledger.prune(cut)
         self._items = {k: v for k, v in self._items.items() if v["listed_on"] >= cut}
         self._set_meta(prune_horizon=cut)
         self._dirty.update({"ledger", "items"})
@@ -300,15 +351,19 @@ class Store:
     def flush(self) -> None:
         """Write every changed table, atomically, and then empty the delivery journal."""
         if not self.writable:
+            self._sync_journal()
             return  # a snapshot (dry run, preview): changes stay in memory and are dropped
+        self._sync_journal()
         if "seen" in self._dirty:
-            self._replace_table("seen", ({"id": k, "listed_on": v} for k, v in self._seen.items()))
+            self._replace_table(
+                "seen", ({"id": k, "listed_on": v, "n": self._ordinal[k]} for k, v in self._seen.items())
+            )
         if "items" in self._dirty:
             self._replace_table("items", self._items.values())
         if "subscribers" in self._dirty:
             self._replace_table("subscribers", (s.to_record() for s in self._subscribers.values()))
         if "ledger" in self._dirty:
-            self._replace_table("ledger", ({"email": k, "items": v} for k, v in self._ledger.items()))
+            self._replace_table("ledger", self._ledger.records())
         assert self._storage is not None
         self._storage.flush()
         if self._journal_entries:

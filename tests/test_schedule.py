@@ -74,3 +74,17 @@ def test_failed_days_are_fetched_again_for_catchup_days_then_given_up() -> None:
     again, given_up = catch_up_days(failed, as_of=date(2026, 11, 23), catchup_days=14)
     assert again == [date(2026, 11, 10), date(2026, 11, 20)]  # within 14 days of the 23rd
     assert given_up == [date(2026, 11, 1), date(2026, 11, 9)]
+
+
+def test_one_refused_address_degrades_but_does_not_fail_health() -> None:
+    since = NOW - timedelta(days=3)
+    at = SEVEN + timedelta(seconds=2)
+    refused_one = cycle(at, ok=False, failed=1, refused=1, sent=4, errors=["SMTP 550 for bob"])
+    status, body = assess([refused_one], SEVEN, NOW, GRACE, since)
+    assert status == 200 and body["status"] == "degraded" and "1 address" in body["problem"]
+    # Refused everyone (a login refusal is server-wide, so it is not counted as `refused`): failing.
+    everyone = cycle(at, ok=False, failed=5, refused=0, sent=0)
+    assert assess([everyone], SEVEN, NOW, GRACE, since)[0] == 503
+    # A refusal on a day a source was also down: failing, for the source.
+    with_source_down = cycle(at, ok=False, failed=1, refused=1, sent=4, sources=[{"name": "hf_papers", "ok": False}])
+    assert assess([with_source_down], SEVEN, NOW, GRACE, since)[0] == 503

@@ -1,0 +1,233 @@
+"""``make bench``: a real ``digest run`` on generated workloads, next to the SMTP floor.
+
+For each size (subscribers × 5 rules from a 500-phrase vocabulary) it builds a data dir whose store
+holds a year of history (50,000 seen items; the delivery ledger as a year of daily cycles leaves it
+after pruning), imports the subscribers with ``digest import``, serves 2,000 new items from a local
+Daily Papers API, and runs ``digest run`` as a subprocess against an aiosmtpd server in another
+process. It prints wall time, peak memory and the cycle's own per-stage times, then the floor: the
+same number of pre-built messages pushed to the same server over one connection.
+
+    python -m bench [--sizes 100,1000,10000] [--items 2000] [--seen 50000] [--history-days 365]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import smtplib
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from email.message import EmailMessage
+from email.policy import SMTP
+from pathlib import Path
+from typing import Any
+
+from bench.workload import history_days, items_for_day, subscribers, vocabulary
+from digest.sources.hf_papers import parse
+from digest.store import open_store
+from tests.servers import FakeHfApi
+
+TODAY = date(2026, 11, 20)
+
+
+@dataclass
+class Result:
+    label: str
+    subscribers: int
+    history: int
+    wall: float = 0.0
+    peak_mb: float = 0.0
+    summary: str = ""
+    stages: dict[str, float] = field(default_factory=dict)
+    peak: dict[str, float] = field(default_factory=dict)
+    sent: int = 0
+    floor: float = 0.0
+
+
+class SmtpServer:
+    def __init__(self) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "bench.smtp_sink"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        assert self.process.stdout is not None
+        self.port = int(self.process.stdout.readline())
+
+    def close(self) -> int:
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.close()
+        count = int(self.process.stdout.readline() or 0)
+        self.process.wait(10)
+        return count
+
+
+def build_history(data_dir: Path, vocab: list[str], people: list[dict[str, Any]], seen: int, days: int) -> None:
+    """A store as ``days`` of daily cycles would leave it: ``seen`` item ids over the period, and for
+    every subscriber 20 papers a day over the retention window (older ones the cycles pruned)."""
+    if days <= 0:
+        return
+    per_day = max(1, seen // days)
+    now = datetime.now(UTC)
+    rng = random.Random(5)
+    retention = store_retention_days()
+    with open_store(data_dir) as store:
+        for n, day in enumerate(history_days(TODAY, days)):
+            entries = items_for_day(day, per_day, seed=1000 + n, vocab=vocab)
+            items, _ = parse(entries, "https://huggingface.co", day)
+            store.upsert_items(items, now)
+        recent = store.items_listed_between(TODAY - timedelta(days=retention), TODAY - timedelta(days=1))
+        by_day: dict[str, list[str]] = {}
+        for item in recent:
+            by_day.setdefault(item.listed_on.isoformat(), []).append(item.id)
+        for person in people:
+            got = {item_id: day for day, ids in by_day.items() for item_id in rng.sample(ids, min(20, len(ids)))}
+            # What a year of record_delivery calls would have left, without a year of journal lines.
+            store._add_to_ledger(person["email"], got)
+        store.prune(TODAY - timedelta(days=retention))
+
+
+def store_retention_days() -> int:
+    from digest.settings import Settings
+
+    return Settings().retention_days
+
+
+def run_cycle(data_dir: Path, api: FakeHfApi, smtp_port: int) -> tuple[float, float, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env.update(
+        DIGEST_DATA_DIR=str(data_dir),
+        DIGEST_SOURCES__HF_PAPERS__BASE_URL=api.base_url,
+        DIGEST_SOURCES__HF_PAPERS__PAGE_SIZE="100",
+        DIGEST_SMTP__HOST="127.0.0.1",
+        DIGEST_SMTP__PORT=str(smtp_port),
+        DIGEST_SMTP__SECURITY="none",
+        DIGEST_SMTP__FROM_ADDRESS="digest@bench.example",
+        DIGEST_PUBLIC_URL="https://digest.bench.example",
+    )
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digest", "run", "--date", TODAY.isoformat()],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    _, status, _usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    out = process.stdout.read() if process.stdout else ""
+    err = process.stderr.read() if process.stderr else ""
+    if os.waitstatus_to_exitcode(status) not in (0, 1):
+        raise SystemExit(f"digest run failed:\n{err}")
+    return wall, 0.0, (out.strip() or err.strip())
+
+
+def last_cycle(data_dir: Path) -> dict[str, Any]:
+    data = json.loads((data_dir / "digest.json").read_text())
+    cycles = list(data.get("cycles", {}).values())
+    return cycles[-1] if cycles else {}
+
+
+def smtp_floor(port: int, messages: list[bytes]) -> float:
+    """Pre-built messages pushed over one connection: what the cycle cannot beat."""
+    started = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", port) as connection:
+        for n, payload in enumerate(messages):
+            connection.sendmail("digest@bench.example", [f"reader{n:05d}@bench.example"], payload)
+    return time.perf_counter() - started
+
+
+def sample_messages(data_dir: Path, count: int) -> list[bytes]:
+    """Messages the size of the ones the cycle sent (its archived HTML twice: text + HTML parts)."""
+    archived = sorted((data_dir / "archive").glob("*.html"))[:50]
+    bodies = [p.read_text(encoding="utf-8") for p in archived] or ["<p>empty</p>"]
+    messages = []
+    for n in range(count):
+        message = EmailMessage()
+        message["From"] = "digest@bench.example"
+        message["To"] = f"reader{n:05d}@bench.example"
+        message["Subject"] = "floor"
+        html = bodies[n % len(bodies)]
+        message.set_content(html[: len(html) // 4], cte="base64")
+        message.add_alternative(html, subtype="html", cte="base64")
+        messages.append(message.as_bytes(policy=SMTP))
+    return messages
+
+
+def scenario(size: int, history: int, args: argparse.Namespace, vocab: list[str], api: FakeHfApi) -> Result:
+    result = Result(f"{size} subscribers, day {history} of history", size, history)
+    with tempfile.TemporaryDirectory(prefix="digest-bench-", dir=args.workdir) as work:
+        data_dir = Path(work) / "data"
+        lines = subscribers(size, vocab)
+        people = [json.loads(line) for line in lines]
+        jsonl = Path(work) / "subscribers.jsonl"
+        jsonl.write_text("\n".join(lines) + "\n")
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}, "DIGEST_DATA_DIR": str(data_dir)}
+        subprocess.run([sys.executable, "-m", "digest", "import", str(jsonl)], env=env, check=True, capture_output=True)
+        seen = args.seen if history > 1 else args.items
+        build_history(data_dir, vocab, people, seen if history > 1 else 0, history - 1)
+        smtp = SmtpServer()
+        try:
+            result.wall, result.peak_mb, result.summary = run_cycle(data_dir, api, smtp.port)
+            cycle = last_cycle(data_dir)
+            result.stages = cycle.get("stages", {})
+            result.peak = cycle.get("peak_mb", {})
+            # ru_maxrss of a child counts the parent's pages at fork: the cycle's own VmHWM is the truth.
+            result.peak_mb = max(result.peak.values(), default=0.0)
+            result.sent = int(cycle.get("sent", 0))
+            result.floor = smtp_floor(smtp.port, sample_messages(data_dir, result.sent)) if result.sent else 0.0
+        finally:
+            smtp.close()
+    return result
+
+
+def machine() -> str:
+    cpu = "unknown cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores, {cpu}, Python {platform.python_version()}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="100,1000,10000")
+    parser.add_argument("--items", type=int, default=2000)
+    parser.add_argument("--seen", type=int, default=50000)
+    parser.add_argument("--history-days", type=int, default=365)
+    parser.add_argument("--workdir", default=None, help="where to build the throw-away data dirs")
+    args = parser.parse_args()
+    vocab = vocabulary()
+    api = FakeHfApi(days={TODAY.isoformat(): items_for_day(TODAY, args.items, seed=1, vocab=vocab)}).start()
+    print(f"machine: {machine()}")
+    print(f"workload: {args.items} new items, 5 rules per subscriber from {len(vocab)} phrases\n")
+    try:
+        for size in (int(s) for s in args.sizes.split(",")):
+            for history in (1, args.history_days):
+                result = scenario(size, history, args, vocab, api)
+                ratio = result.wall / result.floor if result.floor else float("nan")
+                stages = ", ".join(f"{k} {v:.2f}s/{result.peak.get(k, 0):.0f}MB" for k, v in result.stages.items())
+                print(
+                    f"{result.label}: cycle {result.wall:.2f}s, peak {result.peak_mb:.0f} MB, "
+                    f"floor {result.floor:.2f}s, cycle/floor {ratio:.2f}\n  {result.summary}\n"
+                    f"  stages (time/peak memory): {stages}"
+                )
+    finally:
+        api.stop()
+
+
+if __name__ == "__main__":
+    resource.setrlimit(resource.RLIMIT_NOFILE, resource.getrlimit(resource.RLIMIT_NOFILE))
+    main()

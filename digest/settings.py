@@ -238,7 +238,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("./data")
     public_url: str = "http://localhost:8080"
     secret_key: SecretStr | None = None
-    retention_days: int = Field(default=60, ge=7)
+    retention_days: int = Field(default=30, ge=7)
     catchup_days: int = Field(default=14, ge=1, le=365)
     log_format: Literal["keyvalue", "json"] = "keyvalue"
     schedule: ScheduleSettings = ScheduleSettings()
@@ -254,6 +254,18 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError(f"must start with http:// or https:// (got {value!r})")
         return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _retention_covers_catch_up(self) -> Settings:
+        """Papers listed before the retention horizon are never delivered again (that is what keeps
+        "at most once" true after pruning), so the horizon must lie behind every day still fetched."""
+        needed = self.catchup_days + self.sources.hf_papers.lookback_days
+        if self.retention_days <= needed:
+            raise ValueError(
+                f"retention_days ({self.retention_days}) must be more than catchup_days + "
+                f"sources.hf_papers.lookback_days ({needed})"
+            )
+        return self
 
     @classmethod
     def settings_customise_sources(

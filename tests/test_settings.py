@@ -84,3 +84,10 @@ def test_password_never_shown_and_read_from_secret_file(tmp_path: Path, monkeypa
     settings = load_settings()
     assert settings.smtp.resolved_password() == "hunter2"
     assert "hunter2" not in repr(settings)
+
+
+def test_retention_must_reach_behind_every_day_still_fetched(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DIGEST_RETENTION_DAYS", "10")
+    monkeypatch.setenv("DIGEST_CATCHUP_DAYS", "14")
+    with pytest.raises(SettingsError, match=r"retention_days \(10\) must be more than catchup_days"):
+        load_settings()

@@ -35,6 +35,12 @@ from digest.retry import RetryPolicy
 DEFAULT_CONFIG_FILE = Path("config/digest.toml")
 
 
+def _http_base(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise ValueError(f"must start with http:// or https:// (got {value!r})")
+    return value.rstrip("/")
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -92,12 +98,7 @@ class HfPapersSettings(_Section):
     page_size: int = Field(default=50, ge=1, le=100)
     timeout_seconds: float = Field(default=20.0, gt=0)
 
-    @field_validator("base_url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https:// (got {value!r})")
-        return value.rstrip("/")
+    _base_url = field_validator("base_url")(_http_base)
 
 
 class DkimSettings(_Section):
@@ -118,12 +119,6 @@ class DkimSettings(_Section):
 ARXIV_CATEGORY = re.compile(r"^[a-z][a-z-]*(\.[A-Za-z][A-Za-z-]*)?$")  # cs.CV, astro-ph, astro-ph.CO, q-bio.NC
 SOURCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,39}$")
 ARXIV_MIN_POLITE_INTERVAL = 3.0
-
-
-def _http_base(value: str) -> str:
-    if not value.startswith(("http://", "https://")):
-        raise ValueError(f"must start with http:// or https:// (got {value!r})")
-    return value.rstrip("/")
 
 
 class ArxivSettings(_Section):
@@ -248,12 +243,7 @@ class Settings(BaseSettings):
     web: WebSettings = WebSettings()
     retry: RetrySettings = RetrySettings()
 
-    @field_validator("public_url")
-    @classmethod
-    def _public_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError(f"must start with http:// or https:// (got {value!r})")
-        return value.rstrip("/")
+    _public_url = field_validator("public_url")(_http_base)
 
     @model_validator(mode="after")
     def _retention_covers_catch_up(self) -> Settings:

@@ -16,6 +16,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 from xml.sax.saxutils import escape
 
+from tests.servers import send_answer
+
 FEEDS = Path(__file__).resolve().parent / "data" / "feeds"
 RSS = "application/rss+xml; charset=utf-8"
 
@@ -95,12 +97,7 @@ class FeedServer:
                 return bool(route.last_modified and self.headers.get("If-Modified-Since") == route.last_modified)
 
             def _answer(self, status: int, headers: dict[str, str], body: bytes) -> None:
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_answer(self, status, headers, body)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

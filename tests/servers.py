@@ -28,6 +28,16 @@ class ApiRequest:
     at: float
 
 
+def send_answer(handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str], body: bytes) -> None:
+    """Write a whole HTTP answer: status line, headers, a Content-Length and the body."""
+    handler.send_response(status)
+    for key, value in headers.items():
+        handler.send_header(key, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
 @dataclass
 class FakeHfApi:
     """Serves ``/api/daily_papers?date=&limit=&p=`` from ``days``; ``script`` queues special answers.
@@ -59,13 +69,7 @@ class FakeHfApi:
                 url = urlparse(self.path)
                 query = {k: v[0] for k, v in parse_qs(url.query).items()}
                 api.requests.append(ApiRequest(url.path, query, time.monotonic()))
-                status, headers, body = api.answer(url.path, query)
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                send_answer(self, *api.answer(url.path, query))
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

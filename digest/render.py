@@ -344,6 +344,9 @@ class PaperCache:
         with self._lock:
             self._papers.clear()
 
+    def __len__(self) -> int:
+        return len(self._papers)
+
 
 PAPERS = PaperCache(CACHED_PAPERS)
 

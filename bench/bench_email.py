@@ -3,7 +3,8 @@
 The digest is the one the email tests use: the bundled sample of real Hugging Face listings,
 matched by ``4090``, ``video diffusion`` and ``gaussian splatting`` (20 papers). Each figure is
 the median (and 90th percentile) over many single emails, timed one by one with
-``time.perf_counter_ns``, in three states of the per-process paper caches:
+``time.perf_counter_ns``, all cases taking turns email by email (a busy spell on a shared machine
+then weighs on every case alike), in three states of the per-process paper caches:
 
 * **cold**: caches cleared before every email, as for the first digest that shows these papers;
 * **items seen**: the papers were rendered before, for someone whose rules matched them otherwise
@@ -12,19 +13,27 @@ the median (and 90th percentile) over many single emails, timed one by one with
   a large cycle's emails).
 
 "render" is :func:`render_digest`; "build" is :func:`build_message` and ``as_bytes()`` (the
-bytes handed to SMTP). DKIM signing (RSA-2048, dkimpy) is reported apart. Figures, never
+bytes handed to SMTP), next to the same message built through :class:`EmailMessage` as digest did
+before. DKIM signing (RSA-2048, dkimpy) is reported apart. Figures, never
 assertions: run it by hand (``python -m bench.bench_email``), never from the tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import binascii
 import gc
+import os
 import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.policy import SMTP
+from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
 from digest.message import DkimKey, build_message, load_dkim_key
@@ -87,23 +96,58 @@ def one_email(digest: Digest, key: DkimKey | None) -> bytes:
     return build(render_digest(digest, LINKS), digest, key)
 
 
-def timed(work: Callable[[], object], before: Callable[[], object], runs: int) -> list[float]:
-    """Microseconds per call of ``work``, ``before`` run untimed ahead of each."""
-    for _ in range(min(50, runs)):
-        before()
-        work()
-    samples = []
-    for _ in range(runs):
-        before()
-        start = time.perf_counter_ns()
-        work()
-        samples.append((time.perf_counter_ns() - start) / 1000)
-    return samples
+def reference_build(rendered: RenderedDigest, digest: Digest) -> bytes:
+    """The same message through :class:`EmailMessage` (how digest built it before), for comparison."""
+    message = EmailMessage(policy=SMTP)
+    message["From"] = Address("digest", addr_spec=FROM)
+    message["To"] = Address(digest.subscriber.name or "", addr_spec=digest.subscriber.email)
+    message["Subject"] = rendered.subject
+    message["Date"] = format_datetime(NOW)
+    message["Message-ID"] = make_msgid("digest", domain="digest.example.org")
+    message["List-Id"] = "Paper digest <digest.digest.example.org>"
+    message["List-Unsubscribe"] = f"<{LINKS.unsubscribe}>"
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message["Auto-Submitted"] = "auto-generated"
+    message["Precedence"] = "bulk"
+    message["MIME-Version"] = "1.0"
+    message["Content-Type"] = "multipart/alternative"
+    for content, subtype in ((rendered.text, "plain"), (rendered.html, "html")):
+        part = EmailMessage(policy=SMTP)
+        part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+        part["Content-Transfer-Encoding"] = "quoted-printable"
+        part.set_payload(binascii.b2a_qp(content.encode("utf-8"), istext=True).decode("ascii"))
+        message.attach(part)
+    return message.as_bytes()
+
+
+@dataclass
+class Case:
+    label: str
+    work: Callable[[], object]
+    before: Callable[[], object]
+    every: int = 1  # timed on every n-th round only (DKIM is slow)
+    samples: list[float] = field(default_factory=list)
+
+
+def run(cases: list[Case], rounds: int) -> None:
+    """Round-robin: each round times one email of every case, so a busy spell on a shared machine
+    weighs on all cases alike instead of on whichever ran then."""
+    for number in range(rounds + 20):
+        for case in cases:
+            if number % case.every:
+                continue
+            case.before()
+            start = time.perf_counter_ns()
+            case.work()
+            if number >= 20:  # the first rounds warm up imports, caches and the allocator
+                case.samples.append((time.perf_counter_ns() - start) / 1000)
 
 
 def line(label: str, samples: list[float]) -> str:
     deciles = statistics.quantiles(samples, n=10)
-    return f"{label:<44} median {statistics.median(samples):8.0f} µs   p90 {deciles[-1]:8.0f} µs"
+    return (
+        f"{label:<46} median {statistics.median(samples):7.0f} µs   p90 {deciles[-1]:7.0f} µs   ({len(samples)} emails)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -115,11 +159,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     digest = digest_for(items, RULES)
     other = digest_for(items, OTHER_RULES)
     key = load_dkim_key(DkimSettings(selector="mail", private_key_file=KEY_FILE), FROM)
-    rendered = render_digest(digest, LINKS)
+    ready = render_digest(digest, LINKS)
     raw = one_email(digest, None)
     print(
-        f"{len(digest.entries)} papers; HTML {len(rendered.html.encode()):,} B, text {len(rendered.text.encode()):,} B,"
-        f" message {len(raw):,} B; Python {platform.python_version()}, {platform.machine()}"
+        f"{len(digest.entries)} papers; HTML {len(ready.html.encode()):,} B, text {len(ready.text.encode()):,} B,"
+        f" message {len(raw):,} B; Python {platform.python_version()} on {platform.machine()},"
+        f" {os.cpu_count()} CPUs; {args.runs} rounds"
     )
 
     def nothing() -> None:
@@ -129,22 +174,30 @@ def main(argv: Sequence[str] | None = None) -> None:
         clear_caches()
         render_digest(other, LINKS)  # the same items, other highlights
 
-    states: list[tuple[str, Callable[[], object]]] = [
-        ("cold", clear_caches),
-        ("items seen", items_seen),
-        ("warm", nothing),
+    def warm() -> None:
+        render_digest(digest, LINKS)
+
+    def render_only() -> None:
+        render_digest(digest, LINKS)
+
+    def whole() -> None:
+        one_email(digest, None)
+
+    cases = [
+        Case("cold: render", render_only, clear_caches),
+        Case("items seen: render", render_only, items_seen),
+        Case("warm: render", render_only, warm),
+        Case("build + serialise", lambda: build(ready, digest, None), nothing),
+        Case("  the same through EmailMessage (before)", lambda: reference_build(ready, digest), nothing),
+        Case("cold: render + build + serialise", whole, clear_caches),
+        Case("items seen: render + build + serialise", whole, items_seen),
+        Case("warm: render + build + serialise", whole, warm),
+        Case("DKIM: build + serialise + sign", lambda: build(ready, digest, key), nothing, every=10),
     ]
     gc.collect()
-    for state, before in states:
-        print(line(f"{state}: render", timed(lambda: render_digest(digest, LINKS), before, args.runs)))
-    ready = render_digest(digest, LINKS)
-    build_only = timed(lambda: build(ready, digest, None), nothing, args.runs)
-    print(line("build + serialise", build_only))
-    for state, before in states:
-        print(line(f"{state}: render + build + serialise", timed(lambda: one_email(digest, None), before, args.runs)))
-    dkim_runs = max(50, args.runs // 10)
-    print(line("DKIM: build + serialise + sign", timed(lambda: build(ready, digest, key), nothing, dkim_runs)))
-    print(line("warm: render + build + serialise + sign", timed(lambda: one_email(digest, key), nothing, dkim_runs)))
+    run(cases, args.runs)
+    for case in cases:
+        print(line(case.label, case.samples))
 
 
 if __name__ == "__main__":

@@ -70,6 +70,9 @@ class RenderedDigest:
     text: str
     preheader: str
     papers_in_full: int
+    # The HTML in UTF-8 as the size check encoded it, so the message need not encode it again;
+    # empty when the digest was not made by render_digest.
+    html_utf8: bytes = b""
 
 
 def templates_dir() -> Path:
@@ -399,7 +402,8 @@ def render_digest(digest: Digest, links: Links, html_limit: int = HTML_LIMIT_BYT
     while True:
         context = _context(digest, links, papers, full, listed)
         html = templates.html.render(context)
-        size = len(html.encode("utf-8"))
+        html_utf8 = html.encode("utf-8")
+        size = len(html_utf8)
         if size <= html_limit or full + listed == 0:
             break
         excess = size - html_limit
@@ -412,5 +416,10 @@ def render_digest(digest: Digest, links: Links, html_limit: int = HTML_LIMIT_BYT
             listed = max(0, listed - excess // per_title - 1)
     text = templates.text.render(context)
     return RenderedDigest(
-        subject=context["subject"], html=html, text=text, preheader=context["preheader"], papers_in_full=full
+        subject=context["subject"],
+        html=html,
+        text=text,
+        preheader=context["preheader"],
+        papers_in_full=full,
+        html_utf8=html_utf8,
     )

@@ -339,3 +339,27 @@ def test_digest_run_stops_on_a_bad_dkim_key(hf_api: FakeHfApi, smtp: SmtpSink, t
     assert result.returncode == 2
     assert "dkim.private_key_file" in result.stdout + result.stderr
     assert smtp.raw == []
+
+
+def test_a_cycle_delivers_to_a_non_ascii_address_or_refuses_it_alone(hf_api: FakeHfApi, tmp_path: Path) -> None:
+    """End to end: ``digest subscribe`` accepts ``josé@…``; the cycle must neither crash on it nor stop the others."""
+    for smtputf8, expected_status in ((True, 0), (False, 1)):
+        data = tmp_path / f"data-{smtputf8}"
+        with smtp_server(smtputf8) as (handler, port):
+            env = cli_env(
+                data,
+                hf_api,
+                DIGEST_SMTP__HOST="127.0.0.1",
+                DIGEST_SMTP__PORT=str(port),
+                DIGEST_SMTP__SECURITY="none",
+                DIGEST_SMTP__FROM_ADDRESS="papers@digest.example.org",
+            )
+            for address in ("josé@example.org", "ada@example.org"):
+                assert run_cli("subscribe", address, "-k", "4090", "--name", "J\nX", env=env).returncode == 0
+            result = run_cli("run", "--date", "2026-11-20", env=env)
+        assert result.returncode == expected_status, result.stdout + result.stderr
+        delivered = sorted(rcpt[0] for _, rcpt, _ in handler.received)
+        assert delivered == (["ada@example.org", "josé@example.org"] if smtputf8 else ["ada@example.org"])
+        assert all(b"To: J X <" in raw for _, _, raw in handler.received if raw is not None)
+        if not smtputf8:
+            assert "josé@example.org" in result.stdout + result.stderr

@@ -9,7 +9,6 @@ papers in full and lists the rest by title with a link to the full digest online
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -23,8 +22,8 @@ import jinja2
 from markupsafe import Markup
 from mjml import mjml2html
 
-from digest.highlight import mark, shorten, spans_for
-from digest.models import Digest, DigestEntry, Item
+from digest.highlight import mark, shorten
+from digest.models import Digest, DigestEntry, Item, RuleMatch
 
 HTML_LIMIT_BYTES = 100 * 1024  # Gmail clips at 102 KB; keep a margin for headers it counts
 ABSTRACT_CHARS = 420
@@ -124,23 +123,27 @@ def _templates() -> Templates:
 def wrap(text: str, width: int = 73, indent: str = "   ") -> str:
     """Greedy word wrap for the text part, continuation lines indented.
 
-    Each line is the longest run of whole words that fits in ``width``, found by one regular
-    expression over the text (C, not a Python loop per word: wrapping was most of a render's
-    time); a word longer than the line stays whole (a URL must not be cut). Runs of whitespace
-    become one space.
+    Each line is the longest run of whole words that fits in ``width``: found with one ``rfind``
+    per line (C, not a Python step per word: wrapping was most of a render's time); a word longer
+    than the line stays whole (a URL must not be cut). Runs of whitespace become one space.
     """
     # Most texts come with single spaces already (sources squash whitespace): skip the split then.
     plain = text.isprintable() and "  " not in text and text.strip(" ") == text
     words = text if plain else " ".join(text.split())
     if len(words) <= width:
         return words
-    return ("\n" + indent).join(_line_pattern(width).findall(words))
-
-
-@lru_cache(maxsize=8)
-def _line_pattern(width: int) -> re.Pattern[str]:
-    # At a word start: as many characters as fit that end where a word ends, else the whole word.
-    return re.compile(f"[^ ].{{0,{width - 1}}}(?= |$)|[^ ]+")
+    lines = []
+    start = 0
+    while len(words) - start > width:
+        cut = words.rfind(" ", start, start + width + 1)
+        if cut < 0:  # the next word alone is longer than a line
+            cut = words.find(" ", start)
+            if cut < 0:
+                break
+        lines.append(words[start:cut])
+        start = cut + 1
+    lines.append(words[start:])
+    return ("\n" + indent).join(lines)
 
 
 def rank_entries(entries: list[DigestEntry]) -> list[DigestEntry]:
@@ -265,31 +268,41 @@ class PaperView:
     html: Markup = NO_HTML  # the paper's block in the HTML part
 
 
+def _rule_label(match: RuleMatch) -> str:
+    """``rule (title, abstract)``: the rule and where it matched, the title first."""
+    where = sorted({h.field for h in match.highlights}, key=lambda f: f != "title")
+    return f"{match.rule} ({', '.join(where)})" if where else match.rule
+
+
 def _paper(entry: DigestEntry) -> PaperView:
     """A paper's fields; its ``html`` block is filled in by :func:`_render_papers`."""
     item = entry.item
     view = item_view(item)
-    highlights = [h for m in entry.matches for h in m.highlights]
-    abstract_spans = [(s, e) for s, e in spans_for(highlights, "abstract") if e <= len(view.abstract)]
-    rules = []
+    cut = len(view.abstract)
+    title_spans = []
+    abstract_spans = []
     for match in entry.matches:
-        where = sorted({h.field for h in match.highlights}, key=lambda f: f != "title")
-        rules.append(f"{match.rule} ({', '.join(where)})" if where else match.rule)
+        for h in match.highlights:
+            if h.field == "title":
+                title_spans.append((h.start, h.end))
+            elif h.field == "abstract" and h.end <= cut:
+                abstract_spans.append((h.start, h.end))
+    rules = tuple(_rule_label(m) for m in entry.matches)
     return PaperView(
-        title=view.title,
-        url=view.url,
-        byline=view.byline,
-        facts=view.facts,
-        github_repo=view.github_repo,
-        abstract_text=view.abstract,
-        abstract_cut=view.abstract_cut,
-        title_wrapped=view.title_wrapped,
-        byline_wrapped=view.byline_wrapped,
-        abstract_wrapped=view.abstract_wrapped,
-        title_html=mark(item.title, spans_for(highlights, "title")),
-        abstract_html=mark(view.abstract, abstract_spans),
-        rules=tuple(rules),
-        rules_text=", ".join(rules),
+        view.title,
+        view.url,
+        view.byline,
+        view.facts,
+        view.github_repo,
+        view.abstract,
+        view.abstract_cut,
+        view.title_wrapped,
+        view.byline_wrapped,
+        view.abstract_wrapped,
+        mark(item.title, title_spans),
+        mark(view.abstract, abstract_spans),
+        rules,
+        ", ".join(rules),
     )
 
 

@@ -2,7 +2,10 @@
 
 The MJML layout (``templates/email/digest.mjml``, with Jinja tags inside) is compiled to HTML once
 per process; each email is then only a Jinja render of that HTML, which is about four times
-cheaper than running MJML per email. Papers are listed in relevance order (see
+cheaper than running MJML per email. Within the process, each paper's HTML block is rendered once
+per set of matches and reused for every subscriber it reaches that way (:class:`PaperCache`), and
+what the email shows of an item whoever gets it once per item (:func:`item_view`): a cycle sends
+the same papers to many people. Papers are listed in relevance order (see
 :func:`rank_entries`). An HTML body that would pass Gmail's 102 KB clipping limit keeps the first
 papers in full and lists the rest by title with a link to the full digest online.
 """

@@ -251,7 +251,7 @@ def preview(
     target = out_file or settings.data_dir / "preview" / f"{person.email}-{as_of}.html"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(html, encoding="utf-8")
-    out.print(f"{message['Subject']}\nHTML written to {target}")
+    out.print(f"{message.subject}\nHTML written to {target}")
 
 
 @app.command("try", context_settings={"ignore_unknown_options": True})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from markupsafe import Markup, escape
+from markupsafe import Markup
 
 from digest.models import Highlight
 
@@ -19,15 +19,28 @@ def merge_spans(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
+def escape_html(text: str) -> str:
+    """``str(markupsafe.escape(text))``, the same five entities, without a :class:`Markup` per call.
+
+    Five C-level replaces; ``mark`` escapes several segments per paper and the Markup wrapping
+    cost more than the escaping.
+    """
+    return (
+        text.replace("&", "&amp;").replace(">", "&gt;").replace("<", "&lt;").replace("'", "&#39;").replace('"', "&#34;")
+    )
+
+
 def mark(text: str, spans: Iterable[tuple[int, int]]) -> Markup:
     """``text`` escaped, with each span wrapped in ``<mark>``; nothing from ``text`` stays raw."""
+    if not spans:
+        return Markup(escape_html(text))
     out: list[str] = []
     cursor = 0
     for start, end in merge_spans(s for s in spans if 0 <= s[0] < s[1] <= len(text)):
-        out.append(str(escape(text[cursor:start])))
-        out.append(f"<mark>{escape(text[start:end])}</mark>")
+        out.append(escape_html(text[cursor:start]))
+        out.append(f"<mark>{escape_html(text[start:end])}</mark>")
         cursor = end
-    out.append(str(escape(text[cursor:])))
+    out.append(escape_html(text[cursor:]))
     return Markup("".join(out))
 
 

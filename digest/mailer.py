@@ -1,8 +1,9 @@
 """Hand messages over: to an SMTP relay (one connection per cycle), or to ``.eml`` files in an outbox.
 
 Both mailers are context managers with one ``send`` method; the pipeline does not know which it
-has. SMTP replies are sorted into transient (retry later) and permanent (give up on this address)
-errors, so one bad address never stops the others.
+has. A digest arrives as an :class:`OutgoingEmail` (bytes already built, handed over as they are);
+the confirmation email as an :class:`EmailMessage`. SMTP replies are sorted into transient (retry
+later) and permanent (give up on this address) errors, so one bad address never stops the others.
 """
 
 from __future__ import annotations
@@ -20,10 +21,19 @@ from types import TracebackType
 from typing import Protocol
 
 from digest.errors import PermanentDeliveryError, TransientDeliveryError
+from digest.message import OutgoingEmail
 from digest.settings import SmtpSettings
 from digest.storage import write_atomically
 
 log = logging.getLogger(__name__)
+
+Sendable = EmailMessage | OutgoingEmail
+
+
+def recipient(message: Sendable) -> str:
+    if isinstance(message, OutgoingEmail):
+        return message.to_address
+    return str(message["To"].addresses[0].addr_spec)
 
 
 class Mailer(Protocol):
@@ -33,7 +43,7 @@ class Mailer(Protocol):
         self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None: ...
 
-    def send(self, message: EmailMessage) -> str:
+    def send(self, message: Sendable) -> str:
         """Hand ``message`` over; return where it went. Raises a :class:`DeliveryError`."""
         ...
 
@@ -51,12 +61,12 @@ class OutboxMailer:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def send(self, message: EmailMessage) -> str:
+    def send(self, message: Sendable) -> str:
         payload = message.as_bytes()
-        recipient = re.sub(r"[^A-Za-z0-9@._-]", "_", str(message["To"].addresses[0].addr_spec))
+        name = re.sub(r"[^A-Za-z0-9@._-]", "_", recipient(message))
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         digest = hashlib.sha256(payload).hexdigest()[:10]
-        path = self.outbox / f"{stamp}-{recipient}-{digest}.eml"
+        path = self.outbox / f"{stamp}-{name}-{digest}.eml"
         write_atomically(path, payload)
         return str(path)
 
@@ -98,11 +108,19 @@ class SmtpMailer:
             raise TransientDeliveryError(f"cannot connect to SMTP {host}:{s.port}: {exc}", server_wide=True) from exc
         return connection
 
-    def send(self, message: EmailMessage) -> str:
+    def send(self, message: Sendable) -> str:
         if self._connection is None:
             self._connection = self._connect()
         try:
-            refused = self._connection.send_message(message)
+            if isinstance(message, OutgoingEmail):
+                options = ["SMTPUTF8"] if message.smtputf8 else []
+                refused = self._connection.sendmail(
+                    message.from_address, [message.to_address], message.raw, mail_options=options
+                )
+            else:
+                refused = self._connection.send_message(message)
+        except smtplib.SMTPNotSupportedError as exc:  # SMTPUTF8 for a non-ASCII address
+            raise PermanentDeliveryError(f"SMTP server cannot take {recipient(message)}: {exc}") from exc
         except smtplib.SMTPRecipientsRefused as exc:
             code, text = next(iter(exc.recipients.values()))
             raise _classified(code, text, message) from exc
@@ -137,9 +155,9 @@ class SmtpMailer:
             connection.close()
 
 
-def _classified(code: int, text: bytes | str, message: EmailMessage) -> Exception:
+def _classified(code: int, text: bytes | str, message: Sendable) -> Exception:
     reason = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-    detail = f"SMTP {code} for {message['To']}: {reason}"
+    detail = f"SMTP {code} for {recipient(message)}: {reason}"
     if 500 <= code < 600:
         return PermanentDeliveryError(detail)
     return TransientDeliveryError(detail)

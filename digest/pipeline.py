@@ -24,7 +24,6 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
-from email.message import EmailMessage
 from pathlib import Path
 
 import httpx
@@ -32,7 +31,7 @@ import httpx
 from digest.errors import DeliveryError, PermanentDeliveryError, RuleError, TransientDeliveryError
 from digest.mailer import Mailer
 from digest.merge import merge_items, with_stored
-from digest.message import build_message, load_dkim_key
+from digest.message import OutgoingEmail, build_message, load_dkim_key
 from digest.models import CycleReport, Digest, DigestEntry, Item, SourceReport, Subscriber
 from digest.render import Links, rank_entries, render_digest
 from digest.retry import Retrier
@@ -289,11 +288,12 @@ class Cycle:
             unsubscribe=f"{base}/unsubscribe?token={self.signer.sign('unsubscribe', email)}",
         )
 
-    def compose(self, digest: Digest) -> tuple[str, EmailMessage]:
+    def compose(self, digest: Digest) -> tuple[str, OutgoingEmail]:
         links = self.links(digest)
         rendered = render_digest(digest, links)
         message = build_message(
             rendered,
+            digest_id=digest.digest_id,
             from_address=self.settings.smtp.from_address,
             to_address=digest.subscriber.email,
             to_name=digest.subscriber.name,
@@ -374,7 +374,7 @@ class Cycle:
         # only move their bookkeeping forward.
         self.store.save_subscribers(caught_up)
 
-    def _send_with_retries(self, message: EmailMessage, email: str) -> str:
+    def _send_with_retries(self, message: OutgoingEmail, email: str) -> str:
         """Hand ``message`` over, retrying transient refusals (4xx, dropped connections) with backoff.
 
         The mailer reconnects by itself after a dropped connection. A permanent refusal (5xx) is

@@ -2,13 +2,19 @@
 
 The MJML layout (``templates/email/digest.mjml``, with Jinja tags inside) is compiled to HTML once
 per process; each email is then only a Jinja render of that HTML, which is about four times
-cheaper than running MJML per email. Papers are listed in relevance order (see
+cheaper than running MJML per email. Within the process, each paper's HTML block is rendered once
+per set of matches and reused for every subscriber it reaches that way (:class:`PaperCache`), and
+what the email shows of an item whoever gets it once per item (:func:`item_view`): a cycle sends
+the same papers to many people. Papers are listed in relevance order (see
 :func:`rank_entries`). An HTML body that would pass Gmail's 102 KB clipping limit keeps the first
 papers in full and lists the rest by title with a link to the full digest online.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
@@ -19,8 +25,8 @@ import jinja2
 from markupsafe import Markup
 from mjml import mjml2html
 
-from digest.highlight import mark, shorten, spans_for
-from digest.models import Digest, DigestEntry
+from digest.highlight import mark, shorten
+from digest.models import Digest, DigestEntry, Item, RuleMatch
 
 HTML_LIMIT_BYTES = 100 * 1024  # Gmail clips at 102 KB; keep a margin for headers it counts
 ABSTRACT_CHARS = 420
@@ -32,6 +38,24 @@ OVERFLOW_TITLES = 200  # past this many, the title list ends with "…and N more
 PREHEADER_PAD = Markup("&#847;&zwnj;&nbsp;" * 40)
 SOURCE_LABELS = {"hf_papers": "Hugging Face", "arxiv": "arXiv"}
 CATEGORIES_SHOWN = 3
+# English names whatever the process locale (strftime's %b and %A follow LC_TIME), and cheaper.
+MONTHS = (
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
+    "December",
+)
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+# Papers whose rendered parts stay cached per process: more than a busy cycle's distinct papers.
+CACHED_PAPERS = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,40 +72,80 @@ class RenderedDigest:
     text: str
     preheader: str
     papers_in_full: int
+    # The HTML in UTF-8 as the size check encoded it, so the message need not encode it again;
+    # empty when the digest was not made by render_digest.
+    html_utf8: bytes = b""
 
 
 def templates_dir() -> Path:
     return Path(str(resources.files("digest.templates")))
 
 
+# Marks the block of one paper in the layout; see :func:`_templates`.
+PAPER_START, PAPER_END = "{# paper #}", "{# /paper #}"
+
+
+# Ends each paper's block in the output of ``Templates.papers``: "<" from a feed is always escaped,
+# so only the template itself can write this.
+PAPER_SEPARATOR = "<paper-end/>"
+
+
+@dataclass(frozen=True, slots=True)
+class Templates:
+    html: jinja2.Template
+    papers: jinja2.Template  # the blocks of several papers in one call, each ending with PAPER_SEPARATOR
+    text: jinja2.Template
+
+
 @lru_cache(maxsize=1)
-def _templates() -> tuple[jinja2.Template, jinja2.Template]:
-    """Compile the MJML layout once per process, and load the text template."""
+def _templates() -> Templates:
+    """Compile the MJML layout once per process, and load the text template.
+
+    The block of one paper (between ``{# paper #}`` and ``{# /paper #}`` in the layout, inside an
+    ``mj-text`` whose HTML MJML copies as it is) becomes a template of its own, rendered once per
+    paper and matches (:class:`PaperCache`); the page then inserts the cached blocks. The output
+    is the same as one template would give.
+    """
     base = templates_dir() / "email"
     html_source = mjml2html((base / "digest.mjml").read_text(encoding="utf-8"), disable_comments=True)
+    head, start, rest = html_source.partition(PAPER_START)
+    paper_source, end, tail = rest.partition(PAPER_END)
+    if not (start and end):
+        raise RuntimeError(f"templates/email/digest.mjml: the paper block lost its {PAPER_START} {PAPER_END} marks")
     html_env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     text_env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     text_env.filters["wrap"] = wrap
     text_source = (base / "digest.txt.j2").read_text(encoding="utf-8")
-    return html_env.from_string(html_source), text_env.from_string(text_source)
+    return Templates(
+        html=html_env.from_string(head + "{{ paper.html }}" + tail),
+        papers=html_env.from_string("{% for paper in papers %}" + paper_source + PAPER_SEPARATOR + "{% endfor %}"),
+        text=text_env.from_string(text_source),
+    )
 
 
 def wrap(text: str, width: int = 73, indent: str = "   ") -> str:
     """Greedy word wrap for the text part, continuation lines indented.
 
-    Jinja's ``wordwrap`` goes through :mod:`textwrap`, which took most of a render's time; this
-    plain loop does the same job for prose at a fraction of the cost. A word longer than the line
-    stays whole (a URL must not be cut).
+    Each line is the longest run of whole words that fits in ``width``: found with one ``rfind``
+    per line (C, not a Python step per word: wrapping was most of a render's time); a word longer
+    than the line stays whole (a URL must not be cut). Runs of whitespace become one space.
     """
-    lines: list[str] = []
-    line = ""
-    for word in text.split():
-        if line and len(line) + 1 + len(word) > width:
-            lines.append(line)
-            line = word
-        else:
-            line = f"{line} {word}" if line else word
-    lines.append(line)
+    # Most texts come with single spaces already (sources squash whitespace): skip the split then.
+    plain = text.isprintable() and "  " not in text and text.strip(" ") == text
+    words = text if plain else " ".join(text.split())
+    if len(words) <= width:
+        return words
+    lines = []
+    start = 0
+    while len(words) - start > width:
+        cut = words.rfind(" ", start, start + width + 1)
+        if cut < 0:  # the next word alone is longer than a line
+            cut = words.find(" ", start)
+            if cut < 0:
+                break
+        lines.append(words[start:cut])
+        start = cut + 1
+    lines.append(words[start:])
     return ("\n" + indent).join(lines)
 
 
@@ -107,13 +171,13 @@ def subject_for(digest: Digest) -> str:
     return f"{count} new {'paper' if count == 1 else 'papers'} for {shown}"
 
 
-def _byline(entry: DigestEntry) -> str:
-    authors = list(entry.item.authors)
+def _byline(item: Item) -> str:
+    authors = list(item.authors)
     text = ", ".join(authors[:AUTHORS_SHOWN])
     if len(authors) > AUTHORS_SHOWN:
         text += f" and {len(authors) - AUTHORS_SHOWN} more"
-    if entry.item.organization:
-        text = f"{text} · {entry.item.organization}" if text else entry.item.organization
+    if item.organization:
+        text = f"{text} · {item.organization}" if text else item.organization
     return text
 
 
@@ -126,10 +190,9 @@ def source_label(source: str) -> str:
     return SOURCE_LABELS.get(source, source)
 
 
-def _facts(entry: DigestEntry) -> str:
-    item = entry.item
+def _facts(item: Item) -> str:
     day = item.listed_on
-    parts = [f"{day:%b} {day.day}, {day.year}", source_label(item.source)]
+    parts = [f"{MONTHS[day.month - 1][:3]} {day.day}, {day.year}", source_label(item.source)]
     if item.upvotes or item.source == "hf_papers":  # only Hugging Face counts upvotes; "▲ 0" elsewhere misleads
         parts.append("▲ " + _plural(item.upvotes, "upvote"))
     if item.comments:
@@ -139,28 +202,172 @@ def _facts(entry: DigestEntry) -> str:
     return " · ".join(parts)
 
 
-def _paper_context(entry: DigestEntry) -> dict[str, Any]:
-    item = entry.item
-    highlights = [h for m in entry.matches for h in m.highlights]
+@dataclass(frozen=True, slots=True)
+class ItemView:
+    """What the email shows of an item, whoever receives it (the text part has no highlights)."""
+
+    title: str
+    url: str
+    byline: str
+    facts: str
+    github_repo: str | None
+    abstract: str  # shortened to about ABSTRACT_CHARS
+    abstract_cut: bool
+    title_wrapped: str
+    byline_wrapped: str
+    abstract_wrapped: str
+
+
+@lru_cache(maxsize=CACHED_PAPERS)
+def item_view(item: Item) -> ItemView:
+    """Computed once per item and process: a cycle puts the same paper in many people's digests.
+
+    Keyed by the whole (immutable) item, so an item whose upvotes changed is a new entry, never a
+    stale one.
+    """
     abstract = shorten(item.abstract, ABSTRACT_CHARS)
-    abstract_spans = [(s, e) for s, e in spans_for(highlights, "abstract") if e <= len(abstract)]
-    rules = []
+    byline = _byline(item)
+    return ItemView(
+        title=item.title,
+        url=item.url,
+        byline=byline,
+        facts=_facts(item),
+        github_repo=item.github_repo,
+        abstract=abstract,
+        abstract_cut=len(abstract) < len(item.abstract),
+        title_wrapped=wrap(item.title),
+        byline_wrapped=wrap(byline),
+        abstract_wrapped=wrap(abstract),
+    )
+
+
+NO_HTML = Markup("")
+
+
+@dataclass(slots=True)
+class PaperView:
+    """One paper as one subscriber's email shows it: the item, and why it matched (rules, highlights).
+
+    Attributes, not a dict: Jinja reads ``paper.title`` with ``getattr`` first, and on a dict that
+    raised and caught an exception per lookup, hundreds of times per email. Not frozen only so
+    that :func:`_render_papers` can set ``html`` once the block is rendered (a ``replace`` per
+    paper cost as much as rendering it); nothing changes a view after that.
+    """
+
+    title: str
+    url: str
+    byline: str
+    facts: str
+    github_repo: str | None
+    abstract_text: str
+    abstract_cut: bool
+    title_wrapped: str
+    byline_wrapped: str
+    abstract_wrapped: str
+    title_html: Markup
+    abstract_html: Markup
+    rules: tuple[str, ...]
+    rules_text: str
+    html: Markup = NO_HTML  # the paper's block in the HTML part
+
+
+def _rule_label(match: RuleMatch) -> str:
+    """``rule (title, abstract)``: the rule and where it matched, the title first."""
+    where = sorted({h.field for h in match.highlights}, key=lambda f: f != "title")
+    return f"{match.rule} ({', '.join(where)})" if where else match.rule
+
+
+def _paper(entry: DigestEntry) -> PaperView:
+    """A paper's fields; its ``html`` block is filled in by :func:`_render_papers`."""
+    item = entry.item
+    view = item_view(item)
+    cut = len(view.abstract)
+    title_spans = []
+    abstract_spans = []
     for match in entry.matches:
-        where = sorted({h.field for h in match.highlights}, key=lambda f: f != "title")
-        rules.append(f"{match.rule} ({', '.join(where)})" if where else match.rule)
-    return {
-        "title": item.title,
-        "title_html": mark(item.title, spans_for(highlights, "title")),
-        "url": item.url,
-        "byline": _byline(entry),
-        "facts": _facts(entry),
-        "github_repo": item.github_repo,
-        "rules": rules,
-        "rules_text": ", ".join(rules),
-        "abstract_html": mark(abstract, abstract_spans),
-        "abstract_text": abstract,
-        "abstract_cut": len(abstract) < len(item.abstract),
-    }
+        for h in match.highlights:
+            if h.field == "title":
+                title_spans.append((h.start, h.end))
+            elif h.field == "abstract" and h.end <= cut:
+                abstract_spans.append((h.start, h.end))
+    rules = tuple(_rule_label(m) for m in entry.matches)
+    return PaperView(
+        view.title,
+        view.url,
+        view.byline,
+        view.facts,
+        view.github_repo,
+        view.abstract,
+        view.abstract_cut,
+        view.title_wrapped,
+        view.byline_wrapped,
+        view.abstract_wrapped,
+        mark(item.title, title_spans),
+        mark(view.abstract, abstract_spans),
+        rules,
+        ", ".join(rules),
+    )
+
+
+def _render_papers(entries: Sequence[DigestEntry]) -> list[PaperView]:
+    """The views of ``entries`` with their HTML blocks, all rendered in one template call.
+
+    One call per paper would cost several times the block itself in Jinja's per-call set-up.
+    """
+    papers = [_paper(e) for e in entries]
+    blocks = _templates().papers.render(papers=papers).split(PAPER_SEPARATOR)
+    if len(blocks) != len(papers) + 1:  # the separator is the template's alone; never expected
+        raise RuntimeError(f"rendered {len(blocks) - 1} paper blocks for {len(papers)} papers")
+    for paper, block in zip(papers, blocks, strict=False):
+        paper.html = Markup(block)
+    return papers
+
+
+class PaperCache:
+    """Rendered papers by (item, matches): subscribers with the same rule get the same highlights.
+
+    A cycle sends the same paper, matched by the same popular rule, to many people; each is
+    rendered once per process. Least recently used out first past ``size``; thread-safe.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._papers: OrderedDict[DigestEntry, PaperView] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def views(self, entries: Sequence[DigestEntry]) -> list[PaperView]:
+        """The views of ``entries`` (distinct, as a digest's are), rendering only those not cached.
+
+        Each entry is hashed once on a hit and twice on a miss: a dataclass hash is computed in
+        Python over every field of the item and every highlight, each time.
+        """
+        with self._lock:
+            found = [self._papers.get(e) for e in entries]
+            for entry, paper in zip(entries, found, strict=True):
+                if paper is not None:
+                    self._papers.move_to_end(entry)
+        missing = [e for e, paper in zip(entries, found, strict=True) if paper is None]
+        if not missing:
+            return [paper for paper in found if paper is not None]
+        fresh = iter(_render_papers(missing))
+        views = [paper if paper is not None else next(fresh) for paper in found]
+        with self._lock:
+            for entry, paper, view in zip(entries, found, views, strict=True):
+                if paper is None:
+                    self._papers[entry] = view
+            while len(self._papers) > self.size:
+                self._papers.popitem(last=False)
+        return views
+
+    def clear(self) -> None:
+        with self._lock:
+            self._papers.clear()
+
+    def __len__(self) -> int:
+        return len(self._papers)
+
+
+PAPERS = PaperCache(CACHED_PAPERS)
 
 
 def _rule_counts(digest: Digest) -> str:
@@ -171,17 +378,18 @@ def _rule_counts(digest: Digest) -> str:
     return " · ".join(f"“{rule}”: {count}" for rule, count in counts.items())
 
 
-def _context(digest: Digest, links: Links, papers: list[dict[str, Any]], full: int, listed: int) -> dict[str, Any]:
+def _context(digest: Digest, links: Links, papers: list[PaperView], full: int, listed: int) -> dict[str, Any]:
     """Everything both templates need; ``full`` papers shown whole, the next ``listed`` by title."""
     count = len(digest.entries)
-    overflow = [{"title": p["title"], "url": p["url"]} for p in papers[full : full + listed]]
+    as_of = digest.as_of
+    overflow = papers[full : full + listed]
     titles = "; ".join(e.item.title for e in digest.entries[:3])
     return {
         "subject": subject_for(digest),
         "preheader": shorten(f"{_plural(count, 'new paper')}: {titles}", PREHEADER_CHARS),
         "preheader_pad": PREHEADER_PAD,
         "heading": f"{_plural(count, 'new paper')} for you",
-        "as_of_label": f"{digest.as_of:%A, %B} {digest.as_of.day}, {digest.as_of.year}",
+        "as_of_label": f"{WEEKDAYS[as_of.weekday()]}, {MONTHS[as_of.month - 1]} {as_of.day}, {as_of.year}",
         "intro": f"Papers per rule — {_rule_counts(digest)}",
         "notices": digest.notices,
         "papers": papers[:full],
@@ -204,13 +412,14 @@ def render_digest(digest: Digest, links: Links, html_limit: int = HTML_LIMIT_BYT
     200-paper day); the rest are listed by title, at most :data:`OVERFLOW_TITLES` of them, and
     the list ends with "…and N more" and the link to the full digest online.
     """
-    html_template, text_template = _templates()
-    papers = [_paper_context(e) for e in digest.entries]
+    templates = _templates()
+    papers = PAPERS.views(digest.entries)
     full, listed = len(papers), 0
     while True:
         context = _context(digest, links, papers, full, listed)
-        html = html_template.render(context)
-        size = len(html.encode("utf-8"))
+        html = templates.html.render(context)
+        html_utf8 = html.encode("utf-8")
+        size = len(html_utf8)
         if size <= html_limit or full + listed == 0:
             break
         excess = size - html_limit
@@ -221,7 +430,12 @@ def render_digest(digest: Digest, links: Links, html_limit: int = HTML_LIMIT_BYT
         else:
             per_title = max(1, size // listed)
             listed = max(0, listed - excess // per_title - 1)
-    text = text_template.render(context)
+    text = templates.text.render(context)
     return RenderedDigest(
-        subject=context["subject"], html=html, text=text, preheader=context["preheader"], papers_in_full=full
+        subject=context["subject"],
+        html=html,
+        text=text,
+        preheader=context["preheader"],
+        papers_in_full=full,
+        html_utf8=html_utf8,
     )

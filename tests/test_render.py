@@ -102,6 +102,7 @@ def test_message_is_multipart_with_one_click_unsubscribe() -> None:
     rendered = render_digest(digest([entry("A 4090 paper")]), LINKS)
     message = build_message(
         rendered,
+        digest_id="d1",
         from_address="papers@d.example",
         to_address="a@example.org",
         to_name="Ann",

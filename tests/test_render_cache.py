@@ -1,0 +1,172 @@
+"""The per-process paper cache and the fast text helpers give exactly what a fresh render gives.
+
+Each paper's HTML block is rendered once per (item, matches) and reused for everyone else whose
+rules matched it the same way; these tests hold that reuse to the output of a render with nothing
+cached, in any order, across threads, and when an item changes.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import markupsafe
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from digest import render
+from digest.highlight import escape_html, mark
+from digest.models import Digest, DigestEntry
+from digest.render import PAPERS, PaperCache, RenderedDigest, render_digest, wrap
+from tests.email_fixtures import LINKS, digest_for, hostile_digest, sample_items
+
+RULE_SETS = [
+    ("4090", "video diffusion", "gaussian splatting"),
+    ("4090", "video", "gaussian", "diffusion"),
+    ("video diffusion",),
+    ("diffusion", "real-time"),
+    ("gaussian splatting", "4090", "model"),
+]
+
+
+def cold(digest: Digest) -> RenderedDigest:
+    """A render with nothing cached, as the first digest of a process gets."""
+    PAPERS.clear()
+    render.item_view.cache_clear()
+    return render_digest(digest, LINKS)
+
+
+def test_cached_papers_render_exactly_as_fresh_ones_in_any_order() -> None:
+    items = sample_items()
+    digests = [digest_for(items, rules, email=f"p{n}@example.org") for n, rules in enumerate(RULE_SETS)]
+    expected = [cold(d) for d in digests]
+    PAPERS.clear()
+    for order in (digests, digests[::-1], digests + digests):
+        for d in order:
+            assert render_digest(d, LINKS) == expected[digests.index(d)]
+    assert len(PAPERS) > 0
+
+
+def test_the_same_paper_matched_otherwise_is_highlighted_otherwise() -> None:
+    items = sample_items()
+    narrow = digest_for(items, ("video diffusion",))
+    wide = digest_for(items, ("video", "diffusion"))
+    shared = {e.item.id for e in narrow.entries} & {e.item.id for e in wide.entries}
+    assert shared
+    paper = next(e.item for e in narrow.entries if e.item.id in shared)
+    narrow_html = render_digest(narrow, LINKS).html
+    wide_html = render_digest(wide, LINKS).html
+    assert narrow_html == cold(narrow).html and wide_html == cold(wide).html
+    assert ">video diffusion (" in narrow_html and ">video (" not in narrow_html
+    assert ">video (" in wide_html and ">video diffusion (" not in wide_html
+    assert paper.url in narrow_html and paper.url in wide_html
+
+
+def test_a_hit_reuses_the_rendered_paper_and_a_changed_item_is_rendered_anew() -> None:
+    digest = digest_for(sample_items(), RULE_SETS[0])
+    PAPERS.clear()
+    first = PAPERS.views(digest.entries)
+    again = PAPERS.views(digest.entries)
+    assert all(a is b for a, b in zip(first, again, strict=True))
+    entry = digest.entries[0]
+    upvoted = DigestEntry(replace(entry.item, upvotes=entry.item.upvotes + 1000), entry.matches)
+    [view] = PAPERS.views([upvoted])
+    assert view is not first[0]
+    assert f"{entry.item.upvotes + 1000} upvotes" in view.html and f"{entry.item.upvotes + 1000} upvotes" in view.facts
+    assert f"{entry.item.upvotes} upvote" in first[0].html  # the old view is untouched
+
+
+def test_the_cache_keeps_only_the_most_recently_used() -> None:
+    cache = PaperCache(size=3)
+    entries = digest_for(sample_items(), RULE_SETS[0]).entries[:5]
+    cache.views(entries[:3])
+    cache.views(entries[:1])  # entry 0 is now the most recent
+    cache.views(entries[3:5])
+    assert len(cache) == 3
+    kept = cache.views(entries[:1])
+    again = cache.views(entries[:1])
+    assert kept[0] is again[0] and len(cache) == 3
+
+
+def test_threads_rendering_at_once_get_what_one_thread_gets() -> None:
+    items = sample_items()
+    digests = [digest_for(items, rules, email=f"p{n}@example.org") for n, rules in enumerate(RULE_SETS)]
+    expected = [cold(d).html for d in digests]
+    PAPERS.clear()
+    wrong: list[tuple[int, int]] = []
+    done: list[int] = []
+    barrier = threading.Barrier(4)
+
+    def work(worker: int) -> None:
+        order = list(range(len(digests)))[worker:] + list(range(len(digests)))[:worker]
+        barrier.wait()
+        for _ in range(3):
+            for n in order:
+                if render_digest(digests[n], LINKS).html != expected[n]:
+                    wrong.append((worker, n))
+                done.append(n)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(done) == 4 * 3 * len(digests) and wrong == []
+
+
+def test_hostile_text_is_escaped_in_cached_blocks_too() -> None:
+    digest = hostile_digest()
+    first = cold(digest).html
+    assert render_digest(digest, LINKS).html == first
+    assert "<script" not in first.lower() and "<img" not in first and "&lt;script&gt;" in first
+
+
+def test_a_layout_without_the_paper_marks_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "email").mkdir()
+    layout = (render.templates_dir() / "email" / "digest.mjml").read_text(encoding="utf-8")
+    (tmp_path / "email" / "digest.mjml").write_text(layout.replace("{# /paper #}", ""), encoding="utf-8")
+    (tmp_path / "email" / "digest.txt.j2").write_text("x", encoding="utf-8")
+    monkeypatch.setattr(render, "templates_dir", lambda: tmp_path)
+    render._templates.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match=r"digest\.mjml: the paper block lost its"):
+            render._templates()
+    finally:
+        monkeypatch.undo()
+        render._templates.cache_clear()
+
+
+def reference_wrap(text: str, width: int = 73, indent: str = "   ") -> str:
+    """The word-by-word loop ``wrap`` replaced: greedy, words never cut, whitespace runs squashed."""
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    lines.append(line)
+    return ("\n" + indent).join(lines)
+
+
+words = st.text(st.characters(codec="utf-8"), min_size=0, max_size=90)
+spaced = st.lists(
+    st.one_of(words, st.sampled_from([" ", "  ", "\n", "\t", "\xa0", "\u2003", "x" * 80])), max_size=40
+).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(words, spaced), width=st.integers(min_value=1, max_value=90))
+def test_wrap_is_the_greedy_word_wrap(text: str, width: int) -> None:
+    assert wrap(text, width) == reference_wrap(text, width)
+    assert wrap(text, width, "") == reference_wrap(text, width, "")
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text())
+def test_escape_html_is_markupsafes_escape(text: str) -> None:
+    assert escape_html(text) == str(markupsafe.escape(text))
+    assert str(mark(text, [])) == str(markupsafe.escape(text))

@@ -178,8 +178,10 @@ def scenario(size: int, history: int, args: argparse.Namespace, vocab: list[str]
             cycle = last_cycle(data_dir)
             result.stages = cycle.get("stages", {})
             result.peak = cycle.get("peak_mb", {})
-            # ru_maxrss of a child counts the parent's pages at fork: the cycle's own VmHWM is the truth.
-            result.peak_mb = max(result.peak.values(), default=0.0)
+            # ru_maxrss of a child counts the parent's pages at fork: the cycle's own VmHWM is the truth,
+            # plus what its render process held of its own.
+            own = [mb for stage, mb in result.peak.items() if stage != "render_process"]
+            result.peak_mb = max(own, default=0.0) + result.peak.get("render_process", 0.0)
             result.sent = int(cycle.get("sent", 0))
             result.floor = smtp_floor(smtp.port, sample_messages(data_dir, result.sent)) if result.sent else 0.0
         finally:
@@ -218,7 +220,12 @@ def main() -> None:
             for history in (1, args.history_days):
                 result = scenario(size, history, args, vocab, api)
                 ratio = result.wall / result.floor if result.floor else float("nan")
-                stages = ", ".join(f"{k} {v:.2f}s/{result.peak.get(k, 0):.0f}MB" for k, v in result.stages.items())
+                stages = ", ".join(
+                    f"{k} {v:.2f}s" + (f"/{result.peak[k]:.0f}MB" if k in result.peak else "")
+                    for k, v in result.stages.items()
+                )
+                if "render_process" in result.peak:
+                    stages += f" (render process: {result.peak['render_process']:.0f} MB of its own)"
                 print(
                     f"{result.label}: cycle {result.wall:.2f}s, peak {result.peak_mb:.0f} MB, "
                     f"floor {result.floor:.2f}s, cycle/floor {ratio:.2f}\n  {result.summary}\n"

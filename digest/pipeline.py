@@ -10,6 +10,9 @@ Delivery promises (SPEC.md) and where they are kept:
 
 Stopping (SIGTERM): the send loop checks ``stop`` before each email, so the email being handed over
 is finished and recorded, the rest stay pending, and the cycle is recorded as stopped early.
+
+Speed: digests are rendered in a child process a few emails ahead of the send loop (``ahead.py``),
+so a cycle costs about what handing the emails to the SMTP server costs (bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pathlib import Path
 
 import httpx
 
+from digest.ahead import Ahead, timed
 from digest.errors import DeliveryError, PermanentDeliveryError, RuleError, TransientDeliveryError
 from digest.mailer import Mailer
 from digest.merge import merge_items, with_stored
@@ -134,6 +138,10 @@ class StageClock:
         finally:
             self.report.stages[name] = self.report.stages.get(name, 0.0) + time.perf_counter() - started
             self.report.peak_mb[name] = peak_memory_mb()
+
+    def add(self, name: str, seconds: float) -> None:
+        """Time spent elsewhere (in the render process) on this cycle's behalf."""
+        self.report.stages[name] = self.report.stages.get(name, 0.0) + seconds
 
 
 def peak_memory_mb() -> float:
@@ -312,56 +320,58 @@ class Cycle:
         ]
         connection_failures = 0
         total = len(plan.digests)
-        for position, digest in enumerate(plan.digests, start=1):
-            if self.stop.is_set():
-                report.stopped, report.pending = True, total - position + 1
-                log.warning("stop requested: %d digest(s) left for the next cycle", report.pending)
-                break
-            if self.progress:
-                self.progress(position, total)
-            if connection_failures >= ABORT_AFTER_CONSECUTIVE_CONNECTION_FAILURES:
-                report.failed += 1
-                continue
-            with self.clock.stage("render"):
-                html, message = self.compose(digest)
-                (archive / f"{digest.digest_id}.html").write_text(html, encoding="utf-8")
-            try:
-                with self.clock.stage("send"):
-                    where = self._send_with_retries(message, digest.subscriber.email)
-            except DeliveryError as exc:
-                report.failed += 1
-                if isinstance(exc, PermanentDeliveryError) and not exc.server_wide:
-                    report.refused += 1
-                report.errors.append(str(exc))
-                log.error("delivery failed: %s", exc)
-                self.store.record_failure(
-                    digest.subscriber.email, str(exc), self.now(), permanent=isinstance(exc, PermanentDeliveryError)
+
+        def compose_and_archive(digest: Digest) -> OutgoingEmail:
+            """Render, keep the HTML for "view online", build the message (in the render process if any)."""
+            html, message = self.compose(digest)
+            (archive / f"{digest.digest_id}.html").write_text(html, encoding="utf-8")
+            return message
+
+        render = timed(compose_and_archive)
+        with Ahead(plan.digests, render) as composed:
+            for position, (digest, (message, render_seconds)) in enumerate(composed, start=1):
+                self.clock.add("render", render_seconds)
+                if self.stop.is_set():
+                    report.stopped, report.pending = True, total - position + 1
+                    log.warning("stop requested: %d digest(s) left for the next cycle", report.pending)
+                    break
+                if self.progress:
+                    self.progress(position, total)
+                if connection_failures >= ABORT_AFTER_CONSECUTIVE_CONNECTION_FAILURES:
+                    report.failed += total - position + 1
+                    break
+                try:
+                    with self.clock.stage("send"):
+                        where = self._send_with_retries(message, digest.subscriber.email)
+                except DeliveryError as exc:
+                    self._note_failure(digest, exc, report)
+                    if exc.server_wide:
+                        connection_failures += 1
+                    continue
+                connection_failures = 0
+                sent_at = self.now()
+                with self.clock.stage("record"):
+                    self.store.record_delivery(
+                        digest.subscriber.email, [e.item for e in digest.entries], sent_at, digest.digest_id
+                    )
+                    self.store.clear_failure(digest.subscriber.email)
+                report.sent += 1
+                log.info(
+                    "sent digest %s with %d papers to %s via %s",
+                    digest.digest_id,
+                    len(digest.entries),
+                    digest.subscriber.email,
+                    where,
                 )
-                if exc.server_wide:
-                    connection_failures += 1
-                continue
-            connection_failures = 0
-            sent_at = self.now()
-            with self.clock.stage("record"):
-                self.store.record_delivery(
-                    digest.subscriber.email, [e.item for e in digest.entries], sent_at, digest.digest_id
+                caught_up.append(
+                    replace(
+                        digest.subscriber,
+                        caught_up_to=max(window_start, digest.subscriber.caught_up_to or window_start),
+                        last_delivery_at=sent_at,
+                    )
                 )
-                self.store.clear_failure(digest.subscriber.email)
-            report.sent += 1
-            log.info(
-                "sent digest %s with %d papers to %s via %s",
-                digest.digest_id,
-                len(digest.entries),
-                digest.subscriber.email,
-                where,
-            )
-            caught_up.append(
-                replace(
-                    digest.subscriber,
-                    caught_up_to=max(window_start, digest.subscriber.caught_up_to or window_start),
-                    last_delivery_at=sent_at,
-                )
-            )
+        if composed.child_private_mb:
+            self.clock.report.peak_mb["render_process"] = composed.child_private_mb
         # A first digest that did not get through (refused, or left by a stop) still covers this
         # window next time: pin the person's horizon here, or tomorrow's window would skip it.
         handed_over = {s.email for s in caught_up}
@@ -373,6 +383,16 @@ class Cycle:
         # Subscribers may have changed while we sent (another process cannot: we hold the lock);
         # only move their bookkeeping forward.
         self.store.save_subscribers(caught_up)
+
+    def _note_failure(self, digest: Digest, exc: DeliveryError, report: CycleReport) -> None:
+        report.failed += 1
+        if isinstance(exc, PermanentDeliveryError) and not exc.server_wide:
+            report.refused += 1
+        report.errors.append(str(exc))
+        log.error("delivery failed: %s", exc)
+        self.store.record_failure(
+            digest.subscriber.email, str(exc), self.now(), permanent=isinstance(exc, PermanentDeliveryError)
+        )
 
     def _send_with_retries(self, message: OutgoingEmail, email: str) -> str:
         """Hand ``message`` over, retrying transient refusals (4xx, dropped connections) with backoff.

@@ -1,0 +1,177 @@
+"""Do the work for the next items in a forked child process while the caller deals with the current one.
+
+Why: handing an email to an SMTP server is mostly waiting for its replies, and rendering the next
+digest is CPU work. Overlapping the two makes a cycle cost about what the hand-over costs instead of
+the sum of both. A thread cannot do it: measured on our 2-core machines, a render thread made the
+send loop *slower* (the sender waits for the GIL after every SMTP reply), so the work runs in a
+child forked after planning, which already holds the plan and the compiled templates: nothing is
+pickled on the way in, only the results on the way out.
+
+Results come back in order through a pipe, which bounds how far ahead the child gets (about a
+megabyte of results). Whenever the child cannot be used — no ``fork`` on this platform, the child
+dies, stalls for ``stall_seconds`` or its work raises — the remaining items are worked on in the
+caller, so an error surfaces there with its real traceback and nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import multiprocessing
+import signal
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from multiprocessing.connection import Connection
+from types import TracebackType
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+log = logging.getLogger(__name__)
+
+PIPE_BYTES = 1 << 20  # room for about ten built digests between the child and the sender
+
+
+def can_fork() -> bool:
+    """Only on Linux: macOS's system libraries are not safe to use after ``fork``."""
+    return sys.platform == "linux" and "fork" in multiprocessing.get_all_start_methods()
+
+
+def private_memory_mb() -> float:
+    """Memory only this process holds (pages it copied or allocated since the fork)."""
+    try:
+        with open("/proc/self/smaps_rollup", encoding="ascii") as rollup:
+            kib = sum(int(line.split()[1]) for line in rollup if line.startswith(("Private_Clean:", "Private_Dirty:")))
+        return kib / 1024
+    except (OSError, ValueError, IndexError):
+        return 0.0
+
+
+def _grow(connection: Connection) -> None:
+    with contextlib.suppress(OSError, ImportError, AttributeError):  # Linux only; the default 64 KiB works too
+        import fcntl
+
+        fcntl.fcntl(connection.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+
+
+def _child(items: Sequence[Any], work: Callable[[Any], Any], sink: Connection) -> None:
+    # The parent's handlers (a SIGTERM that sets the cycle's stop event) mean nothing here.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for item in items:
+            try:
+                result = work(item)
+            except BaseException:  # the caller does this item again and sees the error itself
+                sink.send(("failed", None))
+                return
+            sink.send(("ok", result))
+        sink.send(("done", private_memory_mb()))
+    except (BrokenPipeError, OSError):  # the caller has left
+        return
+    finally:
+        sink.close()
+
+
+class Ahead(Generic[T, R]):
+    """``with Ahead(items, work) as ahead: for item, result in ahead: ...``
+
+    Leaving the ``with`` block early stops the child. ``child_private_mb`` is the memory the child
+    held of its own when it finished (0 when there was no child): a process's peak memory report
+    should add it.
+    """
+
+    def __init__(
+        self, items: Sequence[T], work: Callable[[T], R], *, use_child: bool = True, stall_seconds: float = 60.0
+    ) -> None:
+        self._items = items
+        self._work = work
+        self._use_child = use_child and can_fork() and len(items) > 1
+        self._stall_seconds = stall_seconds
+        self._process: Any = None
+        self._source: Connection | None = None
+        self.child_private_mb = 0.0
+        self.fell_back: str | None = None
+
+    def __enter__(self) -> Ahead[T, R]:
+        if self._use_child:
+            self._start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        self._stop()
+
+    def _start(self) -> None:
+        context = multiprocessing.get_context("fork")
+        source, sink = context.Pipe(duplex=False)
+        _grow(sink)
+        # Frozen objects are skipped by the collector, so the child does not touch (and copy) every
+        # page of the parent's heap the first time it collects.
+        gc.freeze()
+        for stream in (sys.stdout, sys.stderr):  # or the child's exit would write their buffers again
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                stream.flush()
+        try:
+            with warnings.catch_warnings():  # Python 3.12+ warns about forking with threads; see below
+                warnings.simplefilter("ignore", DeprecationWarning)
+                process = context.Process(target=_child, args=(self._items, self._work, sink), daemon=True)
+                process.start()
+        except OSError as exc:
+            source.close()
+            self.fell_back = f"cannot start a render process: {exc}"
+            log.warning("%s; rendering in this process", self.fell_back)
+            return
+        finally:
+            gc.unfreeze()
+            sink.close()
+        # A lock another thread held at the fork stays held in the child: the stall timeout below
+        # is what turns that rare deadlock into a fallback instead of a hang.
+        self._process, self._source = process, source
+
+    def _stop(self) -> None:
+        process, source, self._process, self._source = self._process, self._source, None, None
+        if source is not None:
+            source.close()
+        if process is not None:
+            if process.is_alive():
+                process.terminate()
+            process.join(timeout=5)
+
+    def __iter__(self) -> Iterator[tuple[T, R]]:
+        position = 0
+        if self._source is not None:
+            try:
+                while position < len(self._items):
+                    if not self._source.poll(self._stall_seconds):
+                        raise TimeoutError(f"no result for {self._stall_seconds:g} s")
+                    kind, payload = self._source.recv()
+                    if kind != "ok":
+                        raise RuntimeError("its work raised an error")
+                    yield self._items[position], payload
+                    position += 1
+                if self._source.poll(self._stall_seconds):
+                    kind, payload = self._source.recv()
+                    if kind == "done":
+                        self.child_private_mb = float(payload)
+            except (EOFError, OSError, TimeoutError, RuntimeError) as exc:
+                self.fell_back = f"render process stopped after {position} item(s): {exc}"
+                log.warning("%s; rendering the rest in this process", self.fell_back)
+            finally:
+                self._stop()
+        for item in self._items[position:]:
+            yield item, self._work(item)
+
+
+def timed(work: Callable[[T], R]) -> Callable[[T], tuple[R, float]]:
+    """``work`` that also returns how long it took: the child's time reaches the caller with the result."""
+
+    def run(item: T) -> tuple[R, float]:
+        started = time.perf_counter()
+        result = work(item)
+        return result, time.perf_counter() - started
+
+    return run

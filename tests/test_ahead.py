@@ -1,0 +1,97 @@
+"""The look-ahead that renders digests in a forked child: results in order, and every way the child
+can fail ends with the work done in the caller, nothing skipped and real errors raised there."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from digest.ahead import Ahead, can_fork, timed
+
+PARENT = os.getpid()
+
+needs_fork = pytest.mark.skipif(not can_fork(), reason="the render process needs fork (Linux)")
+
+
+def square_with_pid(n: int) -> tuple[int, int]:
+    return n * n, os.getpid()
+
+
+@needs_fork
+def test_results_come_in_order_from_the_child() -> None:
+    with Ahead(list(range(50)), square_with_pid) as ahead:
+        results = list(ahead)
+    assert [item for item, _ in results] == list(range(50))
+    assert [value for _, (value, _) in results] == [n * n for n in range(50)]
+    assert {pid for _, (_, pid) in results} - {PARENT}, "the work ran in another process"
+    assert ahead.fell_back is None
+    assert ahead.child_private_mb > 0
+
+
+def test_without_a_child_the_work_runs_here() -> None:
+    with Ahead(list(range(5)), square_with_pid, use_child=False) as ahead:
+        results = list(ahead)
+    assert [value for _, (value, pid) in results] == [0, 1, 4, 9, 16]
+    assert {pid for _, (_, pid) in results} == {PARENT}
+
+
+def fails_at_seven(n: int) -> int:
+    if n == 7:
+        raise ValueError(f"bad item {n} in {'child' if os.getpid() != PARENT else 'parent'}")
+    return n
+
+
+@needs_fork
+def test_an_error_in_the_work_is_raised_in_the_caller_at_its_item() -> None:
+    seen: list[int] = []
+    with Ahead(list(range(10)), fails_at_seven) as ahead, pytest.raises(ValueError, match="bad item 7 in parent"):
+        for item, _ in ahead:
+            seen.append(item)
+    assert seen == list(range(7))
+    assert ahead.fell_back is not None and "after 7 item(s)" in ahead.fell_back
+
+
+def child_dies_at_three(n: int) -> tuple[int, int]:
+    if n == 3 and os.getpid() != PARENT:
+        os._exit(9)
+    return square_with_pid(n)
+
+
+@needs_fork
+def test_a_child_that_dies_leaves_the_rest_to_the_caller() -> None:
+    with Ahead(list(range(8)), child_dies_at_three) as ahead:
+        results = list(ahead)
+    assert [value for _, (value, _) in results] == [n * n for n in range(8)]
+    assert {pid for item, (_, pid) in results if item >= 3} == {PARENT}
+    assert ahead.fell_back is not None
+
+
+def child_stalls_at_two(n: int) -> tuple[int, int]:
+    if n == 2 and os.getpid() != PARENT:
+        time.sleep(30)
+    return square_with_pid(n)
+
+
+@needs_fork
+def test_a_stalled_child_is_stopped_and_the_caller_goes_on() -> None:
+    with Ahead(list(range(5)), child_stalls_at_two, stall_seconds=0.5) as ahead:
+        results = list(ahead)
+    assert [value for _, (value, _) in results] == [0, 1, 4, 9, 16]
+    assert ahead.fell_back is not None and "no result" in ahead.fell_back
+    assert ahead._process is None
+
+
+@needs_fork
+def test_leaving_early_stops_the_child() -> None:
+    with Ahead(list(range(10_000)), square_with_pid) as ahead:
+        _, (_, child) = next(iter(ahead))
+    assert child != PARENT
+    with pytest.raises(ProcessLookupError):  # terminated and reaped
+        os.kill(child, 0)
+
+
+def test_timed_returns_the_result_and_its_seconds() -> None:
+    result, seconds = timed(lambda n: n + 1)(1)
+    assert result == 2 and seconds >= 0

@@ -16,9 +16,11 @@ caller, so an error surfaces there with its real traceback and nothing is skippe
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import gc
 import logging
 import multiprocessing
+import os
 import signal
 import sys
 import time
@@ -33,6 +35,7 @@ R = TypeVar("R")
 
 log = logging.getLogger(__name__)
 
+PR_SET_PDEATHSIG = 1  # prctl(2)
 PIPE_BYTES = 1 << 20  # room for about ten built digests between the child and the sender
 
 
@@ -58,10 +61,21 @@ def _grow(connection: Connection) -> None:
         fcntl.fcntl(connection.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
 
 
-def _child(items: Sequence[Any], work: Callable[[Any], Any], sink: Connection) -> None:
+def _die_with_parent(parent: int) -> None:
+    """Ask Linux to kill this child when the parent dies (say, ``kill -9`` mid-cycle): it holds a copy
+    of the parent's file descriptors, the store lock's among them, and must not outlive it."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(0)
+
+
+def _child(items: Sequence[Any], work: Callable[[Any], Any], sink: Connection, parent: int) -> None:
     # The parent's handlers (a SIGTERM that sets the cycle's stop event) mean nothing here.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent(parent)
     try:
         for item in items:
             try:
@@ -118,7 +132,7 @@ class Ahead(Generic[T, R]):
         try:
             with warnings.catch_warnings():  # Python 3.12+ warns about forking with threads; see below
                 warnings.simplefilter("ignore", DeprecationWarning)
-                process = context.Process(target=_child, args=(self._items, self._work, sink), daemon=True)
+                process = context.Process(target=_child, args=(self._items, self._work, sink, os.getpid()), daemon=True)
                 process.start()
         except OSError as exc:
             source.close()

@@ -4,13 +4,17 @@ can fail ends with the work done in the caller, nothing skipped and real errors 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from digest.ahead import Ahead, can_fork, timed
 
 PARENT = os.getpid()
+ROOT = Path(__file__).resolve().parent.parent
 
 needs_fork = pytest.mark.skipif(not can_fork(), reason="the render process needs fork (Linux)")
 
@@ -95,3 +99,34 @@ def test_leaving_early_stops_the_child() -> None:
 def test_timed_returns_the_result_and_its_seconds() -> None:
     result, seconds = timed(lambda n: n + 1)(1)
     assert result == 2 and seconds >= 0
+
+
+@needs_fork
+def test_the_child_dies_with_its_parent(tmp_path: Path) -> None:
+    """kill -9 of a cycle must not leave its render process behind (it holds the store lock's fd)."""
+    script = tmp_path / "parent.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "from digest.ahead import Ahead\n"
+        "def hang(n):\n"
+        "    time.sleep(60)\n"
+        "    return os.getpid()\n"
+        "ahead = Ahead([1, 2], hang).__enter__()\n"
+        "print(ahead._process.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    with subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True, cwd=ROOT) as parent:
+        assert parent.stdout is not None
+        child = int(parent.stdout.readline())
+        os.kill(child, 0)  # running
+        parent.kill()
+        parent.wait(10)
+    for _ in range(100):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        os.kill(child, 9)
+        raise AssertionError("the render process outlived its parent")

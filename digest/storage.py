@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,11 +44,15 @@ def read_json_file(path: Path) -> dict[str, Any]:
     return data
 
 
-def write_atomically(path: Path, payload: bytes) -> None:
-    """Write ``payload`` to ``path`` so that readers and crashes see the old or the new file only."""
+def write_atomically(path: Path, payload: bytes | Iterable[bytes]) -> None:
+    """Write ``payload`` (bytes, or pieces of it) to ``path`` so that readers and crashes see the
+    old or the new file only."""
     temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(temp, "wb") as handle:
-        handle.write(payload)
+        if isinstance(payload, bytes):
+            handle.write(payload)
+        else:
+            handle.writelines(payload)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temp, path)
@@ -76,16 +81,44 @@ class BufferedAtomicStorage(Storage):  # type: ignore[misc]
     def flush(self) -> None:
         if not self._dirty or self._data is None:
             return
-        payload = json.dumps(self._data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             backup = self.path.with_name(self.path.name + ".bak")
             _keep_as_backup(self.path, backup)
-        write_atomically(self.path, payload)
+        write_atomically(self.path, json_pieces(self._data))
         self._dirty = False
 
     def close(self) -> None:
         self.flush()
+
+
+DOCUMENTS_PER_PIECE = 1000
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def json_pieces(data: dict[str, Any]) -> Iterator[bytes]:
+    """The bytes of ``json.dumps(data)`` (compact), a thousand documents of a table at a time.
+
+    Why: encoding a store of tens of megabytes in one go holds the whole text twice (str, then
+    bytes) on top of the data, which is the peak of a big cycle's memory. Pieces keep that to about
+    a megabyte and still use the C encoder (``json.dump`` to a file would use the slow Python one).
+    """
+    yield b"{"
+    for number, (name, table) in enumerate(data.items()):
+        yield (b"," if number else b"") + _dumps(name) + b":"
+        if not isinstance(table, dict) or not table:
+            yield _dumps(table)
+            continue
+        keys = list(table)
+        yield b"{"
+        for start in range(0, len(keys), DOCUMENTS_PER_PIECE):
+            piece = _dumps({key: table[key] for key in keys[start : start + DOCUMENTS_PER_PIECE]})
+            yield (b"," if start else b"") + piece[1:-1]
+        yield b"}"
+    yield b"}"
 
 
 def _keep_as_backup(current: Path, backup: Path) -> None:

@@ -7,11 +7,14 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from digest.doctor import examine, repair
 from digest.errors import CycleLockedError, StoreCorruptError, StoreError
 from digest.migrations import SCHEMA_VERSION
 from digest.models import Item, Subscriber
+from digest.storage import BufferedAtomicStorage, json_pieces
 from digest.store import Store, open_store, store_lock
 
 NOW = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
@@ -165,3 +168,35 @@ def test_doctor_refuses_when_the_backup_is_bad_too(tmp_path: Path) -> None:
     with pytest.raises(StoreError, match="left untouched"):
         repair(tmp_path)
     assert (tmp_path / "digest.json").read_text() == '{"meta": '
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.dictionaries(
+        st.text(),
+        st.dictionaries(st.integers(0, 5000).map(str), json_values, max_size=2500) | json_values,
+        max_size=4,
+    )
+)
+def test_store_pieces_are_exactly_the_json_of_the_whole(data: dict[str, object]) -> None:
+    """The store is written in pieces to keep memory down; the bytes must be those of json.dumps."""
+    whole = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    assert b"".join(json_pieces(data)) == whole
+
+
+def test_a_big_store_is_written_in_pieces_and_reads_back(tmp_path: Path) -> None:
+    data = {"ledger": {str(n): {"e": f"reader{n}@example.org", "d": list(range(n % 7))} for n in range(1, 5001)}}
+    pieces = list(json_pieces(data))
+    assert len(pieces) > 5 and max(map(len, pieces)) < sum(map(len, pieces)) / 4
+    assert b"".join(pieces) == json.dumps(data, separators=(",", ":")).encode("utf-8")
+    storage = BufferedAtomicStorage(tmp_path / "digest.json")
+    storage.write(data)
+    storage.flush()
+    assert json.loads((tmp_path / "digest.json").read_text(encoding="utf-8")) == data

@@ -89,6 +89,9 @@ def _child(items: Sequence[Any], work: Callable[[Any], Any], sink: Connection, p
         return
     finally:
         sink.close()
+        # Leave at once: no atexit handlers, no flushing of stdout buffers copied from the parent
+        # (a progress bar's half-written frame would be printed twice), no finalizers of its objects.
+        os._exit(0)
 
 
 class Ahead(Generic[T, R]):

@@ -158,6 +158,15 @@ class Ahead(Generic[T, R]):
                 process.terminate()
             process.join(timeout=5)
 
+    def _read_memory_report(self) -> None:
+        """The child's last word, after every result: its memory. Missing it loses nothing else."""
+        assert self._source is not None
+        with contextlib.suppress(EOFError, OSError, ValueError, TypeError):
+            if self._source.poll(self._stall_seconds):
+                kind, payload = self._source.recv()
+                if kind == "done":
+                    self.child_private_mb = float(payload)
+
     def __iter__(self) -> Iterator[tuple[T, R]]:
         position = 0
         if self._source is not None:
@@ -170,10 +179,7 @@ class Ahead(Generic[T, R]):
                         raise RuntimeError("its work raised an error")
                     yield self._items[position], payload
                     position += 1
-                if self._source.poll(self._stall_seconds):
-                    kind, payload = self._source.recv()
-                    if kind == "done":
-                        self.child_private_mb = float(payload)
+                self._read_memory_report()
             except (EOFError, OSError, TimeoutError, RuntimeError) as exc:
                 self.fell_back = f"render process stopped after {position} item(s): {exc}"
                 log.warning("%s; rendering the rest in this process", self.fell_back)

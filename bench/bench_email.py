@@ -68,7 +68,7 @@ def sample_items() -> list[Item]:
 
 def digest_for(items: list[Item], rules: Sequence[str]) -> Digest:
     matcher = Matcher(ItemIndex(items))
-    entries = [DigestEntry(items[doc], tuple(m)) for doc, m in matcher.match(parse_rules(rules)).items()]
+    entries = [DigestEntry(items[doc], m) for doc, m in matcher.match(parse_rules(rules)).items()]
     subscriber = Subscriber("ada.lovelace@example.org", tuple(rules), name="Ada Lovelace")
     return Digest(subscriber, rank_entries(entries), date(2026, 11, 20), "0123abcdef0123abcdef")
 

@@ -44,12 +44,13 @@ def try_rule(rule: Rule, items: Sequence[Item]) -> TryResult:
     """
     live = [item for item in items if not item.withdrawn]
     matcher = Matcher(ItemIndex(live))
+    matches: dict[int, tuple[RuleMatch, ...]]
     if rule.excludes is not None:
         hits = matcher.hits(rule.excludes)
-        matches = {doc: [RuleMatch(rule.text.strip(), tuple(spans))] for doc, spans in hits.items()}
+        matches = {doc: (RuleMatch(rule.text.strip(), tuple(spans)),) for doc, spans in hits.items()}
     else:
         matches = matcher.match([rule])
-    entries = rank_entries([DigestEntry(live[doc], tuple(found)) for doc, found in matches.items()])
+    entries = rank_entries([DigestEntry(live[doc], found) for doc, found in matches.items()])
     return TryResult(rule, entries, len(live))
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import httpx
 
 from digest.ahead import Ahead, timed
+from digest.collector import collector_paused
 from digest.errors import DeliveryError, PermanentDeliveryError, RuleError, TransientDeliveryError
 from digest.mailer import Mailer
 from digest.merge import merge_items, with_stored
@@ -89,7 +90,7 @@ def plan_digests(
         horizon = max(floor, min(window_start, subscriber.caught_up_to or window_start))
         already = delivered(subscriber.email, horizon)
         entries = [
-            DigestEntry(live[doc], tuple(matches))
+            DigestEntry(live[doc], matches)
             for doc, matches in matcher.match(rules).items()
             if live[doc].listed_on >= horizon and live[doc].id not in already
         ]
@@ -214,7 +215,7 @@ class Cycle:
         with self.clock.stage("fetch"):
             days = self._fetch(as_of, report)
         window_start = min(days)
-        with self.clock.stage("match"):
+        with self.clock.stage("match"), collector_paused():
             plan = plan_from_store(self.store, window_start, as_of)
         for problem in plan.rule_errors:
             log.error("skipped subscriber with a bad rule: %s", problem)

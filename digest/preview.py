@@ -59,7 +59,7 @@ def snippet(text: str, spans: Sequence[tuple[int, int]], reach: int = SNIPPET_CH
 def build_preview(index: ItemIndex, rules: Sequence[Rule], limit: int = MAX_SHOWN) -> Preview:
     matcher = Matcher(index)
     entries = [
-        DigestEntry(index.items[doc], tuple(matches))
+        DigestEntry(index.items[doc], matches)
         for doc, matches in matcher.match(rules).items()
         if not index.items[doc].withdrawn
     ]

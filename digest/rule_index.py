@@ -1,29 +1,27 @@
 """An index of one cycle's items, built once, that the rule evaluator asks instead of scanning text.
 
-Each searchable field of each item is tokenized once (terms plus character offsets, kept in
-arrays), and every term points at its occurrences (postings, packed into one integer each: doc,
-field, position). A phrase then costs the postings of its first word, not a scan of every item;
-a prefix (``diffus*``) looks up the sorted vocabulary; a regular expression runs RE2 over the
-field texts. Multi-valued fields (authors, keywords, categories) keep their values apart, so a
-phrase never runs from one author's name into the next.
+A field (title, abstract, author, …) is tokenized for every item the first time a rule asks
+for it (most rules search only titles and abstracts): terms plus character offsets, and for every
+term the items whose field holds it (postings). A phrase then costs the items holding its first
+word, not a scan of every item; a prefix (``diffus*``) looks up the sorted vocabulary; a regular
+expression runs RE2 over the field texts. Multi-valued fields (authors, keywords, categories) keep
+their values apart, so a phrase never runs from one author's name into the next.
 """
 
 from __future__ import annotations
 
 import bisect
 from array import array
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 from digest.models import Highlight, Item
 from digest.rule_syntax import FIELDS, Word, compile_regex
-from digest.text import words as text_words
+from digest.text import cut_words, fold
 
 SEPARATOR = "\n"  # between the values of a multi-valued field in its text
 _FIELD_ID = {name: k for k, name in enumerate(FIELDS)}
-_POSITION_BITS = 22  # positions past ~4 million tokens in one field are not indexed
-_FIELD_BITS = 3
-assert len(FIELDS) <= 1 << _FIELD_BITS
 
 Hits = dict[int, list[Highlight]]
 
@@ -56,136 +54,166 @@ def field_text(item: Item, field: str) -> str:
 
 @dataclass(slots=True)
 class FieldTokens:
-    """One field of one item: its text, value boundaries, and terms with their offsets."""
+    """One field of one item: its text, value boundaries, and terms with their offsets.
+
+    ``bounds`` holds running offsets: term k starts at ``bounds[2k]`` and ends at ``bounds[2k + 1]``.
+    """
 
     text: str
     segments: list[tuple[int, int]]
     terms: list[str]  # "" marks the boundary between two values: it never equals a rule word
-    starts: array[int]
-    ends: array[int]
+    bounds: array[int]
+    _joined: str = ""  # " t1 t2 … " on first use, for phrase searches
+
+    def start(self, position: int) -> int:
+        return self.bounds[2 * position]
+
+    def end(self, position: int) -> int:
+        return self.bounds[2 * position + 1]
 
     def surface(self, position: int) -> str:
-        return self.text[self.starts[position] : self.ends[position]]
+        return self.text[self.start(position) : self.end(position)]
 
     def fits(self, position: int, word: Word) -> bool:
         if word.prefix:
             return self.surface(position).casefold().startswith(word.term)
         return self.terms[position] == word.term
 
+    def phrase_starts(self, words: Sequence[Word], needle: str | None) -> Iterator[int]:
+        """Where ``words`` stand one after another, in order.
 
-def _field_tokens(values: Sequence[str], surfaces: dict[str, str]) -> FieldTokens:
-    """Tokenize a field's values; note each word as written (→ its term) in ``surfaces``."""
-    fields = FieldTokens(SEPARATOR.join(values), [], [], array("l"), array("l"))
+        Whole words are found by one substring search (in C) for ``needle``, " t1 t2 ", in the
+        terms joined by spaces; the number of spaces before a find is its token position. A
+        value boundary ("") joins as a double space, which no phrase spans. A prefix word needs
+        its surface (``needle`` is None), so such a phrase is checked token by token.
+        """
+        if needle is not None:
+            joined = self.joined()
+            at = joined.find(needle)
+            while at >= 0:
+                yield joined.count(" ", 0, at)
+                at = joined.find(needle, at + 1)
+            return
+        for position in range(len(self.terms) - len(words) + 1):
+            if all(self.fits(position + k, word) for k, word in enumerate(words)):
+                yield position
+
+    def joined(self) -> str:
+        if not self._joined:
+            self._joined = f" {' '.join(self.terms)} "
+        return self._joined
+
+
+def field_tokens(values: Sequence[str]) -> FieldTokens:
+    """Tokenize a field's values (one for a title, several for authors), keeping them apart."""
+    if len(values) == 1:
+        written, bounds = cut_words(values[0])
+        return FieldTokens(values[0], [(0, len(values[0]))], list(map(fold, written)), array("l", bounds[:-1]))
+    tokens = FieldTokens(SEPARATOR.join(values), [], [], array("l"))
     offset = 0
     for number, value in enumerate(values):
         if number:
-            fields.terms.append("")
-            fields.starts.append(offset - 1)
-            fields.ends.append(offset - 1)
-        fields.segments.append((offset, offset + len(value)))
-        for word, term, start, end in text_words(value):
-            fields.terms.append(term)
-            fields.starts.append(offset + start)
-            fields.ends.append(offset + end)
-            if word not in surfaces:
-                surfaces[word] = term
+            tokens.terms.append("")
+            tokens.bounds.extend((offset - 1, offset - 1))
+        tokens.segments.append((offset, offset + len(value)))
+        written, bounds = cut_words(value)
+        tokens.terms.extend(map(fold, written))
+        tokens.bounds.extend(offset + bound for bound in bounds[:-1])
         offset += len(value) + len(SEPARATOR)
-    return fields
+    return tokens
 
 
-def _pack(doc: int, field_id: int, position: int) -> int:
-    return (((doc << _FIELD_BITS) | field_id) << _POSITION_BITS) | position
+@dataclass(slots=True)
+class FieldIndex:
+    """One field of every item: the tokens (None where an item has no value) and term → docs."""
 
+    tokens: list[FieldTokens | None]
+    postings: dict[str, array[int]]
+    _vocabulary: list[str] = field(default_factory=list)  # sorted terms, on the first prefix
 
-def _unpack(code: int) -> tuple[int, int, int]:
-    position = code & ((1 << _POSITION_BITS) - 1)
-    rest = code >> _POSITION_BITS
-    return rest >> _FIELD_BITS, rest & ((1 << _FIELD_BITS) - 1), position
+    @classmethod
+    def build(cls, items: Sequence[Item], name: str) -> FieldIndex:
+        column: list[FieldTokens | None] = []
+        postings: dict[str, list[int]] = defaultdict(list)
+        for doc, item in enumerate(items):
+            values = field_values(item, name)
+            tokens = field_tokens(values) if values else None
+            column.append(tokens)
+            if tokens is not None:
+                for term in set(tokens.terms):
+                    postings[term].append(doc)
+        postings.pop("", None)
+        return cls(column, {term: array("l", docs) for term, docs in postings.items()})
+
+    def candidates(self, word: Word) -> Iterable[int]:
+        """Docs that may hold ``word``: its term's postings, or for a prefix those of every term
+        that a word starting with it can fold to.
+
+        A prefix compares with a word's case-folded surface, and folding a plural changes at most
+        its last three letters (ies → y, sses → ss, s → ""): so a surface that starts with ``p``
+        folds to a term that starts with ``p`` too, or to ``p`` less its last letter or two, with
+        or without y. Those few extra terms make a superset that ``fits`` then checks exactly.
+        """
+        if not word.prefix:
+            return self.postings.get(word.term, ())
+        if not self._vocabulary:
+            self._vocabulary = sorted(self.postings)
+        prefix, vocabulary = word.term, self._vocabulary
+        terms = {prefix[:-cut] + end for cut in (1, 2, 3) for end in ("", "y") if cut < len(prefix)}
+        for k in range(bisect.bisect_left(vocabulary, prefix), len(vocabulary)):
+            if not vocabulary[k].startswith(prefix):
+                break
+            terms.add(vocabulary[k])
+        return sorted({doc for term in terms for doc in self.postings.get(term, ())})
 
 
 class ItemIndex:
-    """Tokens with positions for every searchable field of each item, and term → postings."""
+    """The items of one cycle, each field tokenized on first use, shared by every rule."""
 
     def __init__(self, items: Sequence[Item]) -> None:
         self.items = list(items)
-        self.fields: list[list[FieldTokens | None]] = []
-        self.postings: dict[str, array[int]] = {}
-        self._surfaces: dict[str, str] = {}  # word as written → its folded term
-        self._prefixes: tuple[list[str], list[str]] | None = None  # sorted case-folded words, their terms
-        for doc, item in enumerate(self.items):
-            row: list[FieldTokens | None] = []
-            for field_id, name in enumerate(FIELDS):
-                values = field_values(item, name)
-                if not values:
-                    row.append(None)
-                    continue
-                tokens = _field_tokens(values, self._surfaces)
-                row.append(tokens)
-                self._post(doc, field_id, tokens)
-            self.fields.append(row)
-
-    def _post(self, doc: int, field_id: int, tokens: FieldTokens) -> None:
-        base = _pack(doc, field_id, 0)
-        postings = self.postings
-        for position, term in enumerate(tokens.terms[: 1 << _POSITION_BITS]):
-            if term:
-                found = postings.get(term)
-                if found is None:
-                    found = postings[term] = array("q")
-                found.append(base | position)
+        self._fields: dict[str, FieldIndex] = {}
 
     def __len__(self) -> int:
         return len(self.items)
 
-    # -- lookups ------------------------------------------------------------------------------
-    def _candidates(self, word: Word) -> Iterable[int]:
-        """Postings that may hold ``word``: its term's, or those of every term a prefix may start."""
-        if not word.prefix:
-            return self.postings.get(word.term, ())
-        if self._prefixes is None:
-            pairs = sorted({(surface.casefold(), term) for surface, term in self._surfaces.items()})
-            self._prefixes = ([surface for surface, _ in pairs], [term for _, term in pairs])
-        surfaces, surface_terms = self._prefixes
-        terms: dict[str, None] = {}
-        for k in range(bisect.bisect_left(surfaces, word.term), len(surfaces)):
-            if not surfaces[k].startswith(word.term):
-                break
-            terms[surface_terms[k]] = None
-        return sorted(code for term in terms for code in self.postings[term])
-
-    def phrase(self, words: Sequence[Word], fields: Iterable[str]) -> Hits:
-        """Docs where ``words`` stand one after another in one of ``fields``, with their spans."""
-        wanted = {_FIELD_ID[name] for name in fields}
-        found: Hits = {}
-        first, rest = words[0], words[1:]
-        for code in self._candidates(first):
-            doc, field_id, position = _unpack(code)
-            if field_id not in wanted:
-                continue
-            tokens = self.fields[doc][field_id]
-            assert tokens is not None
-            end = position + len(rest)
-            if end >= len(tokens.terms) or not tokens.fits(position, first):
-                continue
-            if all(tokens.fits(position + 1 + k, word) for k, word in enumerate(rest)):
-                span = Highlight(FIELDS[field_id], tokens.starts[position], tokens.ends[end])
-                found.setdefault(doc, []).append(span)
+    def field(self, name: str) -> FieldIndex:
+        found = self._fields.get(name)
+        if found is None:
+            found = self._fields[name] = FieldIndex.build(self.items, name)
         return found
+
+    # -- lookups ------------------------------------------------------------------------------
+    def phrase(self, words: Sequence[Word], fields: Iterable[str]) -> Hits:
+        """Docs where ``words`` stand one after another in one of ``fields``, with their spans
+        (docs in order; within a doc, fields in :data:`FIELDS` order, then positions)."""
+        needle = None if any(word.prefix for word in words) else f" {' '.join(word.term for word in words)} "
+        found: Hits = {}
+        names = sorted(fields, key=_FIELD_ID.__getitem__)
+        for name in names:
+            column = self.field(name)
+            for doc in column.candidates(words[0]):
+                tokens = column.tokens[doc]
+                assert tokens is not None
+                for position in tokens.phrase_starts(words, needle):
+                    span = Highlight(name, tokens.start(position), tokens.end(position + len(words) - 1))
+                    found.setdefault(doc, []).append(span)
+        return dict(sorted(found.items())) if len(names) > 1 else found
 
     def regex(self, pattern: str, ignore_case: bool, fields: Iterable[str]) -> Hits:
         """Docs where the RE2 ``pattern`` finds a non-empty match within one value of ``fields``."""
         compiled = compile_regex(pattern, ignore_case)
-        wanted = [_FIELD_ID[name] for name in fields]
+        columns = [(name, self.field(name).tokens) for name in sorted(fields, key=_FIELD_ID.__getitem__)]
         found: Hits = {}
-        for doc, row in enumerate(self.fields):
-            for field_id in wanted:
-                tokens = row[field_id]
+        for doc in range(len(self.items)):
+            for name, column in columns:
+                tokens = column[doc]
                 if tokens is None:
                     continue
                 for start, end in tokens.segments:
                     for match in compiled.finditer(tokens.text[start:end]):
                         if match.end() > match.start():
-                            span = Highlight(FIELDS[field_id], start + match.start(), start + match.end())
+                            span = Highlight(name, start + match.start(), start + match.end())
                             found.setdefault(doc, []).append(span)
         return found
 

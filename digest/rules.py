@@ -100,13 +100,16 @@ def parse_rules(texts: Sequence[str]) -> list[Rule]:
     """
     if not texts:
         raise RuleError("at least one rule is needed", "", 1, 1)
-    parsed = []
-    for number, text in enumerate(texts, start=1):
-        try:
-            parsed.append(parse_rule(text))
-        except RuleError as exc:
-            raise exc.numbered(number) from None
-    if all(rule.is_exclusion for rule in parsed):
+    try:
+        parsed = [parse_rule(text) for text in texts]  # a cycle does this for every subscriber
+    except RuleError:
+        parsed = []
+        for number, text in enumerate(texts, start=1):
+            try:
+                parsed.append(parse_rule(text))
+            except RuleError as exc:
+                raise exc.numbered(number) from None
+    if all(rule.excludes is not None for rule in parsed):
         raise RuleError(
             "this rule only excludes papers; add a rule that selects some (such as 'diffusion')", texts[0], 1, 1
         )
@@ -119,40 +122,49 @@ class Matcher:
     def __init__(self, index: ItemIndex) -> None:
         self.index = index
         self._cache: dict[tuple[tuple[str, ...], str], Hits] = {}
-        self._explained: dict[tuple[str, str], dict[int, RuleMatch]] = {}
+        self._explained: dict[str, dict[int, tuple[RuleMatch, ...]]] = {}  # by rule text, which fixes its key
 
     def rule_hits(self, rule: Rule) -> Hits:
         """Docs the rule matches on its own, with the spans of the words that made it match."""
         return self.hits(rule.node)
 
-    def excluded_by(self, rule: Rule) -> set[int]:
-        """Docs an exclusion rule removes (nothing for a rule that is not an exclusion)."""
-        return set(self.hits(rule.excludes)) if rule.excludes is not None else set()
-
-    def match(self, rules: Sequence[Rule]) -> dict[int, list[RuleMatch]]:
+    def match(self, rules: Sequence[Rule]) -> dict[int, tuple[RuleMatch, ...]]:
         """Doc → the rules that matched it (in the subscriber's order) with their highlights.
 
         ``rules`` is a subscriber's whole list: its exclusions remove docs from every other rule.
+        This runs once per subscriber, so it only merges what is already computed, mostly in C:
+        it copies the first rule's dict of one-rule tuples, which all subscribers share, and
+        builds new tuples only for the docs that two of the subscriber's rules both match.
         """
+        result: dict[int, tuple[RuleMatch, ...]] | None = None
         excluded: set[int] = set()
         for rule in rules:
-            excluded |= self.excluded_by(rule)
-        result: dict[int, list[RuleMatch]] = {}
-        for rule in rules:
-            if rule.is_exclusion:
+            if rule.excludes is not None:
+                excluded.update(self.hits(rule.excludes))
                 continue
-            for doc, explained in self.explained(rule).items():
-                if doc not in excluded:
-                    result.setdefault(doc, []).append(explained)
+            explained = self.explained(rule)
+            if result is None:
+                result = explained.copy()
+            elif result.keys().isdisjoint(explained):
+                result.update(explained)
+            else:
+                both = {doc: result[doc] + explained[doc] for doc in result.keys() & explained.keys()}
+                result.update(explained)
+                result.update(both)
+        if result is None:
+            return {}
+        if excluded:
+            for doc in excluded.intersection(result):
+                del result[doc]
         return result
 
-    def explained(self, rule: Rule) -> dict[int, RuleMatch]:
-        """Doc → why the rule matched it; built once per rule text, shared like the hits."""
-        text = rule.text.strip()
-        found = self._explained.get((text, rule.key))
+    def explained(self, rule: Rule) -> dict[int, tuple[RuleMatch, ...]]:
+        """Doc → why the rule matched it (a one-rule tuple); built once per rule text, shared."""
+        found = self._explained.get(rule.text)
         if found is None:
+            text = rule.text.strip()
             hits = self.rule_hits(rule)
-            found = self._explained[(text, rule.key)] = {doc: RuleMatch(text, _tidy(h)) for doc, h in hits.items()}
+            found = self._explained[rule.text] = {doc: (RuleMatch(text, _tidy(h)),) for doc, h in hits.items()}
         return found
 
     def hits(self, node: Node, fields: tuple[str, ...] = TEXT_FIELDS) -> Hits:
@@ -208,7 +220,12 @@ def _number(item: Item, name: str) -> int:
     return item.upvotes if name == "upvotes" else item.comments
 
 
+_FIELD_ORDER = {name: k for k, name in enumerate(FIELDS)}
+
+
 def _tidy(highlights: list[Highlight]) -> tuple[Highlight, ...]:
     """Each span once, title first, in reading order."""
-    order = {name: k for k, name in enumerate(FIELDS)}
-    return tuple(sorted(set(highlights), key=lambda h: (order.get(h.field, len(order)), h.start, h.end)))
+    if len(highlights) < 2:
+        return tuple(highlights)
+    last = len(_FIELD_ORDER)
+    return tuple(sorted(set(highlights), key=lambda h: (_FIELD_ORDER.get(h.field, last), h.start, h.end)))

@@ -9,12 +9,17 @@ even where the plural rule is linguistically naive (``series`` → ``sery`` on b
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
+from itertools import accumulate
 
 # A run of digits, or a run of letters (letters = word characters that are neither digits nor '_').
 _TOKEN = re.compile(r"\d+|[^\W\d_]+")
+# The same tokens as capturing splits; for ASCII text \d is [0-9] and [^\W\d_] is [A-Za-z].
+_TOKEN_SPLIT = re.compile(r"(\d+|[^\W\d_]+)")
+_ASCII_TOKEN_SPLIT = re.compile(r"([0-9]+|[A-Za-z]+)")
 _WHITESPACE = re.compile(r"\s+")
 
 
@@ -29,8 +34,15 @@ class Token:
 
 @lru_cache(maxsize=65536)
 def fold(word: str) -> str:
-    """Case-fold and fold a simple English plural: gpus→gpu, studies→study, classes→class."""
-    word = word.casefold()
+    """Case-fold and fold a simple English plural: gpus→gpu, studies→study, classes→class.
+
+    The result is interned: "Video", "videos" and "video" fold to one string object, so the
+    index's term lists and a rule's words compare by identity, which ``list.index`` checks first.
+    """
+    return sys.intern(_plural(word.casefold()))
+
+
+def _plural(word: str) -> str:
     if len(word) <= 3 or not word.isalpha():
         return word
     if word.endswith("ies") and len(word) > 4:
@@ -51,6 +63,19 @@ def words(text: str) -> Iterator[tuple[str, str, int, int]]:
     for m in _TOKEN.finditer(text):
         word = m.group()
         yield word, fold(word), m.start(), m.end()
+
+
+def cut_words(text: str) -> tuple[list[str], list[int]]:
+    """The words of ``text`` as written, and the running end offsets of gaps and words.
+
+    ``split`` with a capturing group gives gap, word, gap, word, …, gap; the running sum of their
+    lengths then says where word k starts (``bounds[2k]``, the end of its gap) and ends
+    (``bounds[2k + 1]``). Splitting and summing run in C, several times faster than a match
+    object per token, which is what indexing a day's abstracts spends its time on. ASCII text
+    (most of it) takes the ASCII pattern, which cuts it the same way and runs faster.
+    """
+    parts = (_ASCII_TOKEN_SPLIT if text.isascii() else _TOKEN_SPLIT).split(text)
+    return parts[1::2], list(accumulate(map(len, parts)))
 
 
 def terms(text: str) -> list[str]:

@@ -39,7 +39,7 @@ def digest_for(
     items: list[Item], rules: tuple[str, ...], email: str = "ada@example.org", notices: list[str] | None = None
 ) -> Digest:
     matcher = Matcher(ItemIndex(items))
-    entries = [DigestEntry(items[doc], tuple(m)) for doc, m in matcher.match(parse_rules(rules)).items()]
+    entries = [DigestEntry(items[doc], m) for doc, m in matcher.match(parse_rules(rules)).items()]
     subscriber = Subscriber(email, rules, name="Ada")
     return Digest(subscriber, rank_entries(entries), AS_OF, "0123abcd", list(notices or []))
 

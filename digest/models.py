@@ -32,6 +32,11 @@ class Item:
     withdrawn: bool = False
     categories: tuple[str, ...] = ()  # arXiv categories (cs.CV, …) where the source knows them
 
+    def __hash__(self) -> int:
+        """By id alone (equality still compares every field): the generated hash would hash all
+        sixteen fields, in Python, every time a render cache looks a paper up."""
+        return hash(self.id)
+
     def to_record(self) -> dict[str, Any]:
         return {
             "id": self.id,
@@ -132,6 +137,10 @@ class RuleMatch:
 
     rule: str
     highlights: tuple[Highlight, ...]
+
+    def __hash__(self) -> int:
+        """By rule and the first span (equality compares them all): cheap for the render cache."""
+        return hash((self.rule, self.highlights[:1]))
 
     @property
     def in_title(self) -> bool:

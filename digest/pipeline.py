@@ -132,13 +132,20 @@ class StageClock:
         self.report = report
 
     @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
+    def stage(self, name: str, note_memory: bool = True) -> Iterator[None]:
+        """Time a stage. A stage entered once per email passes ``note_memory=False`` and calls
+        :meth:`note_memory` after the loop: the peak is a high-water mark, so one reading after
+        the loop tells the same, without reading ``/proc`` twice per email."""
         started = time.perf_counter()
         try:
             yield
         finally:
             self.report.stages[name] = self.report.stages.get(name, 0.0) + time.perf_counter() - started
-            self.report.peak_mb[name] = peak_memory_mb()
+            if note_memory:
+                self.note_memory(name)
+
+    def note_memory(self, name: str) -> None:
+        self.report.peak_mb[name] = peak_memory_mb()
 
     def add(self, name: str, seconds: float) -> None:
         """Time spent elsewhere (in the render process) on this cycle's behalf."""
@@ -342,7 +349,7 @@ class Cycle:
                     report.failed += total - position + 1
                     break
                 try:
-                    with self.clock.stage("send"):
+                    with self.clock.stage("send", note_memory=False):
                         where = self._send_with_retries(message, digest.subscriber.email)
                 except DeliveryError as exc:
                     self._note_failure(digest, exc, report)
@@ -351,7 +358,7 @@ class Cycle:
                     continue
                 connection_failures = 0
                 sent_at = self.now()
-                with self.clock.stage("record"):
+                with self.clock.stage("record", note_memory=False):
                     self.store.record_delivery(
                         digest.subscriber.email, [e.item for e in digest.entries], sent_at, digest.digest_id
                     )
@@ -371,6 +378,9 @@ class Cycle:
                         last_delivery_at=sent_at,
                     )
                 )
+        for name in ("send", "record"):
+            if name in self.clock.report.stages:
+                self.clock.note_memory(name)
         if composed.child_private_mb:
             self.clock.report.peak_mb["render_process"] = composed.child_private_mb
         # A first digest that did not get through (refused, or left by a stop) still covers this

@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1  # prctl(2)
 PIPE_BYTES = 1 << 20  # room for about ten built digests between the child and the sender
-CHILD_NICENESS = 10  # added to the parent's: the child yields the CPU to the send loop
 
 
 def can_fork() -> bool:
@@ -77,10 +76,6 @@ def _child(items: Sequence[Any], work: Callable[[Any], Any], sink: Connection, p
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent)
-    # Work ahead only with what the sender and a local SMTP server leave: on two cores, three busy
-    # processes would otherwise take turns, and the send loop (the critical path) would wait.
-    with contextlib.suppress(OSError):
-        os.nice(CHILD_NICENESS)
     try:
         for item in items:
             try:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from digest.ahead import CHILD_NICENESS, Ahead, can_fork, timed
+from digest.ahead import Ahead, can_fork, timed
 
 PARENT = os.getpid()
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,20 +32,6 @@ def test_results_come_in_order_from_the_child() -> None:
     assert {pid for _, (_, pid) in results} - {PARENT}, "the work ran in another process"
     assert ahead.fell_back is None
     assert ahead.child_private_mb > 0
-
-
-def niceness(_: int) -> int:
-    return os.getpriority(os.PRIO_PROCESS, 0)
-
-
-@needs_fork
-def test_the_child_yields_the_cpu_to_the_caller() -> None:
-    with Ahead([1, 2], niceness) as ahead:
-        seen = [value for _, value in ahead]
-    mine = os.getpriority(os.PRIO_PROCESS, 0)
-    assert ahead.fell_back is None
-    assert seen == [min(19, mine + CHILD_NICENESS)] * 2
-    assert mine == os.getpriority(os.PRIO_PROCESS, 0), "the caller's own priority is untouched"
 
 
 def test_without_a_child_the_work_runs_here() -> None:

@@ -87,9 +87,12 @@ class Store:
         self._dirty: set[str] = set()
         self._journal_unsynced = 0
         self._journal_synced_at = time.monotonic()
-        self._journal_entries = self._read_journal()
-        for entry in self._journal_entries:
+        # Only how many deliveries the journal holds beyond the store: the ledger has them folded in,
+        # and keeping each entry too would hold every digest's item list until the flush.
+        self._journal_count = 0
+        for entry in self._read_journal():
             self._add_to_ledger(entry["email"], entry["items"])
+            self._journal_count += 1
 
     def _capture_storage(self, path: str) -> BufferedAtomicStorage:
         self._storage = BufferedAtomicStorage(path)
@@ -228,7 +231,7 @@ class Store:
             or time.monotonic() - self._journal_synced_at > JOURNAL_SYNC_SECONDS
         ):
             self._sync_journal()
-        self._journal_entries.append(entry)
+        self._journal_count += 1
         self._add_to_ledger(entry["email"], entry["items"])
 
     def _sync_journal(self) -> None:
@@ -366,12 +369,12 @@ class Store:
             self._replace_table("ledger", self._ledger.records())
         assert self._storage is not None
         self._storage.flush()
-        if self._journal_entries:
+        if self._journal_count:
             # Keep the folded journal beside the backup (see the module docstring): the backup
             # predates these deliveries, so a restore replays them.
             if self.journal_path.exists():
                 os.replace(self.journal_path, self.data_dir / FOLDED_JOURNAL_FILE)
-            self._journal_entries = []
+            self._journal_count = 0
         self._dirty.clear()
 
     def _replace_table(self, name: str, documents: Iterable[dict[str, Any]]) -> None:

@@ -100,15 +100,12 @@ def parse_rules(texts: Sequence[str]) -> list[Rule]:
     """
     if not texts:
         raise RuleError("at least one rule is needed", "", 1, 1)
-    try:
-        parsed = [parse_rule(text) for text in texts]  # a cycle does this for every subscriber
-    except RuleError:
-        parsed = []
-        for number, text in enumerate(texts, start=1):
-            try:
-                parsed.append(parse_rule(text))
-            except RuleError as exc:
-                raise exc.numbered(number) from None
+    parsed = []
+    for number, text in enumerate(texts, start=1):
+        try:
+            parsed.append(parse_rule(text))
+        except RuleError as exc:
+            raise exc.numbered(number) from None
     if all(rule.excludes is not None for rule in parsed):
         raise RuleError(
             "this rule only excludes papers; add a rule that selects some (such as 'diffusion')", texts[0], 1, 1

@@ -36,8 +36,8 @@ class Token:
 def fold(word: str) -> str:
     """Case-fold and fold a simple English plural: gpus→gpu, studies→study, classes→class.
 
-    The result is interned: "Video", "videos" and "video" fold to one string object, so the
-    index's term lists and a rule's words compare by identity, which ``list.index`` checks first.
+    The result is interned: "Video", "videos" and "video" fold to one string object, so a day's
+    index holds each term once and a rule's word meets it by identity before any comparison.
     """
     return sys.intern(_plural(word.casefold()))
 

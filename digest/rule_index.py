@@ -21,7 +21,7 @@ from digest.rule_syntax import FIELDS, Word, compile_regex
 from digest.text import cut_words, fold
 
 SEPARATOR = "\n"  # between the values of a multi-valued field in its text
-_FIELD_ID = {name: k for k, name in enumerate(FIELDS)}
+FIELD_ORDER = {name: k for k, name in enumerate(FIELDS)}  # the order spans are listed in
 
 Hits = dict[int, list[Highlight]]
 
@@ -189,7 +189,7 @@ class ItemIndex:
         (docs in order; within a doc, fields in :data:`FIELDS` order, then positions)."""
         needle = None if any(word.prefix for word in words) else f" {' '.join(word.term for word in words)} "
         found: Hits = {}
-        names = sorted(fields, key=_FIELD_ID.__getitem__)
+        names = sorted(fields, key=FIELD_ORDER.__getitem__)
         for name in names:
             column = self.field(name)
             for doc in column.candidates(words[0]):
@@ -203,7 +203,7 @@ class ItemIndex:
     def regex(self, pattern: str, ignore_case: bool, fields: Iterable[str]) -> Hits:
         """Docs where the RE2 ``pattern`` finds a non-empty match within one value of ``fields``."""
         compiled = compile_regex(pattern, ignore_case)
-        columns = [(name, self.field(name).tokens) for name in sorted(fields, key=_FIELD_ID.__getitem__)]
+        columns = [(name, self.field(name).tokens) for name in sorted(fields, key=FIELD_ORDER.__getitem__)]
         found: Hits = {}
         for doc in range(len(self.items)):
             for name, column in columns:

@@ -18,7 +18,7 @@ from functools import lru_cache
 
 from digest.errors import RuleError
 from digest.models import Highlight, Item, RuleMatch
-from digest.rule_index import SEPARATOR, Hits, ItemIndex, field_text, field_values
+from digest.rule_index import FIELD_ORDER, SEPARATOR, Hits, ItemIndex, field_text, field_values
 from digest.rule_syntax import (
     FIELDS,
     MAX_RULE_LENGTH,
@@ -217,12 +217,9 @@ def _number(item: Item, name: str) -> int:
     return item.upvotes if name == "upvotes" else item.comments
 
 
-_FIELD_ORDER = {name: k for k, name in enumerate(FIELDS)}
-
-
 def _tidy(highlights: list[Highlight]) -> tuple[Highlight, ...]:
     """Each span once, title first, in reading order."""
     if len(highlights) < 2:
         return tuple(highlights)
-    last = len(_FIELD_ORDER)
-    return tuple(sorted(set(highlights), key=lambda h: (_FIELD_ORDER.get(h.field, last), h.start, h.end)))
+    last = len(FIELD_ORDER)
+    return tuple(sorted(set(highlights), key=lambda h: (FIELD_ORDER.get(h.field, last), h.start, h.end)))

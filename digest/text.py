@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from itertools import accumulate
@@ -56,13 +55,6 @@ def _plural(word: str) -> str:
 
 def tokenize(text: str) -> list[Token]:
     return [Token(fold(m.group()), m.start(), m.end()) for m in _TOKEN.finditer(text)]
-
-
-def words(text: str) -> Iterator[tuple[str, str, int, int]]:
-    """(word as written, folded term, start, end) of each token: for an index that keeps both."""
-    for m in _TOKEN.finditer(text):
-        word = m.group()
-        yield word, fold(word), m.start(), m.end()
 
 
 def cut_words(text: str) -> tuple[list[str], list[int]]:

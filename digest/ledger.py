@@ -75,5 +75,5 @@ class Ledger:
     def from_records(cls, records: Iterable[dict[str, Any]]) -> Ledger:
         ledger = cls()
         for record in records:
-            ledger.days[record["email"]] = dict(record["days"])
+            ledger.days[record["email"]] = record["days"]  # the caller's parsed record: no copy
         return ledger

@@ -1,7 +1,10 @@
 """The local store: items seen, subscribers, the delivery ledger and the record of cycles.
 
 One TinyDB file (``data_dir/digest.json``) on :class:`BufferedAtomicStorage`: everything is read
-once into memory, changed there, and written atomically at a few checkpoints of a cycle. Deliveries
+once into memory, changed there, and written atomically at a few checkpoints of a cycle. The big
+tables (seen, items, subscribers, ledger) are handed over from TinyDB to this class's own indexes
+when read and produced again when written, so a year-old store is in memory once, not twice; the
+file is written as ASCII JSON, which Python reads back at one byte per character. Deliveries
 are the exception: each accepted email is appended at once to ``deliveries.journal`` (one JSON
 line, written through to the OS before the next email is sent), so a crash or ``kill -9`` between two
 sends never forgets who already got what; the journal is folded into the ledger at the next
@@ -70,7 +73,10 @@ class Store:
         self._storage: BufferedAtomicStorage | None = None
         self.db = TinyDB(self.path, storage=self._capture_storage)
         self._check_schema()
-        seen_docs = self.db.table("seen").all()
+        assert self._storage is not None
+        # These four tables live in the structures below, not in TinyDB: the storage hands over the
+        # parsed documents (no copies), and asks for them back when it writes the file.
+        seen_docs = self._storage.hand_over("seen", self._seen_documents).values()
         self._seen: dict[str, str] = {d["id"]: d["listed_on"] for d in seen_docs}
         self._ids: list[str] = [""] * len(seen_docs)
         self._ordinal: dict[str, int] = {}
@@ -79,17 +85,21 @@ class Store:
             if d["n"] >= len(self._ids):
                 self._ids.extend([""] * (d["n"] + 1 - len(self._ids)))
             self._ids[d["n"]] = d["id"]
-        self._items: dict[str, dict[str, Any]] = {d["id"]: dict(d) for d in self.db.table("items").all()}
-        self._subscribers: dict[str, Subscriber] = {
-            d["email"]: Subscriber.from_record(d) for d in self.db.table("subscribers").all()
+        del seen_docs
+        self._items: dict[str, dict[str, Any]] = {
+            d["id"]: d for d in self._storage.hand_over("items", self._item_documents).values()
         }
-        self._ledger = Ledger.from_records(self.db.table("ledger").all())
+        self._subscribers: dict[str, Subscriber] = {
+            d["email"]: Subscriber.from_record(d)
+            for d in self._storage.hand_over("subscribers", self._subscriber_documents).values()
+        }
+        self._ledger: Ledger = Ledger.from_records(self._storage.hand_over("ledger", self._ledger_documents).values())
         self._dirty: set[str] = set()
-        self._journal_unsynced = 0
-        self._journal_synced_at = time.monotonic()
+        self._journal_unsynced: int = 0
+        self._journal_synced_at: float = time.monotonic()
         # Only how many deliveries the journal holds beyond the store: the ledger has them folded in,
         # and keeping each entry too would hold every digest's item list until the flush.
-        self._journal_count = 0
+        self._journal_count: int = 0
         for entry in self._read_journal():
             self._add_to_ledger(entry["email"], entry["items"])
             self._journal_count += 1
@@ -357,17 +367,9 @@ class Store:
             self._sync_journal()
             return  # a snapshot (dry run, preview): changes stay in memory and are dropped
         self._sync_journal()
-        if "seen" in self._dirty:
-            self._replace_table(
-                "seen", ({"id": k, "listed_on": v, "n": self._ordinal[k]} for k, v in self._seen.items())
-            )
-        if "items" in self._dirty:
-            self._replace_table("items", self._items.values())
-        if "subscribers" in self._dirty:
-            self._replace_table("subscribers", (s.to_record() for s in self._subscribers.values()))
-        if "ledger" in self._dirty:
-            self._replace_table("ledger", self._ledger.records())
         assert self._storage is not None
+        if self._dirty:
+            self._storage.mark_changed()
         self._storage.flush()
         if self._journal_count:
             # Keep the folded journal beside the backup (see the module docstring): the backup
@@ -377,10 +379,17 @@ class Store:
             self._journal_count = 0
         self._dirty.clear()
 
-    def _replace_table(self, name: str, documents: Iterable[dict[str, Any]]) -> None:
-        table = self.db.table(name)
-        table.truncate()
-        table.insert_multiple(list(documents))
+    def _seen_documents(self) -> Iterator[dict[str, Any]]:
+        return ({"id": k, "listed_on": v, "n": self._ordinal[k]} for k, v in self._seen.items())
+
+    def _item_documents(self) -> Iterable[dict[str, Any]]:
+        return self._items.values()
+
+    def _subscriber_documents(self) -> Iterator[dict[str, Any]]:
+        return (s.to_record() for s in self._subscribers.values())
+
+    def _ledger_documents(self) -> Iterable[dict[str, Any]]:
+        return self._ledger.records()
 
     def close(self) -> None:
         self.flush()

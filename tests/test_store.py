@@ -33,6 +33,21 @@ def test_items_keep_their_first_listing_date(tmp_path: Path) -> None:
         assert [i.id for i in store.items_listed_between(date(2026, 11, 19), date(2026, 11, 19))] == ["a"]
 
 
+def test_the_store_file_is_ascii_and_keeps_every_character(tmp_path: Path) -> None:
+    """Written as ASCII (read back, it takes one byte per character in memory), losing nothing."""
+    title = "Müller’s 3D — 多模态 😀 <script>"
+    with open_store(tmp_path) as store:
+        store.upsert_items(
+            [Item(id="x", source="hf_papers", title=title, abstract="", url="u", listed_on=NOW.date())], NOW
+        )
+        store.save_subscriber(Subscriber("zoë@example.org", ("größe",)))
+    raw = (tmp_path / "digest.json").read_bytes()
+    assert raw.isascii()
+    with open_store(tmp_path) as store:
+        assert [i.title for i in store.items_listed_between(NOW.date(), NOW.date())] == [title]
+        assert store.subscriber("zoë@example.org") is not None
+
+
 def test_nothing_is_written_until_flush_and_then_atomically(tmp_path: Path) -> None:
     store = Store(tmp_path)
     store.save_subscriber(Subscriber("a@example.org", ("4090",)))
@@ -88,6 +103,36 @@ def test_prune_never_lets_an_old_item_back(tmp_path: Path) -> None:
         store.upsert_items([paper("old", date(2026, 11, 20))], NOW)
         assert store.first_listed("old") == date(2026, 9, 1)
         assert store.item("old") is None
+
+
+def test_a_write_that_changes_only_tinydb_tables_keeps_the_tables_the_store_holds(tmp_path: Path) -> None:
+    """Seen items, items, subscribers and the ledger live outside TinyDB once read: every write of
+    the file must still carry them, even one caused only by a cycle record or a source's state."""
+    with open_store(tmp_path) as store:
+        store.upsert_items([paper("x"), paper("y", date(2026, 11, 19))], NOW)
+        store.save_subscriber(Subscriber("a@example.org", ("4090",)))
+        store.record_delivery("a@example.org", [paper("x")], NOW, "d")
+    before = json.loads((tmp_path / "digest.json").read_bytes())
+    with open_store(tmp_path) as store:
+        store.set_failed_days("hf_papers", [date(2026, 11, 18)])
+    after = json.loads((tmp_path / "digest.json").read_bytes())
+    assert after["sources"] and not before.get("sources")
+    for table in ("seen", "items", "subscribers", "ledger"):
+        assert after[table] == before[table] and after[table]
+    with open_store(tmp_path, write=False) as store:
+        assert store.delivered_ids("a@example.org") == {"x"}
+        assert store.first_listed("y") == date(2026, 11, 19)
+        assert [s.email for s in store.subscribers()] == ["a@example.org"]
+
+
+def test_opening_and_closing_without_a_change_writes_nothing(tmp_path: Path) -> None:
+    with open_store(tmp_path) as store:
+        store.save_subscriber(Subscriber("a@example.org", ("4090",)))
+    written = (tmp_path / "digest.json").stat().st_mtime_ns
+    with open_store(tmp_path) as store:
+        assert store.subscriber("a@example.org") is not None
+    assert (tmp_path / "digest.json").stat().st_mtime_ns == written
+    assert not (tmp_path / "digest.json.bak").exists()
 
 
 def test_unsubscribe_keeps_the_ledger(tmp_path: Path) -> None:
@@ -187,7 +232,7 @@ json_values = st.recursive(
 )
 def test_store_pieces_are_exactly_the_json_of_the_whole(data: dict[str, object]) -> None:
     """The store is written in pieces to keep memory down; the bytes must be those of json.dumps."""
-    whole = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    whole = json.dumps(data, separators=(",", ":")).encode("ascii")
     assert b"".join(json_pieces(data)) == whole
 
 

@@ -9,8 +9,10 @@ looking it up.
 from __future__ import annotations
 
 import base64
+import smtplib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime
 from email import message_from_bytes
 from email.header import decode_header, make_header
@@ -28,7 +30,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from digest.errors import PermanentDeliveryError, SettingsError
-from digest.mailer import OutboxMailer, SmtpMailer
+from digest.mailer import OutboxMailer, SmtpMailer, needs_dot_stuffing
 from digest.message import DkimKey, OutgoingEmail, build_message, load_dkim_key, message_id
 from digest.mime import HeaderValueError
 from digest.render import RenderedDigest, render_digest
@@ -267,6 +269,29 @@ def test_smtp_hands_over_the_exact_bytes(smtp: SmtpSink) -> None:
         mailer.send(built)
     assert smtp.envelopes == [("papers@digest.example.org", ["ada@example.org"])]
     assert smtp.raw[0].rstrip(b"\r\n") == built.as_bytes().rstrip(b"\r\n")
+
+
+def test_dot_stuffing_is_skipped_only_when_no_line_starts_with_a_dot(
+    smtp: SmtpSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A digest has no line starting with "." (headers, base64, boundaries), so the mailer spares
+    smtplib's pass over the whole message; a message that has such lines is still stuffed, or a
+    lone "." would end it early at the server."""
+    plain = message()
+    assert not needs_dot_stuffing(plain.raw)
+    dotted = replace(plain, raw=plain.raw.replace(b"\r\n\r\n", b"\r\n\r\n.\r\n..two dots\r\n.one\r\n", 1))
+    assert needs_dot_stuffing(dotted.raw)
+
+    def no_pass(data: bytes) -> bytes:
+        raise AssertionError("smtplib's dot-stuffing pass ran over a digest")
+
+    with SmtpMailer(smtp_settings(smtp.port)) as mailer:
+        with monkeypatch.context() as patch:
+            patch.setattr(smtplib, "_quote_periods", no_pass)
+            mailer.send(plain)
+        mailer.send(dotted)
+    assert [raw.rstrip(b"\r\n") for raw in smtp.raw] == [plain.raw.rstrip(b"\r\n"), dotted.raw.rstrip(b"\r\n")]
+    assert parse(smtp.raw[1]).get_body(("html",)) is not None
 
 
 class _Recorder:

@@ -7,7 +7,7 @@ and a token for one address cannot act on another. Confirm tokens expire; unsubs
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
@@ -31,10 +31,13 @@ class TokenError(Exception):
 
 class Signer:
     def __init__(self, secret_key: str) -> None:
-        self._secret = secret_key
+        # One serializer per purpose, built once: a cycle signs three links per email.
+        self._serializers = {
+            purpose: URLSafeTimedSerializer(secret_key, salt=f"digest.{purpose}") for purpose in get_args(Purpose)
+        }
 
     def _serializer(self, purpose: Purpose) -> URLSafeTimedSerializer:
-        return URLSafeTimedSerializer(self._secret, salt=f"digest.{purpose}")
+        return self._serializers[purpose]
 
     def sign(self, purpose: Purpose, email: str, **extra: Any) -> str:
         return str(self._serializer(purpose).dumps({"e": email.lower(), **extra}))

@@ -61,7 +61,7 @@ from digest.subscriptions import (
     state_key,
     with_rules,
 )
-from digest.tokens import MAX_AGE_SECONDS, Signer, TokenError
+from digest.tokens import MAX_AGE_SECONDS, Purpose, Signer, TokenError
 from digest.websecurity import (
     ARCHIVE_CSP,
     CSRF_COOKIE,
@@ -163,10 +163,10 @@ class WebFront:
     def client_ip(self, request: Request) -> str:
         return request.client.host if request.client else "unknown"
 
-    def token_data(self, purpose: str, token: str | None) -> dict[str, Any]:
+    def token_data(self, purpose: Purpose, token: str | None) -> dict[str, Any]:
         if not token:
             raise TokenError("this link is incomplete")
-        return self.signer.verify(purpose, token)  # type: ignore[arg-type]
+        return self.signer.verify(purpose, token)
 
     def bad_link(self, request: Request, exc: TokenError, purpose: str) -> HTMLResponse:
         if exc.expired and purpose == "confirm":

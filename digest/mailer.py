@@ -79,7 +79,7 @@ def needs_dot_stuffing(raw: bytes) -> bool:
     return raw.startswith(b".") or b"\n." in raw
 
 
-class _Smtp(smtplib.SMTP):
+class SmtpConnection(smtplib.SMTP):
     """``DATA`` without smtplib's dot-stuffing pass when no line starts with a dot.
 
     smtplib runs a multi-line regular expression over every message to double leading dots:
@@ -100,7 +100,7 @@ class _Smtp(smtplib.SMTP):
         return code, reply
 
 
-class _SmtpSsl(_Smtp, smtplib.SMTP_SSL):
+class SmtpSslConnection(SmtpConnection, smtplib.SMTP_SSL):
     """The same over implicit TLS."""
 
 
@@ -124,9 +124,11 @@ class SmtpMailer:
         try:
             connection: smtplib.SMTP
             if s.security == "ssl":
-                connection = _SmtpSsl(host, s.port, timeout=s.timeout_seconds, context=ssl.create_default_context())
+                connection = SmtpSslConnection(
+                    host, s.port, timeout=s.timeout_seconds, context=ssl.create_default_context()
+                )
             else:
-                connection = _Smtp(host, s.port, timeout=s.timeout_seconds)
+                connection = SmtpConnection(host, s.port, timeout=s.timeout_seconds)
                 if s.security == "starttls":
                     connection.starttls(context=ssl.create_default_context())
             if s.username:

@@ -8,7 +8,7 @@ process. It prints wall time, peak memory and the cycle's own per-stage times, t
 same number of pre-built messages pushed to the same server over one connection, with the cycle's
 own SMTP client (and, for comparison with earlier results, with ``smtplib`` as it comes).
 
-    python -m bench [--sizes 100,1000,10000] [--items 2000] [--seen 50000] [--history-days 365]
+    python -m bench [--sizes 100,1000,10000] [--items 2000] [--seen 50000] [--history-days 365] [--repeat 1]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import platform
 import random
 import resource
 import smtplib
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -220,6 +221,9 @@ def main() -> None:
     parser.add_argument("--seen", type=int, default=50000)
     parser.add_argument("--history-days", type=int, default=365)
     parser.add_argument("--workdir", default=None, help="where to build the throw-away data dirs")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per scenario (the machine's speed drifts: compare medians)"
+    )
     args = parser.parse_args()
     vocab = vocabulary()
     api = FakeHfApi(days={TODAY.isoformat(): items_for_day(TODAY, args.items, seed=1, vocab=vocab)}).start()
@@ -228,22 +232,37 @@ def main() -> None:
     try:
         for size in (int(s) for s in args.sizes.split(",")):
             for history in (1, args.history_days):
-                result = scenario(size, history, args, vocab, api)
-                ratio = result.wall / result.floor if result.floor else float("nan")
-                stages = ", ".join(
-                    f"{k} {v:.2f}s" + (f"/{result.peak[k]:.0f}MB" if k in result.peak else "")
-                    for k, v in result.stages.items()
-                )
-                if "render_process" in result.peak:
-                    stages += f" (render process: {result.peak['render_process']:.0f} MB of its own)"
-                print(
-                    f"{result.label}: cycle {result.wall:.2f}s, peak {result.peak_mb:.0f} MB, "
-                    f"floor {result.floor:.2f}s, cycle/floor {ratio:.2f} "
-                    f"(floor with smtplib's own DATA: {result.smtplib_floor:.2f}s)\n  {result.summary}\n"
-                    f"  stages (time/peak memory): {stages}"
-                )
+                results = [scenario(size, history, args, vocab, api) for _ in range(args.repeat)]
+                for result in results:
+                    report(result)
+                if len(results) > 1:
+                    ratios = sorted(ratio(r) for r in results)
+                    print(
+                        f"{results[0].label}, {len(results)} runs: cycle/floor median {statistics.median(ratios):.2f} "
+                        f"({ratios[0]:.2f}–{ratios[-1]:.2f}), peak memory at most "
+                        f"{max(r.peak_mb for r in results):.0f} MB"
+                    )
     finally:
         api.stop()
+
+
+def ratio(result: Result) -> float:
+    return result.wall / result.floor if result.floor else float("nan")
+
+
+def report(result: Result) -> None:
+    stages = ", ".join(
+        f"{k} {v:.2f}s" + (f"/{result.peak[k]:.0f}MB" if k in result.peak else "") for k, v in result.stages.items()
+    )
+    if "render_process" in result.peak:
+        stages += f" (render process: {result.peak['render_process']:.0f} MB of its own)"
+    print(
+        f"{result.label}: cycle {result.wall:.2f}s, peak {result.peak_mb:.0f} MB, "
+        f"floor {result.floor:.2f}s, cycle/floor {ratio(result):.2f} "
+        f"(floor with smtplib's own DATA: {result.smtplib_floor:.2f}s)\n  {result.summary}\n"
+        f"  stages (time/peak memory): {stages}",
+        flush=True,
+    )
 
 
 if __name__ == "__main__":

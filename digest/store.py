@@ -94,7 +94,6 @@ class Store:
             for d in self._storage.hand_over("subscribers", self._subscriber_documents).values()
         }
         self._ledger: Ledger = Ledger.from_records(self._storage.hand_over("ledger", self._ledger_documents).values())
-        self._dirty: set[str] = set()
         self._journal_unsynced: int = 0
         self._journal_synced_at: float = time.monotonic()
         # Only how many deliveries the journal holds beyond the store: the ledger has them folded in,
@@ -146,7 +145,7 @@ class Store:
             ordinal = self._ordinal[item_id] = len(self._ids)
             self._ids.append(item_id)
             self._seen.setdefault(item_id, listed_on)
-            self._dirty.add("seen")
+            self._changed()
         return ordinal
 
     def upsert_items(self, items: Iterable[Item], now: datetime) -> list[Item]:
@@ -171,7 +170,7 @@ class Store:
             record["last_seen"] = stamp
             if first is None or item.id in self._items or date.fromisoformat(first) >= (self.prune_horizon or date.min):
                 self._items[item.id] = record
-        self._dirty.update({"seen", "items"})
+        self._changed()
         return new
 
     def items_listed_between(self, start: date, end: date) -> list[Item]:
@@ -195,17 +194,17 @@ class Store:
 
     def save_subscriber(self, subscriber: Subscriber) -> None:
         self._subscribers[subscriber.email.lower()] = subscriber
-        self._dirty.add("subscribers")
+        self._changed()
 
     def save_subscribers(self, subscribers: Iterable[Subscriber]) -> None:
         for subscriber in subscribers:
             self._subscribers[subscriber.email.lower()] = subscriber
-        self._dirty.add("subscribers")
+        self._changed()
 
     def remove_subscriber(self, email: str) -> bool:
         """Forget the subscriber but keep their ledger, so re-subscribing never re-sends an item."""
         removed = self._subscribers.pop(email.lower(), None) is not None
-        self._dirty.add("subscribers")
+        self._changed()
         return removed
 
     # -- delivery ledger ----------------------------------------------------------------------
@@ -222,7 +221,7 @@ class Store:
         for item_id, day in items.items():
             by_day.setdefault(day, []).append(self._ordinal_of(item_id, day))
         self._ledger.add(email, by_day)
-        self._dirty.add("ledger")
+        self._changed()
 
     def record_delivery(self, email: str, items: Iterable[Item], at: datetime, digest_id: str) -> None:
         """Durably note that ``email`` has these items, right after the SMTP server accepted them."""
@@ -282,7 +281,7 @@ class Store:
         self._ledger.prune(cut)
         self._items = {k: v for k, v in self._items.items() if v["listed_on"] >= cut}
         self._set_meta(prune_horizon=cut)
-        self._dirty.update({"ledger", "items"})
+        self._changed()
 
     def candidate_floor(self) -> date:
         """The earliest listing date that may still be delivered."""
@@ -368,8 +367,6 @@ class Store:
             return  # a snapshot (dry run, preview): changes stay in memory and are dropped
         self._sync_journal()
         assert self._storage is not None
-        if self._dirty:
-            self._storage.mark_changed()
         self._storage.flush()
         if self._journal_count:
             # Keep the folded journal beside the backup (see the module docstring): the backup
@@ -377,7 +374,11 @@ class Store:
             if self.journal_path.exists():
                 os.replace(self.journal_path, self.data_dir / FOLDED_JOURNAL_FILE)
             self._journal_count = 0
-        self._dirty.clear()
+
+    def _changed(self) -> None:
+        """One of the tables this class holds changed: the next flush writes the file."""
+        assert self._storage is not None
+        self._storage.mark_changed()
 
     def _seen_documents(self) -> Iterator[dict[str, Any]]:
         return ({"id": k, "listed_on": v, "n": self._ordinal[k]} for k, v in self._seen.items())

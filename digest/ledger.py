@@ -14,7 +14,7 @@ from typing import Any
 DIGITS = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
-def _base36(value: int) -> str:
+def _base36_digits(value: int) -> str:
     if value == 0:
         return "0"
     out = []
@@ -22,6 +22,15 @@ def _base36(value: int) -> str:
         value, rest = divmod(value, 36)
         out.append(DIGITS[rest])
     return "".join(reversed(out))
+
+
+# Every value of one or two digits, computed once: nearly all deltas within a day are that small,
+# and recording each email encodes a few dozen of them in the send loop.
+_SHORT = [_base36_digits(value) for value in range(36 * 36)]
+
+
+def _base36(value: int) -> str:
+    return _SHORT[value] if value < len(_SHORT) else _base36_digits(value)
 
 
 def encode(ordinals: Iterable[int]) -> str:

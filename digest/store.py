@@ -333,7 +333,9 @@ class Store:
         )
 
     def clear_failure(self, email: str) -> None:
-        self.db.table("failures").remove(Query().email == email.lower())
+        table = self.db.table("failures")
+        if len(table):  # called after every accepted email: nothing to query (or rewrite) when none failed
+            table.remove(Query().email == email.lower())
 
     def failures(self) -> list[dict[str, Any]]:
         return sorted((dict(d) for d in self.db.table("failures").all()), key=lambda d: str(d["email"]))

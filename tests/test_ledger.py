@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from digest.ledger import Ledger, decode, encode
+from digest.ledger import Ledger, _base36, _base36_digits, decode, encode
 from digest.models import Item
 from digest.store import JOURNAL_SYNC_LINES, Store, open_store
 
@@ -24,6 +24,13 @@ def paper(item_id: str, listed: date) -> Item:
 @given(st.sets(st.integers(min_value=0, max_value=10**9)))
 def test_codec_round_trips(ordinals: set[int]) -> None:
     assert decode(encode(ordinals)) == sorted(ordinals)
+
+
+@given(st.integers(min_value=0, max_value=10**12))
+def test_base36_is_the_canonical_form(value: int) -> None:
+    """Short values come from a table: the same digits as computing them, no leading zeros."""
+    assert _base36(value) == _base36_digits(value)
+    assert int(_base36(value), 36) == value and (value == 0 or not _base36(value).startswith("0"))
 
 
 def test_codec_is_compact() -> None:

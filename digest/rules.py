@@ -106,7 +106,7 @@ def parse_rules(texts: Sequence[str]) -> list[Rule]:
             parsed.append(parse_rule(text))
         except RuleError as exc:
             raise exc.numbered(number) from None
-    if all(rule.excludes is not None for rule in parsed):
+    if all(rule.is_exclusion for rule in parsed):
         raise RuleError(
             "this rule only excludes papers; add a rule that selects some (such as 'diffusion')", texts[0], 1, 1
         )

@@ -131,12 +131,9 @@ def json_pieces(data: dict[str, Any]) -> Iterator[bytes]:
     yield b"{"
     for number, (name, table) in enumerate(data.items()):
         yield (b"," if number else b"") + _dumps(name) + b":"
-        if isinstance(table, Iterator):
-            yield from _object_pieces(table)
-        elif not isinstance(table, dict) or not table:
-            yield _dumps(table)
-        else:
-            yield from _object_pieces(iter(table.items()))
+        if isinstance(table, dict):
+            table = iter(table.items())
+        yield from _object_pieces(table) if isinstance(table, Iterator) else (_dumps(table),)
     yield b"}"
 
 

@@ -37,6 +37,7 @@ import json
 import os
 import threading
 import time
+import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
@@ -96,6 +97,7 @@ class Store:
         self._ledger: Ledger = Ledger.from_records(self._storage.hand_over("ledger", self._ledger_documents).values())
         self._journal_unsynced: int = 0
         self._journal_synced_at: float = time.monotonic()
+        self._journal: _Journal | None = None  # opened on the first delivery, closed when folded
         # Only how many deliveries the journal holds beyond the store: the ledger has them folded in,
         # and keeping each entry too would hold every digest's item list until the flush.
         self._journal_count: int = 0
@@ -232,8 +234,9 @@ class Store:
             "digest": digest_id,
         }
         line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
-        with open(self.journal_path, "a", encoding="utf-8") as journal:
-            journal.write(line)  # in the OS once closed: survives a crash or kill -9 of this process
+        if self._journal is None:
+            self._journal = _Journal(self.journal_path)
+        self._journal.append(line.encode("utf-8"))  # in the OS now: survives a crash or kill -9 of this process
         self._journal_unsynced += 1
         if (
             self._journal_unsynced >= JOURNAL_SYNC_LINES
@@ -245,7 +248,9 @@ class Store:
 
     def _sync_journal(self) -> None:
         """Make the journal's lines durable on disk (any descriptor of the file will do for fsync)."""
-        if self._journal_unsynced and self.journal_path.exists():
+        if self._journal_unsynced and self._journal is not None:
+            self._journal.sync()
+        elif self._journal_unsynced and self.journal_path.exists():
             descriptor = os.open(self.journal_path, os.O_RDONLY)
             try:
                 os.fsync(descriptor)
@@ -371,6 +376,7 @@ class Store:
         assert self._storage is not None
         self._storage.flush()
         if self._journal_count:
+            self._close_journal()  # the next delivery starts a new file
             # Keep the folded journal beside the backup (see the module docstring): the backup
             # predates these deliveries, so a restore replays them.
             if self.journal_path.exists():
@@ -394,8 +400,42 @@ class Store:
     def _ledger_documents(self) -> Iterable[dict[str, Any]]:
         return self._ledger.records()
 
+    def _close_journal(self) -> None:
+        journal, self._journal = self._journal, None
+        if journal is not None:
+            journal.close()
+
     def close(self) -> None:
-        self.flush()
+        try:
+            self.flush()
+        finally:
+            self._close_journal()
+
+
+class _Journal:
+    """``deliveries.journal`` open for appending, for as long as deliveries are being recorded.
+
+    Opening and closing the file around every line cost about a tenth of a millisecond per email,
+    in the process that sends them. Each line is handed to the kernel with ``write(2)`` on an
+    ``O_APPEND`` descriptor (no buffer in this process), so it survives a crash or ``kill -9`` as
+    soon as this returns, exactly as the close did before. The descriptor is closed when the
+    object is collected, should its store never be closed.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        self._closer = weakref.finalize(self, os.close, self.descriptor)
+
+    def append(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:  # a regular file takes it all at once, unless the disk fills up (OSError)
+            view = view[os.write(self.descriptor, view) :]
+
+    def sync(self) -> None:
+        os.fsync(self.descriptor)
+
+    def close(self) -> None:
+        self._closer()
 
 
 @contextmanager

@@ -84,6 +84,21 @@ def test_deliveries_survive_a_crash_through_the_journal(tmp_path: Path) -> None:
     assert Store(tmp_path).delivered_ids("a@example.org") == {"x"}
 
 
+def test_deliveries_after_a_flush_start_a_new_journal(tmp_path: Path) -> None:
+    """The journal stays open between deliveries; a flush folds it away, and the next delivery
+    must land in a new ``deliveries.journal``, not in the folded copy kept beside the backup."""
+    store = Store(tmp_path)
+    store.record_delivery("a@example.org", [paper("x")], NOW, "d1")
+    store.flush()
+    store.record_delivery("a@example.org", [paper("y")], NOW, "d2")
+    folded = (tmp_path / "deliveries.journal.1").read_text().splitlines()
+    current = (tmp_path / "deliveries.journal").read_text().splitlines()
+    assert [json.loads(line)["digest"] for line in folded] == ["d1"]
+    assert [json.loads(line)["digest"] for line in current] == ["d2"]
+    del store  # a crash before the next flush: the new journal still has the second delivery
+    assert Store(tmp_path).delivered_ids("a@example.org") == {"x", "y"}
+
+
 def test_a_half_written_journal_line_is_ignored(tmp_path: Path) -> None:
     store = Store(tmp_path)
     store.record_delivery("a@example.org", [paper("x")], NOW, "d1")

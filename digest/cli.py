@@ -250,7 +250,7 @@ def preview(
     html, message = cycle.compose(digest)
     target = out_file or settings.data_dir / "preview" / f"{person.email}-{as_of}.html"
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(html, encoding="utf-8")
+    target.write_bytes(html)
     out.print(f"{message.subject}\nHTML written to {target}")
 
 

@@ -165,7 +165,7 @@ def build_message(
             mime.base64_body(rendered.text.encode("utf-8")),
             delimiter,
             b'Content-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n',
-            mime.base64_body(rendered.html_utf8 or rendered.html.encode("utf-8")),
+            mime.base64_body(rendered.html_bytes()),
             delimiter[:-2],
             b"--\r\n",
         )

@@ -304,7 +304,8 @@ class Cycle:
             unsubscribe=f"{base}/unsubscribe?token={self.signer.sign('unsubscribe', email)}",
         )
 
-    def compose(self, digest: Digest) -> tuple[str, OutgoingEmail]:
+    def compose(self, digest: Digest) -> tuple[bytes, OutgoingEmail]:
+        """The digest's HTML (UTF-8, for the archive or a preview) and its message."""
         links = self.links(digest)
         rendered = render_digest(digest, links)
         message = build_message(
@@ -318,7 +319,7 @@ class Cycle:
             now=self.now(),
             dkim_key=self.dkim_key,
         )
-        return rendered.html, message
+        return rendered.html_bytes(), message
 
     def _deliver(self, plan: Plan, window_start: date, report: CycleReport) -> None:
         archive = self.settings.data_dir / "archive"
@@ -332,7 +333,7 @@ class Cycle:
         def compose_and_archive(digest: Digest) -> OutgoingEmail:
             """Render, keep the HTML for "view online", build the message (in the render process if any)."""
             html, message = self.compose(digest)
-            (archive / f"{digest.digest_id}.html").write_text(html, encoding="utf-8")
+            (archive / f"{digest.digest_id}.html").write_bytes(html)
             return message
 
         render = timed(compose_and_archive)

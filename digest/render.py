@@ -12,6 +12,7 @@ papers in full and lists the rest by title with a link to the full digest online
 
 from __future__ import annotations
 
+import secrets
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -76,6 +77,10 @@ class RenderedDigest:
     # empty when the digest was not made by render_digest.
     html_utf8: bytes = b""
 
+    def html_bytes(self) -> bytes:
+        """The HTML in UTF-8, encoded once: the message and the archived copy both need the bytes."""
+        return self.html_utf8 or self.html.encode("utf-8")
+
 
 def templates_dir() -> Path:
     return Path(str(resources.files("digest.templates")))
@@ -88,6 +93,9 @@ PAPER_START, PAPER_END = "{# paper #}", "{# /paper #}"
 # Ends each paper's block in the output of ``Templates.papers``: "<" from a feed is always escaped,
 # so only the template itself can write this.
 PAPER_SEPARATOR = "<paper-end/>"
+# The same for ``Templates.text_papers``. The text part escapes nothing, so this one is drawn at
+# random per process: a title cannot guess it (and a miscount is caught anyway).
+TEXT_PAPER_SEPARATOR = f"\x00{secrets.token_hex(8)}\x00"
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +103,17 @@ class Templates:
     html: jinja2.Template
     papers: jinja2.Template  # the blocks of several papers in one call, each ending with PAPER_SEPARATOR
     text: jinja2.Template
+    text_papers: jinja2.Template  # the same for the text part, each ending with TEXT_PAPER_SEPARATOR
+    text_paper: jinja2.Template  # one paper's text block: the fallback should a title hold the separator
+
+
+def _paper_block(source: str, where: str) -> tuple[str, str, str]:
+    """``source`` split around the paper block marked by ``{# paper #}`` and ``{# /paper #}``."""
+    head, start, rest = source.partition(PAPER_START)
+    paper_source, end, tail = rest.partition(PAPER_END)
+    if not (start and end):
+        raise RuntimeError(f"{where}: the paper block lost its {PAPER_START} {PAPER_END} marks")
+    return head, paper_source, tail
 
 
 @lru_cache(maxsize=1)
@@ -102,24 +121,27 @@ def _templates() -> Templates:
     """Compile the MJML layout once per process, and load the text template.
 
     The block of one paper (between ``{# paper #}`` and ``{# /paper #}`` in the layout, inside an
-    ``mj-text`` whose HTML MJML copies as it is) becomes a template of its own, rendered once per
-    paper and matches (:class:`PaperCache`); the page then inserts the cached blocks. The output
-    is the same as one template would give.
+    ``mj-text`` whose HTML MJML copies as it is, and in the text template) becomes a template of
+    its own, rendered once per paper and matches (:class:`PaperCache`); each email then inserts
+    the cached blocks. The output is the same as one template would give.
     """
     base = templates_dir() / "email"
     html_source = mjml2html((base / "digest.mjml").read_text(encoding="utf-8"), disable_comments=True)
-    head, start, rest = html_source.partition(PAPER_START)
-    paper_source, end, tail = rest.partition(PAPER_END)
-    if not (start and end):
-        raise RuntimeError(f"templates/email/digest.mjml: the paper block lost its {PAPER_START} {PAPER_END} marks")
+    head, paper_source, tail = _paper_block(html_source, "templates/email/digest.mjml")
     html_env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     text_env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     text_env.filters["wrap"] = wrap
-    text_source = (base / "digest.txt.j2").read_text(encoding="utf-8")
+    text_head, text_paper, text_tail = _paper_block(
+        (base / "digest.txt.j2").read_text(encoding="utf-8"), "templates/email/digest.txt.j2"
+    )
     return Templates(
         html=html_env.from_string(head + "{{ paper.html }}" + tail),
         papers=html_env.from_string("{% for paper in papers %}" + paper_source + PAPER_SEPARATOR + "{% endfor %}"),
-        text=text_env.from_string(text_source),
+        text=text_env.from_string(text_head + "{{ paper.text }}" + text_tail),
+        text_papers=text_env.from_string(
+            "{% for paper in papers %}" + text_paper + TEXT_PAPER_SEPARATOR + "{% endfor %}"
+        ),
+        text_paper=text_env.from_string(text_paper),
     )
 
 
@@ -250,8 +272,8 @@ class PaperView:
 
     Attributes, not a dict: Jinja reads ``paper.title`` with ``getattr`` first, and on a dict that
     raised and caught an exception per lookup, hundreds of times per email. Not frozen only so
-    that :func:`_render_papers` can set ``html`` once the block is rendered (a ``replace`` per
-    paper cost as much as rendering it); nothing changes a view after that.
+    that :func:`_render_papers` can set ``html`` and ``text`` once the blocks are rendered (a
+    ``replace`` per paper cost as much as rendering it); nothing changes a view after that.
     """
 
     title: str
@@ -269,6 +291,7 @@ class PaperView:
     rules: tuple[str, ...]
     rules_text: str
     html: Markup = NO_HTML  # the paper's block in the HTML part
+    text: str = ""  # and in the text part, after its number
 
 
 def _rule_label(match: RuleMatch) -> str:
@@ -310,16 +333,21 @@ def _paper(entry: DigestEntry) -> PaperView:
 
 
 def _render_papers(entries: Sequence[DigestEntry]) -> list[PaperView]:
-    """The views of ``entries`` with their HTML blocks, all rendered in one template call.
+    """The views of ``entries`` with their HTML and text blocks, each part's in one template call.
 
     One call per paper would cost several times the block itself in Jinja's per-call set-up.
     """
+    templates = _templates()
     papers = [_paper(e) for e in entries]
-    blocks = _templates().papers.render(papers=papers).split(PAPER_SEPARATOR)
+    blocks = templates.papers.render(papers=papers).split(PAPER_SEPARATOR)
     if len(blocks) != len(papers) + 1:  # the separator is the template's alone; never expected
         raise RuntimeError(f"rendered {len(blocks) - 1} paper blocks for {len(papers)} papers")
-    for paper, block in zip(papers, blocks, strict=False):
+    texts = templates.text_papers.render(papers=papers).split(TEXT_PAPER_SEPARATOR)
+    if len(texts) != len(papers) + 1:  # a feed's text held the separator: one call per paper then
+        texts = [templates.text_paper.render(paper=paper) for paper in papers]
+    for paper, block, text in zip(papers, blocks, texts, strict=False):
         paper.html = Markup(block)
+        paper.text = text
     return papers
 
 

@@ -8,9 +8,11 @@ cached, in any order, across threads, and when an item changes.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import jinja2
 import markupsafe
 import pytest
 from hypothesis import given, settings
@@ -20,7 +22,7 @@ from digest import render
 from digest.highlight import escape_html, mark
 from digest.models import Digest, DigestEntry
 from digest.render import PAPERS, PaperCache, RenderedDigest, render_digest, wrap
-from tests.email_fixtures import LINKS, digest_for, hostile_digest, sample_items
+from tests.email_fixtures import LINKS, digest_for, hostile_digest, huge_digest, sample_digest, sample_items
 
 RULE_SETS = [
     ("4090", "video diffusion", "gaussian splatting"),
@@ -170,3 +172,35 @@ def test_wrap_is_the_greedy_word_wrap(text: str, width: int) -> None:
 def test_escape_html_is_markupsafes_escape(text: str) -> None:
     assert escape_html(text) == str(markupsafe.escape(text))
     assert str(mark(text, [])) == str(markupsafe.escape(text))
+
+
+def whole_text_template() -> jinja2.Template:
+    """``digest.txt.j2`` as one template, its paper marks only comments: what the split must match."""
+    env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+    env.filters["wrap"] = wrap
+    return env.from_string((render.templates_dir() / "email" / "digest.txt.j2").read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("make", [sample_digest, hostile_digest, huge_digest])
+def test_the_text_part_is_what_the_whole_text_template_gives(make: Callable[[], Digest]) -> None:
+    digest = make()
+    rendered = cold(digest)
+    papers = PAPERS.views(digest.entries)
+    listed = min(len(papers) - rendered.papers_in_full, render.OVERFLOW_TITLES)
+    context = render._context(digest, LINKS, papers, rendered.papers_in_full, listed)
+    assert rendered.text == whole_text_template().render(context)
+    assert render.TEXT_PAPER_SEPARATOR not in rendered.text
+
+
+def test_a_title_holding_the_text_separator_is_rendered_one_paper_at_a_time() -> None:
+    """The text part escapes nothing, so a feed could in principle carry the separator of the
+    batched text render; the blocks are then rendered one by one, and nothing is lost or shifted."""
+    base = sample_digest()
+    odd = replace(base.entries[0].item, title=f"Before {render.TEXT_PAPER_SEPARATOR} after")
+    base.entries = [DigestEntry(odd, base.entries[0].matches), *base.entries[1:]]
+    rendered = cold(base)
+    papers = PAPERS.views(base.entries)
+    context = render._context(base, LINKS, papers, len(papers), 0)
+    assert rendered.text == whole_text_template().render(context)
+    assert f"1. Before {render.TEXT_PAPER_SEPARATOR} after" in rendered.text
+    assert f"2. {wrap(base.entries[1].item.title)}" in rendered.text

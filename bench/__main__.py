@@ -5,9 +5,11 @@ holds a year of history (50,000 seen items; the delivery ledger as a year of dai
 after pruning), imports the subscribers with ``digest import``, serves 2,000 new items from a local
 Daily Papers API, and runs ``digest run`` as a subprocess against an aiosmtpd server in another
 process. It prints wall time, peak memory and the cycle's own per-stage times, then the floor: the
-same number of pre-built messages (the size of the cycle's) pushed to the same server over one
-connection with the cycle's own SMTP client, just before and just after the cycle; the ratio is over
-their mean (``--smtplib-floor`` also times it with ``smtplib`` as it comes, as earlier results did).
+same number of pre-built messages pushed to the same server over one connection with the cycle's
+own SMTP client, just before and just after the cycle; the ratio is over their mean
+(``--smtplib-floor`` also times it with ``smtplib`` as it comes, as earlier results did). The
+floor's messages are the cycle's own, built before it for subscribers spread over the whole list;
+the server counts the bytes of both, and the report prints their mean sizes side by side.
 
     python -m bench [--sizes 100,1000,10000] [--items 2000] [--seen 50000] [--history-days 365] [--repeat 1]
 """
@@ -28,18 +30,18 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from email.message import EmailMessage
-from email.policy import SMTP
 from pathlib import Path
 from typing import Any
 
 from bench.workload import history_days, items_for_day, subscribers, vocabulary
 from digest.mailer import SmtpConnection
+from digest.message import build_message
 from digest.models import Subscriber
-from digest.pipeline import plan_digests
-from digest.render import Links, render_digest
+from digest.pipeline import digest_links, plan_digests
+from digest.render import render_digest
 from digest.sources.hf_papers import parse
 from digest.store import open_store
+from digest.tokens import Signer
 from tests.servers import FakeHfApi
 
 TODAY = date(2026, 11, 20)
@@ -57,6 +59,7 @@ class Result:
     peak: dict[str, float] = field(default_factory=dict)
     sent: int = 0
     floors: tuple[float, float] = (0.0, 0.0)  # before and after the cycle
+    message_kb: tuple[float, float] = (0.0, 0.0)  # the mean size of the floor's messages and of the cycle's
     smtplib_floor: float = 0.0
 
     @property
@@ -73,12 +76,23 @@ class SmtpServer:
         assert self.process.stdout is not None
         self.port = int(self.process.stdout.readline())
 
-    def close(self) -> int:
+    def take(self) -> tuple[int, int]:
+        """Messages and bytes the server received since the last call."""
         assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.write("take\n")
+        self.process.stdin.flush()
+        count, size = self.process.stdout.readline().split()
+        return int(count), int(size)
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
         self.process.stdin.close()
-        count = int(self.process.stdout.readline() or 0)
         self.process.wait(10)
-        return count
+
+
+def mean_kb(counts: tuple[int, int]) -> float:
+    count, size = counts
+    return size / count / 1024 if count else 0.0
 
 
 def build_history(data_dir: Path, vocab: list[str], people: list[dict[str, Any]], seen: int, days: int) -> None:
@@ -147,47 +161,45 @@ def last_cycle(data_dir: Path) -> dict[str, Any]:
     return cycles[-1] if cycles else {}
 
 
-def smtp_floor(port: int, messages: list[bytes], client: type[smtplib.SMTP] = SmtpConnection) -> float:
-    """Pre-built messages pushed over one connection: what the cycle cannot beat.
+def smtp_floor(port: int, messages: list[bytes], count: int, client: type[smtplib.SMTP] = SmtpConnection) -> float:
+    """``count`` pre-built messages (``messages`` over and over) pushed over one connection: what
+    the cycle cannot beat.
 
     By default with the client the cycle itself uses (smtplib without its dot-stuffing pass over
     messages that need none); ``smtplib.SMTP`` as it comes gives the floor of earlier results.
     """
     started = time.perf_counter()
     with client("127.0.0.1", port) as connection:
-        for n, payload in enumerate(messages):
-            connection.sendmail("digest@bench.example", [f"reader{n:05d}@bench.example"], payload)
+        for n in range(count):
+            connection.sendmail("digest@bench.example", [f"reader{n:05d}@bench.example"], messages[n % len(messages)])
     return time.perf_counter() - started
 
 
-def sample_bodies(people: list[dict[str, Any]], entries: list[dict[str, Any]], count: int = 50) -> list[str]:
-    """The HTML of the first ``count`` subscribers' digests of the day, rendered as the cycle renders
-    them (links the length of real ones): the floor's messages, built before the cycle."""
+def sample_messages(people: list[dict[str, Any]], entries: list[dict[str, Any]], count: int = 200) -> list[bytes]:
+    """The messages of ``count`` subscribers spread over the whole list, rendered and built as the
+    cycle builds them (links signed as the cycle signs them): the floor's messages, built before the
+    cycle. Spread, not the first ``count``: digests grow with the rules' popularity, not the position."""
     items, _ = parse(entries, "https://huggingface.co", TODAY)
-    readers = [Subscriber(p["email"], tuple(p["rules"])) for p in people[:count]]
+    step = max(1, len(people) // count)
+    readers = [Subscriber(p["email"], tuple(p["rules"])) for p in people[::step][:count]]
     plan = plan_digests(readers, items, lambda email, since: set(), TODAY, date.min, TODAY)
-    token = "t" * 110
-    links = Links(
-        view_online=f"https://digest.bench.example/digest/{'0' * 20}?token={token}",
-        manage=f"https://digest.bench.example/manage?token={token}",
-        unsubscribe=f"https://digest.bench.example/unsubscribe?token={token}",
-    )
-    return [render_digest(digest, links).html for digest in plan.digests] or ["<p>empty</p>"]
-
-
-def sample_messages(bodies: list[str], count: int) -> list[bytes]:
-    """``count`` messages the size of the cycle's: an HTML body and a text part a quarter of it, base64."""
+    signer = Signer("bench-secret")
+    now = datetime.now(UTC)
     messages = []
-    for n in range(count):
-        message = EmailMessage()
-        message["From"] = "digest@bench.example"
-        message["To"] = f"reader{n:05d}@bench.example"
-        message["Subject"] = "floor"
-        html = bodies[n % len(bodies)]
-        message.set_content(html[: len(html) // 4], cte="base64")
-        message.add_alternative(html, subtype="html", cte="base64")
-        messages.append(message.as_bytes(policy=SMTP))
-    return messages
+    for digest in plan.digests:
+        links = digest_links(signer, "https://digest.bench.example", digest)
+        message = build_message(
+            render_digest(digest, links),
+            digest_id=digest.digest_id,
+            from_address="digest@bench.example",
+            to_address=digest.subscriber.email,
+            to_name=digest.subscriber.name,
+            unsubscribe_url=links.unsubscribe,
+            list_id="digest.bench.example",
+            now=now,
+        )
+        messages.append(message.raw)
+    return messages or [b"Subject: empty\r\n\r\nempty\r\n"]
 
 
 def scenario(
@@ -208,11 +220,14 @@ def scenario(
         build_history(data_dir, vocab, people, seen if history > 1 else 0, history - 1)
         smtp = SmtpServer()
         try:
-            floor_before = smtp_floor(smtp.port, messages)
+            floor_before = smtp_floor(smtp.port, messages, size)
+            floor_counts = smtp.take()
             result.wall, result.peak_mb, result.summary = run_cycle(data_dir, api, smtp.port)
-            result.floors = (floor_before, smtp_floor(smtp.port, messages))
+            cycle_counts = smtp.take()
+            result.floors = (floor_before, smtp_floor(smtp.port, messages, size))
+            result.message_kb = (mean_kb(floor_counts), mean_kb(cycle_counts))
             if args.smtplib_floor:
-                result.smtplib_floor = smtp_floor(smtp.port, messages, smtplib.SMTP)
+                result.smtplib_floor = smtp_floor(smtp.port, messages, size, smtplib.SMTP)
             cycle = last_cycle(data_dir)
             result.stages = cycle.get("stages", {})
             result.peak = cycle.get("peak_mb", {})
@@ -262,7 +277,7 @@ def main() -> None:
     try:
         for size in (int(s) for s in args.sizes.split(",")):
             people = [json.loads(line) for line in subscribers(size, vocab)]
-            messages = sample_messages(sample_bodies(people, entries), size)
+            messages = sample_messages(people, entries)
             for history in (1, args.history_days):
                 results = [scenario(size, history, args, vocab, api, messages) for _ in range(args.repeat)]
                 for result in results:
@@ -294,6 +309,7 @@ def report(result: Result) -> None:
         f"cycle/floor {ratio(result):.2f}"
         + (f" (floor with smtplib's own DATA: {result.smtplib_floor:.2f}s)" if result.smtplib_floor else "")
         + f"\n  {result.summary}\n"
+        f"  messages: the floor's {result.message_kb[0]:.1f} KB on average, the cycle's {result.message_kb[1]:.1f} KB\n"
         f"  stages (time/peak memory): {stages}",
         flush=True,
     )

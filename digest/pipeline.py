@@ -104,6 +104,17 @@ def plan_digests(
     return plan
 
 
+def digest_links(signer: Signer, base: str, digest: Digest) -> Links:
+    """The signed links of one digest: view it online, manage one's rules, unsubscribe."""
+    email = digest.subscriber.email
+    view_token = signer.sign("digest", email, d=digest.digest_id)
+    return Links(
+        view_online=f"{base}/digest/{digest.digest_id}?token={view_token}",
+        manage=f"{base}/manage?token={signer.sign('manage', email)}",
+        unsubscribe=f"{base}/unsubscribe?token={signer.sign('unsubscribe', email)}",
+    )
+
+
 def catch_up_days(failed: Sequence[date], as_of: date, catchup_days: int) -> tuple[list[date], list[date]]:
     """Split a source's failed days into those fetched again now and those too old to chase."""
     oldest = as_of - timedelta(days=catchup_days)
@@ -295,14 +306,7 @@ class Cycle:
 
     # -- render and deliver -------------------------------------------------------------------
     def links(self, digest: Digest) -> Links:
-        base = self.settings.public_url
-        email = digest.subscriber.email
-        view_token = self.signer.sign("digest", email, d=digest.digest_id)
-        return Links(
-            view_online=f"{base}/digest/{digest.digest_id}?token={view_token}",
-            manage=f"{base}/manage?token={self.signer.sign('manage', email)}",
-            unsubscribe=f"{base}/unsubscribe?token={self.signer.sign('unsubscribe', email)}",
-        )
+        return digest_links(self.signer, self.settings.public_url, digest)
 
     def compose(self, digest: Digest) -> tuple[bytes, OutgoingEmail]:
         """The digest's HTML (UTF-8, for the archive or a preview) and its message."""

@@ -36,11 +36,11 @@ from typing import Any
 from bench.workload import history_days, items_for_day, subscribers, vocabulary
 from digest.mailer import SmtpConnection
 from digest.message import build_message
-from digest.models import Subscriber
-from digest.pipeline import digest_links, plan_digests
+from digest.pipeline import candidate_start, digest_links, plan_digests, window_days
 from digest.render import render_digest
+from digest.settings import Settings
 from digest.sources.hf_papers import parse
-from digest.store import open_store
+from digest.store import Store, open_store
 from digest.tokens import Signer
 from tests.servers import FakeHfApi
 
@@ -175,14 +175,24 @@ def smtp_floor(port: int, messages: list[bytes], count: int, client: type[smtpli
     return time.perf_counter() - started
 
 
-def sample_messages(people: list[dict[str, Any]], entries: list[dict[str, Any]], count: int = 200) -> list[bytes]:
-    """The messages of ``count`` subscribers spread over the whole list, rendered and built as the
-    cycle builds them (links signed as the cycle signs them): the floor's messages, built before the
-    cycle. Spread, not the first ``count``: digests grow with the rules' popularity, not the position."""
+def sample_messages(data_dir: Path, entries: list[dict[str, Any]], count: int = 200) -> list[bytes]:
+    """The messages of ``count`` subscribers spread over the whole list, planned, rendered and built
+    as the cycle about to run will build them (links signed as it signs them): the floor's messages.
+
+    Planned on a snapshot of the scenario's store with the day's papers added in memory, so a
+    store with history gives the digests that history leaves (papers of earlier days of the
+    look-back window, minus those already delivered). Spread, not the first ``count``: a digest's
+    size follows its rules, not its position in the list.
+    """
     items, _ = parse(entries, "https://huggingface.co", TODAY)
-    step = max(1, len(people) // count)
-    readers = [Subscriber(p["email"], tuple(p["rules"])) for p in people[::step][:count]]
-    plan = plan_digests(readers, items, lambda email, since: set(), TODAY, date.min, TODAY)
+    store = Store(data_dir, writable=False)  # changes stay in memory
+    store.upsert_items(items, datetime.now(UTC))
+    people = store.subscribers(active_only=True)
+    readers = people[:: max(1, len(people) // count)][:count]
+    window_start = window_days(TODAY, Settings(data_dir=data_dir).sources.hf_papers.lookback_days)[0]
+    floor = store.candidate_floor()
+    candidates = store.items_listed_between(candidate_start(readers, window_start, floor), TODAY)
+    plan = plan_digests(readers, candidates, store.delivered_ids, window_start, floor, TODAY)
     signer = Signer("bench-secret")
     now = datetime.now(UTC)
     messages = []
@@ -203,7 +213,7 @@ def sample_messages(people: list[dict[str, Any]], entries: list[dict[str, Any]],
 
 
 def scenario(
-    size: int, history: int, args: argparse.Namespace, vocab: list[str], api: FakeHfApi, messages: list[bytes]
+    size: int, history: int, args: argparse.Namespace, vocab: list[str], api: FakeHfApi, entries: list[dict[str, Any]]
 ) -> Result:
     """One cycle, with the floor measured just before and just after it on the same server: this
     VM's speed drifts from one minute to the next, and the cycle is compared with their mean."""
@@ -218,6 +228,7 @@ def scenario(
         subprocess.run([sys.executable, "-m", "digest", "import", str(jsonl)], env=env, check=True, capture_output=True)
         seen = args.seen if history > 1 else args.items
         build_history(data_dir, vocab, people, seen if history > 1 else 0, history - 1)
+        messages = sample_messages(data_dir, entries)
         smtp = SmtpServer()
         try:
             floor_before = smtp_floor(smtp.port, messages, size)
@@ -276,10 +287,8 @@ def main() -> None:
     print(f"workload: {args.items} new items, 5 rules per subscriber from {len(vocab)} phrases\n")
     try:
         for size in (int(s) for s in args.sizes.split(",")):
-            people = [json.loads(line) for line in subscribers(size, vocab)]
-            messages = sample_messages(people, entries)
             for history in (1, args.history_days):
-                results = [scenario(size, history, args, vocab, api, messages) for _ in range(args.repeat)]
+                results = [scenario(size, history, args, vocab, api, entries) for _ in range(args.repeat)]
                 for result in results:
                     report(result)
                 if len(results) > 1:

@@ -71,11 +71,27 @@ def _die_with_parent(parent: int) -> None:
         os._exit(0)
 
 
+def _no_wakeup_preemption() -> None:
+    """Run this child under ``SCHED_BATCH``: the same share of CPU, but waking up does not preempt.
+
+    Why: whenever the caller takes a result out of the full pipe, the kernel wakes this child,
+    and a task that has just woken is allowed to preempt the one running on that core, which is
+    the caller itself: it then waited for a whole render (≈ 2 ms) before it could hand the
+    result to the SMTP server. Measured on a 3,000-subscriber cycle on our 2-core machines: 420–435
+    of the 3,000 receives took over 1 ms (1.45–1.49 s in all); under ``SCHED_BATCH``, 11–12
+    (0.53–0.56 s). A lower priority (``nice`` +10) was tried before and lost: it starves the
+    child, ``SCHED_BATCH`` does not. Not on Linux: nothing to do.
+    """
+    with contextlib.suppress(OSError, AttributeError):
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
+
+
 def _child(items: Sequence[Any], work: Callable[[Any], Any], sink: Connection, parent: int) -> None:
     # The parent's handlers (a SIGTERM that sets the cycle's stop event) mean nothing here.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent)
+    _no_wakeup_preemption()
     try:
         for item in items:
             try:

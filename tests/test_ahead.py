@@ -34,6 +34,19 @@ def test_results_come_in_order_from_the_child() -> None:
     assert ahead.child_private_mb > 0
 
 
+def scheduling_policy(_: int) -> tuple[int, int]:
+    return os.sched_getscheduler(0), os.getpid()
+
+
+@needs_fork
+def test_the_child_does_not_preempt_the_caller_when_it_wakes() -> None:
+    """SCHED_BATCH in the child only: the caller (the send loop) keeps the ordinary policy."""
+    with Ahead([1, 2, 3], scheduling_policy) as ahead:
+        results = [result for _, result in ahead]
+    assert {policy for policy, pid in results if pid != PARENT} == {os.SCHED_BATCH}
+    assert os.sched_getscheduler(0) == os.SCHED_OTHER
+
+
 def test_without_a_child_the_work_runs_here() -> None:
     with Ahead(list(range(5)), square_with_pid, use_child=False) as ahead:
         results = list(ahead)

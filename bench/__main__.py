@@ -35,8 +35,7 @@ from typing import Any
 
 from bench.workload import history_days, items_for_day, subscribers, vocabulary
 from digest.mailer import SmtpConnection
-from digest.message import build_message
-from digest.pipeline import candidate_start, digest_links, plan_digests, window_days
+from digest.pipeline import candidate_start, digest_links, digest_message, plan_digests, window_days
 from digest.render import render_digest
 from digest.settings import Settings
 from digest.sources.hf_papers import parse
@@ -198,17 +197,7 @@ def sample_messages(data_dir: Path, entries: list[dict[str, Any]], count: int = 
     messages = []
     for digest in plan.digests:
         links = digest_links(signer, "https://digest.bench.example", digest)
-        message = build_message(
-            render_digest(digest, links),
-            digest_id=digest.digest_id,
-            from_address="digest@bench.example",
-            to_address=digest.subscriber.email,
-            to_name=digest.subscriber.name,
-            unsubscribe_url=links.unsubscribe,
-            list_id="digest.bench.example",
-            now=now,
-        )
-        messages.append(message.raw)
+        messages.append(digest_message(digest, render_digest(digest, links), links, "digest@bench.example", now).raw)
     return messages or [b"Subject: empty\r\n\r\nempty\r\n"]
 
 

@@ -12,8 +12,8 @@ then weighs on every case alike), in three states of the per-process paper cache
 * **warm**: the same papers with the same matches were rendered before (a popular rule: most of
   a large cycle's emails).
 
-"render" is :func:`render_digest`; "build" is :func:`build_message` and ``as_bytes()`` (the
-bytes handed to SMTP), next to the same message built through :class:`EmailMessage` as digest did
+"render" is :func:`render_digest`; "build" is :func:`build_message` (through the cycle's
+:func:`digest_message`) and ``as_bytes()`` (the bytes handed to SMTP), next to the same message built through :class:`EmailMessage` as digest did
 before. DKIM signing (RSA-2048, dkimpy) is reported apart. Figures, never
 assertions: run it by hand (``python -m bench.bench_email``), never from the tests.
 """
@@ -36,8 +36,9 @@ from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
-from digest.message import DkimKey, build_message, load_dkim_key
+from digest.message import DkimKey, load_dkim_key
 from digest.models import Digest, DigestEntry, Item, Subscriber
+from digest.pipeline import digest_message
 from digest.render import PAPERS, Links, RenderedDigest, item_view, rank_entries, render_digest
 from digest.rules import ItemIndex, Matcher, parse_rules
 from digest.settings import DkimSettings
@@ -79,17 +80,7 @@ def clear_caches() -> None:
 
 
 def build(rendered: RenderedDigest, digest: Digest, key: DkimKey | None) -> bytes:
-    return build_message(
-        rendered,
-        digest_id=digest.digest_id,
-        from_address=FROM,
-        to_address=digest.subscriber.email,
-        to_name=digest.subscriber.name,
-        unsubscribe_url=LINKS.unsubscribe,
-        list_id="digest.digest.example.org",
-        now=NOW,
-        dkim_key=key,
-    ).as_bytes()
+    return digest_message(digest, rendered, LINKS, FROM, NOW, key).as_bytes()
 
 
 def one_email(digest: Digest, key: DkimKey | None) -> bytes:

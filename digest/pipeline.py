@@ -36,9 +36,9 @@ from digest.collector import collector_paused
 from digest.errors import DeliveryError, PermanentDeliveryError, RuleError, TransientDeliveryError
 from digest.mailer import Mailer
 from digest.merge import merge_items, with_stored
-from digest.message import OutgoingEmail, build_message, load_dkim_key
+from digest.message import DkimKey, OutgoingEmail, build_message, load_dkim_key
 from digest.models import CycleReport, Digest, DigestEntry, Item, SourceReport, Subscriber
-from digest.render import Links, rank_entries, render_digest
+from digest.render import Links, RenderedDigest, rank_entries, render_digest
 from digest.retry import Retrier
 from digest.rules import ItemIndex, Matcher, parse_rules
 from digest.settings import Settings
@@ -112,6 +112,28 @@ def digest_links(signer: Signer, base: str, digest: Digest) -> Links:
         view_online=f"{base}/digest/{digest.digest_id}?token={view_token}",
         manage=f"{base}/manage?token={signer.sign('manage', email)}",
         unsubscribe=f"{base}/unsubscribe?token={signer.sign('unsubscribe', email)}",
+    )
+
+
+def digest_message(
+    digest: Digest,
+    rendered: RenderedDigest,
+    links: Links,
+    from_address: str,
+    now: datetime,
+    dkim_key: DkimKey | None = None,
+) -> OutgoingEmail:
+    """The email of one rendered digest, addressed to its subscriber, as a cycle sends it."""
+    return build_message(
+        rendered,
+        digest_id=digest.digest_id,
+        from_address=from_address,
+        to_address=digest.subscriber.email,
+        to_name=digest.subscriber.name,
+        unsubscribe_url=links.unsubscribe,
+        list_id=f"digest.{from_address.rpartition('@')[2] or 'localhost'}",
+        now=now,
+        dkim_key=dkim_key,
     )
 
 
@@ -312,17 +334,7 @@ class Cycle:
         """The digest's HTML (UTF-8, for the archive or a preview) and its message."""
         links = self.links(digest)
         rendered = render_digest(digest, links)
-        message = build_message(
-            rendered,
-            digest_id=digest.digest_id,
-            from_address=self.settings.smtp.from_address,
-            to_address=digest.subscriber.email,
-            to_name=digest.subscriber.name,
-            unsubscribe_url=links.unsubscribe,
-            list_id=f"digest.{self.settings.smtp.from_address.rpartition('@')[2] or 'localhost'}",
-            now=self.now(),
-            dkim_key=self.dkim_key,
-        )
+        message = digest_message(digest, rendered, links, self.settings.smtp.from_address, self.now(), self.dkim_key)
         return rendered.html_bytes(), message
 
     def _deliver(self, plan: Plan, window_start: date, report: CycleReport) -> None:

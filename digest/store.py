@@ -247,15 +247,10 @@ class Store:
         self._add_to_ledger(entry["email"], entry["items"])
 
     def _sync_journal(self) -> None:
-        """Make the journal's lines durable on disk (any descriptor of the file will do for fsync)."""
+        """Make the journal's lines durable on disk. Lines only come through :meth:`record_delivery`,
+        which opens the journal, and it is closed only after a sync: unsynced lines have it open."""
         if self._journal_unsynced and self._journal is not None:
             self._journal.sync()
-        elif self._journal_unsynced and self.journal_path.exists():
-            descriptor = os.open(self.journal_path, os.O_RDONLY)
-            try:
-                os.fsync(descriptor)
-            finally:
-                os.close(descriptor)
         self._journal_unsynced = 0
         self._journal_synced_at = time.monotonic()
 

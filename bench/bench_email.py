@@ -13,9 +13,10 @@ then weighs on every case alike), in three states of the per-process paper cache
   a large cycle's emails).
 
 "render" is :func:`render_digest`; "build" is :func:`build_message` (through the cycle's
-:func:`digest_message`) and ``as_bytes()`` (the bytes handed to SMTP), next to the same message built through :class:`EmailMessage` as digest did
-before. DKIM signing (RSA-2048, dkimpy) is reported apart. Figures, never
-assertions: run it by hand (``python -m bench.bench_email``), never from the tests.
+:func:`digest_message`) and ``as_bytes()`` (the bytes handed to SMTP), next to the same message
+built through :class:`EmailMessage` as digest did before. DKIM signing (RSA-2048, dkimpy) is
+reported apart. Figures, never assertions: run it by hand (``python -m bench.bench_email``), never
+from the tests.
 """
 
 from __future__ import annotations

@@ -136,8 +136,8 @@ def build_message(
     """multipart/alternative (text first, HTML last as mail clients prefer) with RFC 8058 headers."""
     domain = sender_domain(from_address)
     msgid = message_id(digest_id, to_address, domain)
-    # Any boundary is safe with base64 parts (a base64 line never starts with "--"); a fixed one
-    # per message keeps the bytes reproducible.
+    # A fixed boundary per message keeps the bytes reproducible. A base64 line never starts with
+    # "--"; the 7-bit HTML part is checked not to hold the boundary (else it goes in base64).
     boundary = "=_" + hashlib.sha256(msgid.encode()).hexdigest()[:28]
     head = "".join(
         (
@@ -157,6 +157,8 @@ def build_message(
         )
     )
     delimiter = f"\r\n--{boundary}\r\n".encode("ascii")
+    html = rendered.html_bytes()
+    html_body = mime.seven_bit_html(html, delimiter[2:-2])
     raw = b"".join(
         (
             head.encode("utf-8"),
@@ -164,8 +166,9 @@ def build_message(
             b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n',
             mime.base64_body(rendered.text.encode("utf-8")),
             delimiter,
-            b'Content-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n',
-            mime.base64_body(rendered.html_bytes()),
+            b'Content-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: ',
+            b"7bit\r\n\r\n" if html_body is not None else b"base64\r\n\r\n",
+            html_body if html_body is not None else mime.base64_body(html),
             delimiter[:-2],
             b"--\r\n",
         )

@@ -73,13 +73,19 @@ class RenderedDigest:
     text: str
     preheader: str
     papers_in_full: int
-    # The HTML in UTF-8 as the size check encoded it, so the message need not encode it again;
-    # empty when the digest was not made by render_digest.
-    html_utf8: bytes = b""
+    # The HTML as the size check encoded it, so the message need not encode it again; empty when
+    # the digest was not made by render_digest.
+    html_ascii: bytes = b""
 
     def html_bytes(self) -> bytes:
-        """The HTML in UTF-8, encoded once: the message and the archived copy both need the bytes."""
-        return self.html_utf8 or self.html.encode("utf-8")
+        """The HTML in ASCII, every other character as a character reference (``&#233;``).
+
+        The same document (the layout has no non-ASCII character where a reference would not be
+        read: in ``<style>`` or a comment), and valid UTF-8; but an email can carry it as it is,
+        in 7-bit, where UTF-8 had to be base64-encoded. Encoded once: the message and the
+        archived copy both need it.
+        """
+        return self.html_ascii or self.html.encode("ascii", "xmlcharrefreplace")
 
 
 def templates_dir() -> Path:
@@ -127,6 +133,9 @@ def _templates() -> Templates:
     """
     base = templates_dir() / "email"
     html_source = mjml2html((base / "digest.mjml").read_text(encoding="utf-8"), disable_comments=True)
+    # MJML starts a line of its Outlook CSS with "."; indented, no line of an email does, and the
+    # mailer can skip SMTP's dot-stuffing pass (see mailer.needs_dot_stuffing).
+    html_source = html_source.replace("\n.", "\n .")
     head, paper_source, tail = _paper_block(html_source, "templates/email/digest.mjml")
     html_env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     text_env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
@@ -446,8 +455,8 @@ def render_digest(digest: Digest, links: Links, html_limit: int = HTML_LIMIT_BYT
     while True:
         context = _context(digest, links, papers, full, listed)
         html = templates.html.render(context)
-        html_utf8 = html.encode("utf-8")
-        size = len(html_utf8)
+        html_ascii = html.encode("ascii", "xmlcharrefreplace")
+        size = len(html_ascii)
         if size <= html_limit or full + listed == 0:
             break
         excess = size - html_limit
@@ -465,5 +474,5 @@ def render_digest(digest: Digest, links: Links, html_limit: int = HTML_LIMIT_BYT
         text=text,
         preheader=context["preheader"],
         papers_in_full=full,
-        html_utf8=html_utf8,
+        html_ascii=html_ascii,
     )

@@ -6,8 +6,10 @@ tested on what a cycle would hand it: real titles and abstracts, real highlights
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import date
+from html.parser import HTMLParser
 
 from digest.models import Digest, DigestEntry, Item, Subscriber
 from digest.render import Links, rank_entries
@@ -96,3 +98,47 @@ def hostile_digest() -> Digest:
         ),
     ]
     return digest_for(items, ("4090",), notices=["hf_papers could not be reached for 2026-11-19 <b>&</b>."])
+
+
+class _Reading(HTMLParser):
+    """The events an HTML parser reads, character references decoded, runs of whitespace in text
+    as one space (what a browser shows of them outside ``<pre>``). Attribute values and comments
+    are kept exactly: a line break must never land in one."""
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.events: list[tuple[str, ...]] = []
+        self._text: list[str] = []
+
+    def _flush(self) -> None:
+        text = re.sub(r"\s+", " ", "".join(self._text))
+        if text.strip():
+            self.events.append(("text", text.strip()))
+        self._text = []
+
+    def handle_data(self, data: str) -> None:
+        self._text.append(data)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self._flush()
+        self.events.append(("start", tag, *(f"{name}={value}" for name, value in attrs)))
+
+    def handle_endtag(self, tag: str) -> None:
+        self._flush()
+        self.events.append(("end", tag))
+
+    def handle_comment(self, data: str) -> None:
+        self._flush()
+        self.events.append(("comment", data))
+
+    def handle_decl(self, decl: str) -> None:
+        self.events.append(("decl", decl))
+
+
+def html_reading(html: str) -> list[tuple[str, ...]]:
+    """What a reader of ``html`` gets, for telling whether two spellings are the same document."""
+    reading = _Reading()
+    reading.feed(html.replace("\r\n", "\n").replace("\r", "\n"))  # as a browser reads line ends
+    reading.close()
+    reading._flush()
+    return reading.events

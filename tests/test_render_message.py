@@ -37,7 +37,7 @@ from digest.render import RenderedDigest, render_digest
 from digest.settings import DkimSettings, SmtpSettings, load_settings
 from digest.tokens import Signer
 from tests.conftest import cli_env, run_cli
-from tests.email_fixtures import LINKS, hostile_digest, sample_digest
+from tests.email_fixtures import LINKS, hostile_digest, html_reading, sample_digest
 from tests.servers import FakeHfApi, SmtpSink, free_port
 
 DATA = Path(__file__).resolve().parent / "data"
@@ -86,7 +86,9 @@ def rendered_with(subject: str = "1 new paper", html: str = "<p>x</p>", text: st
 def test_headers_and_parts_survive_the_wire() -> None:
     raw = message().as_bytes()
     assert b"\r\n" in raw and b"\n" not in raw.replace(b"\r\n", b"")
-    assert max(len(line) for line in raw.split(b"\r\n")) <= 78
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert max(len(line) for line in head.split(b"\r\n")) <= 78
+    assert max(len(line) for line in body.split(b"\r\n")) <= 998
     assert raw.isascii()
     parsed = parse(raw)
     rendered = render_digest(hostile_digest(), LINKS)
@@ -105,8 +107,8 @@ def test_headers_and_parts_survive_the_wire() -> None:
     html = parsed.get_body(("html",))
     text = parsed.get_body(("plain",))
     assert html is not None and text is not None
-    assert html.get_content_charset() == "utf-8"
-    assert html.get_content() == rendered.html
+    assert html.get_content_charset() == "utf-8" and html["Content-Transfer-Encoding"] == "7bit"
+    assert html_reading(html.get_content()) == html_reading(rendered.html)
     assert text.get_content() == rendered.text
     assert not parsed.defects and not any(p.defects for p in parsed.iter_parts())
 
@@ -135,11 +137,15 @@ def test_a_reader_sees_what_the_email_package_would_have_built() -> None:
     theirs = parse(reference(rendered, "Ada", LONG_UNSUBSCRIBE).as_bytes())
     for name in ("From", "To", "Subject", "Date", "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post"):
         assert ours[name] == theirs[name], name
-    for kind in ("plain", "html"):
-        ours_part, theirs_part = ours.get_body((kind,)), theirs.get_body((kind,))
-        assert ours_part is not None and theirs_part is not None
-        # set_content ends a part with a line break when it has none; ours keeps the text as rendered.
-        assert theirs_part.get_content() in (ours_part.get_content(), ours_part.get_content() + "\n")
+    ours_text, theirs_text = ours.get_body(("plain",)), theirs.get_body(("plain",))
+    assert ours_text is not None and theirs_text is not None
+    # set_content ends a part with a line break when it has none; ours keeps the text as rendered.
+    assert theirs_text.get_content() in (ours_text.get_content(), ours_text.get_content() + "\n")
+    ours_html, theirs_html = ours.get_body(("html",)), theirs.get_body(("html",))
+    assert ours_html is not None and theirs_html is not None
+    # Ours writes the HTML's non-ASCII characters as references and breaks its long lines: the
+    # same document, another spelling.
+    assert html_reading(ours_html.get_content()) == html_reading(theirs_html.get_content())
 
 
 def test_a_long_unsubscribe_link_stays_a_bare_url() -> None:
@@ -203,19 +209,46 @@ def display_name(raw: bytes) -> str:
     return str(parse(raw)["To"].addresses[0].display_name)
 
 
-def test_parts_are_base64_in_short_lines_of_the_exact_utf8() -> None:
-    html = "<p>" + "長い行 " * 2000 + "</p>\n"
+def test_html_goes_as_7bit_lines_of_the_same_document_and_text_as_base64_utf8() -> None:
+    """A long line of text with non-ASCII characters: references on the wire, lines broken at
+    spaces, read back as the same document; the text part stays exact UTF-8 in base64."""
+    html = '<p class="a b" title="x y">' + "長い行 émigré " * 300 + "</p>\n"
     raw = message(rendered=rendered_with(html=html, text="é\r\nbare\rcr\n")).as_bytes()
+    assert raw.isascii() and max(len(line) for line in raw.split(b"\r\n")) <= 998
     parsed = parse(raw)
     part = parsed.get_body(("html",))
-    assert part is not None and part["Content-Transfer-Encoding"] == "base64"
-    payload = part.get_payload()
-    assert isinstance(payload, str)
-    assert base64.b64decode(payload).decode("utf-8") == html
-    assert max(len(line) for line in raw.split(b"\r\n")) <= 78
+    assert part is not None and part["Content-Transfer-Encoding"] == "7bit"
+    assert b"&#38263;&#12356;&#34892; &#233;migr&#233; " in raw
+    assert html_reading(part.get_content()) == html_reading(html)
     text = parsed.get_body(("plain",))
-    assert text is not None
+    assert text is not None and text["Content-Transfer-Encoding"] == "base64"
     assert base64.b64decode(str(text.get_payload())) == "é\r\nbare\rcr\n".encode()  # no bare CR on the wire
+
+
+@pytest.mark.parametrize(
+    "html",
+    [
+        "<p>" + "長" * 200 + "</p>",  # 1,600 bytes of references and not one space
+        '<p><a title="' + "word " * 300 + '">a title too long for a line</a></p>',  # spaces only in a value
+        "<!--[if mso | IE]>" + "<td >" * 300 + "<![endif]-->",  # and in a conditional comment
+    ],
+)
+def test_html_that_cannot_be_broken_into_lines_goes_as_base64(html: str) -> None:
+    raw = message(rendered=rendered_with(html=html)).as_bytes()
+    part = parse(raw).get_body(("html",))
+    assert part is not None and part["Content-Transfer-Encoding"] == "base64"
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 78
+    assert base64.b64decode(str(part.get_payload())) == html.encode("ascii", "xmlcharrefreplace")
+
+
+def test_html_holding_the_boundary_goes_as_base64() -> None:
+    first = message(rendered=rendered_with(html="<p>x</p>")).as_bytes()
+    boundary = parse(first).get_boundary()
+    assert boundary is not None
+    raw = message(rendered=rendered_with(html=f"<p>--{boundary}</p>")).as_bytes()
+    part = parse(raw).get_body(("html",))
+    assert part is not None and part["Content-Transfer-Encoding"] == "base64"
+    assert part.get_content() == f"<p>--{boundary}</p>"
 
 
 def test_dkim_signature_verifies_and_breaks_on_tampering() -> None:

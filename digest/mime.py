@@ -11,11 +11,12 @@ that shape directly:
 * URLs and addresses are never encoded (``List-Unsubscribe`` must stay a bare ``<https://…>``:
   mail providers do not decode encoded-words there);
 * the HTML body goes as it is (7-bit: render writes it in ASCII, every other character as a
-  character reference), its few long lines broken at spaces where a line break reads as the
-  space did (:func:`seven_bit_html`). That skips encoding a third of every message's bytes and
-  sending them a third larger; base64 remains for an HTML body that cannot be sent so;
-* the text body is base64 in lines of 76: :func:`binascii.b2a_base64` is C end to end, where
-  quoted-printable (:func:`binascii.b2a_qp`) took five times as long on a 40 KB HTML part.
+  character reference), in lines within RFC 5322's 998 octets (:func:`seven_bit_html`). That
+  skips encoding two thirds of a message's bytes, and sending them a third larger; base64
+  remains for an HTML body that cannot be sent so;
+* the text body is base64 in lines of 76 (its template writes "·" and "—", so it is never
+  ASCII): :func:`binascii.b2a_base64` is C end to end, where quoted-printable
+  (:func:`binascii.b2a_qp`) took five times as long on a 40 KB HTML part.
 
 Nothing here lets a CR or LF from a value into a header: encoded-words carry them as base64, and
 values that are written raw are checked.
@@ -25,6 +26,8 @@ from __future__ import annotations
 
 import binascii
 import re
+
+from digest.html_lines import break_long_lines
 
 MAX_LINE = 78  # RFC 5322's "SHOULD"; the hard limit is 998
 MAX_BODY_LINE = 998  # RFC 5322's limit on a line, not counting its CRLF
@@ -127,59 +130,21 @@ def base64_body(data: bytes) -> bytes:
 def seven_bit_html(html: bytes, boundary: bytes, limit: int = MAX_BODY_LINE) -> bytes | None:
     """``html`` as a 7-bit body: CRLF line ends, no line over ``limit`` octets; None if it cannot be.
 
-    Long lines (the layout has a few, and a paper's abstract can make one) are broken at a space
-    where a line break means what the space meant: in text, or between the attributes of a tag,
-    never inside an attribute value or a comment (Outlook's ``<!--[if mso]>`` must stay whole).
-    A line with no such space, non-ASCII bytes, or the multipart ``boundary`` inside: None, and
-    the caller sends the part in base64. Carriage returns become line feeds, as an HTML parser
-    reads them anyway, so none is left bare.
+    Render keeps the layout's lines short (:func:`digest.html_lines.shorten_layout`), so a line
+    over the limit is rare (a paper with a very long run of text) and broken at a space where a
+    line break means what the space meant (:func:`digest.html_lines.break_long_lines`). A line
+    with no such space, non-ASCII bytes, or the multipart ``boundary`` inside: None, and the
+    caller sends the part in base64. Carriage returns become line feeds, as an HTML parser reads
+    them anyway, so none is left bare.
     """
     if not html.isascii() or boundary in html:
         return None
     if b"\r" in html:
         html = html.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     lines = html.split(b"\n")
-    if max(map(len, lines)) <= limit:  # the usual case: one pass in C
-        return b"\r\n".join(lines)
-    folded: list[bytes] = []
-    for line in lines:
-        while len(line) > limit:
-            cut = _line_break(line, limit)
-            if cut < 0:
-                return None
-            folded.append(line[:cut])
-            line = line[cut + 1 :]
-        folded.append(line)
-    return b"\r\n".join(folded)
-
-
-def _line_break(line: bytes, limit: int) -> int:
-    """The last space in ``line[:limit + 1]`` (not the first byte) that a line break can take the
-    place of without changing what the HTML means, or -1.
-
-    Text comes from Jinja with ``<``, ``>`` and quotes escaped, so a space is inside a tag when
-    the next of ``<`` and ``>`` after it is ``>``; in a tag, counting the quotes since the tag
-    opened says whether it stands between attributes or inside a value.
-    """
-    cut = line.rfind(b" ", 1, limit + 1)
-    while cut > 0:
-        # Not before a ".": a line starting with one would cost the mailer a dot-stuffing pass.
-        if line[cut + 1 : cut + 2] != b"." and not _in_comment(line, cut):
-            closes, opens = line.find(b">", cut), line.find(b"<", cut)
-            if closes < 0 or 0 <= opens < closes:  # in text
-                return cut
-            opened = line.rfind(b"<", 0, cut)
-            if opened >= 0 and line[opened + 1 : opened + 2] != b"!" and line.count(b'"', opened, cut) % 2 == 0:
-                return cut  # between the attributes of a tag that opened on this line
-        cut = line.rfind(b" ", 1, cut)
-    return -1
-
-
-def _in_comment(line: bytes, at: int) -> bool:
-    """Whether ``at`` is inside a comment (such as Outlook's ``<!--[if mso | IE]>…<![endif]-->``)
-    that opens or closes on this line."""
-    opened = line.rfind(b"<!--", 0, at)
-    if opened >= 0 and line.find(b"-->", opened + 4, at) < 0:
-        return True
-    closes = line.find(b"-->", at)
-    return closes >= 0 and not 0 <= line.find(b"<!--", at) < closes
+    if max(map(len, lines)) > limit:
+        folded = break_long_lines(lines, limit)
+        if folded is None:
+            return None
+        html = b"\n".join(folded)
+    return html.replace(b"\n", b"\r\n")

@@ -27,6 +27,7 @@ from markupsafe import Markup
 from mjml import mjml2html
 
 from digest.highlight import mark, shorten
+from digest.html_lines import shorten_layout
 from digest.models import Digest, DigestEntry, Item, RuleMatch
 
 HTML_LIMIT_BYTES = 100 * 1024  # Gmail clips at 102 KB; keep a margin for headers it counts
@@ -35,8 +36,9 @@ AUTHORS_SHOWN = 5
 SITE_NAME = "digest"
 PREHEADER_CHARS = 140
 OVERFLOW_TITLES = 200  # past this many, the title list ends with "…and N more" (and the online link)
-# Invisible filler after the preheader, so inbox previews do not run on into the body text.
-PREHEADER_PAD = Markup("&#847;&zwnj;&nbsp;" * 40)
+# Invisible filler after the preheader, so inbox previews do not run on into the body text; in
+# lines of ten (a line break in it reads as one more blank), so that no line of the email is long.
+PREHEADER_PAD = Markup("\n".join(["&#847;&zwnj;&nbsp;" * 10] * 4))
 SOURCE_LABELS = {"hf_papers": "Hugging Face", "arxiv": "arXiv"}
 CATEGORIES_SHOWN = 3
 # English names whatever the process locale (strftime's %b and %A follow LC_TIME), and cheaper.
@@ -57,6 +59,8 @@ MONTHS = (
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 # Papers whose rendered parts stay cached per process: more than a busy cycle's distinct papers.
 CACHED_PAPERS = 4096
+# The layout's lines are kept this short, leaving room for what Jinja puts in them (see mime).
+LAYOUT_LINE = 250
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +138,9 @@ def _templates() -> Templates:
     base = templates_dir() / "email"
     html_source = mjml2html((base / "digest.mjml").read_text(encoding="utf-8"), disable_comments=True)
     # MJML starts a line of its Outlook CSS with "."; indented, no line of an email does, and the
-    # mailer can skip SMTP's dot-stuffing pass (see mailer.needs_dot_stuffing).
-    html_source = html_source.replace("\n.", "\n .")
+    # mailer can skip SMTP's dot-stuffing pass (see mailer.needs_dot_stuffing). Its long lines are
+    # broken between attributes, so that an email's HTML can go in 7-bit as it is (see mime).
+    html_source = shorten_layout(html_source.replace("\n.", "\n ."), LAYOUT_LINE)
     head, paper_source, tail = _paper_block(html_source, "templates/email/digest.mjml")
     html_env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
     text_env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)

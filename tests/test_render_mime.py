@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from digest import mime
-from tests.email_fixtures import html_reading
 
 
 def decoded(words: list[str]) -> str:
@@ -75,41 +74,3 @@ def test_base64_bodies_have_lines_of_76_and_read_back(data: bytes) -> None:
     assert all(len(line) <= 76 for line in lines) and all(len(line) == 76 for line in lines[:-1])
     assert not body.endswith(b"\r\n") and b"\n" not in body.replace(b"\r\n", b"")
     assert binascii.a2b_base64(body.replace(b"\r\n", b"")) == data
-
-
-_WORDS = st.sampled_from(["video", "diffusion", "4090", "&amp;", "&#233;", ".", "a.b", "x"])
-_TEXT = st.lists(_WORDS, min_size=1, max_size=12).map(" ".join)
-_ATTRS = st.lists(st.tuples(st.sampled_from(["class", "style", "title", "href"]), _TEXT), max_size=3)
-_TAG = st.tuples(st.sampled_from(["p", "a", "td", "mark"]), _ATTRS).map(
-    lambda t: f"<{t[0]}" + "".join(f' {name}="{value}"' for name, value in t[1]) + ">"
-)
-_COMMENT = _TEXT.map(lambda text: f"<!--[if mso | IE]><table {text}><![endif]-->")
-_HTML = st.lists(st.one_of(_TEXT, _TAG, _COMMENT, st.sampled_from(["</p>", "\n", "\r\n", " ", "\r"])), max_size=40).map(
-    "".join
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(html=_HTML, limit=st.integers(min_value=20, max_value=120))
-def test_7bit_html_only_turns_spaces_into_line_breaks_where_they_read_the_same(html: str, limit: int) -> None:
-    data = html.encode("ascii")
-    body = mime.seven_bit_html(data, b"=_boundary", limit)
-    read_as = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    if body is None:  # some line had no space that could take a break
-        assert max(map(len, read_as.split(b"\n"))) > limit
-        return
-    lines = body.split(b"\r\n")
-    assert all(len(line) <= limit for line in lines) and b"\r" not in b"".join(lines)
-    assert not any(line.startswith(b".") for line in lines[1:]) or any(
-        line.startswith(b".") for line in read_as.split(b"\n")[1:]
-    )
-    unfolded = b"\n".join(lines)
-    assert len(unfolded) == len(read_as)
-    assert all(a == b or (a, b) == (ord(" "), ord("\n")) for a, b in zip(read_as, unfolded, strict=True))
-    assert html_reading(unfolded.decode()) == html_reading(read_as.decode())
-
-
-def test_7bit_html_refuses_what_7bit_cannot_carry() -> None:
-    assert mime.seven_bit_html("é".encode(), b"=_b") is None
-    assert mime.seven_bit_html(b"<p>--=_b</p>", b"=_b") is None
-    assert mime.seven_bit_html(b"<p>a\nb</p>", b"=_b") == b"<p>a\r\nb</p>"

@@ -185,17 +185,19 @@ def wrap(text: str, width: int = 73, indent: str = "   ") -> str:
     return ("\n" + indent).join(lines)
 
 
+RankKey = tuple[int, bool, int, str]
+
+
+def rank_key(entry: DigestEntry) -> RankKey:
+    """Sorts most relevant first: more distinct rules matched, then a title match, then upvotes,
+    then title."""
+    matches, item = entry.matches, entry.item
+    return (-len({m.rule for m in matches}), not any(m.in_title for m in matches), -item.upvotes, item.title.casefold())
+
+
 def rank_entries(entries: list[DigestEntry]) -> list[DigestEntry]:
-    """Most relevant first: more distinct rules matched, then a title match, then upvotes, then title."""
-    return sorted(
-        entries,
-        key=lambda e: (
-            -len({m.rule for m in e.matches}),
-            not any(m.in_title for m in e.matches),
-            -e.item.upvotes,
-            e.item.title.casefold(),
-        ),
-    )
+    """Most relevant first (see :func:`rank_key`); ties keep their order."""
+    return sorted(entries, key=rank_key)
 
 
 def subject_for(digest: Digest) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from markupsafe import Markup
+from markupsafe import Markup, escape
 from mjml import mjml2html
 
 from digest.highlight import mark, shorten
@@ -82,7 +82,8 @@ class RenderedDigest:
     html_ascii: bytes = b""
 
     def html_bytes(self) -> bytes:
-        """The HTML in ASCII, every other character as a character reference (``&#233;``).
+        """The HTML as bytes: ASCII, every other character written as a character reference
+        (``&#233;``) by :func:`render_digest` already, or here for HTML made otherwise.
 
         The same document (the layout has no non-ASCII character where a reference would not be
         read: in ``<style>`` or a comment), and valid UTF-8; but an email can carry it as it is,
@@ -126,6 +127,22 @@ def _paper_block(source: str, where: str) -> tuple[str, str, str]:
     return head, paper_source, tail
 
 
+def ascii_html(value: object) -> object:
+    """A value as the HTML templates write it: escaped as autoescape would, and in ASCII, other
+    characters as character references.
+
+    Jinja's ``finalize`` hook, so every ``{{ … }}`` of the layout goes through it. Done per value
+    because encoding a whole email so costs three times more than encoding it in UTF-8 (the
+    encoder takes a slow path over a whole string once one character is past Latin-1), while a
+    value that is ASCII already (``isascii`` is a flag lookup) costs nothing, and a paper's block
+    is converted once, when it is cached.
+    """
+    if not isinstance(value, str) or value.isascii():
+        return value
+    escaped = value if isinstance(value, Markup) else escape(value)
+    return Markup(str(escaped).encode("ascii", "xmlcharrefreplace").decode("ascii"))
+
+
 @lru_cache(maxsize=1)
 def _templates() -> Templates:
     """Compile the MJML layout once per process, and load the text template.
@@ -141,8 +158,12 @@ def _templates() -> Templates:
     # mailer can skip SMTP's dot-stuffing pass (see mailer.needs_dot_stuffing). Its long lines are
     # broken between attributes, so that an email's HTML can go in 7-bit as it is (see mime).
     html_source = shorten_layout(html_source.replace("\n.", "\n ."), LAYOUT_LINE)
+    # The HTML is written in ASCII (see RenderedDigest.html_bytes): the layout's own characters
+    # here, once (they are all in text, none in <style> or a comment), and every value as Jinja
+    # writes it (ascii_html).
+    html_source = html_source.encode("ascii", "xmlcharrefreplace").decode("ascii")
     head, paper_source, tail = _paper_block(html_source, "templates/email/digest.mjml")
-    html_env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined)
+    html_env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, finalize=ascii_html)
     text_env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     text_env.filters["wrap"] = wrap
     text_head, text_paper, text_tail = _paper_block(
@@ -462,7 +483,7 @@ def render_digest(digest: Digest, links: Links, html_limit: int = HTML_LIMIT_BYT
     while True:
         context = _context(digest, links, papers, full, listed)
         html = templates.html.render(context)
-        html_ascii = html.encode("ascii", "xmlcharrefreplace")
+        html_ascii = html.encode("ascii", "xmlcharrefreplace")  # a copy: the templates write ASCII
         size = len(html_ascii)
         if size <= html_limit or full + listed == 0:
             break

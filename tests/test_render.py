@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable
 from datetime import UTC, date, datetime
@@ -11,14 +12,24 @@ from html.parser import HTMLParser
 from typing import ClassVar
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from markupsafe import escape
 
 from digest.highlight import mark, shorten
 from digest.message import build_message
 from digest.models import Digest, DigestEntry, Highlight, Item, RuleMatch, Subscriber
-from digest.render import HTML_LIMIT_BYTES, OVERFLOW_TITLES, Links, rank_entries, render_digest, wrap
+from digest.render import (
+    HTML_LIMIT_BYTES,
+    OVERFLOW_TITLES,
+    Links,
+    ascii_html,
+    rank_entries,
+    render_digest,
+    wrap,
+)
 from tests.email_fixtures import LINKS as FIXTURE_LINKS
-from tests.email_fixtures import hostile_digest, huge_digest, sample_digest
+from tests.email_fixtures import hostile_digest, html_reading, huge_digest, sample_digest
 
 LINKS = Links(
     "https://d.example/digest/1?token=t", "https://d.example/manage?token=m", "https://d.example/unsubscribe?token=u"
@@ -178,7 +189,7 @@ def test_html_is_fit_for_mail_clients(make: Callable[[], Digest]) -> None:
     assert page.tags[0][0] == "html" and page.tags[0][1]["lang"] == "en"
     assert tags.count("h1") == 1
     assert tags.count("h2") == rendered.papers_in_full + (rendered.papers_in_full < len(digest.entries))
-    assert str(escape(rendered.preheader)) in rendered.html and rendered.preheader.startswith(
+    assert str(ascii_html(rendered.preheader)) in rendered.html and rendered.preheader.startswith(
         f"{len(digest.entries)} new paper"
     )
 
@@ -191,7 +202,7 @@ def test_a_200_paper_day_of_real_listings_is_clipped_safe() -> None:
     assert 10 < rendered.papers_in_full < 200
     rest = digest.entries[rendered.papers_in_full :]
     for entry in rest:  # each remaining paper listed by title and link, in the HTML and the text
-        assert str(escape(entry.item.title)) in rendered.html and entry.item.url in rendered.html
+        assert str(ascii_html(entry.item.title)) in rendered.html and entry.item.url in rendered.html
         assert entry.item.url in rendered.text
     assert f"{len(rest)} more papers, by title" in rendered.html
     assert FIXTURE_LINKS.view_online in rendered.text and "See the full digest online" in rendered.html
@@ -202,7 +213,7 @@ def test_even_thousands_of_papers_stay_under_the_limit() -> None:
     rendered = render_digest(huge_digest(1500), FIXTURE_LINKS)
     assert len(rendered.html.encode()) <= HTML_LIMIT_BYTES
     assert rendered.papers_in_full > 5  # the best papers still in full, not only titles
-    unlisted = re.search(r"…and (\d+) more\.", rendered.html)
+    unlisted = re.search(r"&#8230;and (\d+) more\.", rendered.html)  # "…", as the HTML writes it
     assert unlisted and int(unlisted.group(1)) == 1500 - rendered.papers_in_full - OVERFLOW_TITLES
     assert f"...and {unlisted.group(1)} more." in rendered.text
 
@@ -225,3 +236,21 @@ def test_text_part_reads_on_its_own() -> None:
         assert link in text
     assert "<mark>" not in text and "&amp;" not in text
     assert max(len(line) for line in text.splitlines() if "://" not in line) <= 80
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc"))))
+def test_values_are_written_escaped_and_in_ascii(text: str) -> None:
+    """What Jinja writes of a value (``ascii_html``, then autoescape) is ASCII and reads back as it."""
+    written = str(escape(ascii_html(text)))
+    assert written.isascii() and "<" not in written and '"' not in written
+    assert html.unescape(written) == text
+
+
+def test_the_html_is_ascii_and_reads_as_the_feeds_wrote_it() -> None:
+    rendered = render_digest(hostile_digest(), FIXTURE_LINKS)
+    assert rendered.html.isascii() and rendered.html_bytes() == rendered.html.encode("ascii")
+    shown = " ".join(event[1] for event in html_reading(rendered.html) if event[0] == "text")
+    assert "4090 上的视频扩散 — عربى — 🚀 émigré" in shown  # a title: a link, and 4090 marked in it
+    assert ": 日本語のテキスト, עברית, and emoji 🎉." in shown
+    assert "Papers per rule — “4090”: 3" in shown

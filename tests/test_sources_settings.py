@@ -125,4 +125,4 @@ def test_the_email_names_each_source() -> None:
         "Nov 20, 2026 · arXiv · cs.CV, cs.LG, cs.AI",
         "Nov 20, 2026 · deals",
     ]
-    assert "Nov 20, 2026 · arXiv · cs.CV, cs.LG, cs.AI" in rendered.html
+    assert "Nov 20, 2026 &#183; arXiv &#183; cs.CV, cs.LG, cs.AI" in rendered.html  # "·", as the HTML writes it

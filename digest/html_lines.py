@@ -15,40 +15,44 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 
-def break_long_lines(lines: Iterable[bytes], limit: int, in_text: bool = True) -> list[bytes] | None:
-    """``lines`` with each longer than ``limit`` broken into several, or None if one cannot be.
-
-    ``in_text=False`` breaks only between attributes: for a layout whose text holds Jinja tags.
-    """
+def break_long_lines(lines: Iterable[bytes], limit: int) -> list[bytes] | None:
+    """``lines`` with each longer than ``limit`` broken into several, or None if one cannot be."""
     folded: list[bytes] = []
     for line in lines:
-        while len(line) > limit:
-            cut = _line_break(line, limit, in_text)
-            if cut < 0:
-                return None
-            folded.append(line[:cut])
-            line = line[cut + 1 :]
-        folded.append(line)
+        pieces = _fold(line, limit, in_text=True, strict=True)
+        if pieces is None:
+            return None
+        folded.extend(pieces)
     return folded
 
 
 def shorten_layout(source: str, limit: int) -> str:
-    """The compiled layout with its lines past ``limit`` broken between attributes, as near the
-    limit as they can be (a run of markup with no such space, as between two comments, stays
-    whole: an email whose line is still too long is broken there or sent in base64, see
-    :func:`digest.mime.seven_bit_html`)."""
-    lines = []
+    """The compiled layout with its lines past ``limit`` broken between attributes (never in its
+    text, which holds Jinja tags), as near the limit as they can be. A run of markup with no such
+    space, as between two comments, stays whole: an email whose line is still too long is broken
+    there or sent in base64 (see :func:`digest.mime.seven_bit_html`)."""
+    lines: list[bytes] = []
     for line in source.encode("utf-8").split(b"\n"):
-        while len(line) > limit:
-            cut = _line_break(line, limit, in_text=False)
-            if cut < 0:
-                cut = _first_break(line, limit)
-            if cut < 0:
-                break
-            lines.append(line[:cut])
-            line = line[cut + 1 :]
-        lines.append(line)
+        lines.extend(_fold(line, limit, in_text=False, strict=False) or [line])
     return b"\n".join(lines).decode("utf-8")  # spaces are ASCII: no character is cut
+
+
+def _fold(line: bytes, limit: int, in_text: bool, strict: bool) -> list[bytes] | None:
+    """``line`` in pieces of at most ``limit``; where no space before the limit can be broken,
+    None if ``strict``, else broken at the first one after it (or left whole)."""
+    pieces = []
+    while len(line) > limit:
+        cut = _line_break(line, limit, in_text)
+        if cut < 0 and not strict:
+            cut = _first_break(line, limit)
+        if cut < 0:
+            if strict:
+                return None
+            break
+        pieces.append(line[:cut])
+        line = line[cut + 1 :]
+    pieces.append(line)
+    return pieces
 
 
 def _line_break(line: bytes, limit: int, in_text: bool) -> int:

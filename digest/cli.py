@@ -332,7 +332,9 @@ def extract_html(eml: Path) -> Path:
     assert isinstance(message, EmailMessage)
     part = message.get_body(preferencelist=("html",))
     html_path = eml.with_suffix(".html")
-    html_path.write_text(part.get_content() if part else "", encoding="utf-8")
+    # A 7-bit part reads back with the wire's CRLF line ends; the file gets plain ones.
+    html = str(part.get_content()).replace("\r\n", "\n") if part else ""
+    html_path.write_text(html, encoding="utf-8")
     return html_path
 
 

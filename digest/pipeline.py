@@ -347,7 +347,7 @@ class Cycle:
         return digest_links(self.signer, self.settings.public_url, digest)
 
     def compose(self, digest: Digest) -> tuple[bytes, OutgoingEmail]:
-        """The digest's HTML (UTF-8, for the archive or a preview) and its message."""
+        """The digest's HTML (ASCII bytes, for the archive or a preview) and its message."""
         links = self.links(digest)
         rendered = render_digest(digest, links)
         message = digest_message(digest, rendered, links, self.settings.smtp.from_address, self.now(), self.dkim_key)

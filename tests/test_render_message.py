@@ -29,6 +29,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from digest.cli import extract_html
 from digest.errors import PermanentDeliveryError, SettingsError
 from digest.mailer import OutboxMailer, SmtpMailer, needs_dot_stuffing
 from digest.message import DkimKey, OutgoingEmail, build_message, load_dkim_key, message_id
@@ -421,3 +422,12 @@ def test_a_cycle_delivers_to_a_non_ascii_address_or_refuses_it_alone(hf_api: Fak
         assert all(b"To: J X <" in raw for _, _, raw in handler.received if raw is not None)
         if not smtputf8:
             assert "josé@example.org" in result.stdout + result.stderr
+
+
+def test_the_demo_writes_the_html_part_as_a_plain_file(tmp_path: Path) -> None:
+    """``digest demo`` saves the email's HTML next to it for a browser: as rendered, LF line ends."""
+    rendered = render_digest(sample_digest(), LINKS)
+    eml = tmp_path / "demo.eml"
+    eml.write_bytes(message(rendered=rendered).as_bytes())
+    html = extract_html(eml).read_bytes()
+    assert b"\r" not in html and html.decode("utf-8") == rendered.html

@@ -2,7 +2,8 @@
 
 A field (title, abstract, author, …) is tokenized for every item the first time a rule asks
 for it (most rules search only titles and abstracts): terms plus character offsets, and for every
-term the items whose field holds it (postings). A phrase then costs the items holding its first
+term the items whose field holds it (postings). Titles, abstracts and other fields of one value are
+cut for all items in one batch (:mod:`digest.word_batch`). A phrase then costs the items holding its first
 word, not a scan of every item; a prefix (``diffus*``) looks up the sorted vocabulary; a regular
 expression runs RE2 over the field texts. Multi-valued fields (authors, keywords, categories) keep
 their values apart, so a phrase never runs from one author's name into the next.
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from digest.models import Highlight, Item
 from digest.rule_syntax import FIELDS, Word, compile_regex
 from digest.text import cut_words, fold_all
+from digest.word_batch import cut_many
 
 SEPARATOR = "\n"  # between the values of a multi-valued field in its text
 FIELD_ORDER = {name: k for k, name in enumerate(FIELDS)}  # the order spans are listed in
@@ -93,11 +95,12 @@ class FieldTokens:
 
 
 def field_tokens(values: Sequence[str]) -> FieldTokens:
-    """Tokenize a field's values (one for a title, several for authors), keeping them apart."""
-    if len(values) == 1:
-        written, bounds = cut_words(values[0])
-        return FieldTokens(values[0], [(0, len(values[0]))], fold_all(written), array("l", bounds[:-1]))
-    tokens = FieldTokens(SEPARATOR.join(values), [], [], array("l"))
+    """Tokenize a field's values (several authors, say), keeping them apart.
+
+    A field of one value (a title, an abstract) is cut with the other items' in one batch instead
+    (:meth:`FieldIndex.build`).
+    """
+    tokens = FieldTokens(SEPARATOR.join(values), [], [], array("q"))
     offset = 0
     for number, value in enumerate(values):
         if number:
@@ -123,9 +126,15 @@ class FieldIndex:
     def build(cls, items: Sequence[Item], name: str) -> FieldIndex:
         column: list[FieldTokens | None] = []
         postings: dict[str, list[int]] = defaultdict(list)
-        for doc, item in enumerate(items):
-            values = field_values(item, name)
-            tokens = field_tokens(values) if values else None
+        values = [field_values(item, name) for item in items]
+        singles = iter(cut_many([value[0] for value in values if len(value) == 1]))
+        for doc, value in enumerate(values):
+            tokens: FieldTokens | None = None
+            if len(value) == 1:
+                written, bounds = next(singles)
+                tokens = FieldTokens(value[0], [(0, len(value[0]))], fold_all(written), bounds)
+            elif value:
+                tokens = field_tokens(value)
             column.append(tokens)
             if tokens is not None:
                 for term in set(tokens.terms):

@@ -135,11 +135,14 @@ class Matcher:
         """
         result: dict[int, tuple[RuleMatch, ...]] | None = None
         excluded: set[int] = set()
+        cached = self._explained.get  # looked up inline: this loop runs for every rule of everyone
         for rule in rules:
             if rule.excludes is not None:
                 excluded.update(self.hits(rule.excludes))
                 continue
-            explained = self.explained(rule)
+            explained = cached(rule.text)
+            if explained is None:
+                explained = self.explained(rule)
             if result is None:
                 result = explained.copy()
             elif result.keys().isdisjoint(explained):

@@ -21,7 +21,10 @@ COPY templates ./templates
 RUN /opt/venv/bin/pip wheel --no-deps --wheel-dir /wheels . \
  && /opt/venv/bin/pip install --no-index --find-links /wheels digest \
  && cd / && /opt/venv/bin/python -c "import importlib.resources as r; assert r.files('digest.templates').joinpath('email').is_dir(); assert r.files('digest').joinpath('data/sample.json').is_file()" \
- && /opt/venv/bin/python -m pip uninstall --quiet --yes pip setuptools wheel
+ && /opt/venv/bin/python -m pip uninstall --quiet --yes pip setuptools wheel \
+ && find /opt/venv -depth -type d -path '*/site-packages/numpy/*' -name tests -exec rm -rf {} + \
+ && /opt/venv/bin/python -c "import numpy"
+# (numpy's own test suites are ~17 MB that digest never imports.)
 
 # Stage 2: the base image, the venv and an unprivileged user; nothing of the build toolchain.
 FROM ${BASE_IMAGE}

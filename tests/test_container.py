@@ -33,7 +33,9 @@ pytestmark = pytest.mark.container
 ENGINE = ROOT.parent / "shared" / "container" / "engine.sh"
 IMAGE = "digest:test"
 DIGEST_UID = 10001
-MAX_ADDED_MB = 100  # what the image adds to its base: the venv and a user, nothing of the build toolchain
+# What the image adds to its base: the venv and a user, nothing of the build toolchain. About 100 MB
+# since matching uses numpy (its compiled core and OpenBLAS are ~55 MB of that; ~45 MB before it).
+MAX_ADDED_MB = 120
 
 
 @dataclass

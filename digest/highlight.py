@@ -30,10 +30,14 @@ def escape_html(text: str) -> str:
     )
 
 
-def mark(text: str, spans: Iterable[tuple[int, int]]) -> Markup:
-    """``text`` escaped, with each span wrapped in ``<mark>``; nothing from ``text`` stays raw."""
+def marked_html(text: str, spans: Iterable[tuple[int, int]]) -> str:
+    """``text`` escaped, with each span wrapped in ``<mark>``; nothing from ``text`` stays raw.
+
+    A plain ``str`` for callers that build HTML without autoescape (the email's paper blocks);
+    :func:`mark` is the same as :class:`Markup`.
+    """
     if not spans:
-        return Markup(escape_html(text))
+        return escape_html(text)
     out: list[str] = []
     cursor = 0
     for start, end in merge_spans(s for s in spans if 0 <= s[0] < s[1] <= len(text)):
@@ -41,7 +45,12 @@ def mark(text: str, spans: Iterable[tuple[int, int]]) -> Markup:
         out.append(f"<mark>{escape_html(text[start:end])}</mark>")
         cursor = end
     out.append(escape_html(text[cursor:]))
-    return Markup("".join(out))
+    return "".join(out)
+
+
+def mark(text: str, spans: Iterable[tuple[int, int]]) -> Markup:
+    """``text`` escaped, with each span wrapped in ``<mark>``, as Markup for autoescaping templates."""
+    return Markup(marked_html(text, spans))
 
 
 def spans_for(highlights: Iterable[Highlight], field: str) -> list[tuple[int, int]]:

@@ -5,7 +5,9 @@ per process; each email is then only a Jinja render of that HTML, which is about
 cheaper than running MJML per email. Within the process, each paper's HTML block is rendered once
 per set of matches and reused for every subscriber it reaches that way (:class:`PaperCache`), and
 what the email shows of an item whoever gets it once per item (:func:`item_view`): a cycle sends
-the same papers to many people. Papers are listed in relevance order (see
+the same papers to many people. A paper's block is written from values escaped in advance
+(:class:`PaperHtml`), not through Jinja's autoescape, whose Markup per value cost more than the
+block; everything else in the email is autoescaped. Papers are listed in relevance order (see
 :func:`rank_entries`). An HTML body that would pass Gmail's 102 KB clipping limit keeps the first
 papers in full and lists the rest by title with a link to the full digest online.
 """
@@ -26,7 +28,7 @@ import jinja2
 from markupsafe import Markup, escape
 from mjml import mjml2html
 
-from digest.highlight import mark, shorten
+from digest.highlight import escape_html, marked_html, shorten
 from digest.html_lines import shorten_layout
 from digest.models import Digest, DigestEntry, Item, RuleMatch
 
@@ -112,7 +114,9 @@ TEXT_PAPER_SEPARATOR = f"\x00{secrets.token_hex(8)}\x00"
 @dataclass(frozen=True, slots=True)
 class Templates:
     html: jinja2.Template
-    papers: jinja2.Template  # the blocks of several papers in one call, each ending with PAPER_SEPARATOR
+    # The blocks of several papers in one call, each ending with PAPER_SEPARATOR; given PaperHtml
+    # values, escaped already (no autoescape: see PaperHtml).
+    papers: jinja2.Template
     text: jinja2.Template
     text_papers: jinja2.Template  # the same for the text part, each ending with TEXT_PAPER_SEPARATOR
     text_paper: jinja2.Template  # one paper's text block: the fallback should a title hold the separator
@@ -127,6 +131,21 @@ def _paper_block(source: str, where: str) -> tuple[str, str, str]:
     return head, paper_source, tail
 
 
+def html_in_ascii(html: str) -> str:
+    """HTML, escaped already, in ASCII: other characters as character references (``&#233;``)."""
+    return html if html.isascii() else html.encode("ascii", "xmlcharrefreplace").decode("ascii")
+
+
+def escaped(text: str) -> str:
+    """Text from the outside world as the email's HTML writes it: escaped, and in ASCII.
+
+    What autoescape and :func:`ascii_html` make of ``text``, as a plain ``str``: the paper blocks
+    are built from such values once per paper, where a :class:`Markup` per value (a Python-level
+    constructor) cost more than the escaping.
+    """
+    return html_in_ascii(escape_html(text))
+
+
 def ascii_html(value: object) -> object:
     """A value as the HTML templates write it: escaped as autoescape would, and in ASCII, other
     characters as character references.
@@ -139,8 +158,22 @@ def ascii_html(value: object) -> object:
     """
     if not isinstance(value, str) or value.isascii():
         return value
-    escaped = value if isinstance(value, Markup) else escape(value)
-    return Markup(str(escaped).encode("ascii", "xmlcharrefreplace").decode("ascii"))
+    safe = value if isinstance(value, Markup) else escape(value)
+    return Markup(str(safe).encode("ascii", "xmlcharrefreplace").decode("ascii"))
+
+
+def layout_html() -> str:
+    """The MJML layout compiled to HTML, with its Jinja tags: the source of the HTML templates."""
+    source = (templates_dir() / "email" / "digest.mjml").read_text(encoding="utf-8")
+    html_source = mjml2html(source, disable_comments=True)
+    # MJML starts a line of its Outlook CSS with "."; indented, no line of an email does, and the
+    # mailer can skip SMTP's dot-stuffing pass (see mailer.needs_dot_stuffing). Its long lines are
+    # broken between attributes, so that an email's HTML can go in 7-bit as it is (see mime).
+    html_source = shorten_layout(html_source.replace("\n.", "\n ."), LAYOUT_LINE)
+    # The HTML is written in ASCII (see RenderedDigest.html_bytes): the layout's own characters
+    # here, once (they are all in text, none in <style> or a comment), and every value as Jinja
+    # writes it (ascii_html, or escaped for the paper blocks).
+    return html_source.encode("ascii", "xmlcharrefreplace").decode("ascii")
 
 
 @lru_cache(maxsize=1)
@@ -153,17 +186,10 @@ def _templates() -> Templates:
     the cached blocks. The output is the same as one template would give.
     """
     base = templates_dir() / "email"
-    html_source = mjml2html((base / "digest.mjml").read_text(encoding="utf-8"), disable_comments=True)
-    # MJML starts a line of its Outlook CSS with "."; indented, no line of an email does, and the
-    # mailer can skip SMTP's dot-stuffing pass (see mailer.needs_dot_stuffing). Its long lines are
-    # broken between attributes, so that an email's HTML can go in 7-bit as it is (see mime).
-    html_source = shorten_layout(html_source.replace("\n.", "\n ."), LAYOUT_LINE)
-    # The HTML is written in ASCII (see RenderedDigest.html_bytes): the layout's own characters
-    # here, once (they are all in text, none in <style> or a comment), and every value as Jinja
-    # writes it (ascii_html).
-    html_source = html_source.encode("ascii", "xmlcharrefreplace").decode("ascii")
-    head, paper_source, tail = _paper_block(html_source, "templates/email/digest.mjml")
+    head, paper_source, tail = _paper_block(layout_html(), "templates/email/digest.mjml")
     html_env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, finalize=ascii_html)
+    # The paper block gets PaperHtml values, every one escaped and in ASCII already.
+    block_env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined)
     text_env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     text_env.filters["wrap"] = wrap
     text_head, text_paper, text_tail = _paper_block(
@@ -171,7 +197,7 @@ def _templates() -> Templates:
     )
     return Templates(
         html=html_env.from_string(head + "{{ paper.html }}" + tail),
-        papers=html_env.from_string("{% for paper in papers %}" + paper_source + PAPER_SEPARATOR + "{% endfor %}"),
+        papers=block_env.from_string("{% for paper in papers %}" + paper_source + PAPER_SEPARATOR + "{% endfor %}"),
         text=text_env.from_string(text_head + "{{ paper.text }}" + text_tail),
         text_papers=text_env.from_string(
             "{% for paper in papers %}" + text_paper + TEXT_PAPER_SEPARATOR + "{% endfor %}"
@@ -275,6 +301,11 @@ class ItemView:
     title_wrapped: str
     byline_wrapped: str
     abstract_wrapped: str
+    # As the HTML block writes them (:func:`escaped`); the title and abstract depend on the matches.
+    url_html: str
+    byline_html: str
+    facts_html: str
+    github_repo_html: str
 
 
 @lru_cache(maxsize=CACHED_PAPERS)
@@ -286,21 +317,46 @@ def item_view(item: Item) -> ItemView:
     """
     abstract = shorten(item.abstract, ABSTRACT_CHARS)
     byline = _byline(item)
+    facts = _facts(item)
     return ItemView(
         title=item.title,
         url=item.url,
         byline=byline,
-        facts=_facts(item),
+        facts=facts,
         github_repo=item.github_repo,
         abstract=abstract,
         abstract_cut=len(abstract) < len(item.abstract),
         title_wrapped=wrap(item.title),
         byline_wrapped=wrap(byline),
         abstract_wrapped=wrap(abstract),
+        url_html=escaped(item.url),
+        byline_html=escaped(byline),
+        facts_html=escaped(facts),
+        github_repo_html=escaped(item.github_repo or ""),
     )
 
 
 NO_HTML = Markup("")
+
+
+@dataclass(frozen=True, slots=True)
+class PaperHtml:
+    """One paper's values as its HTML block writes them: each escaped already, and in ASCII.
+
+    The block's template runs without autoescape: Jinja's escaping made a :class:`Markup` per value
+    (a Python-level constructor), and that was most of a fresh block's cost. It is given nothing
+    but this, so a value the layout reads is escaped whatever the layout reads; the tests compare
+    the blocks with the whole layout rendered with autoescape, hostile text included.
+    """
+
+    url: str
+    title: str  # the matched words in <mark>
+    byline: str
+    facts: str
+    github_repo: str  # empty when there is none
+    rules: tuple[str, ...]
+    abstract: str  # shortened, the matched words in <mark>
+    abstract_cut: bool
 
 
 @dataclass(slots=True)
@@ -323,10 +379,9 @@ class PaperView:
     title_wrapped: str
     byline_wrapped: str
     abstract_wrapped: str
-    title_html: Markup
-    abstract_html: Markup
     rules: tuple[str, ...]
     rules_text: str
+    escaped: PaperHtml  # what the HTML block writes
     html: Markup = NO_HTML  # the paper's block in the HTML part
     text: str = ""  # and in the text part, after its number
 
@@ -351,6 +406,16 @@ def _paper(entry: DigestEntry) -> PaperView:
             elif h.field == "abstract" and h.end <= cut:
                 abstract_spans.append((h.start, h.end))
     rules = tuple(_rule_label(m) for m in entry.matches)
+    block = PaperHtml(
+        view.url_html,
+        html_in_ascii(marked_html(item.title, title_spans)),
+        view.byline_html,
+        view.facts_html,
+        view.github_repo_html,
+        tuple(escaped(rule) for rule in rules),
+        html_in_ascii(marked_html(view.abstract, abstract_spans)),
+        view.abstract_cut,
+    )
     return PaperView(
         view.title,
         view.url,
@@ -362,10 +427,9 @@ def _paper(entry: DigestEntry) -> PaperView:
         view.title_wrapped,
         view.byline_wrapped,
         view.abstract_wrapped,
-        mark(item.title, title_spans),
-        mark(view.abstract, abstract_spans),
         rules,
         ", ".join(rules),
+        block,
     )
 
 
@@ -376,7 +440,7 @@ def _render_papers(entries: Sequence[DigestEntry]) -> list[PaperView]:
     """
     templates = _templates()
     papers = [_paper(e) for e in entries]
-    blocks = templates.papers.render(papers=papers).split(PAPER_SEPARATOR)
+    blocks = templates.papers.render(papers=[paper.escaped for paper in papers]).split(PAPER_SEPARATOR)
     if len(blocks) != len(papers) + 1:  # the separator is the template's alone; never expected
         raise RuntimeError(f"rendered {len(blocks) - 1} paper blocks for {len(papers)} papers")
     texts = templates.text_papers.render(papers=papers).split(TEXT_PAPER_SEPARATOR)

@@ -10,7 +10,9 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import date
 from pathlib import Path
+from types import SimpleNamespace
 
 import jinja2
 import markupsafe
@@ -19,8 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from digest import render
-from digest.highlight import escape_html, mark
-from digest.models import Digest, DigestEntry
+from digest.highlight import escape_html, mark, shorten
+from digest.models import Digest, DigestEntry, Highlight, Item, RuleMatch, Subscriber
 from digest.render import PAPERS, PaperCache, RenderedDigest, render_digest, wrap
 from tests.email_fixtures import LINKS, digest_for, hostile_digest, huge_digest, sample_digest, sample_items
 
@@ -204,3 +206,87 @@ def test_a_title_holding_the_text_separator_is_rendered_one_paper_at_a_time() ->
     assert rendered.text == whole_text_template().render(context)
     assert f"1. Before {render.TEXT_PAPER_SEPARATOR} after" in rendered.text
     assert f"2. {wrap(base.entries[1].item.title)}" in rendered.text
+
+
+def whole_html_template() -> jinja2.Template:
+    """The compiled layout as one template with autoescape, every value as it came from the feed:
+    what the paper blocks, rendered without autoescape from values escaped in advance, must give."""
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, finalize=render.ascii_html)
+    return env.from_string(render.layout_html())
+
+
+def raw_paper(entry: DigestEntry) -> SimpleNamespace:
+    """A paper's values unescaped, only its matched words marked (``mark`` escapes around them)."""
+    item = entry.item
+    abstract = shorten(item.abstract, render.ABSTRACT_CHARS)
+    highlights = [h for match in entry.matches for h in match.highlights]
+    abstract_spans = [(h.start, h.end) for h in highlights if h.field == "abstract" and h.end <= len(abstract)]
+    return SimpleNamespace(
+        url=item.url,
+        title=mark(item.title, [(h.start, h.end) for h in highlights if h.field == "title"]),
+        byline=render.item_view(item).byline,
+        facts=render.item_view(item).facts,
+        github_repo=item.github_repo,
+        rules=tuple(render._rule_label(match) for match in entry.matches),
+        abstract=mark(abstract, abstract_spans),
+        abstract_cut=len(abstract) < len(item.abstract),
+    )
+
+
+def autoescaped_html(digest: Digest, rendered: RenderedDigest) -> str:
+    papers = PAPERS.views(digest.entries)
+    full = rendered.papers_in_full
+    context = render._context(digest, LINKS, papers, full, min(len(papers) - full, render.OVERFLOW_TITLES))
+    context["papers"] = [raw_paper(entry) for entry in digest.entries[:full]]
+    return whole_html_template().render(context)
+
+
+@pytest.mark.parametrize("make", [sample_digest, hostile_digest, huge_digest])
+def test_the_html_is_what_the_whole_layout_gives_with_autoescape(make: Callable[[], Digest]) -> None:
+    digest = make()
+    rendered = cold(digest)
+    assert rendered.html == autoescaped_html(digest, rendered)
+    assert render_digest(digest, LINKS).html == rendered.html  # and so is a cached render
+
+
+feed_text = st.text(st.sampled_from("<>&\"' ab4é—🚀\n"), max_size=30) | st.text(max_size=30)
+
+
+@st.composite
+def hostile_entries(draw: st.DrawFn) -> DigestEntry:
+    title = draw(feed_text)
+    abstract = draw(feed_text | st.text(st.sampled_from("ab <&. "), min_size=400, max_size=500))
+    optional = st.none() | feed_text
+    item = Item(
+        id=draw(st.text("abc", min_size=1, max_size=6)),
+        source=draw(st.sampled_from(["hf_papers", "arxiv"]) | feed_text),
+        title=title,
+        abstract=abstract,
+        url=draw(feed_text),
+        listed_on=date(2026, 11, 20),
+        authors=tuple(draw(st.lists(feed_text, max_size=7))),
+        upvotes=draw(st.integers(0, 3)),
+        comments=draw(st.integers(0, 2)),
+        github_repo=draw(optional),
+        organization=draw(optional),
+        categories=tuple(draw(st.lists(feed_text, max_size=4))),
+    )
+
+    def spans(field: str, text: str) -> list[Highlight]:
+        bounds = st.tuples(st.integers(0, len(text)), st.integers(0, len(text)))
+        return [Highlight(field, min(b), max(b)) for b in draw(st.lists(bounds, max_size=3)) if b[0] != b[1]]
+
+    matches = tuple(
+        RuleMatch(rule, tuple(spans("title", title) + spans("abstract", abstract)))
+        for rule in draw(st.lists(feed_text.filter(bool), min_size=1, max_size=3, unique=True))
+    )
+    return DigestEntry(item, matches)
+
+
+@settings(max_examples=150, deadline=None)
+@given(entries=st.lists(hostile_entries(), min_size=1, max_size=4, unique_by=lambda e: e.item.id))
+def test_values_escaped_in_advance_give_what_autoescape_gives(entries: list[DigestEntry]) -> None:
+    rules = tuple(dict.fromkeys(match.rule for entry in entries for match in entry.matches))
+    digest = Digest(Subscriber("a@example.org", rules), entries, date(2026, 11, 20), "abc")
+    rendered = cold(digest)
+    assert rendered.html == autoescaped_html(digest, rendered)

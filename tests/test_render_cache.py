@@ -2,7 +2,9 @@
 
 Each paper's HTML block is rendered once per (item, matches) and reused for everyone else whose
 rules matched it the same way; these tests hold that reuse to the output of a render with nothing
-cached, in any order, across threads, and when an item changes.
+cached, in any order, across threads, and when an item changes. The blocks are written without
+autoescape, from values escaped in advance: they are held to the whole layout rendered with
+autoescape, hostile feed text included.
 """
 
 from __future__ import annotations

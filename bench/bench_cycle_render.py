@@ -1,0 +1,65 @@
+"""Render cost in a cycle's mix: every digest of one bench day rendered and built in one process.
+
+``bench_email`` times one 20-paper digest in three cache states; a real cycle mixes them, in the
+proportions its subscribers' rules give. This plans one day of the cycle benchmark's workload
+(2,000 papers, N subscribers × 5 rules from the same 500-phrase vocabulary, no history) with the
+cycle's own :func:`plan_digests`, then renders each digest (:func:`render_digest`) and builds its
+bytes (:func:`digest_message`, no DKIM) one after another, as the cycle's render process does,
+without the SMTP server or the pipe. Reported: CPU time of the loop (``time.thread_time``), so a
+busy neighbour on a shared machine weighs less than on wall time, and per email.
+
+Figures, never assertions: run it by hand (``python -m bench.bench_cycle_render``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+
+from bench.workload import items_for_day, subscribers, vocabulary
+from digest.models import Subscriber
+from digest.pipeline import digest_message, plan_digests
+from digest.render import PAPERS, Links, render_digest
+from digest.sources.hf_papers import parse
+
+DAY = date(2026, 11, 20)
+LINKS = Links(
+    view_online="https://digest.example.org/digest/0123abcd?token=view-token",
+    manage="https://digest.example.org/manage?token=manage-token",
+    unsubscribe="https://digest.example.org/unsubscribe?token=unsubscribe-token",
+)
+NOW = datetime(2026, 11, 20, 7, tzinfo=UTC)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--subscribers", type=int, default=10_000)
+    parser.add_argument("--items", type=int, default=2_000)
+    args = parser.parse_args(argv)
+
+    vocab = vocabulary()
+    items, _ = parse(items_for_day(DAY, args.items, 1, vocab), "https://huggingface.co", DAY)
+    people = [Subscriber(d["email"], tuple(d["rules"])) for d in map(json.loads, subscribers(args.subscribers, vocab))]
+    plan = plan_digests(people, items, lambda email, since: set(), DAY, DAY, DAY)
+    papers = sum(len(d.entries) for d in plan.digests)
+
+    cpu, wall = time.thread_time(), time.perf_counter()
+    size = 0
+    for digest in plan.digests:
+        rendered = render_digest(digest, LINKS)
+        size += len(digest_message(digest, rendered, LINKS, "papers@digest.example.org", NOW, None).as_bytes())
+    cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
+
+    count = max(1, len(plan.digests))
+    print(
+        f"{len(plan.digests):,} digests ({papers / count:.1f} papers, {size / count / 1024:.1f} KB each on average),"
+        f" {len(PAPERS):,} paper blocks rendered"
+    )
+    print(f"render + build: CPU {cpu:.2f} s, wall {wall:.2f} s; {cpu / count * 1000:.2f} ms of CPU per email")
+
+
+if __name__ == "__main__":
+    main()

@@ -159,7 +159,7 @@ def ascii_html(value: object) -> object:
     if not isinstance(value, str) or value.isascii():
         return value
     safe = value if isinstance(value, Markup) else escape(value)
-    return Markup(str(safe).encode("ascii", "xmlcharrefreplace").decode("ascii"))
+    return Markup(html_in_ascii(str(safe)))
 
 
 def layout_html() -> str:

@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from digest import render
-from digest.highlight import escape_html, mark, shorten
+from digest.highlight import escape_html, mark, shorten, spans_for
 from digest.models import Digest, DigestEntry, Highlight, Item, RuleMatch, Subscriber
 from digest.render import PAPERS, PaperCache, RenderedDigest, render_digest, wrap
 from tests.email_fixtures import LINKS, digest_for, hostile_digest, huge_digest, sample_digest, sample_items
@@ -222,10 +222,10 @@ def raw_paper(entry: DigestEntry) -> SimpleNamespace:
     item = entry.item
     abstract = shorten(item.abstract, render.ABSTRACT_CHARS)
     highlights = [h for match in entry.matches for h in match.highlights]
-    abstract_spans = [(h.start, h.end) for h in highlights if h.field == "abstract" and h.end <= len(abstract)]
+    abstract_spans = [span for span in spans_for(highlights, "abstract") if span[1] <= len(abstract)]
     return SimpleNamespace(
         url=item.url,
-        title=mark(item.title, [(h.start, h.end) for h in highlights if h.field == "title"]),
+        title=mark(item.title, spans_for(highlights, "title")),
         byline=render.item_view(item).byline,
         facts=render.item_view(item).facts,
         github_repo=item.github_repo,

@@ -386,9 +386,18 @@ class PaperView:
     text: str = ""  # and in the text part, after its number
 
 
+def _label_order(field: str) -> tuple[bool, bool, str]:
+    return (field != "title", field != "abstract", field)
+
+
 def _rule_label(match: RuleMatch) -> str:
-    """``rule (title, abstract)``: the rule and where it matched, the title first."""
-    where = sorted({h.field for h in match.highlights}, key=lambda f: f != "title")
+    """``rule (title, abstract)``: the rule and where it matched: the title, the abstract, then
+    other fields (``author``, …) by name.
+
+    A fixed order, not the set's: a set of strings iterates in an order that changes from one
+    process to the next, and the same digest must read the same when it is rendered again.
+    """
+    where = sorted({h.field for h in match.highlights}, key=_label_order)
     return f"{match.rule} ({', '.join(where)})" if where else match.rule
 
 

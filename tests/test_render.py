@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import html
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from email import message_from_bytes
@@ -254,3 +257,32 @@ def test_the_html_is_ascii_and_reads_as_the_feeds_wrote_it() -> None:
     assert "4090 上的视频扩散 — عربى — 🚀 émigré" in shown  # a title: a link, and 4090 marked in it
     assert ": 日本語のテキスト, עברית, and emoji 🎉." in shown
     assert "Papers per rule — “4090”: 3" in shown
+
+
+LABEL_SCRIPT = """
+from datetime import date
+from digest.models import Digest, DigestEntry, Item, Subscriber
+from digest.render import Links, render_digest
+from digest.rules import ItemIndex, Matcher, parse_rules
+item = Item(id="2611.00001", source="hf_papers", title="GPU kernels", abstract="Fast GPU kernels.",
+            url="https://hf.example/papers/2611.00001", listed_on=date(2026, 11, 20),
+            authors=("Ada Gpu",), ai_keywords=("gpu inference",), organization="GPU Lab")
+rule = "gpu OR author:gpu OR org:gpu OR keyword:gpu"
+matches = Matcher(ItemIndex([item])).match(parse_rules([rule]))[0]
+digest = Digest(Subscriber("a@example.org", (rule,)), [DigestEntry(item, matches)], date(2026, 11, 20), "abc")
+text = render_digest(digest, Links("https://d.example/o", "https://d.example/m", "https://d.example/u")).text
+print(next(line.strip() for line in text.splitlines() if "Matched:" in line))
+"""
+
+
+def test_where_a_rule_matched_reads_the_same_in_every_process() -> None:
+    """The fields a rule matched in are listed title, abstract, then by name, never in a set's order
+    (which changes with each process's string hashing): the same digest reads the same when rendered again."""
+    seen = set()
+    for seed in ("0", "1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        result = subprocess.run([sys.executable, "-c", LABEL_SCRIPT], env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        seen.add(result.stdout.strip())
+    expected = "Matched: gpu OR author:gpu OR org:gpu OR keyword:gpu (title, abstract, author, keyword, org)"
+    assert seen == {expected}

@@ -145,6 +145,12 @@ def line(label: str, samples: list[float]) -> str:
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--runs", type=int, default=2000, help="emails timed per figure (default 2000)")
+    parser.add_argument(
+        "--reference-ms",
+        type=float,
+        default=3.7,
+        help="EmailMessage's time per digest on the reference machine (issue 9's: 3.7 ms), for the scaled figures",
+    )
     args = parser.parse_args(argv)
 
     items = sample_items()
@@ -190,6 +196,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     run(cases, args.runs)
     for case in cases:
         print(line(case.label, case.samples))
+    print_yardstick(cases, args.reference_ms)
+
+
+def print_yardstick(cases: list[Case], reference_ms: float) -> None:
+    """The per-email figures in units of the same run's ``EmailMessage`` build.
+
+    A shared VM's speed moves by half from one hour to the next, and every case moves with it; the
+    same message built through :class:`EmailMessage`, timed in the same rounds, is a yardstick of
+    the machine's speed at that moment. Scaled to the issue's machines (where it took 3.7 ms), the
+    figures say what the same code would take there: an estimate, printed apart from the measurements.
+    """
+    medians = {case.label.strip(): statistics.median(case.samples) for case in cases}
+    here = medians["the same through EmailMessage (before)"] / 1000
+    scale = reference_ms / here
+    print(f"yardstick: EmailMessage {here:.2f} ms here, {reference_ms:.2f} ms on the reference machine (x{scale:.2f}):")
+    for state in ("cold", "items seen", "warm"):
+        label = f"{state}: render + build + serialise"
+        print(f"  {label:<44} ≈ {medians[label] * scale / 1000:5.2f} ms there (estimate)")
 
 
 if __name__ == "__main__":

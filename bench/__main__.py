@@ -60,6 +60,11 @@ class Result:
     floors: tuple[float, float] = (0.0, 0.0)  # before and after the cycle
     message_kb: tuple[float, float] = (0.0, 0.0)  # the mean size of the floor's messages and of the cycle's
     smtplib_floor: float = 0.0
+    # CPU seconds (user + system): the cycle process with its render process, the SMTP server
+    # during the cycle, and during the floor after it the sender (this process) and the server.
+    cycle_cpu: float = 0.0
+    server_cpu_cycle: float = 0.0
+    floor_cpu: tuple[float, float] = (0.0, 0.0)
 
     @property
     def floor(self) -> float:
@@ -74,6 +79,14 @@ class SmtpServer:
         )
         assert self.process.stdout is not None
         self.port = int(self.process.stdout.readline())
+
+    def cpu_seconds(self) -> float:
+        """The server process's CPU time so far (user + system), from /proc; 0 where there is none."""
+        try:
+            fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def take(self) -> tuple[int, int]:
         """Messages and bytes the server received since the last call."""
@@ -126,6 +139,8 @@ def store_retention_days() -> int:
 
 
 def run_cycle(data_dir: Path, api: FakeHfApi, smtp_port: int) -> tuple[float, float, str]:
+    """``digest run`` as a subprocess: its wall time, its CPU time (with the render process it
+    forks and waits for), and what it printed."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
     env.update(
         DIGEST_DATA_DIR=str(data_dir),
@@ -145,13 +160,13 @@ def run_cycle(data_dir: Path, api: FakeHfApi, smtp_port: int) -> tuple[float, fl
         stderr=subprocess.PIPE,
         text=True,
     )
-    _, status, _usage = os.wait4(process.pid, 0)
+    _, status, usage = os.wait4(process.pid, 0)
     wall = time.perf_counter() - started
     out = process.stdout.read() if process.stdout else ""
     err = process.stderr.read() if process.stderr else ""
     if os.waitstatus_to_exitcode(status) not in (0, 1):
         raise SystemExit(f"digest run failed:\n{err}")
-    return wall, 0.0, (out.strip() or err.strip())
+    return wall, usage.ru_utime + usage.ru_stime, (out.strip() or err.strip())
 
 
 def last_cycle(data_dir: Path) -> dict[str, Any]:
@@ -222,9 +237,15 @@ def scenario(
         try:
             floor_before = smtp_floor(smtp.port, messages, size)
             floor_counts = smtp.take()
-            result.wall, result.peak_mb, result.summary = run_cycle(data_dir, api, smtp.port)
+            server_before = smtp.cpu_seconds()
+            result.wall, result.cycle_cpu, result.summary = run_cycle(data_dir, api, smtp.port)
+            server_after = smtp.cpu_seconds()
+            result.server_cpu_cycle = server_after - server_before
             cycle_counts = smtp.take()
-            result.floors = (floor_before, smtp_floor(smtp.port, messages, size))
+            sender_before = time.process_time()
+            floor_after = smtp_floor(smtp.port, messages, size)
+            result.floor_cpu = (time.process_time() - sender_before, smtp.cpu_seconds() - server_after)
+            result.floors = (floor_before, floor_after)
             result.message_kb = (mean_kb(floor_counts), mean_kb(cycle_counts))
             if args.smtplib_floor:
                 result.smtplib_floor = smtp_floor(smtp.port, messages, size, smtplib.SMTP)
@@ -308,7 +329,11 @@ def report(result: Result) -> None:
         + (f" (floor with smtplib's own DATA: {result.smtplib_floor:.2f}s)" if result.smtplib_floor else "")
         + f"\n  {result.summary}\n"
         f"  messages: the floor's {result.message_kb[0]:.1f} KB on average, the cycle's {result.message_kb[1]:.1f} KB\n"
-        f"  stages (time/peak memory): {stages}",
+        f"  stages (time/peak memory): {stages}\n"
+        f"  CPU: the cycle {result.cycle_cpu:.1f}s (with its render process) and the SMTP server"
+        f" {result.server_cpu_cycle:.1f}s over its {result.wall:.1f}s;"
+        f" the floor after it: sender {result.floor_cpu[0]:.1f}s, server {result.floor_cpu[1]:.1f}s"
+        f" over {result.floors[1]:.1f}s",
         flush=True,
     )
 

@@ -127,6 +127,8 @@ class Ahead(Generic[T, R]):
         self._stall_seconds = stall_seconds
         self._process: Any = None
         self._source: Connection | None = None
+        self._received = 0  # results taken out of the pipe, by the iterator or by prefetch
+        self._early: tuple[str, Any] | BaseException | None = None  # what prefetch took, or met
         self.child_private_mb = 0.0
         self.fell_back: str | None = None
 
@@ -183,14 +185,46 @@ class Ahead(Generic[T, R]):
                 if kind == "done":
                     self.child_private_mb = float(payload)
 
+    def prefetch(self) -> None:
+        """Take the next result out of the pipe now if the child has sent it, without waiting.
+
+        For a caller that is about to wait on something else anyway (an SMTP server reading the
+        email just handed over, for milliseconds): copying the next result off the pipe and
+        unpickling it then keeps that work off the way from one send to the next. Never raises: an
+        error is kept and raised by the iterator, which then falls back to working in the caller.
+        """
+        source = self._source
+        if source is None or self._early is not None or self._received >= len(self._items):
+            return
+        try:
+            if source.poll(0):
+                self._early = source.recv()
+                self._received += 1
+        except (EOFError, OSError) as exc:
+            self._early = exc
+        except ValueError as exc:  # a closed connection
+            self._early = OSError(f"the pipe was closed: {exc}")
+
+    def _next_result(self) -> tuple[str, Any]:
+        """The next result: the one prefetch took, else the pipe's, waiting at most the stall time."""
+        early, self._early = self._early, None
+        if isinstance(early, BaseException):
+            raise early
+        if early is not None:
+            return early
+        assert self._source is not None
+        if not self._source.poll(self._stall_seconds):
+            raise TimeoutError(f"no result for {self._stall_seconds:g} s")
+        result: tuple[str, Any] = self._source.recv()
+        self._received += 1
+        return result
+
     def __iter__(self) -> Iterator[tuple[T, R]]:
         position = 0
         if self._source is not None:
             try:
                 while position < len(self._items):
-                    if not self._source.poll(self._stall_seconds):
-                        raise TimeoutError(f"no result for {self._stall_seconds:g} s")
-                    kind, payload = self._source.recv()
+                    kind, payload = self._next_result()
                     if kind != "ok":
                         raise RuntimeError("its work raised an error")
                     yield self._items[position], payload

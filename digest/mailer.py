@@ -14,6 +14,7 @@ import logging
 import re
 import smtplib
 import ssl
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -46,8 +47,14 @@ class Mailer(Protocol):
         self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None
     ) -> None: ...
 
-    def send(self, message: Sendable) -> str:
-        """Hand ``message`` over; return where it went. Raises a :class:`DeliveryError`."""
+    def send(self, message: Sendable, while_waiting: Callable[[], None] | None = None) -> str:
+        """Hand ``message`` over; return where it went. Raises a :class:`DeliveryError`.
+
+        ``while_waiting``, if given, is called after the message's bytes are out and before the
+        reply that accepts them: work the caller can do while a server reads the message (it may
+        not be called at all, say when the server refused the recipient first). An error in it is
+        logged, never taken for the delivery's.
+        """
         ...
 
 
@@ -64,14 +71,26 @@ class OutboxMailer:
     def __exit__(self, *exc: object) -> None:
         return None
 
-    def send(self, message: Sendable) -> str:
+    def send(self, message: Sendable, while_waiting: Callable[[], None] | None = None) -> str:
         payload = message.as_bytes()
         name = re.sub(r"[^A-Za-z0-9@._-]", "_", recipient(message))
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         digest = hashlib.sha256(payload).hexdigest()[:10]
         path = self.outbox / f"{stamp}-{name}-{digest}.eml"
         write_atomically(path, payload)
+        _run_while_waiting(while_waiting)  # nothing to wait for here; the caller's work still gets done
         return str(path)
+
+
+def _run_while_waiting(work: Callable[[], None] | None) -> None:
+    """Run a caller's ``while_waiting`` work; an error in it is logged, and the delivery goes on:
+    the message is on its way, and only its reply tells whether it was accepted."""
+    if work is None:
+        return
+    try:
+        work()
+    except Exception:
+        log.exception("work done while waiting for the SMTP server failed")
 
 
 def needs_dot_stuffing(raw: bytes) -> bool:
@@ -86,7 +105,13 @@ class SmtpConnection(smtplib.SMTP):
     about 1 ms for a 100 KB digest, in the send loop, for nothing: a digest's lines are headers,
     base64 and MIME boundaries, none of which starts with a dot. One substring search decides;
     a message that does have such a line goes through smtplib's own ``data`` unchanged.
+
+    Between sending the message and reading the reply that accepts it, ``while_waiting`` (set by
+    :meth:`SmtpMailer.send` for one message) runs: the server takes milliseconds to read a digest,
+    and the caller can use them.
     """
+
+    while_waiting: Callable[[], None] | None = None
 
     def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
         if not isinstance(msg, bytes) or needs_dot_stuffing(msg):
@@ -96,6 +121,7 @@ class SmtpConnection(smtplib.SMTP):
         if code != 354:
             raise smtplib.SMTPDataError(code, reply)
         self.send(msg + (b".\r\n" if msg.endswith(b"\r\n") else b"\r\n.\r\n"))
+        _run_while_waiting(self.while_waiting)
         code, reply = self.getreply()
         return code, reply
 
@@ -141,17 +167,20 @@ class SmtpMailer:
             raise TransientDeliveryError(f"cannot connect to SMTP {host}:{s.port}: {exc}", server_wide=True) from exc
         return connection
 
-    def send(self, message: Sendable) -> str:
+    def send(self, message: Sendable, while_waiting: Callable[[], None] | None = None) -> str:
         if self._connection is None:
             self._connection = self._connect()
+        connection = self._connection
+        if isinstance(connection, SmtpConnection):
+            connection.while_waiting = while_waiting  # run by its DATA, once the message is out
         try:
             if isinstance(message, OutgoingEmail):
                 options = ["SMTPUTF8"] if message.smtputf8 else []
-                refused = self._connection.sendmail(
+                refused = connection.sendmail(
                     message.from_address, [message.to_address], message.raw, mail_options=options
                 )
             else:
-                refused = self._connection.send_message(message)
+                refused = connection.send_message(message)
         except smtplib.SMTPNotSupportedError as exc:  # SMTPUTF8 for a non-ASCII address
             raise PermanentDeliveryError(f"SMTP server cannot take {recipient(message)}: {exc}") from exc
         except smtplib.SMTPRecipientsRefused as exc:
@@ -167,6 +196,9 @@ class SmtpMailer:
         except smtplib.SMTPException as exc:
             self._drop()
             raise TransientDeliveryError(f"SMTP error: {exc}") from exc
+        finally:
+            if isinstance(connection, SmtpConnection):
+                connection.while_waiting = None
         if refused:
             code, text = next(iter(refused.values()))
             raise _classified(code, text, message)

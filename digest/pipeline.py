@@ -44,7 +44,7 @@ from digest.retry import Retrier
 from digest.rules import ItemIndex, Matcher, parse_rules
 from digest.settings import Settings
 from digest.sources import Source
-from digest.store import Store
+from digest.store import DeliveryNote, Store, delivery_note
 from digest.tokens import Signer
 
 log = logging.getLogger(__name__)
@@ -362,15 +362,17 @@ class Cycle:
         connection_failures = 0
         total = len(plan.digests)
 
-        def compose_and_archive(digest: Digest) -> OutgoingEmail:
-            """Render, keep the HTML for "view online", build the message (in the render process if any)."""
+        def compose_and_archive(digest: Digest) -> tuple[OutgoingEmail, DeliveryNote]:
+            """Render, keep the HTML for "view online", build the message and what recording its
+            delivery will need (in the render process if any)."""
             html, message = self.compose(digest)
             (archive / f"{digest.digest_id}.html").write_bytes(html)
-            return message
+            note = delivery_note(digest.subscriber.email, [e.item for e in digest.entries], digest.digest_id)
+            return message, note
 
         render = timed(compose_and_archive)
         with Ahead(plan.digests, render) as composed:
-            for position, (digest, (message, render_seconds)) in enumerate(composed, start=1):
+            for position, (digest, ((message, note), render_seconds)) in enumerate(composed, start=1):
                 self.clock.add("render", render_seconds)
                 if self.stop.is_set():
                     report.stopped, report.pending = True, total - position + 1
@@ -383,7 +385,8 @@ class Cycle:
                     break
                 try:
                     with self.clock.stage("send", note_memory=False):
-                        where = self._send_with_retries(message, digest.subscriber.email)
+                        # While the server reads this email, the next one comes off the render process's pipe.
+                        where = self._send_with_retries(message, digest.subscriber.email, composed.prefetch)
                 except DeliveryError as exc:
                     self._note_failure(digest, exc, report)
                     if exc.server_wide:
@@ -392,9 +395,7 @@ class Cycle:
                 connection_failures = 0
                 sent_at = self.now()
                 with self.clock.stage("record", note_memory=False):
-                    self.store.record_delivery(
-                        digest.subscriber.email, [e.item for e in digest.entries], sent_at, digest.digest_id
-                    )
+                    self.store.record_note(note, sent_at)
                     self.store.clear_failure(digest.subscriber.email)
                 report.sent += 1
                 log.info(
@@ -438,7 +439,9 @@ class Cycle:
             digest.subscriber.email, str(exc), self.now(), permanent=isinstance(exc, PermanentDeliveryError)
         )
 
-    def _send_with_retries(self, message: OutgoingEmail, email: str) -> str:
+    def _send_with_retries(
+        self, message: OutgoingEmail, email: str, while_waiting: Callable[[], None] | None = None
+    ) -> str:
         """Hand ``message`` over, retrying transient refusals (4xx, dropped connections) with backoff.
 
         The mailer reconnects by itself after a dropped connection. A permanent refusal (5xx) is
@@ -447,7 +450,7 @@ class Cycle:
         retry = 0
         while True:
             try:
-                return self.mailer.send(message)
+                return self.mailer.send(message, while_waiting)
             except TransientDeliveryError as exc:
                 retry += 1
                 log.warning("transient delivery error for %s: %s", email, exc)

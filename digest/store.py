@@ -40,6 +40,7 @@ import time
 import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,27 @@ LOCK_FILE = "digest.lock"
 CYCLES_KEPT = 200
 JOURNAL_SYNC_LINES = 64
 JOURNAL_SYNC_SECONDS = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryNote:
+    """What recording one delivery needs but its time, made before the email is handed over.
+
+    Why apart from :meth:`Store.record_delivery`: a cycle makes it in the render process, with the
+    email, so that between the server's "accepted" and the next send the sender only appends a
+    line it has ready (the JSON of a digest's papers is most of the recording's cost).
+    """
+
+    email: str  # lower-cased
+    items: dict[str, str]  # item id → the date it was listed (ISO)
+    journal_head: str  # the journal line's JSON, open, up to where its time goes
+
+
+def delivery_note(email: str, items: Iterable[Item], digest_id: str) -> DeliveryNote:
+    key = email.lower()
+    by_id = {item.id: item.listed_on.isoformat() for item in items}
+    head = json.dumps({"email": key, "items": by_id, "digest": digest_id}, ensure_ascii=False, separators=(",", ":"))
+    return DeliveryNote(key, by_id, head[:-1] + ',"at":')
 
 
 class Store:
@@ -227,13 +249,12 @@ class Store:
 
     def record_delivery(self, email: str, items: Iterable[Item], at: datetime, digest_id: str) -> None:
         """Durably note that ``email`` has these items, right after the SMTP server accepted them."""
-        entry: dict[str, Any] = {
-            "email": email.lower(),
-            "items": {item.id: item.listed_on.isoformat() for item in items},
-            "at": at.isoformat(),
-            "digest": digest_id,
-        }
-        line = json.dumps(entry, ensure_ascii=False, separators=(",", ":")) + "\n"
+        self.record_note(delivery_note(email, items, digest_id), at)
+
+    def record_note(self, note: DeliveryNote, at: datetime) -> None:
+        """:meth:`record_delivery` from a note made in advance (see :class:`DeliveryNote`)."""
+        # An ISO time is digits and "-:.+T": a JSON string as it is.
+        line = f'{note.journal_head}"{at.isoformat()}"}}\n'
         if self._journal is None:
             self._journal = _Journal(self.journal_path)
         self._journal.append(line.encode("utf-8"))  # in the OS now: survives a crash or kill -9 of this process
@@ -244,7 +265,7 @@ class Store:
         ):
             self._sync_journal()
         self._journal_count += 1
-        self._add_to_ledger(entry["email"], entry["items"])
+        self._add_to_ledger(note.email, note.items)
 
     def _sync_journal(self) -> None:
         """Make the journal's lines durable on disk. Lines only come through :meth:`record_delivery`,

@@ -143,3 +143,39 @@ def test_the_child_dies_with_its_parent(tmp_path: Path) -> None:
     else:
         os.kill(child, 9)
         raise AssertionError("the render process outlived its parent")
+
+
+@needs_fork
+def test_results_taken_early_come_in_order_and_none_is_lost() -> None:
+    """prefetch (called by the send loop while an SMTP server reads an email) takes the next result
+    off the pipe if it is there; the iterator then gives it in its turn, and the child's last word
+    (its memory) is still read after the last result."""
+    taken_early = 0
+    results = []
+    with Ahead(list(range(200)), square_with_pid) as ahead:
+        for item, result in ahead:
+            results.append((item, result))
+            time.sleep(0.001)  # the child gets ahead
+            before = ahead._early
+            ahead.prefetch()
+            ahead.prefetch()  # a second call takes nothing more: one result waits at most
+            taken_early += before is None and ahead._early is not None
+    assert [item for item, _ in results] == list(range(200))
+    assert [value for _, (value, _) in results] == [n * n for n in range(200)]
+    assert {pid for _, (_, pid) in results} - {PARENT}
+    assert taken_early > 100, "prefetch took results off the pipe"
+    assert ahead.fell_back is None and ahead.child_private_mb > 0
+
+
+@needs_fork
+def test_a_child_that_dies_while_results_are_taken_early_leaves_the_rest_to_the_caller() -> None:
+    results = []
+    with Ahead(list(range(8)), child_dies_at_three) as ahead:
+        for item, result in ahead:
+            results.append((item, result))
+            time.sleep(0.05)  # the child reaches item 3 and dies: prefetch meets the closed pipe
+            ahead.prefetch()
+    assert [value for _, (value, _) in results] == [n * n for n in range(8)]
+    assert {pid for item, (_, pid) in results if item >= 3} == {PARENT}
+    assert ahead.fell_back is not None
+    ahead.prefetch()  # after the child: nothing to take, and no error

@@ -9,7 +9,9 @@ looking it up.
 from __future__ import annotations
 
 import base64
+import logging
 import smtplib
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -431,3 +433,39 @@ def test_the_demo_writes_the_html_part_as_a_plain_file(tmp_path: Path) -> None:
     eml.write_bytes(message(rendered=rendered).as_bytes())
     html = extract_html(eml).read_bytes()
     assert b"\r" not in html and html.decode("utf-8") == rendered.html
+
+
+def test_the_caller_works_while_the_server_reads_the_message(smtp: SmtpSink, caplog: pytest.LogCaptureFixture) -> None:
+    """``while_waiting`` runs once the message is out and before the server accepts it (here it
+    holds the message for a while), so a cycle can take the next email off the render process
+    meanwhile; an error in it does not touch the delivery."""
+    smtp.delay_after, smtp.delay_seconds = 0, 0.5
+    seen: list[tuple[int, int]] = []
+
+    def look() -> None:
+        deadline = time.monotonic() + 5
+        while smtp.delaying == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        seen.append((smtp.delaying, len(smtp.raw)))
+
+    def fail() -> None:
+        raise RuntimeError("broken work")
+
+    with SmtpMailer(smtp_settings(smtp.port)) as mailer:
+        mailer.send(message(), while_waiting=look)
+        assert seen == [(1, 0)], "it ran while the server held the whole message, before accepting it"
+        assert len(smtp.raw) == 1
+        smtp.delay_after = None
+        mailer.send(message())
+        assert len(seen) == 1, "the work belongs to its message: the next one does not run it again"
+        with caplog.at_level(logging.ERROR, logger="digest.mailer"):
+            mailer.send(message(), while_waiting=fail)
+    assert len(smtp.raw) == 3
+    assert "work done while waiting for the SMTP server failed" in caplog.text and "broken work" in caplog.text
+
+
+def test_the_outbox_runs_the_callers_work_too(tmp_path: Path) -> None:
+    ran: list[bool] = []
+    with OutboxMailer(tmp_path / "outbox") as mailer:
+        mailer.send(message(), while_waiting=lambda: ran.append(True))
+    assert ran == [True]

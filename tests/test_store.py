@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from digest.errors import CycleLockedError, StoreCorruptError, StoreError
 from digest.migrations import SCHEMA_VERSION
 from digest.models import Item, Subscriber
 from digest.storage import BufferedAtomicStorage, json_pieces
-from digest.store import Store, open_store, store_lock
+from digest.store import Store, delivery_note, open_store, store_lock
 
 NOW = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
 
@@ -260,3 +261,27 @@ def test_a_big_store_is_written_in_pieces_and_reads_back(tmp_path: Path) -> None
     storage.write(data)
     storage.flush()
     assert json.loads((tmp_path / "digest.json").read_text(encoding="utf-8")) == data
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    email=st.emails() | st.text(min_size=1, max_size=30),
+    ids=st.lists(st.text(min_size=1, max_size=20), min_size=1, max_size=5, unique=True),
+    digest_id=st.text(max_size=30),
+)
+def test_a_delivery_noted_in_advance_is_recorded_whole(email: str, ids: list[str], digest_id: str) -> None:
+    """The render process makes the journal line but for its time (:func:`delivery_note`); the line
+    the sender completes reads back as the whole record, whatever the ids and names hold."""
+    note = delivery_note(email, [paper(item_id) for item_id in ids], digest_id)
+    with tempfile.TemporaryDirectory() as folder:
+        store = Store(Path(folder))
+        store.record_note(note, NOW)
+        store.flush()
+        # As the store reads it back: lines end at "\n" only (an id may hold U+0085 or U+2028).
+        [line] = (Path(folder) / "deliveries.journal.1").read_text(encoding="utf-8").split("\n")[:-1]
+    assert json.loads(line) == {
+        "email": email.lower(),
+        "items": dict.fromkeys(ids, "2026-11-20"),
+        "digest": digest_id,
+        "at": NOW.isoformat(),
+    }

@@ -22,7 +22,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
 from digest.errors import PermanentDeliveryError, TransientDeliveryError
-from digest.message import OutgoingEmail
+from digest.message import OutgoingEmail, needs_dot_stuffing
 from digest.settings import SmtpSettings
 from digest.storage import write_atomically
 
@@ -93,11 +93,6 @@ def _run_while_waiting(work: Callable[[], None] | None) -> None:
         log.exception("work done while waiting for the SMTP server failed")
 
 
-def needs_dot_stuffing(raw: bytes) -> bool:
-    """Whether a line of ``raw`` starts with ".", which the DATA command must send as ".."."""
-    return raw.startswith(b".") or b"\n." in raw
-
-
 class SmtpConnection(smtplib.SMTP):
     """``DATA`` without smtplib's dot-stuffing pass when no line starts with a dot.
 
@@ -112,9 +107,15 @@ class SmtpConnection(smtplib.SMTP):
     """
 
     while_waiting: Callable[[], None] | None = None
+    # Whether the message being sent needs dot-stuffing, when its maker found out already (an
+    # OutgoingEmail's dot_stuffing): None, and data searches the message itself.
+    dot_stuffing: bool | None = None
 
     def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
-        if not isinstance(msg, bytes) or needs_dot_stuffing(msg):
+        if not isinstance(msg, bytes):
+            return super().data(msg)
+        stuffing = self.dot_stuffing if self.dot_stuffing is not None else needs_dot_stuffing(msg)
+        if stuffing:
             return super().data(msg)
         self.putcmd("data")
         code, reply = self.getreply()
@@ -173,6 +174,7 @@ class SmtpMailer:
         connection = self._connection
         if isinstance(connection, SmtpConnection):
             connection.while_waiting = while_waiting  # run by its DATA, once the message is out
+            connection.dot_stuffing = message.dot_stuffing if isinstance(message, OutgoingEmail) else None
         try:
             if isinstance(message, OutgoingEmail):
                 options = ["SMTPUTF8"] if message.smtputf8 else []
@@ -198,7 +200,7 @@ class SmtpMailer:
             raise TransientDeliveryError(f"SMTP error: {exc}") from exc
         finally:
             if isinstance(connection, SmtpConnection):
-                connection.while_waiting = None
+                connection.while_waiting, connection.dot_stuffing = None, None
         if refused:
             code, text = next(iter(refused.values()))
             raise _classified(code, text, message)

@@ -14,7 +14,7 @@ again for the same day has the same Message-ID, and receiving servers that de-du
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
 
@@ -96,9 +96,18 @@ def load_dkim_key(settings: DkimSettings, from_address: str) -> DkimKey | None:
     return DkimKey(settings.selector, settings.domain or sender_domain(from_address), pem)
 
 
+def needs_dot_stuffing(raw: bytes) -> bool:
+    """Whether a line of ``raw`` starts with ".", which the DATA command must send as ".."."""
+    return raw.startswith(b".") or b"\n." in raw
+
+
 @dataclass(frozen=True, slots=True)
 class OutgoingEmail:
-    """A message ready for the wire: its bytes (CRLF line ends) and the envelope to send them with."""
+    """A message ready for the wire: its bytes (CRLF line ends) and the envelope to send them with.
+
+    ``dot_stuffing`` is found when the message is made (in a cycle, in the render process: a search
+    through the whole message, kept off the send loop), and again whenever ``raw`` is replaced.
+    """
 
     from_address: str
     to_address: str
@@ -106,6 +115,10 @@ class OutgoingEmail:
     message_id: str
     raw: bytes
     smtputf8: bool = False  # an address is not ASCII: the SMTP server must accept SMTPUTF8 (RFC 6531)
+    dot_stuffing: bool = field(init=False)  # a line starts with "." (see needs_dot_stuffing)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "dot_stuffing", needs_dot_stuffing(self.raw))
 
     def as_bytes(self) -> bytes:
         return self.raw

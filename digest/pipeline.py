@@ -44,7 +44,7 @@ from digest.retry import Retrier
 from digest.rules import ItemIndex, Matcher, parse_rules
 from digest.settings import Settings
 from digest.sources import Source
-from digest.store import DeliveryNote, Store, delivery_note
+from digest.store import DeliveryNote, Store
 from digest.tokens import Signer
 
 log = logging.getLogger(__name__)
@@ -367,7 +367,7 @@ class Cycle:
             delivery will need (in the render process if any)."""
             html, message = self.compose(digest)
             (archive / f"{digest.digest_id}.html").write_bytes(html)
-            note = delivery_note(digest.subscriber.email, [e.item for e in digest.entries], digest.digest_id)
+            note = self.store.delivery_note(digest.subscriber.email, [e.item for e in digest.entries], digest.digest_id)
             return message, note
 
         render = timed(compose_and_archive)

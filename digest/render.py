@@ -167,7 +167,7 @@ def layout_html() -> str:
     source = (templates_dir() / "email" / "digest.mjml").read_text(encoding="utf-8")
     html_source = mjml2html(source, disable_comments=True)
     # MJML starts a line of its Outlook CSS with "."; indented, no line of an email does, and the
-    # mailer can skip SMTP's dot-stuffing pass (see mailer.needs_dot_stuffing). Its long lines are
+    # mailer can skip SMTP's dot-stuffing pass (see message.needs_dot_stuffing). Its long lines are
     # broken between attributes, so that an email's HTML can go in 7-bit as it is (see mime).
     html_source = shorten_layout(html_source.replace("\n.", "\n ."), LAYOUT_LINE)
     # The HTML is written in ASCII (see RenderedDigest.html_bytes): the layout's own characters

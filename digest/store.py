@@ -40,7 +40,7 @@ import time
 import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,9 @@ class DeliveryNote:
     email: str  # lower-cased
     items: dict[str, str]  # item id → the date it was listed (ISO)
     journal_head: str  # the journal line's JSON, open, up to where its time goes
+    # The items' ordinals by listed date, as the ledger keeps them; None when one had no ordinal
+    # yet when the note was made (recording gives it one then).
+    ordinals: dict[str, list[int]] | None = None
 
 
 def delivery_note(email: str, items: Iterable[Item], digest_id: str) -> DeliveryNote:
@@ -240,6 +243,18 @@ class Store:
     def was_delivered(self, email: str, item_id: str) -> bool:
         return item_id in self.delivered_ids(email)
 
+    def delivery_note(self, email: str, items: Iterable[Item], digest_id: str) -> DeliveryNote:
+        """:func:`delivery_note` with the items' ordinals, looked up and never given: this may run
+        in the render process, whose copy of the store is thrown away."""
+        note = delivery_note(email, items, digest_id)
+        by_day: dict[str, list[int]] = {}
+        for item_id, day in note.items.items():
+            ordinal = self._ordinal.get(item_id)
+            if ordinal is None:
+                return note
+            by_day.setdefault(day, []).append(ordinal)
+        return replace(note, ordinals=by_day)
+
     def _add_to_ledger(self, email: str, items: dict[str, str]) -> None:
         by_day: dict[str, list[int]] = {}
         for item_id, day in items.items():
@@ -265,7 +280,11 @@ class Store:
         ):
             self._sync_journal()
         self._journal_count += 1
-        self._add_to_ledger(note.email, note.items)
+        if note.ordinals is None:
+            self._add_to_ledger(note.email, note.items)
+        else:
+            self._ledger.add(note.email, note.ordinals)
+            self._changed()
 
     def _sync_journal(self) -> None:
         """Make the journal's lines durable on disk. Lines only come through :meth:`record_delivery`,

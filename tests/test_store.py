@@ -285,3 +285,32 @@ def test_a_delivery_noted_in_advance_is_recorded_whole(email: str, ids: list[str
         "digest": digest_id,
         "at": NOW.isoformat(),
     }
+
+
+def test_a_note_made_in_the_render_process_records_what_record_delivery_records(tmp_path: Path) -> None:
+    """The note carries the papers' ordinals, looked up in the render process's copy of the store;
+    recorded, it leaves the same ledger and journal as :meth:`Store.record_delivery`, and a paper
+    with no ordinal yet (none looked up, none given there) gets one when it is recorded."""
+    known = [paper("x"), paper("y", date(2026, 11, 19))]
+    stores = {name: Store(tmp_path / name) for name in ("direct", "noted")}
+    for store in stores.values():
+        store.upsert_items(known, NOW)
+    noted = stores["noted"]
+    note = noted.delivery_note("A@example.org", known, "d1")
+    assert note.ordinals is not None and sorted(note.ordinals) == ["2026-11-19", "2026-11-20"]
+    unknown = noted.delivery_note("b@example.org", [paper("x"), paper("new")], "d2")
+    assert unknown.ordinals is None
+    noted.record_note(note, NOW)
+    noted.record_note(unknown, NOW)
+    stores["direct"].record_delivery("A@example.org", known, NOW, "d1")
+    stores["direct"].record_delivery("b@example.org", [paper("x"), paper("new")], NOW, "d2")
+    for store in stores.values():
+        store.flush()
+    direct, again = Store(tmp_path / "direct"), Store(tmp_path / "noted")
+    for email in ("a@example.org", "b@example.org"):
+        assert again.delivered_ids(email) == direct.delivered_ids(email)
+    assert again.delivered_ids("b@example.org") == {"x", "new"}
+    lines = {name: (tmp_path / name / "deliveries.journal.1").read_text().split("\n") for name in stores}
+    assert [json.loads(line) for line in lines["noted"] if line] == [
+        json.loads(line) for line in lines["direct"] if line
+    ]

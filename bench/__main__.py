@@ -4,9 +4,10 @@ For each size (subscribers × 5 rules from a 500-phrase vocabulary) it builds a 
 holds a year of history (50,000 seen items; the delivery ledger as a year of daily cycles leaves it
 after pruning), imports the subscribers with ``digest import``, serves 2,000 new items from a local
 Daily Papers API, and runs ``digest run`` as a subprocess against an aiosmtpd server in another
-process. It prints wall time, peak memory and the cycle's own per-stage times, then the floor: the
-same number of pre-built messages pushed to the same server over one connection with the cycle's
-own SMTP client, just before and just after the cycle; the ratio is over their mean
+process. It prints wall time, peak memory, the cycle's own per-stage times and the CPU time of the
+cycle and of the SMTP server, then the floor: the same number of pre-built messages pushed to the
+same server over one connection with the cycle's own SMTP client, just before and just after the
+cycle; the ratio is over their mean
 (``--smtplib-floor`` also times it with ``smtplib`` as it comes, as earlier results did). The
 floor's messages are the cycle's own, built before it for subscribers spread over the whole list;
 the server counts the bytes of both, and the report prints their mean sizes side by side.

@@ -247,18 +247,22 @@ class Store:
         """:func:`delivery_note` with the items' ordinals, looked up and never given: this may run
         in the render process, whose copy of the store is thrown away."""
         note = delivery_note(email, items, digest_id)
-        by_day: dict[str, list[int]] = {}
-        for item_id, day in note.items.items():
-            ordinal = self._ordinal.get(item_id)
-            if ordinal is None:
-                return note
-            by_day.setdefault(day, []).append(ordinal)
-        return replace(note, ordinals=by_day)
+        return replace(note, ordinals=self._ordinals_by_day(note.items, give=False))
 
-    def _add_to_ledger(self, email: str, items: dict[str, str]) -> None:
+    def _ordinals_by_day(self, items: dict[str, str], give: bool) -> dict[str, list[int]] | None:
+        """The items' ordinals by listed date, as the ledger keeps them. With ``give``, an item
+        without one gets one; else the answer is None then."""
         by_day: dict[str, list[int]] = {}
         for item_id, day in items.items():
-            by_day.setdefault(day, []).append(self._ordinal_of(item_id, day))
+            ordinal = self._ordinal_of(item_id, day) if give else self._ordinal.get(item_id)
+            if ordinal is None:
+                return None
+            by_day.setdefault(day, []).append(ordinal)
+        return by_day
+
+    def _add_to_ledger(self, email: str, items: dict[str, str], ordinals: dict[str, list[int]] | None = None) -> None:
+        by_day = ordinals if ordinals is not None else self._ordinals_by_day(items, give=True)
+        assert by_day is not None  # given, every item has an ordinal
         self._ledger.add(email, by_day)
         self._changed()
 
@@ -280,14 +284,10 @@ class Store:
         ):
             self._sync_journal()
         self._journal_count += 1
-        if note.ordinals is None:
-            self._add_to_ledger(note.email, note.items)
-        else:
-            self._ledger.add(note.email, note.ordinals)
-            self._changed()
+        self._add_to_ledger(note.email, note.items, note.ordinals)
 
     def _sync_journal(self) -> None:
-        """Make the journal's lines durable on disk. Lines only come through :meth:`record_delivery`,
+        """Make the journal's lines durable on disk. Lines only come through :meth:`record_note`,
         which opens the journal, and it is closed only after a sync: unsynced lines have it open."""
         if self._journal_unsynced and self._journal is not None:
             self._journal.sync()

@@ -14,7 +14,8 @@ again for the same day has the same Message-ID, and receiving servers that de-du
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+import re
+from dataclasses import InitVar, dataclass, field
 from datetime import datetime
 from email.utils import format_datetime
 
@@ -96,17 +97,23 @@ def load_dkim_key(settings: DkimSettings, from_address: str) -> DkimKey | None:
     return DkimKey(settings.selector, settings.domain or sender_domain(from_address), pem)
 
 
+# A regular expression, not ``b"\n." in raw``: a two-byte search in bytes went at half the speed.
+_DOT_LINE = re.compile(rb"\n\.")
+
+
 def needs_dot_stuffing(raw: bytes) -> bool:
     """Whether a line of ``raw`` starts with ".", which the DATA command must send as ".."."""
-    return raw.startswith(b".") or b"\n." in raw
+    return raw.startswith(b".") or _DOT_LINE.search(raw) is not None
 
 
 @dataclass(frozen=True, slots=True)
 class OutgoingEmail:
     """A message ready for the wire: its bytes (CRLF line ends) and the envelope to send them with.
 
-    ``dot_stuffing`` is found when the message is made (in a cycle, in the render process: a search
-    through the whole message, kept off the send loop), and again whenever ``raw`` is replaced.
+    ``dot_stuffing`` is found when the message is made (in a cycle, in the render process, off the
+    send loop), and again whenever ``raw`` is replaced. A maker that knows which part alone can
+    start a line with "." passes ``known_dot_stuffing`` (:func:`build_message`: the HTML part),
+    sparing a search through the whole message; ``replace`` forgets it, as it must.
     """
 
     from_address: str
@@ -116,9 +123,11 @@ class OutgoingEmail:
     raw: bytes
     smtputf8: bool = False  # an address is not ASCII: the SMTP server must accept SMTPUTF8 (RFC 6531)
     dot_stuffing: bool = field(init=False)  # a line starts with "." (see needs_dot_stuffing)
+    known_dot_stuffing: InitVar[bool | None] = None
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "dot_stuffing", needs_dot_stuffing(self.raw))
+    def __post_init__(self, known_dot_stuffing: bool | None) -> None:
+        found = needs_dot_stuffing(self.raw) if known_dot_stuffing is None else known_dot_stuffing
+        object.__setattr__(self, "dot_stuffing", found)
 
     def as_bytes(self) -> bytes:
         return self.raw
@@ -186,6 +195,9 @@ def build_message(
             b"--\r\n",
         )
     )
+    # Only the 7-bit HTML can start a line with ".": a header line starts with its name or a space,
+    # base64 has no ".", a boundary line starts with "--". A signed message is searched whole.
+    dot_lines = html_body is not None and needs_dot_stuffing(html_body)
     if dkim_key is not None:
         raw = dkim_key.sign(raw)
     return OutgoingEmail(
@@ -195,4 +207,5 @@ def build_message(
         message_id=msgid,
         raw=raw,
         smtputf8=not (from_address.isascii() and to_address.isascii()),
+        known_dot_stuffing=dot_lines if dkim_key is None else None,
     )

@@ -330,6 +330,27 @@ def test_dot_stuffing_is_skipped_only_when_no_line_starts_with_a_dot(
     assert parse(smtp.raw[1]).get_body(("html",)) is not None
 
 
+_DOTTY = st.lists(st.sampled_from([".", "..", "\n", "\r\n", "\r", " ", "<p>", "x", "é", "=?", "-", "--"]), max_size=30)
+
+
+@settings(max_examples=200, deadline=None)
+@given(html=_DOTTY.map("".join), subject=_DOTTY.map("".join).map(lambda s: s.replace("\r", " ").replace("\n", " ")))
+def test_a_built_message_knows_whether_a_line_starts_with_a_dot(html: str, subject: str) -> None:
+    """build_message says so from the HTML part alone (the only part where a line can start with
+    "."), in 7-bit or base64; that must be what a search through the whole message finds."""
+    built = message(rendered=rendered_with(subject=subject.strip() or "x", html=html))
+    assert built.dot_stuffing == needs_dot_stuffing(built.raw)
+    again = replace(built, raw=built.raw + b".\r\n")  # replace() forgets what was known
+    assert again.dot_stuffing
+
+
+def test_a_signed_message_is_searched_whole() -> None:
+    key = load_dkim_key(DkimSettings(selector="mail", private_key_file=KEY_FILE), "papers@digest.example.org")
+    for html in ("<p>x</p>", "<p>x\n.y</p>"):
+        built = message(key, rendered=rendered_with(html=html))
+        assert built.dot_stuffing == needs_dot_stuffing(built.raw) == ("." in html)
+
+
 class _Recorder:
     """Records the envelope options and bytes of each message (SmtpSink does not keep the options)."""
 

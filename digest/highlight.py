@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from markupsafe import Markup
 
@@ -19,15 +19,26 @@ def merge_spans(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
     return merged
 
 
-def escape_html(text: str) -> str:
-    """``str(markupsafe.escape(text))``, the same five entities, without a :class:`Markup` per call.
-
-    Five C-level replaces; ``mark`` escapes several segments per paper and the Markup wrapping
-    cost more than the escaping.
-    """
+def replace_five(text: str) -> str:
+    """``str(markupsafe.escape(text))``, the same five entities, in five C-level replaces."""
     return (
         text.replace("&", "&amp;").replace(">", "&gt;").replace("<", "&lt;").replace("'", "&#39;").replace('"', "&#34;")
     )
+
+
+escape_html: Callable[[str], str]
+"""``str(markupsafe.escape(text))`` without a :class:`Markup` per call: ``mark`` escapes several
+segments per paper and the Markup wrapping cost more than the escaping.
+
+markupsafe's own escaping of a ``str`` to a ``str`` (what ``escape`` wraps in Markup), from its C
+speedups: one pass, three times faster than :func:`replace_five` on a name, and a cold render
+escapes some 160 values. It is not public API, so should a release drop it (or come without the
+C part), :func:`replace_five` takes over; the tests hold both to ``markupsafe.escape``.
+"""
+try:
+    from markupsafe._speedups import _escape_inner as escape_html
+except ImportError:  # pragma: no cover - a markupsafe without it
+    escape_html = replace_five
 
 
 def marked_html(text: str, spans: Iterable[tuple[int, int]]) -> str:

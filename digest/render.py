@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jinja2
 from markupsafe import Markup, escape
@@ -287,9 +287,12 @@ def _facts(item: Item) -> str:
     return " · ".join(parts)
 
 
-@dataclass(frozen=True, slots=True)
-class ItemView:
-    """What the email shows of an item, whoever receives it (the text part has no highlights)."""
+class ItemView(NamedTuple):
+    """What the email shows of an item, whoever receives it (the text part has no highlights).
+
+    A named tuple, immutable as the cache needs: a frozen dataclass sets each field through
+    ``object.__setattr__`` in Python, and making fourteen so cost more than some of the values.
+    """
 
     title: str
     url: str
@@ -339,14 +342,14 @@ def item_view(item: Item) -> ItemView:
 NO_HTML = Markup("")
 
 
-@dataclass(frozen=True, slots=True)
-class PaperHtml:
+class PaperHtml(NamedTuple):
     """One paper's values as its HTML block writes them: each escaped already, and in ASCII.
 
     The block's template runs without autoescape: Jinja's escaping made a :class:`Markup` per value
     (a Python-level constructor), and that was most of a fresh block's cost. It is given nothing
     but this, so a value the layout reads is escaped whatever the layout reads; the tests compare
-    the blocks with the whole layout rendered with autoescape, hostile text included.
+    the blocks with the whole layout rendered with autoescape, hostile text included. A named
+    tuple, like :class:`ItemView`.
     """
 
     url: str

@@ -196,7 +196,9 @@ def _templates() -> Templates:
         (base / "digest.txt.j2").read_text(encoding="utf-8"), "templates/email/digest.txt.j2"
     )
     return Templates(
-        html=html_env.from_string(head + "{{ paper.html }}" + tail),
+        # A block is escaped already (PaperHtml), and in ASCII: written as it is, not through
+        # autoescape (a Markup made per paper and email) or ascii_html.
+        html=html_env.from_string(head + "{% autoescape false %}{{ paper.html }}{% endautoescape %}" + tail),
         papers=block_env.from_string("{% for paper in papers %}" + paper_source + PAPER_SEPARATOR + "{% endfor %}"),
         text=text_env.from_string(text_head + "{{ paper.text }}" + text_tail),
         text_papers=text_env.from_string(
@@ -339,8 +341,6 @@ def item_view(item: Item) -> ItemView:
     )
 
 
-NO_HTML = Markup("")
-
 
 class PaperHtml(NamedTuple):
     """One paper's values as its HTML block writes them: each escaped already, and in ASCII.
@@ -385,7 +385,7 @@ class PaperView:
     rules: tuple[str, ...]
     rules_text: str
     escaped: PaperHtml  # what the HTML block writes
-    html: Markup = NO_HTML  # the paper's block in the HTML part
+    html: str = ""  # the paper's block in the HTML part, escaped already (written without autoescape)
     text: str = ""  # and in the text part, after its number
 
 
@@ -459,7 +459,7 @@ def _render_papers(entries: Sequence[DigestEntry]) -> list[PaperView]:
     if len(texts) != len(papers) + 1:  # a feed's text held the separator: one call per paper then
         texts = [templates.text_paper.render(paper=paper) for paper in papers]
     for paper, block, text in zip(papers, blocks, texts, strict=False):
-        paper.html = Markup(block)
+        paper.html = block
         paper.text = text
     return papers
 

@@ -73,7 +73,13 @@ def shorten(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     window = text[:limit]
-    sentence_end = max(window.rfind(". "), window.rfind("? "), window.rfind("! "))
+    # A two-character search runs through the whole window when it finds nothing; "?" and "!"
+    # are rare in an abstract, and a one-character test for them is a fast scan.
+    sentence_end = window.rfind(". ")
+    if "?" in window:
+        sentence_end = max(sentence_end, window.rfind("? "))
+    if "!" in window:
+        sentence_end = max(sentence_end, window.rfind("! "))
     if sentence_end >= limit * 0.6:
         return window[: sentence_end + 1]
     space = window.rfind(" ")

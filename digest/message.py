@@ -197,7 +197,7 @@ def build_message(
     )
     # Only the 7-bit HTML can start a line with ".": a header line starts with its name or a space,
     # base64 has no ".", a boundary line starts with "--". A signed message is searched whole.
-    dot_lines = html_body is not None and needs_dot_stuffing(html_body)
+    dot_lines = None if dkim_key is not None else html_body is not None and needs_dot_stuffing(html_body)
     if dkim_key is not None:
         raw = dkim_key.sign(raw)
     return OutgoingEmail(
@@ -207,5 +207,5 @@ def build_message(
         message_id=msgid,
         raw=raw,
         smtputf8=not (from_address.isascii() and to_address.isascii()),
-        known_dot_stuffing=dot_lines if dkim_key is None else None,
+        known_dot_stuffing=dot_lines,
     )

@@ -17,6 +17,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 
 import uvicorn
@@ -24,9 +25,9 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from digest.errors import DigestError
 from digest.runner import run_once, utc_now
-from digest.schedule import cron_trigger, last_fire, needs_catch_up
+from digest.schedule import cron_trigger, cycle_left_traces, last_fire, needs_catch_up
 from digest.settings import Settings
-from digest.store import CYCLES_KEPT, Store
+from digest.store import CYCLES_KEPT, FOLDED_JOURNAL_FILE, JOURNAL_FILE, Store
 from digest.web import create_app
 
 log = logging.getLogger(__name__)
@@ -82,10 +83,24 @@ def make_scheduler(settings: Settings, stop: threading.Event, catch_up: bool) ->
 
 
 def must_catch_up(settings: Settings) -> bool:
-    """Read the store once at start-up: a damaged store stops ``serve`` here, with its path."""
-    cycles = Store(settings.data_dir, writable=False).cycles(last=CYCLES_KEPT)
+    """Read the store once at start-up: a damaged store stops ``serve`` here, with its path.
+
+    With no cycle recorded, the traces of one killed before its end (fetched sources, papers, a
+    delivery journal) count as a failed cycle, so a killed first-ever cycle is caught up too.
+    """
+    store = Store(settings.data_dir, writable=False)
+    cycles = store.cycles(last=CYCLES_KEPT)
+    unrecorded = not cycles and cycle_left_traces(
+        store.source_states(),
+        store.seen_count,
+        sum(path.stat().st_size for path in journal_paths(settings.data_dir) if path.is_file()),
+    )
     trigger = cron_trigger(settings.schedule.cron, settings.schedule.timezone)
-    return needs_catch_up(cycles, last_fire(trigger, utc_now()))
+    return needs_catch_up(cycles, last_fire(trigger, utc_now()), unrecorded_cycle=unrecorded)
+
+
+def journal_paths(data_dir: Path) -> list[Path]:
+    return [data_dir / JOURNAL_FILE, data_dir / FOLDED_JOURNAL_FILE]
 
 
 @contextmanager

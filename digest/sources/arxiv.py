@@ -99,9 +99,13 @@ def bare_id(text: str) -> str | None:
     return found.group(1) if found else None
 
 
-def parse(payload: bytes, include_replacements: bool = False) -> tuple[list[Item], list[str]]:
+def parse(
+    payload: bytes, include_replacements: bool = False, fetched_on: date | None = None
+) -> tuple[list[Item], list[str]]:
     """Items of one arXiv category feed; entries that do not fit are reported, not raised.
 
+    A paper with neither its own date nor the feed's counts as listed on ``fetched_on`` (when
+    given) rather than being skipped: only a missing id or title costs a paper.
     Raises :class:`FeedFormatError` when the payload is not a feed at all.
     """
     document, warnings = read_xml(payload)
@@ -114,7 +118,7 @@ def parse(payload: bytes, include_replacements: bool = False) -> tuple[list[Item
         if kind not in KEPT | REPLACEMENTS:
             warnings.append(f"entry {position + 1}: unknown announce type {kind!r}; kept")
         try:
-            items.append(_item(entry, announced))
+            items.append(_item(entry, announced, fetched_on))
         except ValueError as exc:
             warnings.append(f"entry {position + 1}: skipped ({exc})")
     return items, warnings
@@ -128,7 +132,7 @@ def _announce_type(entry: Any) -> str:
     return found.group(1).lower() if found else "new"
 
 
-def _item(entry: Any, announced: datetime | None) -> Item:
+def _item(entry: Any, announced: datetime | None, fetched_on: date | None = None) -> Item:
     paper_id = next(
         (
             found
@@ -143,7 +147,8 @@ def _item(entry: Any, announced: datetime | None) -> Item:
     if not title:
         raise ValueError(f"{paper_id} has no title")
     when = _when(entry.get("published") or entry.get("updated")) or announced
-    if when is None:
+    listed_on = when.date() if when is not None else fetched_on
+    if listed_on is None:
         raise ValueError(f"{paper_id} has no announcement date")
     creators = entry.get("author") or ""
     authors = [squash_whitespace(a) for a in re.split(r",|\band\b", creators)] if creators else []
@@ -156,7 +161,7 @@ def _item(entry: Any, announced: datetime | None) -> Item:
         # arXiv's description is plain text (TeX included), not HTML: keep "a<b" as it is.
         abstract=squash_whitespace(_ABSTRACT.sub("", entry.get("summary") or "", count=1)),
         url=ABS_URL + paper_id,
-        listed_on=when.date(),
+        listed_on=listed_on,
         authors=tuple(a for a in authors if a),
         published_at=when,
         categories=tuple(dict.fromkeys(t["term"].strip() for t in entry.get("tags") or () if t.get("term"))),
@@ -207,7 +212,7 @@ class ArxivSource:
             if response is None:
                 log.info("arxiv: no new announcement since the last cycle (304)")
                 return result
-            items, warnings = parse(response.body, self.settings.include_replacements)
+            items, warnings = parse(response.body, self.settings.include_replacements, max(days))
         except (httpx.HTTPError, FeedFormatError) as exc:
             message = f"{NAME} ({self.url}): {describe(exc)}"
             log.warning("fetch failed: %s", message)

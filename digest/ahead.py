@@ -11,6 +11,12 @@ Results come back in order through a pipe, which bounds how far ahead the child 
 megabyte of results). Whenever the child cannot be used — no ``fork`` on this platform, the child
 dies, stalls for ``stall_seconds`` or its work raises — the remaining items are worked on in the
 caller, so an error surfaces there with its real traceback and nothing is skipped.
+
+The caller reads the pipe's descriptor itself, a frame at a time and never with a blocking read:
+``Connection.recv`` after ``poll`` blocks for good when the child froze (SIGSTOP) halfway through
+writing a result, since ``poll`` only tells that a first byte is there. Every wait has the stall
+deadline and ends early on a stop request, and a child left behind is killed (SIGKILL: a stopped
+process does not act on SIGTERM).
 """
 
 from __future__ import annotations
@@ -19,10 +25,15 @@ import contextlib
 import ctypes
 import gc
 import logging
+import math
 import multiprocessing
 import os
+import pickle
+import select
 import signal
+import struct
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -37,6 +48,12 @@ log = logging.getLogger(__name__)
 
 PR_SET_PDEATHSIG = 1  # prctl(2)
 PIPE_BYTES = 1 << 20  # room for about ten built digests between the child and the sender
+HEADER = struct.Struct("!Q")  # each result on the pipe: its pickle's length, then the pickle
+STOP_CHECK_SECONDS = 0.1  # how often a wait for the child looks at the stop event
+
+
+class StopRequested(Exception):
+    """The caller's stop event was set while it waited for the child."""
 
 
 def can_fork() -> bool:
@@ -86,21 +103,98 @@ def _no_wakeup_preemption() -> None:
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
 
 
+def _send_frame(fd: int, message: object) -> None:
+    """Write one framed result to the pipe (the child's side), all of it."""
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(HEADER.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+class _Frames:
+    """The caller's side of the pipe: framed results read as far as the bytes that are there go.
+
+    A partly read result is kept between calls, so waiting never means a blocking read: a child
+    that froze halfway through a result costs the deadline, not the rest of the process's life.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._poller = select.poll()
+        self._poller.register(fd, select.POLLIN)
+        self._header = bytearray()
+        self._body: bytearray | None = None
+        self._got = 0
+
+    def _advance(self) -> Any:
+        """One read of what the (readable) pipe holds; the message once it is whole, else None."""
+        if self._body is None:
+            chunk = os.read(self._fd, HEADER.size - len(self._header))
+            if not chunk:
+                raise EOFError("the render process closed the pipe")
+            self._header += chunk
+            if len(self._header) < HEADER.size:
+                return None
+            (length,) = HEADER.unpack(self._header)
+            self._header.clear()
+            self._body, self._got = bytearray(length), 0
+            return None
+        got = os.readv(self._fd, [memoryview(self._body)[self._got :]])
+        if not got:
+            raise EOFError("the render process closed the pipe in the middle of a result")
+        self._got += got
+        if self._got < len(self._body):
+            return None
+        body, self._body = self._body, None
+        return pickle.loads(body)
+
+    def take(self) -> Any:
+        """The next message if all of it is in the pipe now, else None; never waits."""
+        while self._poller.poll(0):
+            message = self._advance()
+            if message is not None:
+                return message
+        return None
+
+    def read(self, seconds: float, stop: threading.Event | None) -> Any:
+        """The next message, waiting at most ``seconds`` for the whole of it.
+
+        Raises TimeoutError when it is not whole by then, StopRequested once ``stop`` is set and
+        nothing is coming, EOFError when the child closed the pipe.
+        """
+        deadline = time.monotonic() + seconds
+        while True:
+            if self._poller.poll(0):
+                message = self._advance()
+                if message is not None:
+                    return message
+                continue
+            if stop is not None and stop.is_set():
+                raise StopRequested("a stop was requested")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no result for {seconds:g} s")
+            if stop is not None:
+                left = min(left, STOP_CHECK_SECONDS)
+            self._poller.poll(math.ceil(left * 1000))
+
+
 def _child(items: Sequence[Any], work: Callable[[Any], Any], sink: Connection, parent: int) -> None:
     # The parent's handlers (a SIGTERM that sets the cycle's stop event) mean nothing here.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _die_with_parent(parent)
     _no_wakeup_preemption()
+    fd = sink.fileno()
     try:
         for item in items:
             try:
                 result = work(item)
             except BaseException:  # the caller does this item again and sees the error itself
-                sink.send(("failed", None))
+                _send_frame(fd, ("failed", None))
                 return
-            sink.send(("ok", result))
-        sink.send(("done", private_memory_mb()))
+            _send_frame(fd, ("ok", result))
+        _send_frame(fd, ("done", private_memory_mb()))
     except (BrokenPipeError, OSError):  # the caller has left
         return
     finally:
@@ -115,18 +209,27 @@ class Ahead(Generic[T, R]):
 
     Leaving the ``with`` block early stops the child. ``child_private_mb`` is the memory the child
     held of its own when it finished (0 when there was no child): a process's peak memory report
-    should add it.
+    should add it. Once ``stop`` is set, a wait for the child ends within a tenth of a second and
+    the items left are worked on in the caller (which is expected to check ``stop`` itself).
     """
 
     def __init__(
-        self, items: Sequence[T], work: Callable[[T], R], *, use_child: bool = True, stall_seconds: float = 60.0
+        self,
+        items: Sequence[T],
+        work: Callable[[T], R],
+        *,
+        use_child: bool = True,
+        stall_seconds: float = 60.0,
+        stop: threading.Event | None = None,
     ) -> None:
         self._items = items
         self._work = work
         self._use_child = use_child and can_fork() and len(items) > 1
         self._stall_seconds = stall_seconds
+        self._stop_event = stop
         self._process: Any = None
         self._source: Connection | None = None
+        self._frames: _Frames | None = None
         self._received = 0  # results taken out of the pipe, by the iterator or by prefetch
         self._early: tuple[str, Any] | BaseException | None = None  # what prefetch took, or met
         self.child_private_mb = 0.0
@@ -165,25 +268,24 @@ class Ahead(Generic[T, R]):
             sink.close()
         # A lock another thread held at the fork stays held in the child: the stall timeout below
         # is what turns that rare deadlock into a fallback instead of a hang.
-        self._process, self._source = process, source
+        self._process, self._source, self._frames = process, source, _Frames(source.fileno())
 
     def _stop(self) -> None:
-        process, source, self._process, self._source = self._process, self._source, None, None
+        process, source, self._process, self._source, self._frames = self._process, self._source, None, None, None
         if source is not None:
             source.close()
         if process is not None:
             if process.is_alive():
-                process.terminate()
+                process.kill()  # SIGKILL: a frozen (SIGSTOPped) child would keep a SIGTERM pending
             process.join(timeout=5)
 
     def _read_memory_report(self) -> None:
         """The child's last word, after every result: its memory. Missing it loses nothing else."""
-        assert self._source is not None
-        with contextlib.suppress(EOFError, OSError, ValueError, TypeError):
-            if self._source.poll(self._stall_seconds):
-                kind, payload = self._source.recv()
-                if kind == "done":
-                    self.child_private_mb = float(payload)
+        assert self._frames is not None
+        with contextlib.suppress(EOFError, OSError, ValueError, TypeError, TimeoutError, StopRequested):
+            kind, payload = self._frames.read(self._stall_seconds, self._stop_event)
+            if kind == "done":
+                self.child_private_mb = float(payload)
 
     def prefetch(self) -> None:
         """Take the next result out of the pipe now if the child has sent it, without waiting.
@@ -193,16 +295,17 @@ class Ahead(Generic[T, R]):
         unpickling it then keeps that work off the way from one send to the next. Never raises: an
         error is kept and raised by the iterator, which then falls back to working in the caller.
         """
-        source = self._source
-        if source is None or self._early is not None or self._received >= len(self._items):
+        frames = self._frames
+        if frames is None or self._early is not None or self._received >= len(self._items):
             return
         try:
-            if source.poll(0):
-                self._early = source.recv()
+            message = frames.take()
+            if message is not None:
+                self._early = message
                 self._received += 1
         except (EOFError, OSError) as exc:
             self._early = exc
-        except ValueError as exc:  # a closed connection
+        except (ValueError, pickle.UnpicklingError) as exc:  # a closed descriptor, a damaged result
             self._early = OSError(f"the pipe was closed: {exc}")
 
     def _next_result(self) -> tuple[str, Any]:
@@ -212,10 +315,8 @@ class Ahead(Generic[T, R]):
             raise early
         if early is not None:
             return early
-        assert self._source is not None
-        if not self._source.poll(self._stall_seconds):
-            raise TimeoutError(f"no result for {self._stall_seconds:g} s")
-        result: tuple[str, Any] = self._source.recv()
+        assert self._frames is not None
+        result: tuple[str, Any] = self._frames.read(self._stall_seconds, self._stop_event)
         self._received += 1
         return result
 
@@ -230,7 +331,7 @@ class Ahead(Generic[T, R]):
                     yield self._items[position], payload
                     position += 1
                 self._read_memory_report()
-            except (EOFError, OSError, TimeoutError, RuntimeError) as exc:
+            except (EOFError, OSError, TimeoutError, RuntimeError, StopRequested, pickle.UnpicklingError) as exc:
                 self.fell_back = f"render process stopped after {position} item(s): {exc}"
                 log.warning("%s; rendering the rest in this process", self.fell_back)
             finally:

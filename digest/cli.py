@@ -30,7 +30,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from digest.errors import DigestError, RuleError, SubscriberError
+from digest.errors import DigestError, RuleError, SubscriberError, describe_os_error
 from digest.explain import describe, summary, try_rule
 from digest.logs import configure_logging
 from digest.mailer import OutboxMailer
@@ -38,7 +38,7 @@ from digest.models import Subscriber
 from digest.pipeline import Cycle
 from digest.progress import send_progress
 from digest.rules import parse_rule, parse_rules
-from digest.runner import run_once, today_in, utc_now
+from digest.runner import check_as_of, run_once, today_in, utc_now
 from digest.settings import Settings, load_settings
 from digest.sources import make_client
 from digest.sources.hf_papers import HfPapersSource
@@ -126,18 +126,23 @@ def stop_requested_by_signals() -> Iterator[threading.Event]:
 
 @app.command()
 def run(
-    day: Annotated[str | None, typer.Option("--date", help="Run as of this day (YYYY-MM-DD).")] = None,
+    day: Annotated[str | None, typer.Option("--date", help="Run as of this day (YYYY-MM-DD), <= tomorrow.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Render and report; send and record nothing.")] = False,
 ) -> None:
     """Run one full daily cycle now: fetch, diff, match, render, deliver.
 
     A second run while one is running exits 1 with a message (the store is locked). SIGTERM or
-    SIGINT finish the email being sent, record it and exit 0; the rest goes out next cycle.
+    SIGINT finish the email being sent, record it and exit 0; the rest goes out next cycle. A
+    --date past tomorrow exits 2 and changes nothing. Days older than catchup_days that no cycle
+    fetched are named on stderr (and in the digest and `digest status`); they are not retried, so
+    they alone do not make the exit status 1.
     """
     settings = settings_or_exit()
     as_of = parse_day(day)
     with stop_requested_by_signals() as stop, send_progress() as progress:
         try:
+            if as_of is not None:
+                check_as_of(settings, as_of, "--date")  # before anything is opened: the store stays as it is
             report = run_once(settings, as_of, dry_run=dry_run, stop=stop, progress=progress)
         except DigestError as exc:
             fail(exc)
@@ -433,7 +438,7 @@ def status(
     last: Annotated[int, typer.Option("--last", "-n", min=1, help="How many cycles to show.")] = 10,
 ) -> None:
     """The last cycles (fetched, new, matched, sent, failed, per source), pending deliveries, next run."""
-    from digest.status import gather
+    from digest.status import gather, source_notes
 
     settings = settings_or_exit()
     try:
@@ -459,6 +464,8 @@ def status(
         if waiting:
             line += f"; days to fetch again: {', '.join(waiting)} (last error: {source.get('last_error')})"
         out.print(line)
+        for note in source_notes(source):
+            out.print(f"  {note}")
     if state.pending:
         out.print(f"pending: {sum(p.papers for p in state.pending)} paper(s) for {len(state.pending)} subscriber(s)")
         for item in state.pending:
@@ -500,6 +507,9 @@ def doctor(
 def main() -> None:
     try:
         app()
+    except OSError as exc:  # a last net: a full or read-only disk met somewhere no command expected
+        print(f"digest: error: {describe_os_error(exc, 'read or write')}", file=sys.stderr)
+        sys.exit(1)
     except RuleError as exc:  # pragma: no cover - commands catch their own; a last net
         print(f"digest: error: {exc}", file=sys.stderr)
         sys.exit(2)

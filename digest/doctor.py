@@ -2,9 +2,10 @@
 
 A store file that does not parse is never overwritten by digest (start-up stops and names it).
 ``repair`` moves it aside (kept, renamed ``digest.json.damaged-<time>``), restores the last good
-backup (``digest.json.bak``) and replays the delivery journals on top of it, so the repaired store
-still knows every email that was handed over: nothing is sent twice after a repair. It holds the
-store lock throughout, so no cycle can run while it works.
+backup (``digest.json.bak``) and replays the journals on top of it, so the repaired store still knows
+every email that was handed over (nothing is sent twice) and every subscriber change since the
+backup (nobody who unsubscribed comes back). It holds the store lock throughout, so no cycle can
+run while it works. A store or backup that parses but has the wrong shape counts as damaged.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from digest.errors import StoreCorruptError, StoreError
-from digest.migrations import SCHEMA_VERSION, schema_version
-from digest.storage import read_json_file, write_atomically
-from digest.store import FOLDED_JOURNAL_FILE, JOURNAL_FILE, STORE_FILE, Store, store_lock
+from digest.migrations import SCHEMA_VERSION, migrate, schema_version
+from digest.storage import read_json_file, remove_stale_temp_files, write_atomically
+from digest.store import FOLDED_JOURNAL_FILE, JOURNAL_FILE, STORE_FILE, Store, journal_entry_ok, store_lock
+from digest.store_shape import shape_problems
 
 
 @dataclass(slots=True)
@@ -35,10 +37,14 @@ def check_store_file(path: Path) -> str | None:
     try:
         data = read_json_file(path)
         version = schema_version(data)
+        if version > SCHEMA_VERSION:
+            return f"{path} has schema version {version}, newer than this digest ({SCHEMA_VERSION})"
+        upgraded, _ = migrate(data, str(path))
     except (StoreCorruptError, StoreError) as exc:
-        return str(exc).split("; `digest doctor")[0]
-    if version > SCHEMA_VERSION:
-        return f"{path} has schema version {version}, newer than this digest ({SCHEMA_VERSION})"
+        return str(exc).split("; `digest doctor")[0].split("; run `digest doctor")[0]
+    problems = shape_problems(upgraded)
+    if problems:
+        return f"{path} is not a digest store as written: {'; '.join(problems)}"
     return None
 
 
@@ -53,14 +59,17 @@ def journal_lines(path: Path) -> tuple[int, int]:
         except json.JSONDecodeError:
             bad += 1
             continue
-        good += isinstance(entry, dict) and "email" in entry
+        good += journal_entry_ok(entry)
     return good, bad
 
 
 def examine(data_dir: Path) -> Examination:
     found = Examination()
     store, backup = data_dir / STORE_FILE, data_dir / f"{STORE_FILE}.bak"
-    if not store.exists():
+    if not store.exists() and backup.exists():
+        found.store_ok = False
+        found.problems.append(f"store file {store} is missing but its backup is there")
+    elif not store.exists():
         found.notes.append(f"no store yet at {store} (it is created by the first change)")
     else:
         problem = check_store_file(store)
@@ -79,7 +88,8 @@ def examine(data_dir: Path) -> Examination:
     good, bad = journal_lines(data_dir / JOURNAL_FILE)
     if good or bad:
         found.notes.append(
-            f"{good} delivery(ies) in {data_dir / JOURNAL_FILE} not yet folded into the store (the next cycle does)"
+            f"{good} entry(ies) (deliveries, subscriber changes) in {data_dir / JOURNAL_FILE} not yet folded "
+            "into the store (the next write does)"
             + (f"; {bad} unreadable line(s), from a crash mid-write, are ignored" if bad else "")
         )
     for temp in sorted(data_dir.glob(f".{STORE_FILE}.*.tmp")):
@@ -91,24 +101,36 @@ def repair(data_dir: Path, wait_seconds: float = 60) -> str:
     """Restore a damaged store from its backup, replaying deliveries; says what it did."""
     store, backup = data_dir / STORE_FILE, data_dir / f"{STORE_FILE}.bak"
     with store_lock(data_dir, wait_seconds):
-        for temp in data_dir.glob(f".{STORE_FILE}.*.tmp"):
-            temp.unlink()
-        if not store.exists() or check_store_file(store) is None:
+        remove_stale_temp_files(store)
+        if not store.exists() and not backup.exists():
+            return f"no store yet at {store}; nothing to repair"
+        if store.exists() and check_store_file(store) is None:
             return f"store {store} is healthy; nothing to repair"
+        if store.exists() and _newer(store):
+            raise StoreError(f"{store} was written by a newer digest: upgrade digest; nothing was changed")
         problem = check_store_file(backup) if backup.exists() else f"there is no backup {backup}"
         if problem:
             raise StoreError(f"cannot repair {store}: {problem}; both files were left untouched")
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         damaged = store.with_name(f"{STORE_FILE}.damaged-{stamp}")
-        store.rename(damaged)
+        if store.exists():
+            store.rename(damaged)
         write_atomically(store, backup.read_bytes())
         replayed = _merge_journals(data_dir)
         repaired = Store(data_dir)  # folds the journal into the ledger...
         repaired.flush()  # ...and writes the repaired store
     return (
-        f"restored {store} from {backup}; replayed {replayed} recorded deliveries so none is sent twice; "
-        f"the damaged file is kept as {damaged}"
+        f"restored {store} from {backup}; replayed {replayed} journal entries (deliveries, so none is sent "
+        "twice, and subscriber changes, so nobody who left comes back); "
+        + (f"the damaged file is kept as {damaged}" if damaged.exists() else "the store file was missing")
     )
+
+
+def _newer(path: Path) -> bool:
+    try:
+        return schema_version(read_json_file(path)) > SCHEMA_VERSION
+    except StoreError:
+        return False
 
 
 def _merge_journals(data_dir: Path) -> int:

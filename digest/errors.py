@@ -5,7 +5,9 @@ DigestError                  base: the CLI turns it into a message and an exit s
 ├── RuleError                a rule that does not parse (exit 2), names rule and column
 ├── SubscriberError          a bad email address or subscriber record (exit 2)
 ├── StoreError               the store cannot be used
-│   └── StoreCorruptError    the store file does not parse; it is left untouched
+│   ├── StoreCorruptError    the store file does not parse or has the wrong shape; left untouched
+│   └── StoreWriteError      a write failed (disk full, read-only): the cycle stops, nothing lost
+├── DataDirError             the data directory cannot be used at all (exit 2)
 ├── CycleLockedError         another cycle holds the lock
 ├── SourceError              a source could not be fetched or parsed (cycle goes on)
 └── DeliveryError            an email could not be handed over
@@ -14,6 +16,9 @@ DigestError                  base: the CLI turns it into a message and an exit s
 """
 
 from __future__ import annotations
+
+import errno
+import os
 
 
 class DigestError(Exception):
@@ -63,6 +68,32 @@ class StoreError(DigestError):
 
 class StoreCorruptError(StoreError):
     exit_code = 1
+
+
+class StoreWriteError(StoreError):
+    exit_code = 1
+
+
+class DataDirError(DigestError):
+    exit_code = 2
+
+
+def describe_os_error(exc: OSError, doing: str, path: object = None) -> str:
+    """One line for a failed file operation: what, where, why, and what to do for the usual causes.
+
+    ``path`` names the file when the error does not (a ``write(2)`` that found the disk full)."""
+    named = exc.filename or path
+    where = f" {named}" if named else ""
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    hints = {
+        errno.ENOSPC: "the disk is full: free some space",
+        errno.EDQUOT: "the disk quota is used up: free some space",
+        errno.EROFS: "the file system is read-only: mount the data directory read-write",
+        errno.EACCES: f"digest runs as uid {os.getuid()} and may not write there: fix the owner or permissions",
+        errno.EPERM: f"digest runs as uid {os.getuid()} and may not write there: fix the owner or permissions",
+    }
+    hint = hints.get(exc.errno or 0)
+    return f"cannot {doing}{where}: {reason}" + (f"; {hint}" if hint else "")
 
 
 class CycleLockedError(DigestError):

@@ -4,6 +4,11 @@ Both mailers are context managers with one ``send`` method; the pipeline does no
 has. A digest arrives as an :class:`OutgoingEmail` (bytes already built, handed over as they are);
 the confirmation email as an :class:`EmailMessage`. SMTP replies are sorted into transient (retry
 later) and permanent (give up on this address) errors, so one bad address never stops the others.
+
+A server that does not answer within ``smtp.timeout_seconds`` (no greeting, no reply) raises
+:class:`UnresponsiveServerError`: it is the server's state, not one address's, so the cycle does not
+try it again. A stop request must not wait for such a server either: :func:`hung_up_on_stop` gives
+the email being handed over a few seconds to be answered, then shuts the socket.
 """
 
 from __future__ import annotations
@@ -13,13 +18,16 @@ import hashlib
 import logging
 import re
 import smtplib
+import socket
 import ssl
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from digest.errors import PermanentDeliveryError, TransientDeliveryError
 from digest.message import OutgoingEmail, needs_dot_stuffing
@@ -32,6 +40,34 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 Sendable = EmailMessage | OutgoingEmail
+
+# How long a stop request lets the email being handed over wait for the server's answer before
+# hanging up: a working server answers in milliseconds, a hung one would hold SIGTERM for
+# smtp.timeout_seconds (or, trickling, forever).
+STOP_GRACE_SECONDS = 5.0
+
+
+class UnresponsiveServerError(TransientDeliveryError):
+    """The SMTP server did not answer within ``smtp.timeout_seconds`` (no greeting, no reply).
+
+    Always server-wide and not retried in this cycle: a server that accepts connections but never
+    speaks would otherwise cost a timeout per attempt per digest (15 × 30 s measured).
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, server_wide=True)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether a socket timeout is behind ``exc``: smtplib turns one into ``SMTPServerDisconnected``."""
+    seen: BaseException | None = exc
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def recipient(message: Sendable) -> str:
@@ -107,9 +143,22 @@ class SmtpConnection(smtplib.SMTP):
     """
 
     while_waiting: Callable[[], None] | None = None
+    # Told of the socket as soon as it is connected (before the greeting is read), so that
+    # SmtpMailer.hang_up can shut it from another thread.
+    on_socket: Callable[[socket.socket], None] | None = None
     # Whether the message being sent needs dot-stuffing, when its maker found out already (an
     # OutgoingEmail's dot_stuffing): None, and data searches the message itself.
     dot_stuffing: bool | None = None
+
+    def __init__(self, *args: Any, on_socket: Callable[[socket.socket], None] | None = None, **kwargs: Any) -> None:
+        self.on_socket = on_socket
+        super().__init__(*args, **kwargs)
+
+    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
+        sock: socket.socket = super()._get_socket(host, port, timeout)  # type: ignore[misc]  # not in typeshed
+        if self.on_socket is not None:
+            self.on_socket(sock)
+        return sock
 
     def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
         if not isinstance(msg, bytes):
@@ -132,12 +181,19 @@ class SmtpSslConnection(SmtpConnection, smtplib.SMTP_SSL):
 
 
 class SmtpMailer:
-    """One SMTP connection for a whole cycle, reconnecting when the server drops it."""
+    """One SMTP connection for a whole cycle, reconnecting when the server drops it.
+
+    :meth:`hang_up` (from another thread: :func:`hung_up_on_stop`) shuts the connection's socket,
+    so a read or write blocked on a server that does not answer returns at once; after it, nothing
+    more is sent.
+    """
 
     def __init__(self, settings: SmtpSettings) -> None:
         assert settings.host is not None
         self.settings = settings
         self._connection: smtplib.SMTP | None = None
+        self._socket: socket.socket | None = None  # the current connection's, for hang_up
+        self.hung_up = False
 
     def __enter__(self) -> SmtpMailer:
         return self
@@ -145,30 +201,67 @@ class SmtpMailer:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def server(self) -> str:
+        return f"{self.settings.host}:{self.settings.port}"
+
+    def _watch(self, sock: socket.socket) -> None:
+        """A new connection's socket: kept for :meth:`hang_up`, and shut at once if it came too late."""
+        self._socket = sock
+        if self.hung_up:
+            _shut(sock)
+
+    def hang_up(self) -> None:
+        """Shut the socket now, whatever the sending thread is blocked on: it gets an error at once
+        instead of waiting ``smtp.timeout_seconds``. The email in flight is then not taken as sent."""
+        self.hung_up = True
+        sock = self._socket
+        if sock is not None:
+            _shut(sock)
+
     def _connect(self) -> smtplib.SMTP:
         s = self.settings
         host = s.host or "localhost"
+        connection: smtplib.SMTP | None = None
         try:
-            connection: smtplib.SMTP
             if s.security == "ssl":
                 connection = SmtpSslConnection(
-                    host, s.port, timeout=s.timeout_seconds, context=ssl.create_default_context()
+                    host,
+                    s.port,
+                    timeout=s.timeout_seconds,
+                    context=ssl.create_default_context(),
+                    on_socket=self._watch,
                 )
             else:
-                connection = SmtpConnection(host, s.port, timeout=s.timeout_seconds)
+                connection = SmtpConnection(host, s.port, timeout=s.timeout_seconds, on_socket=self._watch)
                 if s.security == "starttls":
                     connection.starttls(context=ssl.create_default_context())
+                    self._socket = connection.sock  # the TLS one; shutting it shuts the same descriptor
             if s.username:
                 connection.login(s.username, s.resolved_password() or "")
         except smtplib.SMTPAuthenticationError as exc:
+            _close_quietly(connection)
             raise PermanentDeliveryError(
                 f"SMTP login to {host}:{s.port} refused: {exc.smtp_code}", server_wide=True
             ) from exc
         except (OSError, smtplib.SMTPException) as exc:
+            _close_quietly(connection)
+            self._socket = None
+            if _timed_out(exc):
+                raise self._unresponsive("while connecting") from exc
             raise TransientDeliveryError(f"cannot connect to SMTP {host}:{s.port}: {exc}", server_wide=True) from exc
         return connection
 
+    def _unresponsive(self, when: str) -> UnresponsiveServerError:
+        return UnresponsiveServerError(
+            f"SMTP server {self.server} did not answer within {self.settings.timeout_seconds:g} s ({when}); "
+            "the digests not handed over wait for the next cycle: check that the server is up, "
+            "or raise smtp.timeout_seconds"
+        )
+
     def send(self, message: Sendable, while_waiting: Callable[[], None] | None = None) -> str:
+        if self.hung_up:
+            raise TransientDeliveryError(f"not handed over to {self.server}: a stop was requested")
         if self._connection is None:
             self._connection = self._connect()
         connection = self._connection
@@ -194,6 +287,10 @@ class SmtpMailer:
             raise _classified(exc.smtp_code, exc.smtp_error, message) from exc
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             self._drop()
+            if _timed_out(exc):
+                raise self._unresponsive(f"sending the digest for {recipient(message)}") from exc
+            if self.hung_up:
+                raise TransientDeliveryError(f"hung up on {self.server} (a stop was requested): {exc}") from exc
             raise TransientDeliveryError(f"SMTP connection lost: {exc}") from exc
         except smtplib.SMTPException as exc:
             self._drop()
@@ -204,22 +301,67 @@ class SmtpMailer:
         if refused:
             code, text = next(iter(refused.values()))
             raise _classified(code, text, message)
-        return f"smtp://{self.settings.host}:{self.settings.port}"
+        return f"smtp://{self.server}"
 
     def _drop(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            with contextlib.suppress(OSError):
-                connection.close()
+        connection, self._connection, self._socket = self._connection, None, None
+        _close_quietly(connection)
 
     def close(self) -> None:
-        connection, self._connection = self._connection, None
+        connection, self._connection, self._socket = self._connection, None, None
         if connection is None:
+            return
+        if self.hung_up:  # no QUIT: the server did not answer, or we were told to stop waiting for it
+            _close_quietly(connection)
             return
         try:
             connection.quit()
         except (OSError, smtplib.SMTPException):
             connection.close()
+
+
+def _shut(sock: socket.socket) -> None:
+    """Shut both directions of the descriptor (the plain socket's call, also under TLS): a thread
+    blocked reading or writing it gets end-of-file or an error at once."""
+    with contextlib.suppress(OSError):
+        socket.socket.shutdown(sock, socket.SHUT_RDWR)
+
+
+def _close_quietly(connection: smtplib.SMTP | None) -> None:
+    if connection is not None:
+        with contextlib.suppress(OSError):
+            connection.close()
+
+
+@contextmanager
+def hung_up_on_stop(mailer: Mailer, stop: threading.Event, grace: float = STOP_GRACE_SECONDS) -> Iterator[None]:
+    """While the block runs, a stop request gives the email being handed over ``grace`` seconds to be
+    answered, then hangs up on the SMTP server.
+
+    Why: the send loop checks the stop between emails, but a server that stopped answering holds
+    it in a socket read for ``smtp.timeout_seconds``. A watcher thread is the simplest way to end
+    that read from outside. An email hung up on was not answered, so it is not recorded: it stays
+    pending (the server may still have taken it: the usual SMTP window for a duplicate).
+    """
+    if not isinstance(mailer, SmtpMailer):
+        yield
+        return
+    smtp_mailer = mailer
+    done = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.2):
+            if done.is_set():
+                return
+        if not done.wait(grace):
+            log.warning("stop requested: %s has not answered for %gs; hanging up", smtp_mailer.server, grace)
+            smtp_mailer.hang_up()
+
+    threading.Thread(target=watch, name="smtp-hang-up", daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()  # the watcher ends within 0.2 s; nothing waits for it
 
 
 def _classified(code: int, text: bytes | str, message: Sendable) -> Exception:

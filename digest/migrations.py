@@ -43,7 +43,8 @@ def sources_table(data: Raw) -> None:
 
 
 def schema_version(data: Raw) -> int:
-    meta = data.get("meta", {}).get("1")
+    table = data.get("meta")
+    meta = table.get("1") if isinstance(table, dict) else None
     if not isinstance(meta, dict) or not isinstance(meta.get("schema_version"), int):
         raise StoreError("the store has no schema version in its meta table")
     version: int = meta["schema_version"]
@@ -68,7 +69,13 @@ def migrate(data: Raw, where: str) -> tuple[Raw, int]:
         step = MIGRATIONS.get(version)
         if step is None:
             raise StoreError(f"store {where} has schema version {found}, which this digest cannot upgrade")
-        step(upgraded)
+        try:
+            step(upgraded)
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:  # a table of the wrong shape
+            raise StoreError(
+                f"store {where} (schema version {found}) cannot be upgraded: its data is not as digest wrote it "
+                f"({type(exc).__name__}: {exc}); it was left untouched; run `digest doctor`"
+            ) from None
         upgraded["meta"]["1"]["schema_version"] = version + 1
     return upgraded, found
 

@@ -1,15 +1,18 @@
 """One daily cycle: fetch → diff → match → render → deliver. Every dependency is passed in.
 
 Delivery promises (SPEC.md) and where they are kept:
-1. At most once: an item is written to the ledger (journal, fsynced) right after the SMTP server
-   accepted the email, and every candidate is checked against the ledger first.
+1. At most once: an item is written to the ledger (journal, handed to the OS; fsynced in groups)
+   right after the SMTP server accepted the email, and every candidate is checked against the
+   ledger first.
 2. Nothing lost: a subscriber's ``caught_up_to`` only moves forward once their digest was handed over,
-   so items from a failed send stay candidates; days a source could not fetch are fetched again.
+   so items from a failed send stay candidates; days a source could not fetch, and days no cycle
+   ran, are fetched by the next cycle (within ``catchup_days``; older ones are named as lost).
 3. First digest: a new subscriber's horizon is the start of the current window.
 4. One email per subscriber per cycle, none when nothing matched.
 
 Stopping (SIGTERM): the send loop checks ``stop`` before each email, so the email being handed over
-is finished and recorded, the rest stay pending, and the cycle is recorded as stopped early.
+is finished and recorded if the server answers within a few seconds (else it is hung up on and left
+pending), the rest stay pending, and the cycle is recorded as stopped early.
 
 Speed: digests are rendered in a child process a few emails ahead of the send loop (``ahead.py``),
 so a cycle costs about what handing the emails to the SMTP server costs (bench/RESULTS.md).
@@ -23,7 +26,7 @@ import resource
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
@@ -35,7 +38,7 @@ import httpx
 from digest.ahead import Ahead, timed
 from digest.collector import collector_paused
 from digest.errors import DeliveryError, PermanentDeliveryError, RuleError, TransientDeliveryError
-from digest.mailer import Mailer
+from digest.mailer import Mailer, UnresponsiveServerError, hung_up_on_stop
 from digest.merge import merge_items, with_stored
 from digest.message import DkimKey, OutgoingEmail, build_message, load_dkim_key
 from digest.models import CycleReport, Digest, DigestEntry, Item, RuleMatch, SourceReport, Subscriber
@@ -160,6 +163,123 @@ def catch_up_days(failed: Sequence[date], as_of: date, catchup_days: int) -> tup
     return keep, [d for d in failed if d <= oldest]
 
 
+@dataclass(frozen=True, slots=True)
+class SourceDays:
+    """The days a cycle asks one source for (:func:`source_days`), and the days it never will."""
+
+    fetch: list[date]
+    caught_up: list[date] = field(default_factory=list)  # no cycle ran then (downtime); fetched now
+    not_fetched: list[date] = field(default_factory=list)  # no cycle ran then, and older than catchup_days: lost
+    given_up: list[date] = field(default_factory=list)  # failed for catchup_days: lost
+
+
+def source_days(
+    as_of: date, lookback_days: int, catchup_days: int, failed: Sequence[date], fetched_through: date | None
+) -> SourceDays:
+    """Which days to ask one source for: the look-back window, the days it failed on (retried for
+    ``catchup_days``), and every day since the last cycle that fetched it (``fetched_through``),
+    so that days when digest was not running are not lost either.
+
+    Never a day after ``as_of``, and nothing ``catchup_days`` or more back but the look-back window
+    itself: older days are returned as lost, for the cycle to say so. The first cycle ever
+    (``fetched_through`` None) asks for the look-back window alone, and so does a cycle whose
+    ``fetched_through`` lies ahead of ``as_of`` (a clock that ran ahead, or a re-run of an old date).
+    """
+    window = set(window_days(as_of, lookback_days))
+    oldest = as_of - timedelta(days=catchup_days)  # this day and earlier are not chased
+    owed = sorted({d for d in failed if d <= as_of})  # a day past as_of comes with the look-back in time
+    retry, given_up = catch_up_days(owed, as_of, catchup_days)
+    missed: list[date] = []
+    if fetched_through is not None and fetched_through < as_of:
+        start = max(fetched_through, oldest)
+        missed = [start + timedelta(days=k) for k in range(1, (as_of - start).days + 1)]
+    caught_up = [d for d in missed if d not in window and d not in owed]
+    not_fetched: list[date] = []
+    if fetched_through is not None and fetched_through < oldest:
+        first, last = fetched_through + timedelta(days=1), min(oldest, min(window) - timedelta(days=1))
+        not_fetched = [first + timedelta(days=k) for k in range((last - first).days + 1)]
+        not_fetched = [d for d in not_fetched if d not in owed]
+    return SourceDays(
+        fetch=sorted(window | set(retry) | set(caught_up)),
+        caught_up=caught_up,
+        not_fetched=not_fetched,
+        given_up=[d for d in given_up if d not in window],
+    )
+
+
+def day_ranges(days: Iterable[date]) -> list[tuple[date, date]]:
+    """Consecutive days as (first, last) runs: 14 lost days read as one range, not a list."""
+    runs: list[tuple[date, date]] = []
+    for day in sorted(set(days)):
+        if runs and runs[-1][1] + timedelta(days=1) == day:
+            runs[-1] = (runs[-1][0], day)
+        else:
+            runs.append((day, day))
+    return runs
+
+
+def describe_days(days: Iterable[date]) -> str:
+    """'between 2026-10-02 and 2026-10-08', 'on 2026-10-02', or several of them joined."""
+    parts = [
+        f"on {first.isoformat()}" if first == last else f"between {first.isoformat()} and {last.isoformat()}"
+        for first, last in day_ranges(days)
+    ]
+    return ", ".join(parts[:-1]) + f" and {parts[-1]}" if len(parts) > 1 else "".join(parts)
+
+
+def lost_days_notices(lost: dict[str, SourceDays], catchup_days: int) -> list[str]:
+    """One line per loss (sources with the same days named together), for the digest and the cycle."""
+    notices = []
+    for kind, why in (
+        ("not_fetched", f"digest was not running then, and it goes back at most catchup_days ({catchup_days} days)"),
+        ("given_up", f"the source could not be reached for catchup_days ({catchup_days} days)"),
+    ):
+        by_days: dict[str, list[str]] = {}
+        for name, days in lost.items():
+            chosen: list[date] = getattr(days, kind)
+            if chosen:
+                by_days.setdefault(describe_days(chosen), []).append(name)
+        for when, names in by_days.items():
+            notices.append(f"Papers listed {when} were not fetched from {', '.join(names)} and will not be: {why}.")
+    return notices
+
+
+def lost_ranges(days: SourceDays, catchup_days: int) -> list[tuple[date, date, str]]:
+    """The lost days of one source as (first, last, why) runs, as the store keeps them for ``status``."""
+    why = {
+        "not_fetched": f"digest was not running then; catchup_days is {catchup_days}",
+        "given_up": f"unreachable for catchup_days ({catchup_days})",
+    }
+    return [(first, last, reason) for kind, reason in why.items() for first, last in day_ranges(getattr(days, kind))]
+
+
+def next_fetched_through(previous: date | None, as_of: date, today: date) -> date:
+    """What a source is fetched through after a cycle as of ``as_of``: a re-run of an old date does
+    not move it back (the next cycle would fetch again, and call lost, days that were fetched), but
+    a day past the real date (a clock that ran ahead) is dropped, or downtime after it would go
+    unnoticed until that day came."""
+    if previous is None or previous > max(as_of, today):
+        return as_of
+    return max(previous, as_of)
+
+
+def prune_anchor(as_of: date, today: date, previous_as_of: date | None) -> date:
+    """The latest day a cycle may treat as "now" when it prunes: never past the real date, and never
+    past the previous cycle's day either, so one cycle run ahead (``--date``, or a clock that jumped
+    forward) cannot move the cut-off for the cycles after it."""
+    return min(d for d in (as_of, today, previous_as_of) if d is not None)
+
+
+def capped_progress(subscribers: Sequence[Subscriber], limit: date) -> list[Subscriber]:
+    """Subscribers whose ``caught_up_to`` lies past ``limit`` (the real date), brought back to it.
+
+    Such a date was written by a cycle whose clock ran ahead; left, it would hide days that a later
+    catch-up fetches from these subscribers."""
+    return [
+        replace(s, caught_up_to=limit) for s in subscribers if s.caught_up_to is not None and s.caught_up_to > limit
+    ]
+
+
 def candidate_start(subscribers: Sequence[Subscriber], window_start: date, floor: date) -> date:
     starts = [min(window_start, s.caught_up_to or window_start) for s in subscribers]
     return max(floor, min(starts, default=window_start))
@@ -266,24 +386,44 @@ class Cycle:
         self.dkim_key = load_dkim_key(settings.dkim, settings.smtp.from_address)
 
     def run(self, as_of: date, dry_run: bool = False) -> CycleReport:
+        """One cycle as of ``as_of``.
+
+        Each source is asked for its days (:func:`source_days`): the look-back window, failed days,
+        and the days since its last cycle, so downtime loses nothing within ``catchup_days``. A
+        subscriber who was served before is offered everything since their ``caught_up_to`` (at or
+        before the last cycle's window), so days fetched late reach them; a new one is offered the
+        look-back window only (promise 3). ``caught_up_to`` then moves to the window's start, or to
+        the earliest day a source still owes if that is earlier. Dates from a clock that ran ahead
+        are capped at the real date, and pruning never runs ahead of the real date or of the
+        previous cycle's day.
+        """
         report = CycleReport(as_of=as_of, started_at=self.now(), dry_run=dry_run, trigger=self.trigger)
         self.clock = StageClock(report)
+        today = self.now().date()
+        ahead = capped_progress(self.store.subscribers(), max(as_of, today))
+        if ahead:
+            log.warning("%d subscriber(s) were caught up to a date past today (a clock ran ahead?)", len(ahead))
+            self.store.record_progress(ahead)
         with self.clock.stage("fetch"):
-            days = self._fetch(as_of, report)
-        window_start = min(days)
+            planned = self._fetch(as_of, report)
+        window_start = min(window_days(as_of, self.settings.sources.hf_papers.lookback_days))
+        owed = [date.fromisoformat(day) for source in report.sources for day in source.days_failed]
+        progress_start = min([window_start, *owed])
         with self.clock.stage("match"), collector_paused():
             plan = plan_from_store(self.store, window_start, as_of)
         for problem in plan.rule_errors:
             log.error("skipped subscriber with a bad rule: %s", problem)
             report.errors.append(problem)
         report.matched = sum(len(d.entries) for d in plan.digests)
-        notices = self._notices(report)
+        notices = self._notices(report, planned)
         for digest in plan.digests:
             digest.notices.extend(notices)
         if not dry_run:
-            self._deliver(plan, window_start, report)
+            self._deliver(plan, progress_start, report)
             with self.clock.stage("finish"):
-                horizon = as_of - timedelta(days=self.settings.retention_days)
+                previous = [date.fromisoformat(c["as_of"]) for c in self.store.cycles(last=1)]
+                anchor = prune_anchor(as_of, today, previous[0] if previous else None)
+                horizon = anchor - timedelta(days=self.settings.retention_days)
                 self.store.prune(horizon)
                 prune_archive(self.settings.data_dir / "archive", horizon)
                 report.finished_at = self.now()
@@ -295,23 +435,22 @@ class Cycle:
         return report
 
     # -- fetch and diff -----------------------------------------------------------------------
-    def _fetch(self, as_of: date, report: CycleReport) -> list[date]:
-        settings = self.settings.sources.hf_papers
-        window = window_days(as_of, settings.lookback_days)
-        all_days = set(window)
+    def _fetch(self, as_of: date, report: CycleReport) -> dict[str, SourceDays]:
+        """Fetch each source for its days (:func:`source_days`) and store what is new; returns the
+        days of each source, for the notices. A feed or arXiv lists what it has now, whatever the
+        days: for them a longer list of days costs nothing."""
+        lookback, catchup = self.settings.sources.hf_papers.lookback_days, self.settings.catchup_days
+        planned: dict[str, SourceDays] = {}
         fetched: list[Item] = []
         for source in self.sources:
-            retry, given_up = catch_up_days(self.store.failed_days(source.name), as_of, self.settings.catchup_days)
-            for day in given_up:
-                log.error(
-                    "%s: giving up on %s: it could not be fetched for %d days (catchup_days)",
-                    source.name,
-                    day,
-                    self.settings.catchup_days,
-                )
-            days = sorted(set(window) | set(retry))
-            all_days.update(days)
-            result = source.fetch(self.client, days)
+            through, failed = self.store.fetched_through(source.name), self.store.failed_days(source.name)
+            days = planned[source.name] = source_days(as_of, lookback, catchup, failed, through)
+            if days.caught_up:
+                why = "when digest was not running"
+                log.info("%s: also fetching papers listed %s, %s", source.name, describe_days(days.caught_up), why)
+            for lost in lost_days_notices({source.name: days}, catchup):
+                log.error("%s", lost)
+            result = source.fetch(self.client, days.fetch)
             source_report = SourceReport(name=source.name, fetched=len(result.items))
             if result.failed_days:
                 source_report.ok = False
@@ -319,7 +458,15 @@ class Cycle:
                 source_report.days_failed = [d.isoformat() for d in result.failed_days]
             report.sources.append(source_report)
             if not report.dry_run:
-                self.store.record_source(source_report, result.failed_days, self.now())
+                self.store.record_source(
+                    source_report,
+                    result.failed_days,
+                    self.now(),
+                    as_of=as_of,
+                    fetched_through=next_fetched_through(through, as_of, self.now().date()),
+                    caught_up=(days.caught_up[0], days.caught_up[-1]) if days.caught_up else None,
+                    lost=lost_ranges(days, catchup),
+                )
             fetched.extend(result.items)
         # One paper, one item: the same id from two sources (or from this cycle and an earlier one).
         precedence = [source.name for source in self.sources]
@@ -329,16 +476,19 @@ class Cycle:
         report.new = len(new)
         if not report.dry_run:
             self.store.flush()
-        return sorted(all_days)
+        return planned
 
-    def _notices(self, report: CycleReport) -> list[str]:
-        notices = []
+    def _notices(self, report: CycleReport, planned: dict[str, SourceDays]) -> list[str]:
+        """The digest's notes: days lost for good (also the cycle's errors, so ``digest run`` and
+        ``/healthz`` say it), then sources that were down (their days come later)."""
+        notices = lost_days_notices(planned, self.settings.catchup_days)
+        report.errors.extend(notices)
         for source in report.sources:
             if not source.ok:
                 days = ", ".join(source.days_failed)
                 notices.append(
-                    f"{source.name} could not be reached for {days}; its papers from those days will come "
-                    "in a later digest."
+                    f"{source.name} could not be reached for {days}, or sent only part of them; its papers "
+                    "from those days will come in a later digest."
                 )
         return notices
 
@@ -371,7 +521,7 @@ class Cycle:
             return message, note
 
         render = timed(compose_and_archive)
-        with Ahead(plan.digests, render) as composed:
+        with Ahead(plan.digests, render, stop=self.stop) as composed, hung_up_on_stop(self.mailer, self.stop):
             for position, (digest, ((message, note), render_seconds)) in enumerate(composed, start=1):
                 self.clock.add("render", render_seconds)
                 if self.stop.is_set():
@@ -388,7 +538,16 @@ class Cycle:
                         # While the server reads this email, the next one comes off the render process's pipe.
                         where = self._send_with_retries(message, digest.subscriber.email, composed.prefetch)
                 except DeliveryError as exc:
+                    if self.stop.is_set() and isinstance(exc, TransientDeliveryError):
+                        # Not retried, or hung up on by the stop: not answered, so it stays pending.
+                        report.stopped, report.pending = True, total - position + 1
+                        log.warning("stop requested: %d digest(s) left for the next cycle", report.pending)
+                        break
                     self._note_failure(digest, exc, report)
+                    if isinstance(exc, UnresponsiveServerError):  # not tried again this cycle
+                        report.failed += total - position
+                        log.error("%d more digest(s) left for the next cycle", total - position)
+                        break
                     if exc.server_wide:
                         connection_failures += 1
                     continue
@@ -427,7 +586,7 @@ class Cycle:
         ]
         # Subscribers may have changed while we sent (another process cannot: we hold the lock);
         # only move their bookkeeping forward.
-        self.store.save_subscribers(caught_up)
+        self.store.record_progress(caught_up)
 
     def _note_failure(self, digest: Digest, exc: DeliveryError, report: CycleReport) -> None:
         report.failed += 1
@@ -445,13 +604,19 @@ class Cycle:
         """Hand ``message`` over, retrying transient refusals (4xx, dropped connections) with backoff.
 
         The mailer reconnects by itself after a dropped connection. A permanent refusal (5xx) is
-        not retried: it is this address's problem, and the loop moves on to the others.
+        not retried: it is this address's problem, and the loop moves on to the others. Neither is
+        a server that did not answer in time (server-wide), and the time a failed attempt took
+        counts against the send budget like a wait.
         """
         retry = 0
         while True:
+            started = time.monotonic()
             try:
                 return self.mailer.send(message, while_waiting)
             except TransientDeliveryError as exc:
+                self.send_retrier.charge(time.monotonic() - started)
+                if isinstance(exc, UnresponsiveServerError):
+                    raise
                 retry += 1
                 log.warning("transient delivery error for %s: %s", email, exc)
                 if not self.send_retrier.pause(retry, f"the digest for {email}"):

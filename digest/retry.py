@@ -78,6 +78,12 @@ class Retrier:
     def stopped(self) -> bool:
         return self.stop.is_set()
 
+    def charge(self, seconds: float) -> None:
+        """Count ``seconds`` spent in an attempt that failed (say, waiting for a server that then
+        timed out) as waiting: otherwise a slow failure costs the budget nothing, and a cycle of
+        them costs one timeout per attempt."""
+        self.waited += max(0.0, seconds)
+
     def pause(self, retry: int, what: str, hint: float | None = None) -> bool:
         """Wait before retry number ``retry`` of ``what``; False when it should not be retried.
 

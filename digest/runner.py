@@ -5,8 +5,9 @@ from __future__ import annotations
 import threading
 import zoneinfo
 from collections.abc import Callable, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
+from digest.errors import SettingsError
 from digest.mailer import Mailer, make_mailer
 from digest.models import CycleReport
 from digest.pipeline import Cycle
@@ -23,6 +24,24 @@ def utc_now() -> datetime:
 
 def today_in(settings: Settings) -> date:
     return datetime.now(zoneinfo.ZoneInfo(settings.schedule.timezone)).date()
+
+
+def latest_as_of(settings: Settings) -> date:
+    """The latest day a cycle may run as of: tomorrow by the real clock, in the schedule's zone
+    (a day of slack for a caller in a zone ahead of it)."""
+    return today_in(settings) + timedelta(days=1)
+
+
+def check_as_of(settings: Settings, as_of: date, what: str = "as-of date") -> None:
+    """Refuse a day past :func:`latest_as_of`: a cycle "in the future" would fetch empty days, mark
+    subscribers caught up to them and prune as if that day had come, losing what is listed before."""
+    latest = latest_as_of(settings)
+    if as_of > latest:
+        raise SettingsError(
+            f"{what} {as_of.isoformat()} is in the future: the latest allowed is {latest.isoformat()} "
+            f"(today is {(latest - timedelta(days=1)).isoformat()} in {settings.schedule.timezone}); "
+            "give an earlier date or fix the system clock"
+        )
 
 
 def configured_sources(settings: Settings, book: StateBook | None = None) -> list[Source]:
@@ -44,9 +63,11 @@ def run_once(
     """One full cycle as of ``as_of`` (default: today in the schedule's zone).
 
     ``stop``, once set (by a signal handler), ends retry waits at once and stops the send loop
-    after the email being handed over; everything sent is recorded before this returns.
+    after the email being handed over; everything sent is recorded before this returns. A day
+    past tomorrow is refused (:func:`check_as_of`) before the store is opened.
     """
     day = as_of or today_in(settings)
+    check_as_of(settings, day)
     stop = stop or threading.Event()
     chosen_mailer = mailer or make_mailer(settings.smtp, settings.data_dir / "outbox")
     fetch_retrier = Retrier(settings.retry.policy(settings.retry.fetch_budget_seconds), stop=stop)

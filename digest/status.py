@@ -1,8 +1,10 @@
 """What ``digest status`` shows: the last cycles, each source's state, pending deliveries, next run.
 
-Read from a snapshot of the store (no lock: status never waits for a running cycle). Pending
-deliveries are what a cycle would send right now from the items already stored — exactly the
-papers that matched but have not reached their subscriber yet (a refused or interrupted send).
+Each source also shows the days it fetched late after downtime and the days it gave up on for
+good (older than ``catchup_days``). Read from a snapshot of the store (no lock: status never waits
+for a running cycle). Pending deliveries are what a cycle would send right now from the items
+already stored — exactly the papers that matched but have not reached their subscriber yet (a
+refused or interrupted send).
 """
 
 from __future__ import annotations
@@ -31,6 +33,25 @@ class Status:
     pending: list[Pending] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     next_run: datetime | None = None
+
+
+def source_notes(source: dict[str, Any]) -> list[str]:
+    """Lines under a source in ``digest status``: the days it fetched late after downtime, and the
+    days it never will (too old for ``catchup_days``), so a loss is never only in a log."""
+    notes = []
+    caught_up = source.get("caught_up")
+    if caught_up:
+        notes.append(
+            f"caught up after downtime: papers listed {span(caught_up)} were fetched late, "
+            f"by the cycle as of {caught_up['as_of']}"
+        )
+    for lost in source.get("lost") or []:
+        notes.append(f"not fetched, for good: papers listed {span(lost)} ({lost['why']}; cycle as of {lost['as_of']})")
+    return notes
+
+
+def span(run: dict[str, Any]) -> str:
+    return f"on {run['from']}" if run["from"] == run["to"] else f"between {run['from']} and {run['to']}"
 
 
 def gather(settings: Settings, store: Store, today: date, now: datetime, last: int = 10) -> Status:

@@ -9,6 +9,7 @@ store on disk is always either the old or the new version, never a mix.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -18,7 +19,7 @@ from typing import Any
 
 from tinydb.storages import Storage
 
-from digest.errors import StoreCorruptError
+from digest.errors import StoreCorruptError, StoreError, describe_os_error
 
 REPAIR_HINT = "; `digest doctor --repair` restores the last good backup"
 
@@ -27,6 +28,8 @@ def read_json_file(path: Path) -> dict[str, Any]:
     """Parse a store file, or raise :class:`StoreCorruptError` naming it; never modifies it."""
     try:
         text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise StoreError(describe_os_error(exc, "read the store file")) from None
     except UnicodeDecodeError as exc:
         raise StoreCorruptError(
             f"store file {path} is not UTF-8 text ({exc}); it was left untouched{REPAIR_HINT}"
@@ -48,20 +51,40 @@ def read_json_file(path: Path) -> dict[str, Any]:
 def write_atomically(path: Path, payload: bytes | Iterable[bytes]) -> None:
     """Write ``payload`` (bytes, or pieces of it) to ``path`` so that readers and crashes see the
     old or the new file only."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(temp, "wb") as handle:
-        if isinstance(payload, bytes):
-            handle.write(payload)
-        else:
-            handle.writelines(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temp, path)
+    temp = temp_path(path)
+    try:
+        with open(temp, "wb") as handle:
+            if isinstance(payload, bytes):
+                handle.write(payload)
+            else:
+                handle.writelines(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:  # a full disk, a read-only one, a stop: never leave the half-written file
+        with contextlib.suppress(OSError):
+            temp.unlink(missing_ok=True)
+        raise
     directory = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def remove_stale_temp_files(path: Path) -> list[Path]:
+    """Remove the temp files of writes to ``path`` that a killed process left (call with the lock held:
+    only the lock's holder writes, so any such file is stale); return them."""
+    removed = []
+    for temp in path.parent.glob(f".{path.name}.*.tmp"):
+        with contextlib.suppress(OSError):
+            temp.unlink()
+            removed.append(temp)
+    return removed
 
 
 class BufferedAtomicStorage(Storage):  # type: ignore[misc]

@@ -41,18 +41,19 @@ import weakref
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
 from tinydb import Query, TinyDB
 
-from digest.errors import CycleLockedError
+from digest.errors import CycleLockedError, DataDirError, StoreCorruptError, StoreWriteError, describe_os_error
 from digest.ledger import Ledger
 from digest.migrations import SCHEMA_VERSION, migrate
 from digest.models import CycleReport, Item, SourceReport, Subscriber
-from digest.storage import BufferedAtomicStorage, keep_copy
+from digest.storage import REPAIR_HINT, BufferedAtomicStorage, keep_copy, remove_stale_temp_files
+from digest.store_shape import document_problem, shape_problems
 
 STORE_FILE = "digest.json"
 JOURNAL_FILE = "deliveries.journal"
@@ -95,7 +96,11 @@ class Store:
         self.writable = writable
         self.path = data_dir / STORE_FILE
         self.journal_path = data_dir / JOURNAL_FILE
-        data_dir.mkdir(parents=True, exist_ok=True)
+        if writable:
+            try:
+                data_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DataDirError(describe_os_error(exc, "create the data directory")) from None
         self._storage: BufferedAtomicStorage | None = None
         self.db = TinyDB(self.path, storage=self._capture_storage)
         self._check_schema()
@@ -127,8 +132,10 @@ class Store:
         # and keeping each entry too would hold every digest's item list until the flush.
         self._journal_count: int = 0
         for entry in self._read_journal():
-            self._add_to_ledger(entry["email"], entry["items"])
+            self._replay(entry)
             self._journal_count += 1
+        if writable:
+            remove_stale_temp_files(self.path)
 
     def _capture_storage(self, path: str) -> BufferedAtomicStorage:
         self._storage = BufferedAtomicStorage(path)
@@ -142,10 +149,21 @@ class Store:
         """
         assert self._storage is not None
         data = self._storage.read()
-        if data is None or not data.get("meta"):
+        if data is None:
+            backup = self.path.with_name(self.path.name + ".bak")
+            if backup.exists():  # a store that went missing, not a new one: never start over silently
+                raise StoreCorruptError(
+                    f"store file {self.path} is missing but its backup {backup} is there{REPAIR_HINT}"
+                )
             self.db.table("meta").insert({"schema_version": SCHEMA_VERSION, "prune_horizon": None})
             return
         upgraded, old_version = migrate(data, str(self.path))
+        problems = shape_problems(upgraded)
+        if problems:
+            raise StoreCorruptError(
+                f"store file {self.path} is not a digest store as written: {'; '.join(problems)}; "
+                f"it was left untouched{REPAIR_HINT}"
+            )
         if old_version != SCHEMA_VERSION:
             if self.writable:
                 keep_copy(self.path, self.path.with_name(f"{self.path.name}.v{old_version}.bak"))
@@ -220,17 +238,35 @@ class Store:
         return self._subscribers.get(email.lower())
 
     def save_subscriber(self, subscriber: Subscriber) -> None:
-        self._subscribers[subscriber.email.lower()] = subscriber
-        self._changed()
+        """A person's change (subscribe, confirm, new rules, pause, resume): in the journal at once."""
+        self.save_subscribers([subscriber])
 
     def save_subscribers(self, subscribers: Iterable[Subscriber]) -> None:
-        for subscriber in subscribers:
+        """People's changes (an import, say), logged in the journal (fsynced) before this returns, so
+        they survive a crash before the next flush and a ``doctor --repair`` from the backup."""
+        changed = list(subscribers)
+        self._log([{"subscriber": s.to_record()} for s in changed])
+        for subscriber in changed:
             self._subscribers[subscriber.email.lower()] = subscriber
         self._changed()
 
+    def record_progress(self, subscribers: Iterable[Subscriber]) -> None:
+        """A cycle's bookkeeping (``caught_up_to``, ``last_delivery_at``): written at the next flush,
+        not logged. Losing it to a repair only makes the ledger filter a few more candidates."""
+        for subscriber in subscribers:
+            key = subscriber.email.lower()
+            if key in self._subscribers:  # never bring back someone who left meanwhile
+                self._subscribers[key] = subscriber
+        self._changed()
+
     def remove_subscriber(self, email: str) -> bool:
-        """Forget the subscriber but keep their ledger, so re-subscribing never re-sends an item."""
-        removed = self._subscribers.pop(email.lower(), None) is not None
+        """Forget the subscriber but keep their ledger, so re-subscribing never re-sends an item.
+
+        Logged like :meth:`save_subscriber`: a person who left stays gone after a crash or a repair.
+        """
+        key = email.lower()
+        self._log([{"unsubscribed": key}])
+        removed = self._subscribers.pop(key, None) is not None
         self._changed()
         return removed
 
@@ -274,9 +310,7 @@ class Store:
         """:meth:`record_delivery` from a note made in advance (see :class:`DeliveryNote`)."""
         # An ISO time is digits and "-:.+T": a JSON string as it is.
         line = f'{note.journal_head}"{at.isoformat()}"}}\n'
-        if self._journal is None:
-            self._journal = _Journal(self.journal_path)
-        self._journal.append(line.encode("utf-8"))  # in the OS now: survives a crash or kill -9 of this process
+        self._append(line.encode("utf-8"), f"record the email to {note.email} (accepted by the server) in")
         self._journal_unsynced += 1
         if (
             self._journal_unsynced >= JOURNAL_SYNC_LINES
@@ -294,6 +328,48 @@ class Store:
         self._journal_unsynced = 0
         self._journal_synced_at = time.monotonic()
 
+    def _append(self, data: bytes, doing: str) -> None:
+        """Append to the journal: in the OS when this returns, so it survives a crash or kill -9 of this
+        process. A write that fails (a full disk) stops what called it with a message."""
+        try:
+            if self._journal is None:
+                self._journal = _Journal(self.journal_path)
+            self._journal.append(data)
+        except OSError as exc:
+            raise StoreWriteError(describe_os_error(exc, doing, self.journal_path)) from None
+
+    def _log(self, entries: list[dict[str, Any]], when: datetime | None = None) -> None:
+        """Journal people's changes and fsync them: rare, and each is someone's explicit request."""
+        if not entries or not self.writable:  # a snapshot's changes are dropped, never logged
+            return
+        at = (when or datetime.now(UTC)).isoformat()
+        lines = "".join(json.dumps({**e, "at": at}, ensure_ascii=False, separators=(",", ":")) + "\n" for e in entries)
+        self._append(lines.encode("utf-8"), "record a subscriber change in")
+        self._journal_count += len(entries)
+        self._journal_unsynced += len(entries)
+        try:
+            self._sync_journal()
+        except OSError as exc:
+            raise StoreWriteError(describe_os_error(exc, "sync", self.journal_path)) from None
+
+    def _replay(self, entry: dict[str, Any]) -> None:
+        """Apply one journal entry (a delivery, or a person's change) on top of the store as read."""
+        if "subscriber" in entry:
+            logged = Subscriber.from_record(entry["subscriber"])
+            known = self._subscribers.get(logged.email.lower())
+            if known is not None:  # the journal's bookkeeping may be older than the store's: keep the later
+                logged = replace(
+                    logged,
+                    caught_up_to=max_or_none(logged.caught_up_to, known.caught_up_to),
+                    last_delivery_at=max_or_none(logged.last_delivery_at, known.last_delivery_at),
+                )
+            self._subscribers[logged.email.lower()] = logged
+        elif "unsubscribed" in entry:
+            self._subscribers.pop(entry["unsubscribed"], None)
+        else:
+            self._add_to_ledger(entry["email"], entry["items"])
+        self._changed()
+
     def _read_journal(self) -> list[dict[str, Any]]:
         if not self.journal_path.exists():
             return []
@@ -304,7 +380,7 @@ class Store:
                     entry = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut short by a crash mid-write: that send is not recorded
-                if isinstance(entry, dict) and "email" in entry and isinstance(entry.get("items"), dict):
+                if journal_entry_ok(entry):
                     entries.append(entry)
         return entries
 
@@ -343,8 +419,36 @@ class Store:
         state["failed_days"] = sorted({d.isoformat() for d in days})
         self.db.table("sources").upsert(state, Query().name == source)
 
-    def record_source(self, report: SourceReport, days_failed: Iterable[date], at: datetime) -> None:
-        """Remember what one fetch of ``report.name`` left to do (its failed days) and how it went."""
+    def fetched_through(self, source: str) -> date | None:
+        """The as-of day of the last cycle that fetched ``source``: every day up to it was fetched,
+        waits in its failed days, or was given up. The next cycle fetches the days after it.
+
+        A store from before this was kept has only ``last_ok_at`` (a UTC time): its date less a day,
+        to be safe whatever the schedule's time zone. None when the source was never fetched.
+        """
+        state = self._source_record(source)
+        if state.get("fetched_through"):
+            return date.fromisoformat(state["fetched_through"])
+        if state.get("last_ok_at"):
+            return date.fromordinal(datetime.fromisoformat(state["last_ok_at"]).date().toordinal() - 1)
+        return None
+
+    def record_source(
+        self,
+        report: SourceReport,
+        days_failed: Iterable[date],
+        at: datetime,
+        as_of: date | None = None,
+        fetched_through: date | None = None,
+        caught_up: tuple[date, date] | None = None,
+        lost: Iterable[tuple[date, date, str]] = (),
+    ) -> None:
+        """Remember what one fetch of ``report.name`` left to do (its failed days) and how it went.
+
+        Also, for the next cycle and ``digest status``: the day it is now fetched through, the days
+        the cycle as of ``as_of`` fetched late because digest was not running (``caught_up``, first
+        and last), and the last ten runs of days it will never fetch (first, last, why).
+        """
         state = self._source_record(report.name)
         state["failed_days"] = sorted({d.isoformat() for d in days_failed})
         state["last_attempt_at"] = at.isoformat()
@@ -352,6 +456,14 @@ class Store:
             state["last_ok_at"] = at.isoformat()
         else:
             state["last_error"] = report.error
+        if fetched_through is not None:
+            state["fetched_through"] = fetched_through.isoformat()
+        cycle = (as_of or at.date()).isoformat()
+        if caught_up is not None:
+            state["caught_up"] = {"as_of": cycle, "from": caught_up[0].isoformat(), "to": caught_up[1].isoformat()}
+        runs = [{"as_of": cycle, "from": a.isoformat(), "to": b.isoformat(), "why": why} for a, b, why in lost]
+        if runs:
+            state["lost"] = (list(state.get("lost") or []) + runs)[-10:]
         self.db.table("sources").upsert(state, Query().name == report.name)
 
     # -- delivery failures --------------------------------------------------------------------
@@ -407,9 +519,14 @@ class Store:
         if not self.writable:
             self._sync_journal()
             return  # a snapshot (dry run, preview): changes stay in memory and are dropped
-        self._sync_journal()
-        assert self._storage is not None
-        self._storage.flush()
+        try:
+            self._sync_journal()
+            assert self._storage is not None
+            self._storage.flush()
+        except OSError as exc:
+            raise StoreWriteError(
+                describe_os_error(exc, "write the store", self.path) + "; nothing recorded was lost"
+            ) from None
         if self._journal_count:
             self._close_journal()  # the next delivery starts a new file
             # Keep the folded journal beside the backup (see the module docstring): the backup
@@ -447,6 +564,21 @@ class Store:
             self._close_journal()
 
 
+def max_or_none(a: Any, b: Any) -> Any:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def journal_entry_ok(entry: Any) -> bool:
+    """A complete journal line of a kind this digest writes (others are skipped, like torn lines)."""
+    if not isinstance(entry, dict):
+        return False
+    if "subscriber" in entry:
+        return document_problem("subscribers", entry["subscriber"]) is None
+    if "unsubscribed" in entry:
+        return isinstance(entry["unsubscribed"], str)
+    return isinstance(entry.get("email"), str) and isinstance(entry.get("items"), dict)
+
+
 class _Journal:
     """``deliveries.journal`` open for appending, for as long as deliveries are being recorded.
 
@@ -458,13 +590,18 @@ class _Journal:
     """
 
     def __init__(self, path: Path) -> None:
-        self.descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        self.descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
         self._closer = weakref.finalize(self, os.close, self.descriptor)
+        # A line torn by a crash or a full disk must not swallow the next one: start on a fresh line.
+        size = os.fstat(self.descriptor).st_size
+        self._torn = size > 0 and os.pread(self.descriptor, 1, size - 1) != b"\n"
 
     def append(self, data: bytes) -> None:
-        view = memoryview(data)
+        view = memoryview(b"\n" + data if self._torn else data)
+        self._torn = True  # until the whole line is in
         while view:  # a regular file takes it all at once, unless the disk fills up (OSError)
             view = view[os.write(self.descriptor, view) :]
+        self._torn = False
 
     def sync(self) -> None:
         os.fsync(self.descriptor)
@@ -481,11 +618,11 @@ def store_lock(data_dir: Path, wait_seconds: float, stop: threading.Event | None
     writer can overwrite another's change with a stale copy. The lock is the kernel's (flock), so
     a writer killed with ``kill -9`` releases it. Waiting ends early when ``stop`` is set.
     """
-    data_dir.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(data_dir / LOCK_FILE))
     deadline = time.monotonic() + wait_seconds
     while True:
         try:
+            data_dir.mkdir(parents=True, exist_ok=True)
             lock.acquire(timeout=max(0.0, min(1.0, deadline - time.monotonic())))
             break
         except Timeout:
@@ -494,6 +631,8 @@ def store_lock(data_dir: Path, wait_seconds: float, stop: threading.Event | None
                     f"the store in {data_dir} is busy (a digest cycle is probably running; "
                     f"lock {data_dir / LOCK_FILE}); try again when it has finished"
                 ) from None
+        except OSError as exc:  # read-only, not ours, or not a directory: nothing can be written there
+            raise DataDirError(describe_os_error(exc, "use the data directory") + f" (data_dir {data_dir})") from None
     try:
         yield
     finally:

@@ -18,7 +18,17 @@ from functools import lru_cache
 
 from digest.errors import RuleError
 from digest.models import Highlight, Item, RuleMatch
-from digest.rule_index import FIELD_ORDER, SEPARATOR, Hits, ItemIndex, field_text, field_values
+from digest.rule_index import (
+    FIELD_ORDER,
+    SEPARATOR,
+    UNBOUNDED,
+    Budget,
+    Hits,
+    ItemIndex,
+    OverBudget,
+    field_text,
+    field_values,
+)
 from digest.rule_syntax import (
     FIELDS,
     MAX_RULE_LENGTH,
@@ -41,8 +51,13 @@ __all__ = [
     "MAX_RULE_LENGTH",
     "SEPARATOR",
     "TEXT_FIELDS",
+    "UNBOUNDED",
+    "Budget",
+    "Decided",
+    "Decider",
     "ItemIndex",
     "Matcher",
+    "OverBudget",
     "Rule",
     "field_text",
     "field_values",
@@ -114,10 +129,15 @@ def parse_rules(texts: Sequence[str]) -> list[Rule]:
 
 
 class Matcher:
-    """Evaluates rules over one index; every distinct expression once, shared by all subscribers."""
+    """Evaluates rules over one index; every distinct expression once, shared by all subscribers.
 
-    def __init__(self, index: ItemIndex) -> None:
+    Under a :class:`Budget` (the web preview) each evaluation may raise :class:`OverBudget`; what
+    was complete before stays cached, so the rules evaluated so far can still be merged.
+    """
+
+    def __init__(self, index: ItemIndex, budget: Budget = UNBOUNDED) -> None:
         self.index = index
+        self.budget = budget
         self._cache: dict[tuple[tuple[str, ...], str], Hits] = {}
         self._explained: dict[str, dict[int, tuple[RuleMatch, ...]]] = {}  # by rule text, which fixes its key
 
@@ -171,6 +191,7 @@ class Matcher:
         key = (fields, show(node, folded=True))
         found = self._cache.get(key)
         if found is None:
+            self.budget.check()
             found = self._cache[key] = self._evaluate(node, fields)
         return found
 
@@ -178,9 +199,9 @@ class Matcher:
         index = self.index
         match node:
             case Phrase(words):
-                return index.phrase(words, fields)
+                return index.phrase(words, fields, self.budget)
             case Regex(pattern, ignore_case):
-                return index.regex(pattern, ignore_case, fields)
+                return index.regex(pattern, ignore_case, fields, self.budget)
             case Gate(name, _, _):
                 gate = node
                 return index.where(lambda item: gate.admits(_number(item, name)))
@@ -194,6 +215,7 @@ class Matcher:
             case Or(children):
                 union: Hits = {}
                 for child in children:
+                    self.budget.check()
                     for doc, spans in self.hits(child, fields).items():
                         union.setdefault(doc, []).extend(spans)
                 return union
@@ -214,6 +236,75 @@ class Matcher:
                 continue
             result[doc] = [*spans, *(s for other in positive[1:] for s in other[doc])]
         return result
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """The docs an expression matches, and those it matches with a highlight in the title (what
+    :attr:`RuleMatch.in_title` would say): all that ranking needs, without building highlights."""
+
+    docs: set[int]
+    in_title: set[int]
+
+
+class Decider:
+    """Which docs each expression matches, as :class:`Matcher` decides, from sets of docs alone.
+
+    For answers that must be quick whatever the rules (the web preview): words and phrases are
+    settled by postings and set operations in C, a regular expression by one search per value, and
+    a :class:`Budget` bounds the whole. Highlights are left to a :class:`Matcher` over the few items
+    that are shown.
+    """
+
+    def __init__(self, index: ItemIndex, budget: Budget = UNBOUNDED) -> None:
+        self.index = index
+        self.budget = budget
+        self._cache: dict[tuple[tuple[str, ...], str], Decided] = {}
+        self._all: set[int] | None = None
+
+    def everything(self) -> set[int]:
+        if self._all is None:
+            self._all = set(range(len(self.index)))
+        return self._all
+
+    def decide(self, node: Node, fields: tuple[str, ...] = TEXT_FIELDS) -> Decided:
+        key = (fields, show(node, folded=True))
+        found = self._cache.get(key)
+        if found is None:
+            self.budget.check()
+            found = self._cache[key] = self._evaluate(node, fields)
+        return found
+
+    def _evaluate(self, node: Node, fields: tuple[str, ...]) -> Decided:
+        index = self.index
+        match node:
+            case Phrase(words):
+                return Decided(*index.phrase_docs(words, fields, self.budget))
+            case Regex(pattern, ignore_case):
+                return Decided(*index.regex_docs(pattern, ignore_case, fields, self.budget))
+            case Gate(name, _, _):
+                gate = node
+                return Decided(set(index.where(lambda item: gate.admits(_number(item, name)))), set())
+            case HasCode():
+                return Decided(set(index.where(lambda item: bool(item.github_repo))), set())
+            case Scope(field, child):
+                return self.decide(child, (field,))
+            case Not(child):
+                return Decided(self.everything() - self.decide(child, fields).docs, set())
+            case Or(children):
+                parts = [self.decide(child, fields) for child in children]
+                return Decided(set().union(*(p.docs for p in parts)), set().union(*(p.in_title for p in parts)))
+            case And(children):
+                positive = [self.decide(c, fields) for c in children if not isinstance(c, Not)]
+                negative = [self.decide(c.child, fields) for c in children if isinstance(c, Not)]
+                docs = (
+                    set(self.everything())
+                    if not positive
+                    else positive[0].docs.intersection(*(p.docs for p in positive[1:]))
+                )
+                docs.difference_update(*(n.docs for n in negative))
+                return Decided(docs, docs.intersection(set().union(*(p.in_title for p in positive))))
+        raise AssertionError(f"unknown node {node!r}")
 
 
 def _number(item: Item, name: str) -> int:

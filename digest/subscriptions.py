@@ -114,10 +114,35 @@ def check_signup(email_text: str, rules_text: str) -> SignupCheck:
     return SignupCheck(email, rules.rules, email_error, rules.errors)
 
 
-def state_key(subscriber: Subscriber | None) -> str:
-    """A short fingerprint of what a confirm link may change: presence, active flag and rules."""
-    state = None if subscriber is None else [subscriber.active, list(subscriber.rules)]
+def state_key(subscriber: Subscriber | None, departed_at: datetime | None = None) -> str:
+    """A short fingerprint of what a confirm link may change: presence, active flag and rules.
+
+    ``departed_at`` is when the address last unsubscribed (:meth:`digest.store.Store.departed_at`).
+    Without it, "not subscribed" before a sign-up and after an unsubscribe would look the same, and
+    an old confirm link would subscribe the person again. ``None`` keeps the fingerprint of links
+    sent before departures were recorded.
+    """
+    state: object = None if subscriber is None else [subscriber.active, list(subscriber.rules)]
+    if departed_at is not None:
+        state = [state, departed_at.isoformat()]
     return hashlib.sha256(json.dumps(state).encode("utf-8")).hexdigest()[:16]
+
+
+GMAIL_DOMAINS = {"gmail.com": "gmail.com", "googlemail.com": "gmail.com"}
+
+
+def mailbox_key(email: str) -> str:
+    """The inbox an address reaches, for per-address limits: lower case, ``+tag`` dropped, and for
+    Gmail dots dropped too (``J.Doe+x@googlemail.com`` and ``jdoe@gmail.com`` are one inbox).
+
+    Only for counting: the address is still mailed and stored as typed.
+    """
+    local, _, domain = email.strip().lower().rpartition("@")
+    local = local.split("+", 1)[0] or local
+    domain = GMAIL_DOMAINS.get(domain, domain)
+    if domain == "gmail.com":
+        local = local.replace(".", "")
+    return f"{local}@{domain}"
 
 
 def confirmed(existing: Subscriber | None, email: str, rules: Sequence[str], now: datetime) -> Subscriber:

@@ -2,7 +2,9 @@
 
 Each token names its purpose (salt) and subscriber, so a "view digest" token cannot unsubscribe
 and a token for one address cannot act on another. Confirm tokens expire; unsubscribe tokens do not
-(an old email's one-click unsubscribe must keep working).
+(an old email's one-click unsubscribe must keep working). An "inbox" token only lets the page shown
+after a sign-up repeat the address without putting it in the URL (tokens are redacted from logs);
+it acts on nothing and lasts an hour.
 """
 
 from __future__ import annotations
@@ -11,13 +13,14 @@ from typing import Any, Literal, get_args
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
-Purpose = Literal["confirm", "manage", "unsubscribe", "digest"]
+Purpose = Literal["confirm", "manage", "unsubscribe", "digest", "inbox"]
 
 MAX_AGE_SECONDS: dict[str, int | None] = {
     "confirm": 7 * 24 * 3600,
     "manage": None,
     "unsubscribe": None,
     "digest": None,
+    "inbox": 3600,
 }
 
 

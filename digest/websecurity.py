@@ -4,19 +4,26 @@
   Referer (links carry tokens, which must not leak to the sites the papers link to), no sniffing,
   and no caching of pages that show someone's subscription.
 - Body limit: forms are small; a larger body gets 413 before anything parses it.
-- CSRF: a signed double-submit token. A random nonce lives in a SameSite cookie; forms carry an
-  HMAC of it under the secret key. A page on another site can neither read the cookie nor compute
-  the HMAC, so it cannot forge a form post.
+- Forms: no cookie at all (a browser that refuses cookies can still sign up and unsubscribe). Every
+  form carries a signed, time-limited form token (:func:`form_token`), so a post needs a page this
+  site rendered in the last day; and a post a browser marks as coming from another site
+  (``Sec-Fetch-Site``, else ``Origin``) is refused (:func:`cross_site`). That is what a CSRF cookie
+  gave, without the cookie: another site can fetch a token, but a browser tells us where the post
+  comes from. What a form changes is authorised by the signed link token it also carries (only the
+  mailbox owner has it); the sign-up form changes nothing but sends one rate-limited email.
+- Client addresses: ``X-Forwarded-For`` is read only from ``web.trusted_proxies``
+  (:func:`client_address`); from anyone else it is the client's own claim.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
-from collections.abc import Callable
+import ipaddress
+from collections.abc import Callable, Iterable, Sequence
+from urllib.parse import urlsplit
 
-from starlette.datastructures import MutableHeaders
+from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 PAGE_CSP = (
@@ -36,8 +43,10 @@ SECURITY_HEADERS = {
     "permissions-policy": "camera=(), microphone=(), geolocation=()",
 }
 
-CSRF_COOKIE = "digest_csrf"
 CSRF_FIELD = "csrf"
+FORM_TOKEN_SECONDS = 24 * 3600  # a form left open overnight still works; an expired one is shown again
+FORM_TOKEN_SKEW_SECONDS = 300
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class SecurityHeadersMiddleware:
@@ -105,15 +114,111 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
 
-def new_nonce() -> str:
-    return secrets.token_urlsafe(24)
+def _form_mac(secret: str, stamp: str) -> str:
+    return hmac.new(secret.encode("utf-8"), b"form:" + stamp.encode("ascii"), hashlib.sha256).hexdigest()[:40]
 
 
-def csrf_token(secret: str, nonce: str) -> str:
-    return hmac.new(secret.encode("utf-8"), b"csrf:" + nonce.encode("utf-8"), hashlib.sha256).hexdigest()
+def form_token(secret: str, now: float) -> str:
+    """A form token: the time it was issued (8 hex digits) and an HMAC of it under the secret key."""
+    stamp = f"{int(now):08x}"
+    return stamp + _form_mac(secret, stamp)
 
 
-def csrf_ok(secret: str, nonce: str | None, token: object) -> bool:
-    if not nonce or not isinstance(token, str) or not token:
+def form_token_ok(secret: str, token: object, now: float, max_age: float = FORM_TOKEN_SECONDS) -> bool:
+    """Issued by this site (the secret key) within ``max_age`` seconds of ``now``."""
+    if not isinstance(token, str) or len(token) != 48:
         return False
-    return hmac.compare_digest(csrf_token(secret, nonce), token)
+    stamp, mac = token[:8], token[8:]
+    try:
+        issued = int(stamp, 16)
+    except ValueError:
+        return False
+    if not hmac.compare_digest(mac, _form_mac(secret, stamp)):
+        return False
+    return -FORM_TOKEN_SKEW_SECONDS <= now - issued <= max_age
+
+
+def origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def cross_site(headers: Headers, public_url: str) -> bool:
+    """Whether the browser says this request comes from a page of another site.
+
+    ``Sec-Fetch-Site`` (every current browser) is decisive. Without it, an ``Origin`` that is neither
+    ``public_url``'s nor the host asked for is another site. ``Origin: null`` proves nothing: our
+    own pages send it, because of ``Referrer-Policy: no-referrer``. Neither header (an old browser, a
+    script): not a browser another site can drive, so the form token alone decides.
+    """
+    site = headers.get("sec-fetch-site")
+    if site is not None:
+        return site.lower() not in ("same-origin", "none")
+    origin = headers.get("origin")
+    if origin is None or origin.strip().lower() == "null":
+        return False
+    origin = origin.strip().lower()
+    if origin == origin_of(public_url):
+        return False
+    host = headers.get("host", "").lower()
+    return not host or urlsplit(origin).netloc != host
+
+
+def trusted_networks(entries: Iterable[str]) -> tuple[IPNetwork, ...]:
+    """``web.trusted_proxies`` as networks (the settings have already checked that each parses)."""
+    return tuple(ipaddress.ip_network(entry, strict=False) for entry in entries)
+
+
+def _parse_ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    value = text.strip().strip('"')
+    if value.startswith("[") and "]" in value:  # "[2001:db8::1]:4711"
+        value = value[1 : value.index("]")]
+    elif value.count(":") == 1:  # "192.0.2.1:4711"
+        value = value.split(":", 1)[0]
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
+def _trusted(address: ipaddress.IPv4Address | ipaddress.IPv6Address, trusted: Sequence[IPNetwork]) -> bool:
+    return any(address.version == network.version and address in network for network in trusted)
+
+
+def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequence[IPNetwork]) -> str:
+    """The client's IP: the TCP peer, unless the peer is a trusted proxy.
+
+    Then ``X-Forwarded-For`` is read from the right: each entry was appended by the hop after it,
+    so the first entry not itself a trusted proxy is the client. Entries further left are whatever
+    the client sent and are never read. Anything unreadable counts as the proxy itself.
+    """
+    if peer is None:
+        return "unknown"
+    address = _parse_ip(peer)
+    if address is None or not trusted or not _trusted(address, trusted) or not forwarded_for:
+        return peer
+    hops = [hop for hop in forwarded_for.split(",") if hop.strip()]
+    for hop in reversed(hops):
+        hop_address = _parse_ip(hop)
+        if hop_address is None:
+            return str(address)
+        address = hop_address
+        if not _trusted(address, trusted):
+            return str(address)
+    return str(address)
+
+
+def rate_key(address: str) -> str:
+    """The bucket of a client IP: itself, or its /64 for IPv6 (one host usually has the whole /64)."""
+    parsed = _parse_ip(address)
+    if isinstance(parsed, ipaddress.IPv6Address):
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed) if parsed is not None else address
+
+
+def is_loopback(address: str) -> bool:
+    parsed = _parse_ip(address)
+    return parsed is not None and parsed.is_loopback

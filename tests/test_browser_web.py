@@ -120,6 +120,9 @@ def test_subscribe_confirm_edit_pause_and_unsubscribe_in_a_browser(
 
     [mail] = smtp.to("ada@example.org")
     page.goto(link_in(mail, "/confirm"))
+    page.get_by_role("heading", name="Confirm your subscription").wait_for()
+    assert Store(site.data_dir, writable=False).subscriber("ada@example.org") is None, "opening it is not enough"
+    page.get_by_role("button", name="Confirm").click()
     page.get_by_role("heading", name="You are subscribed").wait_for()
     shoot(page, "04-confirmed")
     person = Store(site.data_dir, writable=False).subscriber("ada@example.org")

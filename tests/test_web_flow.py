@@ -28,7 +28,11 @@ def test_a_web_subscriber_gets_a_digest_whose_links_all_work(hf_api: FakeHfApi, 
             "/subscribe", data={"csrf": csrf_of(form.text), "email": "ada@example.org", "rules": "video diffusion"}
         )
         assert answer.status_code == 200
-        assert browser.get(link_in(smtp.to("ada@example.org")[0], "/confirm")).status_code == 200
+        page = browser.get(link_in(smtp.to("ada@example.org")[0], "/confirm"))
+        token = re.search(r'name="token" value="([^"]+)"', page.text)
+        assert page.status_code == 200 and token, "the link shows a Confirm button"
+        pressed = browser.post("/confirm", data={"csrf": csrf_of(page.text), "token": token.group(1)})
+        assert pressed.status_code == 200 and "You are subscribed" in pressed.text
 
         report = run_once(settings, as_of=AS_OF)
         assert report.sent == 1, report.summary()

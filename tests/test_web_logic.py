@@ -24,7 +24,7 @@ from digest.subscriptions import (
     state_key,
     with_rules,
 )
-from digest.websecurity import csrf_ok, csrf_token, new_nonce
+from digest.websecurity import FORM_TOKEN_SECONDS, form_token, form_token_ok
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 
@@ -143,10 +143,11 @@ def test_preview_ranks_title_matches_first_and_skips_withdrawn_papers() -> None:
     assert preview.matched == 2 and preview.considered == 3
 
 
-def test_csrf_tokens_fit_only_their_nonce_and_key() -> None:
-    nonce = new_nonce()
-    token = csrf_token("key", nonce)
-    assert csrf_ok("key", nonce, token)
-    assert not csrf_ok("key", new_nonce(), token)
-    assert not csrf_ok("other-key", nonce, token)
-    assert not csrf_ok("key", None, token) and not csrf_ok("key", nonce, "") and not csrf_ok("key", nonce, None)
+def test_form_tokens_fit_only_their_key_and_expire_after_a_day() -> None:
+    now = NOW.timestamp()
+    token = form_token("key", now)
+    assert form_token_ok("key", token, now) and form_token_ok("key", token, now + FORM_TOKEN_SECONDS)
+    assert not form_token_ok("key", token, now + FORM_TOKEN_SECONDS + 1)
+    assert not form_token_ok("other-key", token, now)
+    assert not form_token_ok("key", token[:-1] + ("0" if token[-1] != "0" else "1"), now)
+    assert not form_token_ok("key", "", now) and not form_token_ok("key", None, now)

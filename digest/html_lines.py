@@ -78,9 +78,10 @@ def _breakable(line: bytes, cut: int, in_text: bool) -> bool:
 
     A space is inside a tag when the next of ``<`` and ``>`` after it is ``>``; in a tag, counting
     the quotes since the tag opened says whether it stands between attributes or inside a value.
-    Not before a ".": a line starting with one would cost the mailer a dot-stuffing pass.
+    Not before a ".": a line starting with one would cost the mailer a dot-stuffing pass. Not
+    before "From ": mbox delivery writes such a line as ">From ", which breaks a DKIM signature.
     """
-    if line[cut + 1 : cut + 2] == b"." or _in_comment(line, cut):
+    if line[cut + 1 : cut + 2] == b"." or line.startswith(b"From ", cut + 1) or _in_comment(line, cut):
         return False
     closes, opens = line.find(b">", cut), line.find(b"<", cut)
     if closes < 0 or 0 <= opens < closes:  # in text

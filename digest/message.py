@@ -28,7 +28,10 @@ from digest.render import RenderedDigest
 from digest.settings import DkimSettings
 
 # What the signature covers: everything a reader or a filter trusts, including the RFC 8058
-# one-click unsubscribe headers, which mailbox providers only honour when they are signed.
+# one-click unsubscribe headers, which mailbox providers only honour when they are signed. From,
+# Subject and List-Unsubscribe are named twice, once more than the message has them ("oversigned",
+# RFC 6376 8.15): a second one added on the way, which some readers would show, breaks the signature.
+OVERSIGNED = (b"From", b"Subject", b"List-Unsubscribe")
 DKIM_HEADERS = (
     b"From",
     b"To",
@@ -39,9 +42,12 @@ DKIM_HEADERS = (
     b"List-Unsubscribe",
     b"List-Unsubscribe-Post",
     b"Auto-Submitted",
+    b"Feedback-ID",
     b"MIME-Version",
     b"Content-Type",
+    *OVERSIGNED,
 )
+DEFAULT_SENDER_NAME = "Paper digest"
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +160,13 @@ def build_message(
     list_id: str,
     now: datetime,
     dkim_key: DkimKey | None = None,
+    from_name: str = DEFAULT_SENDER_NAME,
 ) -> OutgoingEmail:
-    """multipart/alternative (text first, HTML last as mail clients prefer) with RFC 8058 headers."""
+    """multipart/alternative (text first, HTML last as mail clients prefer) with RFC 8058 headers.
+
+    ``Feedback-ID`` (``digest:<sender domain>``) lets Gmail's postmaster tools report complaints
+    about the digest apart from other mail of the same domain.
+    """
     domain = sender_domain(from_address)
     msgid = message_id(digest_id, to_address, domain)
     # A fixed boundary per message keeps the bytes reproducible. A base64 line never starts with
@@ -163,7 +174,7 @@ def build_message(
     boundary = "=_" + hashlib.sha256(msgid.encode()).hexdigest()[:28]
     head = "".join(
         (
-            mime.header("From", mime.address("digest", from_address)),
+            mime.header("From", mime.address(from_name, from_address)),
             mime.header("To", mime.address(to_name, to_address)),
             mime.header("Subject", mime.unstructured(rendered.subject)),
             f"Date: {format_datetime(now)}\r\n",
@@ -173,6 +184,7 @@ def build_message(
             "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
             "Auto-Submitted: auto-generated\r\n",
             "Precedence: bulk\r\n",
+            f"Feedback-ID: digest:{mime.bare(domain, 'Feedback-ID')}\r\n",
             "MIME-Version: 1.0\r\n",
             f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n',
             "\r\n",
@@ -180,7 +192,9 @@ def build_message(
     )
     delimiter = f"\r\n--{boundary}\r\n".encode("ascii")
     html = rendered.html_bytes()
-    html_body = mime.seven_bit_html(html, delimiter[2:-2])
+    # Render made the 7-bit body already, to measure the part as sent (see render_digest).
+    made = rendered.html_wire
+    html_body = made if made and delimiter[2:-2] not in made else mime.seven_bit_html(html, delimiter[2:-2])
     raw = b"".join(
         (
             head.encode("utf-8"),

@@ -127,7 +127,40 @@ def base64_body(data: bytes) -> bytes:
     return b"\r\n".join(_BASE64_LINES.findall(binascii.b2a_base64(data, newline=False)))
 
 
-def seven_bit_html(html: bytes, boundary: bytes, limit: int = MAX_BODY_LINE) -> bytes | None:
+def base64_size(length: int) -> int:
+    """How many bytes :func:`base64_body` writes for ``length`` bytes: lines of 76, CRLF between."""
+    encoded = (length + 2) // 3 * 4
+    return encoded + 2 * max(0, (encoded + 75) // 76 - 1)
+
+
+def html_part_size(html: bytes, seven_bit: bytes | None) -> int:
+    """The bytes the HTML part's body takes on the wire: as :func:`seven_bit_html` made it
+    (``seven_bit``), or in base64 when it could not (None). What Gmail's clipping counts."""
+    return len(seven_bit) if seven_bit is not None else base64_size(len(html))
+
+
+def html_part_bound(html: bytes) -> int:
+    """At least :func:`html_part_size` of ``html``, for nothing: in 7-bit each byte becomes at most
+    two (a line feed, carriage return or space a CRLF), and base64 takes less than that. A digest
+    of half the limit or less (most) is measured so, without making the 7-bit body (splitting
+    a 45 KB email into its lines cost a tenth of a warm render)."""
+    return 2 * len(html)
+
+
+def has_long_line(data: bytes, limit: int) -> bool:
+    """Whether a line of ``data`` is longer than ``limit``: the last line feed within reach of each
+    line's start, one C search per ``limit`` bytes, where splitting a 45 KB email into its lines to
+    measure them cost a tenth of a warm render (the tests hold it to the split)."""
+    start, size = 0, len(data)
+    while size - start > limit:
+        end = data.rfind(b"\n", start, start + limit + 1)
+        if end < 0:
+            return True
+        start = end + 1
+    return False
+
+
+def seven_bit_html(html: bytes, boundary: bytes = b"", limit: int = MAX_BODY_LINE) -> bytes | None:
     """``html`` as a 7-bit body: CRLF line ends, no line over ``limit`` octets; None if it cannot be.
 
     Render keeps the layout's lines short (:func:`digest.html_lines.shorten_layout`), so a line
@@ -135,15 +168,17 @@ def seven_bit_html(html: bytes, boundary: bytes, limit: int = MAX_BODY_LINE) -> 
     line break means what the space meant (:func:`digest.html_lines.break_long_lines`). A line
     with no such space, non-ASCII bytes, or the multipart ``boundary`` inside: None, and the
     caller sends the part in base64. Carriage returns become line feeds, as an HTML parser reads
-    them anyway, so none is left bare.
+    them anyway, so none is left bare. No ``boundary`` (render, measuring the part): not checked.
+    No line starts with "From " (mbox delivery rewrites it to ">From ", which breaks a DKIM
+    signature): the layout has none, the breaker never makes one, and every value from a feed
+    is one line (the sources squash whitespace); a search for it cost a tenth of a warm render.
     """
-    if not html.isascii() or boundary in html:
+    if not html.isascii() or (boundary and boundary in html):
         return None
     if b"\r" in html:
         html = html.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-    lines = html.split(b"\n")
-    if max(map(len, lines)) > limit:
-        folded = break_long_lines(lines, limit)
+    if has_long_line(html, limit):
+        folded = break_long_lines(html.split(b"\n"), limit)
         if folded is None:
             return None
         html = b"\n".join(folded)

@@ -3,7 +3,9 @@
 The sample is what ``digest demo`` uses when Hugging Face cannot be reached, and what the tests'
 stand-in API serves. It keeps the real titles, abstracts, organizations, dates and upvotes; the
 seeds carry no arXiv ids or author names, so ids (``2611.9xxxx``) and author names (``Author 1``…)
-are made up. Each sample day is in the exact JSON shape of ``/api/daily_papers``.
+are made up, and the file says so (``"ids_made_up": true``: the demo then links each paper to a
+search for its title, see ``digest/sources/sample.py``). Each sample day is in the exact JSON shape
+of ``/api/daily_papers``.
 
     python scripts/build_sample.py [SEEDS_DIR]
 """
@@ -110,7 +112,8 @@ def main() -> None:
         DAYS[0].isoformat(): [api_entry(p, DAYS[0]) for p in first],
         DAYS[1].isoformat(): [api_entry(p, DAYS[1]) for p in second + first[:3]],
     }
-    OUT.write_text(json.dumps({"days": days}, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    sample = {"ids_made_up": True, "days": days}
+    OUT.write_text(json.dumps(sample, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
     print(f"wrote {OUT} with {', '.join(f'{d}: {len(v)} papers' for d, v in days.items())}")
 
 

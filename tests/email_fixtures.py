@@ -6,16 +6,22 @@ tested on what a cycle would hand it: real titles and abstracts, real highlights
 
 from __future__ import annotations
 
+import importlib.util
+import os
 import re
 from dataclasses import replace
 from datetime import date
 from html.parser import HTMLParser
+from pathlib import Path
+from types import ModuleType
+
+import pytest
 
 from digest.models import Digest, DigestEntry, Item, Subscriber
 from digest.render import Links, rank_entries
 from digest.rules import ItemIndex, Matcher, parse_rules
 from digest.sources.hf_papers import parse
-from digest.sources.sample import SAMPLE_BASE_URL, sample_days
+from digest.sources.sample import SAMPLE_BASE_URL, sample_days, with_search_links
 
 AS_OF = date(2026, 11, 20)
 SAMPLE_RULES = ("4090", "video diffusion", "gaussian splatting")
@@ -27,12 +33,13 @@ LINKS = Links(
 
 
 def sample_items() -> list[Item]:
-    """The sample's items, one per id as the store keeps them (a paper listed twice keeps its first day)."""
+    """The sample's items, one per id as the store keeps them (a paper listed twice keeps its first day),
+    each linking to a search for its title as the demo's do (the sample's ids are made up)."""
     items: dict[str, Item] = {}
     for day, entries in sorted(sample_days().items()):
         parsed, warnings = parse(entries, SAMPLE_BASE_URL, date.fromisoformat(day))
         assert not warnings
-        for item in parsed:
+        for item in with_search_links(parsed):
             items.setdefault(item.id, item)
     return list(items.values())
 
@@ -61,6 +68,50 @@ def huge_digest(papers: int = 200) -> Digest:
         entries.append(DigestEntry(item, entry.matches))
     base.entries = rank_entries(entries)
     return base
+
+
+ROOT = Path(__file__).resolve().parent.parent
+SEEDS = ROOT.parent / "shared" / "seeds"
+REAL_DAY_PAPERS = 119
+
+
+def _build_sample() -> ModuleType:
+    """``scripts/build_sample.py``, which reads the saved pages, as a module."""
+    spec = importlib.util.spec_from_file_location("build_sample", ROOT / "scripts" / "build_sample.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def seed_items() -> list[Item]:
+    """Every paper of the saved Daily Papers pages in ``../shared/seeds`` (real titles and
+    abstracts, made-up ids), through the real parser. Skipped when the pages are not there, except
+    in CI, where they must be."""
+    pages = sorted(SEEDS.glob("*.txt"))
+    if not pages:
+        if os.environ.get("CI"):
+            pytest.fail(f"no saved listing pages in {SEEDS}: CI runs beside ../shared")
+        pytest.skip(f"no saved listing pages in {SEEDS}")
+    build = _build_sample()
+    items: dict[str, Item] = {}
+    for page in pages:
+        entries = [build.api_entry(paper, AS_OF) for paper in build.parse_seed(page.read_text(encoding="utf-8"))]
+        parsed, warnings = parse(entries, SAMPLE_BASE_URL, AS_OF)
+        assert not warnings
+        for item in parsed:
+            items.setdefault(item.id, item)
+    return list(items.values())
+
+
+def real_day(papers: int = REAL_DAY_PAPERS) -> list[Item]:
+    """A big day of real listings: the saved pages' papers, and as many again under new ids as it
+    takes to make ``papers`` (a day of 119 was the one that went past Gmail's clip)."""
+    base = seed_items()
+    return [
+        item if n < len(base) else replace(item, id=f"{item.id}-{n}", url=f"{item.url}-{n}")
+        for n, item in ((n, base[n % len(base)]) for n in range(papers))
+    ]
 
 
 def hostile_digest() -> Digest:

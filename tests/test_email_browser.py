@@ -9,13 +9,17 @@ reaches the internet and an email that needs a remote resource to look right sho
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from digest.models import Digest
 from digest.render import render_digest
 from tests.email_fixtures import LINKS, hostile_digest, huge_digest, sample_digest
+
+RECEIPT = "Checked Hugging Face Daily Papers, Nov 19–20: 92 papers · arXiv cs.CV+cs.LG: 104 papers · 2 feeds: 9 papers."
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -47,10 +51,17 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
+def compact_digest() -> Digest:
+    digest = sample_digest()
+    digest.subscriber = replace(digest.subscriber, layout="compact")
+    return digest
+
+
 @pytest.fixture(scope="module")
 def emails() -> dict[str, str]:
     return {
-        "sample": render_digest(sample_digest(), LINKS).html,
+        "sample": render_digest(sample_digest(), LINKS, receipt=RECEIPT).html,
+        "compact": render_digest(compact_digest(), LINKS, receipt=RECEIPT).html,
         "hostile": render_digest(hostile_digest(), LINKS).html,
         "huge": render_digest(huge_digest(), LINKS).html,
     }
@@ -76,7 +87,7 @@ def overflow(page: Any) -> dict[str, Any]:
     return result
 
 
-@pytest.mark.parametrize("name", ["sample", "hostile", "huge"])
+@pytest.mark.parametrize("name", ["sample", "compact", "hostile", "huge"])
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_screenshots_and_no_horizontal_overflow_on_a_phone(
     browser: Any, emails: dict[str, str], name: str, scheme: str
@@ -118,7 +129,7 @@ def describe(violations: list[dict[str, Any]]) -> str:
     )
 
 
-@pytest.mark.parametrize("name", ["sample", "hostile"])
+@pytest.mark.parametrize("name", ["sample", "compact", "hostile"])
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_accessibility_and_contrast_in_the_browser(
     browser: Any, emails: dict[str, str], name: str, scheme: str

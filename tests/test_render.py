@@ -84,7 +84,7 @@ def test_subject_says_how_many_and_which_rules() -> None:
     rendered = render_digest(
         digest([entry("A 4090 paper"), entry("Another", rules=("4090", "video diffusion"))]), LINKS
     )
-    assert rendered.subject == "2 new papers for “4090”, “video diffusion”"
+    assert rendered.subject == "2 new papers for “4090”, “video diffusion” · Paper digest"
     assert "Matched: 4090 (title)" in rendered.text
     assert "and 2 more" in rendered.text  # seven authors, five shown
 
@@ -188,7 +188,9 @@ def test_html_is_fit_for_mail_clients(make: Callable[[], Digest]) -> None:
     assert all(a.get("alt") is not None for t, a in page.tags if t == "img")
     assert not [a for t, a in page.tags if any(k.startswith("on") for k in a)], "no event handlers"
     hrefs = [a["href"] for t, a in page.tags if t == "a"]
-    assert hrefs and all(h is not None and h.startswith("https://") for h in hrefs)
+    ids = {a["id"] for _, a in page.tags if a.get("id")}
+    assert hrefs and all(h is not None and (h.startswith("https://") or h[1:] in ids) for h in hrefs)
+    assert len(ids) == len([a for _, a in page.tags if a.get("id")]), "ids are unique"
     assert page.tags[0][0] == "html" and page.tags[0][1]["lang"] == "en"
     assert tags.count("h1") == 1
     assert tags.count("h2") == rendered.papers_in_full + (rendered.papers_in_full < len(digest.entries))
@@ -233,12 +235,12 @@ def test_text_part_reads_on_its_own() -> None:
     digest = sample_digest()
     text = render_digest(digest, FIXTURE_LINKS).text
     first = digest.entries[0].item
-    assert text.startswith(f"{len(digest.entries)} new papers for you\nFriday, November 20, 2026\n")
-    assert f"1. {first.title.split()[0]}" in text and first.url in text
+    assert text.startswith(f"Paper digest · Friday, November 20, 2026\n\n{len(digest.entries)} new papers for you\n")
+    assert f"1.  {first.title.split()[0]}" in text and first.url in text
     for link in (FIXTURE_LINKS.view_online, FIXTURE_LINKS.manage, FIXTURE_LINKS.unsubscribe):
         assert link in text
     assert "<mark>" not in text and "&amp;" not in text
-    assert max(len(line) for line in text.splitlines() if "://" not in line) <= 80
+    assert max(len(line) for line in text.splitlines() if "://" not in line) <= 78
 
 
 @settings(max_examples=300, deadline=None)
@@ -271,7 +273,8 @@ rule = "gpu OR author:gpu OR org:gpu OR keyword:gpu"
 matches = Matcher(ItemIndex([item])).match(parse_rules([rule]))[0]
 digest = Digest(Subscriber("a@example.org", (rule,)), [DigestEntry(item, matches)], date(2026, 11, 20), "abc")
 text = render_digest(digest, Links("https://d.example/o", "https://d.example/m", "https://d.example/u")).text
-print(next(line.strip() for line in text.splitlines() if "Matched:" in line))
+start = text.index("Matched:")
+print(" ".join(text[start:].split(chr(10) * 2)[0].split()))
 """
 
 

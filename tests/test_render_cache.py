@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from digest import render
-from digest.highlight import escape_html, mark, replace_five, shorten, spans_for
+from digest.highlight import escape_html, mark, merge_spans, replace_five, shorten, spans_for, tidy
 from digest.models import Digest, DigestEntry, Highlight, Item, RuleMatch, Subscriber
 from digest.render import PAPERS, PaperCache, RenderedDigest, render_digest, wrap
 from tests.email_fixtures import LINKS, digest_for, hostile_digest, huge_digest, sample_digest, sample_items
@@ -40,6 +40,7 @@ RULE_SETS = [
 def cold(digest: Digest) -> RenderedDigest:
     """A render with nothing cached, as the first digest of a process gets."""
     PAPERS.clear()
+    render.COMPACT_PAPERS.clear()
     render.item_view.cache_clear()
     return render_digest(digest, LINKS)
 
@@ -67,7 +68,7 @@ def test_the_same_paper_matched_otherwise_is_highlighted_otherwise() -> None:
     assert narrow_html == cold(narrow).html and wide_html == cold(wide).html
     assert ">video diffusion (" in narrow_html and ">video (" not in narrow_html
     assert ">video (" in wide_html and ">video diffusion (" not in wide_html
-    assert paper.url in narrow_html and paper.url in wide_html
+    assert render.escaped(paper.url) in narrow_html and render.escaped(paper.url) in wide_html
 
 
 def test_a_hit_reuses_the_rendered_paper_and_a_changed_item_is_rendered_anew() -> None:
@@ -81,7 +82,7 @@ def test_a_hit_reuses_the_rendered_paper_and_a_changed_item_is_rendered_anew() -
     [view] = PAPERS.views([upvoted])
     assert view is not first[0]
     assert f"{entry.item.upvotes + 1000} upvotes" in view.html and f"{entry.item.upvotes + 1000} upvotes" in view.facts
-    assert f"{entry.item.upvotes} upvote" in first[0].html  # the old view is untouched
+    assert f"{entry.item.upvotes + 1000} upvotes" not in first[0].html  # the old view is untouched
 
 
 def test_the_cache_keeps_only_the_most_recently_used() -> None:
@@ -144,7 +145,7 @@ def test_a_layout_without_the_paper_marks_is_refused(tmp_path: Path, monkeypatch
         render._templates.cache_clear()
 
 
-def reference_wrap(text: str, width: int = 73, indent: str = "   ") -> str:
+def reference_wrap(text: str, width: int = 73, indent: str = "    ") -> str:
     """The word-by-word loop ``wrap`` replaced: greedy, words never cut, whitespace runs squashed."""
     lines: list[str] = []
     line = ""
@@ -199,21 +200,38 @@ def test_escape_html_is_markupsafes_escape(text: str) -> None:
     assert str(mark(text, [])) == str(markupsafe.escape(text))
 
 
-def whole_text_template() -> jinja2.Template:
+def one_layout(source: str, layout: str = "full") -> str:
+    """A template's source with the other layout's paper block left out: the loop over papers holds
+    both blocks, and the split picks one per digest."""
+    if layout == "full":
+        head, _, rest = source.partition(render.COMPACT_START)
+        return head + rest.partition(render.COMPACT_END)[2]
+    head, _, rest = source.partition(render.PAPER_START)
+    return head + rest.partition(render.PAPER_END)[2]
+
+
+def whole_text_template(layout: str = "full") -> jinja2.Template:
     """``digest.txt.j2`` as one template, its paper marks only comments: what the split must match."""
     env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     env.filters["wrap"] = wrap
-    return env.from_string((render.templates_dir() / "email" / "digest.txt.j2").read_text(encoding="utf-8"))
+    source = (render.templates_dir() / "email" / "digest.txt.j2").read_text(encoding="utf-8")
+    return env.from_string(one_layout(source, layout))
 
 
+def in_layout(digest: Digest, layout: str) -> Digest:
+    digest.subscriber = replace(digest.subscriber, layout=layout)
+    return digest
+
+
+@pytest.mark.parametrize("layout", render.LAYOUTS)
 @pytest.mark.parametrize("make", [sample_digest, hostile_digest, huge_digest])
-def test_the_text_part_is_what_the_whole_text_template_gives(make: Callable[[], Digest]) -> None:
-    digest = make()
+def test_the_text_part_is_what_the_whole_text_template_gives(make: Callable[[], Digest], layout: str) -> None:
+    digest = in_layout(make(), layout)
     rendered = cold(digest)
-    papers = PAPERS.views(digest.entries)
+    papers = render.paper_cache(layout).views(digest.entries)
     listed = min(len(papers) - rendered.papers_in_full, render.OVERFLOW_TITLES)
     context = render._context(digest, LINKS, papers, rendered.papers_in_full, listed)
-    assert rendered.text == whole_text_template().render(context)
+    assert rendered.text == whole_text_template(layout).render(context)
     assert render.TEXT_PAPER_SEPARATOR not in rendered.text
 
 
@@ -227,49 +245,75 @@ def test_a_title_holding_the_text_separator_is_rendered_one_paper_at_a_time() ->
     papers = PAPERS.views(base.entries)
     context = render._context(base, LINKS, papers, len(papers), 0)
     assert rendered.text == whole_text_template().render(context)
-    assert f"1. Before {render.TEXT_PAPER_SEPARATOR} after" in rendered.text
-    assert f"2. {wrap(base.entries[1].item.title)}" in rendered.text
+    assert f"1.  Before {render.TEXT_PAPER_SEPARATOR} after" in rendered.text
+    assert f"2.  {wrap(base.entries[1].item.title)}" in rendered.text
 
 
-def whole_html_template() -> jinja2.Template:
+def whole_html_template(layout: str = "full") -> jinja2.Template:
     """The compiled layout as one template with autoescape, every value as it came from the feed:
     what the paper blocks, rendered without autoescape from values escaped in advance, must give."""
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, finalize=render.ascii_html)
-    return env.from_string(render.layout_html())
+    return env.from_string(one_layout(render.layout_html(), layout))
 
 
-def raw_paper(entry: DigestEntry) -> SimpleNamespace:
-    """A paper's values unescaped, only its matched words marked (``mark`` escapes around them)."""
+def emphasised(text: str, spans: list[tuple[int, int]]) -> markupsafe.Markup:
+    """``text`` with ``spans`` in ``<mark><b>``, the rest tidied and escaped by ``markupsafe``."""
+    out = markupsafe.Markup()
+    cursor = 0
+    for start, end in merge_spans(s for s in spans if 0 <= s[0] < s[1] <= len(text)):
+        out += tidy(text[cursor:start]) + markupsafe.Markup("<mark><b>%s</b></mark>") % tidy(text[start:end])
+        cursor = end
+    return out + tidy(text[cursor:])
+
+
+def raw_paper(entry: DigestEntry, layout: str = "full") -> SimpleNamespace:
+    """A paper's values unescaped, only its matched words marked (escaped around them)."""
     item = entry.item
-    abstract = shorten(item.abstract, render.ABSTRACT_CHARS)
+    view = render.item_view(item)
     highlights = [h for match in entry.matches for h in match.highlights]
-    abstract_spans = [span for span in spans_for(highlights, "abstract") if span[1] <= len(abstract)]
+    all_abstract = spans_for(highlights, "abstract")
+    shown = view.summary_shown if layout == "compact" else view.abstract_shown
+    in_view = [span for span in all_abstract if span[1] <= shown]
+    snippets = []
+    for begin, end in render._snippets(entry, shown):
+        inside = [(max(s, begin) - begin, min(e, end) - begin) for s, e in all_abstract if s < end and e > begin]
+        body = emphasised(item.abstract[begin:end], inside)
+        snippets.append(("… " if begin else "") + body + (" …" if end < len(item.abstract) else ""))
     return SimpleNamespace(
         url=item.url,
-        title=mark(item.title, spans_for(highlights, "title")),
-        byline=render.item_view(item).byline,
-        facts=render.item_view(item).facts,
+        title=emphasised(item.title, spans_for(highlights, "title")),
+        byline=view.byline,
+        facts=view.facts,
         github_repo=item.github_repo,
         rules=tuple(render._rule_label(match) for match in entry.matches),
-        abstract=mark(abstract, abstract_spans),
-        abstract_cut=len(abstract) < len(item.abstract),
+        abstract="" if layout == "compact" else emphasised(view.abstract, in_view),
+        abstract_cut=view.abstract_cut,
+        summary=emphasised(view.summary, in_view) if layout == "compact" else "",
+        snippets=snippets,
+        anchor=render.anchor_for(item.id),
     )
 
 
-def autoescaped_html(digest: Digest, rendered: RenderedDigest) -> str:
-    papers = PAPERS.views(digest.entries)
+def autoescaped_html(digest: Digest, rendered: RenderedDigest, receipt: str = "") -> str:
+    layout = digest.subscriber.layout
+    papers = render.paper_cache(layout).views(digest.entries)
     full = rendered.papers_in_full
-    context = render._context(digest, LINKS, papers, full, min(len(papers) - full, render.OVERFLOW_TITLES))
-    context["papers"] = [raw_paper(entry) for entry in digest.entries[:full]]
-    return whole_html_template().render(context)
+    listed = min(len(papers) - full, render.OVERFLOW_TITLES)
+    context = render._context(digest, LINKS, papers, full, listed, receipt=receipt)
+    context["papers"] = [raw_paper(entry, layout) for entry in digest.entries[:full]]
+    return whole_html_template(layout).render(context)
 
 
+@pytest.mark.parametrize("layout", render.LAYOUTS)
 @pytest.mark.parametrize("make", [sample_digest, hostile_digest, huge_digest])
-def test_the_html_is_what_the_whole_layout_gives_with_autoescape(make: Callable[[], Digest]) -> None:
-    digest = make()
+def test_the_html_is_what_the_whole_layout_gives_with_autoescape(make: Callable[[], Digest], layout: str) -> None:
+    digest = in_layout(make(), layout)
     rendered = cold(digest)
     assert rendered.html == autoescaped_html(digest, rendered)
     assert render_digest(digest, LINKS).html == rendered.html  # and so is a cached render
+    receipt = "Checked <b>x</b> & y."
+    with_receipt = render_digest(digest, LINKS, receipt=receipt)
+    assert with_receipt.html == autoescaped_html(digest, with_receipt, receipt)
 
 
 feed_text = st.text(st.sampled_from("<>&\"' ab4é—🚀\n"), max_size=30) | st.text(max_size=30)
@@ -310,6 +354,7 @@ def hostile_entries(draw: st.DrawFn) -> DigestEntry:
 @given(entries=st.lists(hostile_entries(), min_size=1, max_size=4, unique_by=lambda e: e.item.id))
 def test_values_escaped_in_advance_give_what_autoescape_gives(entries: list[DigestEntry]) -> None:
     rules = tuple(dict.fromkeys(match.rule for entry in entries for match in entry.matches))
-    digest = Digest(Subscriber("a@example.org", rules), entries, date(2026, 11, 20), "abc")
-    rendered = cold(digest)
-    assert rendered.html == autoescaped_html(digest, rendered)
+    for layout in render.LAYOUTS:
+        digest = Digest(Subscriber("a@example.org", rules, layout=layout), entries, date(2026, 11, 20), "abc")
+        rendered = cold(digest)
+        assert rendered.html == autoescaped_html(digest, rendered)

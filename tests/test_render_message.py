@@ -95,7 +95,7 @@ def test_headers_and_parts_survive_the_wire() -> None:
     assert raw.isascii()
     parsed = parse(raw)
     rendered = render_digest(hostile_digest(), LINKS)
-    assert parsed["From"] == "digest <papers@digest.example.org>"
+    assert parsed["From"] == "Paper digest <papers@digest.example.org>"
     assert parsed["To"] == "Ada Lovelace <ada@example.org>"
     assert parsed["Subject"] == rendered.subject
     assert parsed["Date"] == "Fri, 20 Nov 2026 07:00:00 +0000"
@@ -119,7 +119,7 @@ def test_headers_and_parts_survive_the_wire() -> None:
 def reference(rendered: RenderedDigest, to_name: str, unsubscribe_url: str) -> EmailMessage:
     """The same email built the standard library's way, to compare what a reader sees."""
     ref = EmailMessage()
-    ref["From"] = "digest <papers@digest.example.org>"
+    ref["From"] = "Paper digest <papers@digest.example.org>"
     ref["To"] = f"{to_name} <ada@example.org>"
     ref["Subject"] = rendered.subject
     ref["Date"] = "Fri, 20 Nov 2026 07:00:00 +0000"

@@ -121,7 +121,7 @@ def test_the_email_names_each_source() -> None:
     rendered = render_digest(digest, Links("https://v", "https://m", "https://u"))
     facts = [line.strip() for line in rendered.text.splitlines() if line.strip().startswith("Nov 20, 2026")]
     assert facts == [
-        "Nov 20, 2026 · Hugging Face · ▲ 0 upvotes",
+        "Nov 20, 2026 · Hugging Face",  # no "▲ 0 upvotes": noise
         "Nov 20, 2026 · arXiv · cs.CV, cs.LG, cs.AI",
         "Nov 20, 2026 · deals",
     ]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 import signal
 import sys
@@ -34,7 +35,7 @@ from digest.errors import DigestError, RuleError, SubscriberError, describe_os_e
 from digest.explain import describe, summary, try_rule
 from digest.logs import configure_logging
 from digest.mailer import OutboxMailer
-from digest.models import Subscriber
+from digest.models import LAYOUTS, Subscriber
 from digest.pipeline import Cycle
 from digest.progress import send_progress
 from digest.rules import parse_rule, parse_rules
@@ -65,13 +66,21 @@ def fail(error: DigestError | str, code: int | None = None) -> NoReturn:
     raise typer.Exit(code if code is not None else getattr(error, "exit_code", 1))
 
 
+EARLIEST_DAY = date(2000, 1, 1)  # far enough back for any listing; far from date.min's arithmetic
+
+
 def parse_day(value: str | None) -> date | None:
     if value is None:
         return None
     try:
-        return date.fromisoformat(value)
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):  # fromisoformat also takes 20261206, 2026-W49-7
+            raise ValueError(value)
+        day = date.fromisoformat(value)
     except ValueError:
         fail(f"--date: expected YYYY-MM-DD, got {value!r}", 2)
+    if day < EARLIEST_DAY:
+        fail(f"--date {value} is before {EARLIEST_DAY.isoformat()}: no source lists papers that old", 2)
+    return day
 
 
 def normalize_email(value: str) -> str:
@@ -170,9 +179,15 @@ def subscribe(
     email: Annotated[str, typer.Argument(help="The subscriber's email address.")],
     rule: Annotated[list[str], typer.Option("--keyword", "-k", help="A keyword rule; repeat for more.")],
     name: Annotated[str | None, typer.Option("--name", help="How to address them.")] = None,
+    layout: Annotated[
+        str | None,
+        typer.Option("--layout", help="How their email shows each paper: full (with the abstract) or compact."),
+    ] = None,
 ) -> None:
     """Add or replace an active subscriber (no confirmation mail: this is the operator's path)."""
     settings = settings_or_exit()
+    if layout is not None and layout not in LAYOUTS:
+        fail(f"--layout {layout!r}: use one of {', '.join(LAYOUTS)}", 2)
     try:
         address = normalize_email(email)
         parse_rules(rule)
@@ -186,6 +201,7 @@ def subscribe(
                 subscribed_at=existing.subscribed_at if existing else utc_now(),
                 last_delivery_at=existing.last_delivery_at if existing else None,
                 caught_up_to=existing.caught_up_to if existing else None,
+                layout=layout or (existing.layout if existing else "full"),
             )
             store.save_subscriber(subscriber)
     except DigestError as exc:
@@ -354,7 +370,7 @@ def export_subscribers(
     except DigestError as exc:
         fail(exc)
     lines = [
-        json.dumps({"email": s.email, "rules": list(s.rules), "name": s.name}, ensure_ascii=False)
+        json.dumps({"email": s.email, "rules": list(s.rules), "name": s.name, "layout": s.layout}, ensure_ascii=False)
         for s in sorted(store.subscribers(), key=lambda s: s.email)
     ]
     text = "".join(line + "\n" for line in lines)
@@ -392,12 +408,17 @@ def import_subscribers(file: Annotated[Path, typer.Argument(help="JSON lines as 
             name = record.get("name")
             if name is not None and not isinstance(name, str):
                 raise ValueError('"name" must be a string or null')
+            layout = record.get("layout") or "full"  # absent in files exported before layouts
+            if layout not in LAYOUTS:
+                raise ValueError(f'"layout" must be one of {", ".join(LAYOUTS)}')
             address = normalize_email(str(record.get("email", "")))
             if address in first_line:
                 raise ValueError(f"{address} is already on line {first_line[address]}")
             first_line[address] = number
             parse_rules(rules)
-            people[address] = Subscriber(address, tuple(r.strip() for r in rules), name, subscribed_at=utc_now())
+            people[address] = Subscriber(
+                address, tuple(r.strip() for r in rules), name, subscribed_at=utc_now(), layout=layout
+            )
         except (ValueError, DigestError) as exc:
             problems.append(f"{file}:{number}: {exc}")
     if problems:

@@ -41,7 +41,8 @@ def check_store_file(path: Path) -> str | None:
             return f"{path} has schema version {version}, newer than this digest ({SCHEMA_VERSION})"
         upgraded, _ = migrate(data, str(path))
     except (StoreCorruptError, StoreError) as exc:
-        return str(exc).split("; `digest doctor")[0].split("; run `digest doctor")[0]
+        problem = str(exc).split("; `digest doctor")[0].split("; run `digest doctor")[0]
+        return problem if str(path) in problem else f"{path}: {problem}"
     problems = shape_problems(upgraded)
     if problems:
         return f"{path} is not a digest store as written: {'; '.join(problems)}"

@@ -4,14 +4,20 @@
 email was not handed over, or the cycle was stopped with digests left) or when the last scheduled
 time passed, plus the grace period, without any cycle starting — the two ways a day gets lost.
 The judgement (:func:`assess`) is pure; the route only gathers the inputs.
+
+The details (the last cycle, its counts and errors) go only to loopback: the container's
+healthcheck, ``curl`` on the host, a monitor through a trusted proxy on the same host. Anyone else
+gets ``{"status": ...}`` with the same status code, which is all a monitor needs. The client is
+decided as everywhere else: ``X-Forwarded-For`` only from ``web.trusted_proxies``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -20,6 +26,7 @@ from digest.errors import DigestError
 from digest.schedule import cron_trigger, last_fire, next_fire, started
 from digest.settings import Settings
 from digest.store import Store
+from digest.websecurity import client_address, is_loopback, trusted_networks
 
 
 def cycle_summary(cycle: Mapping[str, Any]) -> dict[str, Any]:
@@ -79,9 +86,16 @@ def assess(
     return 200, body
 
 
-def health_status(settings: Settings, now: datetime, serving_since: datetime) -> tuple[int, dict[str, Any]]:
+CyclesProvider = Callable[[], Sequence[Mapping[str, Any]]]
+
+
+def health_status(
+    settings: Settings, now: datetime, serving_since: datetime, cycles_of: CyclesProvider | None = None
+) -> tuple[int, dict[str, Any]]:
+    """Gathers the inputs of :func:`assess`. ``cycles_of`` gives the recorded cycles (``digest
+    serve``: from its in-memory store); by default the store file is read."""
     try:
-        cycles = Store(settings.data_dir, writable=False).cycles(last=50)
+        cycles = cycles_of() if cycles_of is not None else Store(settings.data_dir, writable=False).cycles(last=50)
     except DigestError as exc:
         return 503, {"status": "error", "error": str(exc)}
     trigger = cron_trigger(settings.schedule.cron, settings.schedule.timezone)
@@ -97,11 +111,17 @@ def health_status(settings: Settings, now: datetime, serving_since: datetime) ->
     return status, body
 
 
-def routes(settings: Settings) -> list[Route]:
+def routes(settings: Settings, cycles_of: CyclesProvider | None = None) -> list[Route]:
     serving_since = datetime.now(UTC)  # the app is built when the service starts
+    trusted = trusted_networks(settings.web.trusted_proxies)
 
     async def healthz(request: Request) -> JSONResponse:
-        status, body = health_status(settings, datetime.now(UTC), serving_since)
+        # In a worker thread: the cycles may have to be read again after another process wrote.
+        status, body = await run_in_threadpool(health_status, settings, datetime.now(UTC), serving_since, cycles_of)
+        peer = request.client.host if request.client else None
+        client = client_address(peer, ",".join(request.headers.getlist("x-forwarded-for")), trusted)
+        if not is_loopback(client):
+            body = {"status": body["status"]}
         return JSONResponse(body, status_code=status)
 
     return [Route("/healthz", healthz, methods=["GET"])]

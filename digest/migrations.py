@@ -45,7 +45,8 @@ def sources_table(data: Raw) -> None:
 def schema_version(data: Raw) -> int:
     table = data.get("meta")
     meta = table.get("1") if isinstance(table, dict) else None
-    if not isinstance(meta, dict) or not isinstance(meta.get("schema_version"), int):
+    # type(...) is int: True is an int too, and it is no version.
+    if not isinstance(meta, dict) or type(meta.get("schema_version")) is not int:
         raise StoreError("the store has no schema version in its meta table")
     version: int = meta["schema_version"]
     return version

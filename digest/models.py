@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
+LAYOUTS = ("full", "compact")  # Subscriber.layout: how the email shows each paper
+
 
 @dataclass(frozen=True, slots=True)
 class Item:
@@ -93,6 +95,9 @@ class Subscriber:
     # Start of the window of the last cycle whose digest for this person was handed over (or had
     # nothing to send). Items listed since then that matched but were not delivered stay candidates.
     caught_up_to: date | None = None
+    # How the email shows each paper: "full" (abstract excerpt) or "compact" (title, why it
+    # matched, one line): a long digest in full is a wall of abstracts (see render).
+    layout: str = "full"
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -103,6 +108,7 @@ class Subscriber:
             "subscribed_at": self.subscribed_at.isoformat() if self.subscribed_at else None,
             "last_delivery_at": self.last_delivery_at.isoformat() if self.last_delivery_at else None,
             "caught_up_to": self.caught_up_to.isoformat() if self.caught_up_to else None,
+            "layout": self.layout,
         }
 
     @classmethod
@@ -119,6 +125,7 @@ class Subscriber:
             subscribed_at=when("subscribed_at"),
             last_delivery_at=when("last_delivery_at"),
             caught_up_to=date.fromisoformat(record["caught_up_to"]) if record.get("caught_up_to") else None,
+            layout=record.get("layout") or "full",  # records written before layouts existed
         )
 
 

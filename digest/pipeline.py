@@ -37,10 +37,11 @@ import httpx
 
 from digest.ahead import Ahead, timed
 from digest.collector import collector_paused
+from digest.coverage import coverage
 from digest.errors import DeliveryError, PermanentDeliveryError, RuleError, TransientDeliveryError
 from digest.mailer import Mailer, UnresponsiveServerError, hung_up_on_stop
 from digest.merge import merge_items, with_stored
-from digest.message import DkimKey, OutgoingEmail, build_message, load_dkim_key
+from digest.message import DEFAULT_SENDER_NAME, DkimKey, OutgoingEmail, build_message, load_dkim_key
 from digest.models import CycleReport, Digest, DigestEntry, Item, RuleMatch, SourceReport, Subscriber
 from digest.render import Links, RankKey, RenderedDigest, rank_key, render_digest
 from digest.retry import Retrier
@@ -141,6 +142,7 @@ def digest_message(
     from_address: str,
     now: datetime,
     dkim_key: DkimKey | None = None,
+    from_name: str = DEFAULT_SENDER_NAME,
 ) -> OutgoingEmail:
     """The email of one rendered digest, addressed to its subscriber, as a cycle sends it."""
     return build_message(
@@ -153,6 +155,7 @@ def digest_message(
         list_id=f"digest.{from_address.rpartition('@')[2] or 'localhost'}",
         now=now,
         dkim_key=dkim_key,
+        from_name=from_name,
     )
 
 
@@ -478,9 +481,12 @@ class Cycle:
             self.store.flush()
         return planned
 
+    receipt = ""  # the coverage line every digest of the cycle ends with; set by _notices
+
     def _notices(self, report: CycleReport, planned: dict[str, SourceDays]) -> list[str]:
         """The digest's notes: days lost for good (also the cycle's errors, so ``digest run`` and
-        ``/healthz`` say it), then sources that were down (their days come later)."""
+        ``/healthz`` say it), then sources that were down (their days come later), then sources
+        that listed nothing when they usually list papers. Also sets :attr:`receipt`."""
         notices = lost_days_notices(planned, self.settings.catchup_days)
         report.errors.extend(notices)
         for source in report.sources:
@@ -490,7 +496,13 @@ class Cycle:
                     f"{source.name} could not be reached for {days}, or sent only part of them; its papers "
                     "from those days will come in a later digest."
                 )
-        return notices
+        before = {s["name"]: s.get("fetched", 0) for c in self.store.cycles(last=1) for s in c.get("sources", [])}
+        asked = {name: days.fetch for name, days in planned.items()}
+        found = coverage(report.sources, asked, report.as_of, before, self.settings.sources.arxiv.categories)
+        for note in found.notes:
+            log.warning("%s", note)
+        self.receipt = found.receipt
+        return notices + found.notes
 
     # -- render and deliver -------------------------------------------------------------------
     def links(self, digest: Digest) -> Links:
@@ -499,8 +511,12 @@ class Cycle:
     def compose(self, digest: Digest) -> tuple[bytes, OutgoingEmail]:
         """The digest's HTML (ASCII bytes, for the archive or a preview) and its message."""
         links = self.links(digest)
-        rendered = render_digest(digest, links)
-        message = digest_message(digest, rendered, links, self.settings.smtp.from_address, self.now(), self.dkim_key)
+        site = self.settings.site_name
+        rendered = render_digest(digest, links, site_name=site, receipt=self.receipt)
+        sender = self.settings.sender_name or site
+        message = digest_message(
+            digest, rendered, links, self.settings.smtp.from_address, self.now(), self.dkim_key, sender
+        )
         return rendered.html_bytes(), message
 
     def _deliver(self, plan: Plan, window_start: date, report: CycleReport) -> None:
@@ -533,6 +549,8 @@ class Cycle:
                 if connection_failures >= ABORT_AFTER_CONSECUTIVE_CONNECTION_FAILURES:
                     report.failed += total - position + 1
                     break
+                if not self.still_wanted(digest.subscriber.email):
+                    continue
                 try:
                     with self.clock.stage("send", note_memory=False):
                         # While the server reads this email, the next one comes off the render process's pipe.
@@ -587,6 +605,16 @@ class Cycle:
         # Subscribers may have changed while we sent (another process cannot: we hold the lock);
         # only move their bookkeeping forward.
         self.store.record_progress(caught_up)
+
+    def still_wanted(self, email: str) -> bool:
+        """Checked before every send: in ``digest serve`` the web writes into the store this cycle
+        sends from, so an unsubscribe or a pause that arrives mid-cycle stops the person's email.
+        Their items stay pending, and their bookkeeping does not move."""
+        current = self.store.subscriber(email)
+        if current is not None and current.active:
+            return True
+        log.info("skipped the digest for %s: unsubscribed or paused during this cycle", email)
+        return False
 
     def _note_failure(self, digest: Digest, exc: DeliveryError, report: CycleReport) -> None:
         report.failed += 1

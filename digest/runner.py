@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import threading
 import zoneinfo
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, date, datetime, timedelta
 
 from digest.errors import SettingsError
+from digest.keeper import StoreKeeper
 from digest.mailer import Mailer, make_mailer
 from digest.models import CycleReport
 from digest.pipeline import Cycle
@@ -15,7 +17,7 @@ from digest.retry import Retrier
 from digest.settings import Settings
 from digest.sources import Source, make_client, registry
 from digest.sources.conditional import StateBook
-from digest.store import open_store
+from digest.store import Store, open_store
 
 
 def utc_now() -> datetime:
@@ -59,12 +61,16 @@ def run_once(
     lock_wait_seconds: float = 0,
     stop: threading.Event | None = None,
     trigger: str = "manual",
+    keeper: StoreKeeper | None = None,
 ) -> CycleReport:
     """One full cycle as of ``as_of`` (default: today in the schedule's zone).
 
     ``stop``, once set (by a signal handler), ends retry waits at once and stops the send loop
     after the email being handed over; everything sent is recorded before this returns. A day
     past tomorrow is refused (:func:`check_as_of`) before the store is opened.
+
+    With ``keeper`` (``digest serve``) the cycle runs on the process's shared in-memory store,
+    still under the file lock, so the web's changes land in the store it sends from.
     """
     day = as_of or today_in(settings)
     check_as_of(settings, day)
@@ -72,7 +78,7 @@ def run_once(
     chosen_mailer = mailer or make_mailer(settings.smtp, settings.data_dir / "outbox")
     fetch_retrier = Retrier(settings.retry.policy(settings.retry.fetch_budget_seconds), stop=stop)
     with (
-        open_store(settings.data_dir, write=not dry_run, wait_seconds=lock_wait_seconds, stop=stop) as store,
+        cycle_store(settings, keeper, dry_run, lock_wait_seconds, stop) as store,
         make_client(settings.sources.hf_papers.timeout_seconds, retrier=fetch_retrier) as client,
         chosen_mailer as active_mailer,
     ):
@@ -89,3 +95,16 @@ def run_once(
             trigger=trigger,
         )
         return cycle.run(day, dry_run=dry_run)
+
+
+@contextmanager
+def cycle_store(
+    settings: Settings, keeper: StoreKeeper | None, dry_run: bool, wait_seconds: float, stop: threading.Event
+) -> Iterator[Store]:
+    """The store a cycle works on: the keeper's shared one, or one read for this cycle alone."""
+    if keeper is not None and not dry_run:
+        with keeper.cycle(wait_seconds, stop) as store:
+            yield store
+    else:
+        with open_store(settings.data_dir, write=not dry_run, wait_seconds=wait_seconds, stop=stop) as store:
+            yield store

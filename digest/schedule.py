@@ -13,6 +13,7 @@ in UTC and is strictly later than the one before, so no loop here can stall on a
 
 from __future__ import annotations
 
+import re
 import zoneinfo
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
@@ -60,15 +61,45 @@ def cron_trigger(expression: str, timezone: str) -> WallClockCron:
     fields = expression.split()
     zone = zoneinfo.ZoneInfo(timezone)
     if len(fields) == 5:
-        wall = CronTrigger.from_crontab(expression, timezone="UTC")
-    elif len(fields) == 6:
-        second, minute, hour, day, month, day_of_week = fields
-        wall = CronTrigger(
-            second=second, minute=minute, hour=hour, day=day, month=month, day_of_week=day_of_week, timezone="UTC"
-        )
-    else:
+        fields = ["0", *fields]
+    if len(fields) != 6:
         raise ValueError(f"expected 5 fields (or 6 with seconds first), got {len(fields)}")
+    second, minute, hour, day, month, day_of_week = fields
+    wall = CronTrigger(
+        second=second,
+        minute=minute,
+        hour=hour,
+        day=day,
+        month=month,
+        day_of_week=crontab_weekdays(day_of_week),
+        timezone="UTC",
+    )
     return WallClockCron(expression, wall, zone)
+
+
+WEEKDAY_NAMES = ("sun", "mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_NUMERIC_WEEKDAYS = re.compile(r"\*|\d+(?:-\d+)?")
+
+
+def crontab_weekdays(field: str) -> str:
+    """The day-of-week field with crontab's numbers as names: crontab counts from Sunday (0 or 7),
+    APScheduler from Monday, so ``1-5`` passed through would run Tuesday to Saturday.
+
+    Names (``mon-fri``) and ``*`` alone pass through unchanged."""
+    parts = []
+    for part in field.split(","):
+        body, _, step = part.partition("/")
+        if not _NUMERIC_WEEKDAYS.fullmatch(body) or (body == "*" and not step):
+            parts.append(part)
+            continue
+        first_text, _, last_text = body.partition("-")
+        first = 0 if body == "*" else int(first_text)
+        last = 6 if body == "*" or (step and not last_text) else int(last_text or first_text)
+        if not 0 <= first <= last <= 7:
+            raise ValueError(f"day of week {body!r}: crontab's days are 0-7 (0 and 7 are Sunday), low to high")
+        days = range(first, last + 1, int(step) if step else 1)
+        parts.append(",".join(dict.fromkeys(WEEKDAY_NAMES[d] for d in days)))
+    return ",".join(parts)
 
 
 def _offset(zone: zoneinfo.ZoneInfo, instant: datetime) -> timedelta | None:
@@ -175,13 +206,14 @@ def last_good(cycles: Iterable[Mapping[str, Any]]) -> Mapping[str, Any] | None:
     return max(good, key=started, default=None)
 
 
-def cycle_left_traces(source_states: Iterable[Mapping[str, Any]], items_seen: int, journal_bytes: int) -> bool:
+def cycle_left_traces(source_states: Iterable[Mapping[str, Any]], items_seen: int, deliveries_journaled: int) -> bool:
     """A cycle ran in this store, recorded or not: a source was fetched, a paper kept, an email journaled.
 
     A cycle killed (``kill -9``, a power cut) before its end records no cycle, but its fetch
-    checkpoint and its delivery journal stay behind. A store with only subscribers has never run one.
+    checkpoint and its delivery journal stay behind. A store with only subscribers has never run
+    one (their changes are journaled too, which is why deliveries are counted, not journal bytes).
     """
-    return items_seen > 0 or journal_bytes > 0 or any(s.get("last_attempt_at") for s in source_states)
+    return items_seen > 0 or deliveries_journaled > 0 or any(s.get("last_attempt_at") for s in source_states)
 
 
 def needs_catch_up(

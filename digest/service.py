@@ -17,17 +17,17 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from types import FrameType
 
 import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from digest.errors import DigestError
+from digest.keeper import StoreKeeper
 from digest.runner import run_once, utc_now
 from digest.schedule import cron_trigger, cycle_left_traces, last_fire, needs_catch_up
 from digest.settings import Settings
-from digest.store import CYCLES_KEPT, FOLDED_JOURNAL_FILE, JOURNAL_FILE, Store
+from digest.store import CYCLES_KEPT, Store, journaled_deliveries
 from digest.web import create_app
 
 log = logging.getLogger(__name__)
@@ -40,10 +40,17 @@ WEB_STOP_SECONDS = 5.0
 class CycleJob:
     """The scheduler's job: one cycle; errors are logged, never raised into the scheduler."""
 
-    def __init__(self, settings: Settings, stop: threading.Event, catch_up_first: bool = False) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        stop: threading.Event,
+        catch_up_first: bool = False,
+        keeper: StoreKeeper | None = None,
+    ) -> None:
         self.settings = settings
         self.stop = stop
         self.catch_up_first = catch_up_first
+        self.keeper = keeper
 
     def __call__(self) -> None:
         trigger = "catch-up" if self.catch_up_first else "scheduled"
@@ -52,7 +59,9 @@ class CycleJob:
             return
         log.info("cycle starting", extra={"fields": {"trigger": trigger}})
         try:
-            report = run_once(self.settings, lock_wait_seconds=LOCK_WAIT_SECONDS, stop=self.stop, trigger=trigger)
+            report = run_once(
+                self.settings, lock_wait_seconds=LOCK_WAIT_SECONDS, stop=self.stop, trigger=trigger, keeper=self.keeper
+            )
         except DigestError as exc:
             log.error("%s cycle failed: %s", trigger, exc)
             return
@@ -66,12 +75,14 @@ class CycleJob:
         )
 
 
-def make_scheduler(settings: Settings, stop: threading.Event, catch_up: bool) -> BackgroundScheduler:
+def make_scheduler(
+    settings: Settings, stop: threading.Event, catch_up: bool, keeper: StoreKeeper | None = None
+) -> BackgroundScheduler:
     trigger = cron_trigger(settings.schedule.cron, settings.schedule.timezone)
     scheduler = BackgroundScheduler(timezone=settings.schedule.timezone)
     extra = {"next_run_time": utc_now()} if catch_up else {}
     scheduler.add_job(
-        CycleJob(settings, stop, catch_up_first=catch_up),
+        CycleJob(settings, stop, catch_up_first=catch_up, keeper=keeper),
         trigger,
         id=CYCLE_JOB_ID,
         coalesce=True,
@@ -93,14 +104,10 @@ def must_catch_up(settings: Settings) -> bool:
     unrecorded = not cycles and cycle_left_traces(
         store.source_states(),
         store.seen_count,
-        sum(path.stat().st_size for path in journal_paths(settings.data_dir) if path.is_file()),
+        journaled_deliveries(settings.data_dir),
     )
     trigger = cron_trigger(settings.schedule.cron, settings.schedule.timezone)
     return needs_catch_up(cycles, last_fire(trigger, utc_now()), unrecorded_cycle=unrecorded)
-
-
-def journal_paths(data_dir: Path) -> list[Path]:
-    return [data_dir / JOURNAL_FILE, data_dir / FOLDED_JOURNAL_FILE]
 
 
 @contextmanager
@@ -119,13 +126,18 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def start_web(settings: Settings, stop: threading.Event) -> tuple[uvicorn.Server, threading.Thread]:
+def start_web(
+    settings: Settings, stop: threading.Event, keeper: StoreKeeper | None = None
+) -> tuple[uvicorn.Server, threading.Thread]:
     config = uvicorn.Config(
-        create_app(settings),
+        create_app(settings, keeper=keeper),
         host=settings.web.host,
         port=settings.web.port,
         log_config=None,  # uvicorn's records go through digest's structured logging
         access_log=False,
+        # The app reads X-Forwarded-For itself, and only from web.trusted_proxies: uvicorn's default
+        # would believe it from any client on 127.0.0.1 (FORWARDED_ALLOW_IPS), e.g. a direct one.
+        proxy_headers=False,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="web", daemon=True)
@@ -143,10 +155,14 @@ def start_web(settings: Settings, stop: threading.Event) -> tuple[uvicorn.Server
 
 def serve(settings: Settings) -> None:
     catch_up = must_catch_up(settings)
+    # One store in memory, shared by the pages, /healthz and the cycle (see digest.keeper); read
+    # now, so that the first request does not pay for it.
+    keeper = StoreKeeper(settings.data_dir)
+    keeper.store()
     stop = threading.Event()
     with stop_on_signals(stop):
-        server, web = start_web(settings, stop)
-        scheduler = make_scheduler(settings, stop, catch_up)
+        server, web = start_web(settings, stop, keeper)
+        scheduler = make_scheduler(settings, stop, catch_up, keeper)
         scheduler.start()
         job = scheduler.get_job(CYCLE_JOB_ID)
         log.warning(
@@ -166,4 +182,5 @@ def serve(settings: Settings) -> None:
             server.should_exit = True
             scheduler.shutdown(wait=True)
             web.join(WEB_STOP_SECONDS)
+            keeper.close()  # folds the web's journalled changes into the store file
     log.warning("stopped cleanly")

@@ -7,6 +7,7 @@ The file is ``config/digest.toml`` or the one named by ``DIGEST_CONFIG_FILE``. N
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -216,8 +217,36 @@ class RetrySettings(_Section):
 
 
 class WebSettings(_Section):
+    """Where ``digest serve`` listens, and which reverse proxies may name the client.
+
+    ``trusted_proxies`` (IPs or CIDRs) are the only peers whose ``X-Forwarded-For`` is read: from
+    anyone else the header is a claim the client makes about itself, and the per-IP sign-up limit
+    and the loopback-only details of ``/healthz`` would believe it. Empty (the default): ignored.
+    """
+
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
+    trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _split_proxies(cls, value: Any) -> Any:
+        """Also accept ``"172.18.0.0/16, 127.0.0.1"`` (the environment's usual form) or a JSON list."""
+        if isinstance(value, str) and value.lstrip().startswith("["):
+            return json.loads(value)
+        if isinstance(value, str):
+            return [part for part in re.split(r"[,\s]+", value) if part]
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an IP address or a CIDR such as 172.18.0.0/16") from None
+        return value
 
 
 class Settings(BaseSettings):
@@ -236,6 +265,10 @@ class Settings(BaseSettings):
     retention_days: int = Field(default=30, ge=7)
     catchup_days: int = Field(default=14, ge=1, le=365)
     log_format: Literal["keyvalue", "json"] = "keyvalue"
+    # What the emails (From name, subject, header, footer) and web pages call this service; the
+    # sender name is the From display name, the site name when unset. No line breaks: a header.
+    site_name: str = Field(default="Paper digest", max_length=60, pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$")
+    sender_name: str | None = Field(default=None, max_length=60, pattern=r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$")
     schedule: ScheduleSettings = ScheduleSettings()
     smtp: SmtpSettings = SmtpSettings()
     dkim: DkimSettings = DkimSettings()

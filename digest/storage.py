@@ -38,6 +38,10 @@ def read_json_file(path: Path) -> dict[str, Any]:
         raise StoreCorruptError(f"store file {path} is empty; it was left untouched{REPAIR_HINT}")
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise StoreCorruptError(
+            f"store file {path} is nested too deeply to be a digest store; it was left untouched{REPAIR_HINT}"
+        ) from None
     except json.JSONDecodeError as exc:
         raise StoreCorruptError(
             f"store file {path} is corrupt or truncated (line {exc.lineno}, column {exc.colno}: {exc.msg}); "

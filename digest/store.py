@@ -24,6 +24,7 @@ Tables (schema version 3; :mod:`digest.migrations` upgrades older files on open)
 - ``sources``: per source, the days it could not fetch (fetched again next cycle) and its last
   success and error.
 - ``failures``: per address, the last refusal by the SMTP server (until a digest gets through).
+- ``departures``: per address that ever unsubscribed, when it last did (kills older confirm links).
 
 Backups: the storage keeps the previous file as ``digest.json.bak``, and the journal folded by the
 last flush that had deliveries is kept as ``deliveries.journal.1``. The backup plus that journal
@@ -38,12 +39,12 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from filelock import FileLock, Timeout
 from tinydb import Query, TinyDB
@@ -53,7 +54,7 @@ from digest.ledger import Ledger
 from digest.migrations import SCHEMA_VERSION, migrate
 from digest.models import CycleReport, Item, SourceReport, Subscriber
 from digest.storage import REPAIR_HINT, BufferedAtomicStorage, keep_copy, remove_stale_temp_files
-from digest.store_shape import document_problem, shape_problems
+from digest.store_shape import document_problem, is_iso_date, is_iso_time, shape_problems
 
 STORE_FILE = "digest.json"
 JOURNAL_FILE = "deliveries.journal"
@@ -88,10 +89,44 @@ def delivery_note(email: str, items: Iterable[Item], digest_id: str) -> Delivery
     return DeliveryNote(key, by_id, head[:-1] + ',"at":')
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _locked(method: Callable[Concatenate[Store, _P], _R]) -> Callable[Concatenate[Store, _P], _R]:
+    """Run a public method under the store's lock: ``digest serve`` shares one store between web
+    threads and the cycle, and a table must not change while another thread reads or writes it."""
+
+    def locked(self: Store, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    locked.__name__, locked.__qualname__, locked.__doc__ = method.__name__, method.__qualname__, method.__doc__
+    return locked
+
+
+_LIVE_STORES: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+def _fresh_locks_in_child() -> None:
+    """A forked child (the render process of :mod:`digest.ahead`) has only the forking thread: a
+    lock another thread held at the fork would never be released there, so each store gets a new one."""
+    for store in list(_LIVE_STORES):
+        store._lock = threading.RLock()
+
+
+os.register_at_fork(after_in_child=_fresh_locks_in_child)
+
+
 class Store:
-    """All state digest keeps, with bulk reads and writes and an explicit :meth:`flush`."""
+    """All state digest keeps, with bulk reads and writes and an explicit :meth:`flush`.
+
+    Safe to share between threads: every public method holds :attr:`_lock` (an ``RLock``).
+    """
 
     def __init__(self, data_dir: Path, writable: bool = True) -> None:
+        self._lock = threading.RLock()
+        _LIVE_STORES.add(self)
         self.data_dir = data_dir
         self.writable = writable
         self.path = data_dir / STORE_FILE
@@ -131,11 +166,12 @@ class Store:
         # Only how many deliveries the journal holds beyond the store: the ledger has them folded in,
         # and keeping each entry too would hold every digest's item list until the flush.
         self._journal_count: int = 0
+        # When the file last folded a journal in: lines older than that (a repair replays the folded
+        # journal onto the backup) may carry older bookkeeping; later ones are the latest word.
+        self._written_at: str = str(self.db.table("meta").get(doc_id=1).get("written_at") or "")  # type: ignore[union-attr]
         for entry in self._read_journal():
             self._replay(entry)
             self._journal_count += 1
-        if writable:
-            remove_stale_temp_files(self.path)
 
     def _capture_storage(self, path: str) -> BufferedAtomicStorage:
         self._storage = BufferedAtomicStorage(path)
@@ -171,6 +207,7 @@ class Store:
 
     # -- meta ---------------------------------------------------------------------------------
     @property
+    @_locked
     def prune_horizon(self) -> date | None:
         value = self.db.table("meta").get(doc_id=1).get("prune_horizon")  # type: ignore[union-attr]
         return date.fromisoformat(value) if value else None
@@ -179,6 +216,7 @@ class Store:
         self.db.table("meta").update(values, doc_ids=[1])
 
     # -- items --------------------------------------------------------------------------------
+    @_locked
     def first_listed(self, item_id: str) -> date | None:
         value = self._seen.get(item_id)
         return date.fromisoformat(value) if value else None
@@ -193,6 +231,7 @@ class Store:
             self._changed()
         return ordinal
 
+    @_locked
     def upsert_items(self, items: Iterable[Item], now: datetime) -> list[Item]:
         """Remember fetched items; return the ones never seen before.
 
@@ -218,22 +257,27 @@ class Store:
         self._changed()
         return new
 
+    @_locked
     def items_listed_between(self, start: date, end: date) -> list[Item]:
         low, high = start.isoformat(), end.isoformat()
         return [Item.from_record(r) for r in self._items.values() if low <= r["listed_on"] <= high]
 
+    @_locked
     def item(self, item_id: str) -> Item | None:
         record = self._items.get(item_id)
         return Item.from_record(record) if record else None
 
     @property
+    @_locked
     def seen_count(self) -> int:
         return len(self._seen)
 
     # -- subscribers --------------------------------------------------------------------------
+    @_locked
     def subscribers(self, active_only: bool = False) -> list[Subscriber]:
         return [s for s in self._subscribers.values() if s.active or not active_only]
 
+    @_locked
     def subscriber(self, email: str) -> Subscriber | None:
         return self._subscribers.get(email.lower())
 
@@ -241,44 +285,75 @@ class Store:
         """A person's change (subscribe, confirm, new rules, pause, resume): in the journal at once."""
         self.save_subscribers([subscriber])
 
+    @_locked
     def save_subscribers(self, subscribers: Iterable[Subscriber]) -> None:
         """People's changes (an import, say), logged in the journal (fsynced) before this returns, so
         they survive a crash before the next flush and a ``doctor --repair`` from the backup."""
         changed = list(subscribers)
-        self._log([{"subscriber": s.to_record()} for s in changed])
+        # One line for the lot: a line torn by a crash or a full disk is skipped whole, so an import
+        # is all or nothing in the journal as it is in the store.
+        records = [s.to_record() for s in changed]
+        self._log([{"subscriber": records[0]} if len(records) == 1 else {"subscribers": records}])
         for subscriber in changed:
             self._subscribers[subscriber.email.lower()] = subscriber
         self._changed()
 
+    @_locked
     def record_progress(self, subscribers: Iterable[Subscriber]) -> None:
         """A cycle's bookkeeping (``caught_up_to``, ``last_delivery_at``): written at the next flush,
-        not logged. Losing it to a repair only makes the ledger filter a few more candidates."""
+        not logged. Losing it to a repair only makes the ledger filter a few more candidates.
+
+        Only those two fields of each *current* record change: rules, pauses and removals made
+        while the cycle sent (the web writes into the same store in ``digest serve``) are kept."""
         for subscriber in subscribers:
             key = subscriber.email.lower()
-            if key in self._subscribers:  # never bring back someone who left meanwhile
-                self._subscribers[key] = subscriber
+            current = self._subscribers.get(key)
+            if current is not None:  # never bring back someone who left meanwhile
+                self._subscribers[key] = replace(
+                    current, caught_up_to=subscriber.caught_up_to, last_delivery_at=subscriber.last_delivery_at
+                )
         self._changed()
 
+    @_locked
     def remove_subscriber(self, email: str) -> bool:
         """Forget the subscriber but keep their ledger, so re-subscribing never re-sends an item.
 
         Logged like :meth:`save_subscriber`: a person who left stays gone after a crash or a repair.
+        The time goes to ``departures`` (:meth:`departed_at`), whoever asked (web page, one-click,
+        CLI), so a confirmation link sent before it cannot subscribe them again.
         """
         key = email.lower()
-        self._log([{"unsubscribed": key}])
+        at = datetime.now(UTC)
+        self._log([{"unsubscribed": key}], at)
         removed = self._subscribers.pop(key, None) is not None
+        self._note_departure(key, at.isoformat())
         self._changed()
         return removed
 
+    @_locked
+    def departed_at(self, email: str) -> datetime | None:
+        """When ``email`` last unsubscribed, or None (one row per address that ever left)."""
+        document = self.db.table("departures").get(Query().email == email.lower())
+        return datetime.fromisoformat(document["at"]) if document else None
+
+    def _note_departure(self, key: str, at: str) -> None:
+        table = self.db.table("departures")
+        previous = table.get(Query().email == key)
+        if previous is None or datetime.fromisoformat(previous["at"]) < datetime.fromisoformat(at):
+            table.upsert({"email": key, "at": at}, Query().email == key)
+
     # -- delivery ledger ----------------------------------------------------------------------
+    @_locked
     def delivered_ids(self, email: str, since: date | None = None) -> set[str]:
         """Ids delivered to ``email``; with ``since``, only among items listed on or after it (cheap)."""
         ordinals = self._ledger.delivered(email.lower(), since.isoformat() if since else "")
         return {self._ids[n] for n in ordinals}
 
+    @_locked
     def was_delivered(self, email: str, item_id: str) -> bool:
         return item_id in self.delivered_ids(email)
 
+    @_locked
     def delivery_note(self, email: str, items: Iterable[Item], digest_id: str) -> DeliveryNote:
         """:func:`delivery_note` with the items' ordinals, looked up and never given: this may run
         in the render process, whose copy of the store is thrown away."""
@@ -302,10 +377,12 @@ class Store:
         self._ledger.add(email, by_day)
         self._changed()
 
+    @_locked
     def record_delivery(self, email: str, items: Iterable[Item], at: datetime, digest_id: str) -> None:
         """Durably note that ``email`` has these items, right after the SMTP server accepted them."""
         self.record_note(delivery_note(email, items, digest_id), at)
 
+    @_locked
     def record_note(self, note: DeliveryNote, at: datetime) -> None:
         """:meth:`record_delivery` from a note made in advance (see :class:`DeliveryNote`)."""
         # An ISO time is digits and "-:.+T": a JSON string as it is.
@@ -354,10 +431,15 @@ class Store:
 
     def _replay(self, entry: dict[str, Any]) -> None:
         """Apply one journal entry (a delivery, or a person's change) on top of the store as read."""
-        if "subscriber" in entry:
+        if "subscribers" in entry:
+            for record in entry["subscribers"]:
+                self._replay({"subscriber": record})
+        elif "subscriber" in entry:
             logged = Subscriber.from_record(entry["subscriber"])
             known = self._subscribers.get(logged.email.lower())
-            if known is not None:  # the journal's bookkeeping may be older than the store's: keep the later
+            if (
+                known is not None and str(entry.get("at", "")) <= self._written_at
+            ):  # older than the file: keep the later
                 logged = replace(
                     logged,
                     caught_up_to=max_or_none(logged.caught_up_to, known.caught_up_to),
@@ -366,15 +448,21 @@ class Store:
             self._subscribers[logged.email.lower()] = logged
         elif "unsubscribed" in entry:
             self._subscribers.pop(entry["unsubscribed"], None)
+            if isinstance(entry.get("at"), str) and is_iso_time(entry["at"]):
+                self._note_departure(entry["unsubscribed"], entry["at"])
         else:
             self._add_to_ledger(entry["email"], entry["items"])
         self._changed()
 
     def _read_journal(self) -> list[dict[str, Any]]:
-        if not self.journal_path.exists():
-            return []
         entries = []
-        with open(self.journal_path, encoding="utf-8", errors="replace") as journal:
+        try:
+            journal = open(self.journal_path, encoding="utf-8", errors="replace")  # noqa: SIM115 (closed below)
+        except FileNotFoundError:
+            # None yet; or, for a read-only snapshot (a web page), a writer folded it into the store
+            # file just after this read that file: the snapshot is a moment old, which is all it claims.
+            return []
+        with journal:
             for line in journal:
                 try:
                     entry = json.loads(line)
@@ -384,6 +472,7 @@ class Store:
                     entries.append(entry)
         return entries
 
+    @_locked
     def prune(self, horizon: date) -> None:
         """Drop ledger entries and item records listed before ``horizon`` (monotonic).
 
@@ -399,6 +488,7 @@ class Store:
         self._set_meta(prune_horizon=cut)
         self._changed()
 
+    @_locked
     def candidate_floor(self) -> date:
         """The earliest listing date that may still be delivered."""
         return self.prune_horizon or date.min
@@ -408,17 +498,21 @@ class Store:
         doc = self.db.table("sources").get(Query().name == source)
         return dict(doc) if doc else {"name": source, "failed_days": []}
 
+    @_locked
     def source_states(self) -> list[dict[str, Any]]:
         return sorted((dict(d) for d in self.db.table("sources").all()), key=lambda d: str(d["name"]))
 
+    @_locked
     def failed_days(self, source: str) -> list[date]:
         return [date.fromisoformat(d) for d in self._source_record(source).get("failed_days", [])]
 
+    @_locked
     def set_failed_days(self, source: str, days: Iterable[date]) -> None:
         state = self._source_record(source)
         state["failed_days"] = sorted({d.isoformat() for d in days})
         self.db.table("sources").upsert(state, Query().name == source)
 
+    @_locked
     def fetched_through(self, source: str) -> date | None:
         """The as-of day of the last cycle that fetched ``source``: every day up to it was fetched,
         waits in its failed days, or was given up. The next cycle fetches the days after it.
@@ -433,6 +527,7 @@ class Store:
             return date.fromordinal(datetime.fromisoformat(state["last_ok_at"]).date().toordinal() - 1)
         return None
 
+    @_locked
     def record_source(
         self,
         report: SourceReport,
@@ -467,6 +562,7 @@ class Store:
         self.db.table("sources").upsert(state, Query().name == report.name)
 
     # -- delivery failures --------------------------------------------------------------------
+    @_locked
     def record_failure(self, email: str, reason: str, at: datetime, permanent: bool) -> None:
         """Note that the server refused ``email``'s digest; its items stay pending for the next one."""
         table = self.db.table("failures")
@@ -484,18 +580,22 @@ class Store:
             Query().email == key,
         )
 
+    @_locked
     def clear_failure(self, email: str) -> None:
         table = self.db.table("failures")
         if len(table):  # called after every accepted email: nothing to query (or rewrite) when none failed
             table.remove(Query().email == email.lower())
 
+    @_locked
     def failures(self) -> list[dict[str, Any]]:
         return sorted((dict(d) for d in self.db.table("failures").all()), key=lambda d: str(d["email"]))
 
+    @_locked
     def source_state(self, source: str) -> dict[str, Any]:
         """What a source keeps between cycles (a feed's ETag, Last-Modified, fresh-until); empty at first."""
         return dict(self._source_record(source).get("http", {}))
 
+    @_locked
     def set_source_state(self, source: str, state: dict[str, Any]) -> None:
         """Kept in memory and written with the items at the next flush, so the two never disagree."""
         record = self._source_record(source)
@@ -503,6 +603,7 @@ class Store:
         self.db.table("sources").upsert(record, Query().name == source)
 
     # -- cycles -------------------------------------------------------------------------------
+    @_locked
     def record_cycle(self, report: CycleReport) -> None:
         table = self.db.table("cycles")
         table.insert(report.to_record())
@@ -510,10 +611,12 @@ class Store:
             oldest = sorted(doc.doc_id for doc in table.all())[: len(table) - CYCLES_KEPT]
             table.remove(doc_ids=oldest)
 
+    @_locked
     def cycles(self, last: int = 10) -> list[dict[str, Any]]:
         return [dict(d) for d in self.db.table("cycles").all()[-last:]]
 
     # -- persistence --------------------------------------------------------------------------
+    @_locked
     def flush(self) -> None:
         """Write every changed table, atomically, and then empty the delivery journal."""
         if not self.writable:
@@ -521,6 +624,8 @@ class Store:
             return  # a snapshot (dry run, preview): changes stay in memory and are dropped
         try:
             self._sync_journal()
+            if self._journal_count:
+                self._set_meta(written_at=datetime.now(UTC).isoformat())
             assert self._storage is not None
             self._storage.flush()
         except OSError as exc:
@@ -557,6 +662,7 @@ class Store:
         if journal is not None:
             journal.close()
 
+    @_locked
     def close(self) -> None:
         try:
             self.flush()
@@ -574,9 +680,35 @@ def journal_entry_ok(entry: Any) -> bool:
         return False
     if "subscriber" in entry:
         return document_problem("subscribers", entry["subscriber"]) is None
+    if "subscribers" in entry:
+        records = entry["subscribers"]
+        return isinstance(records, list) and all(document_problem("subscribers", r) is None for r in records)
     if "unsubscribed" in entry:
-        return isinstance(entry["unsubscribed"], str)
-    return isinstance(entry.get("email"), str) and isinstance(entry.get("items"), dict)
+        return isinstance(entry["unsubscribed"], str) and bool(entry["unsubscribed"])
+    items = entry.get("items")
+    return (
+        isinstance(entry.get("email"), str)
+        and bool(entry["email"])
+        and isinstance(items, dict)
+        and all(isinstance(k, str) and k and is_iso_date(v) for k, v in items.items())
+    )
+
+
+def journaled_deliveries(data_dir: Path) -> int:
+    """How many deliveries the journals hold (the live one and the one the last flush folded)."""
+    count = 0
+    for path in (data_dir / JOURNAL_FILE, data_dir / FOLDED_JOURNAL_FILE):
+        try:
+            lines = path.read_bytes().splitlines()
+        except FileNotFoundError:
+            continue
+        for line in lines:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            count += journal_entry_ok(entry) and "items" in entry
+    return count
 
 
 class _Journal:
@@ -648,6 +780,7 @@ def open_store(
         yield Store(data_dir, writable=False)
         return
     with store_lock(data_dir, wait_seconds, stop):
+        remove_stale_temp_files(data_dir / STORE_FILE)  # only the lock's holder writes: any temp file is stale
         store = Store(data_dir)
         yield store
         store.close()

@@ -3,13 +3,22 @@
 Pages (Jinja2, ``templates/web``) work without JavaScript; one same-origin script adds the live
 preview. The pure decisions live in :mod:`digest.subscriptions` (form checks, state changes),
 :mod:`digest.preview`, :mod:`digest.ratelimit` and :mod:`digest.confirmation`; this module is the
-I/O around them: it reads the store, takes the store lock to write (a running cycle holds it: after
-a few seconds the person gets a friendly "busy, try again"), sends the confirmation email and
-answers HTTP.
+I/O around them: it reads and writes the process's one in-memory store through
+:class:`digest.keeper.StoreKeeper` (a change is journalled and fsynced before it is answered, also
+while the service's own cycle sends; only a ``digest run`` started beside the service holds the
+store lock long enough for a friendly "busy, try again"), sends the confirmation email and answers
+HTTP.
 
 Every link that acts on a subscription carries a token signed for that address and purpose
-(:mod:`digest.tokens`); forms also carry a CSRF token (:mod:`digest.websecurity`), except the
-RFC 8058 one-click unsubscribe, which mail providers POST without cookies.
+(:mod:`digest.tokens`); forms also carry a signed form token and are refused when the browser says
+they come from another site (:mod:`digest.websecurity`: no cookie is needed), except the RFC 8058
+one-click unsubscribe, which mail providers POST from their servers.
+
+Nothing changes on a GET or HEAD: mail scanners open every link of an email, so the confirmation
+link shows the rules and a Confirm button, and only that button's POST subscribes. A confirm link
+fits only the state it was sent for (:func:`digest.subscriptions.state_key`, which includes the last
+unsubscribe), so an old one can never undo a later change. Redirects are relative and there are
+no trailing-slash redirects: no Location ever takes its host from the request.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ import hmac
 import json
 import logging
 import re
+import smtplib
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,22 +50,25 @@ from starlette.types import ASGIApp
 
 from digest import health
 from digest.confirmation import build_confirmation
-from digest.errors import CycleLockedError, DeliveryError, DigestError
+from digest.errors import CycleLockedError, DeliveryError, DigestError, PermanentDeliveryError
+from digest.keeper import StoreKeeper
 from digest.mailer import make_mailer
 from digest.models import Subscriber
 from digest.pages import render_page, static_dir
-from digest.preview import PREVIEW_DAYS, Preview, build_preview
+from digest.preview import PREVIEW_BUSY, PREVIEW_DAYS, WORKER, Preview, PreviewBusy, preview_rules
 from digest.ratelimit import RateLimit
-from digest.rules import ItemIndex, parse_rules
+from digest.rules import TEXT_FIELDS, ItemIndex
 from digest.runner import today_in, utc_now
+from digest.schedule import cron_trigger, next_fire
 from digest.settings import Settings
 from digest.storage import write_atomically
-from digest.store import STORE_FILE, Store, open_store
+from digest.store import STORE_FILE, Store
 from digest.subscriptions import (
     MAX_RULES_CHARS,
     check_rules,
     check_signup,
     confirmed,
+    mailbox_key,
     paused,
     resumed,
     state_key,
@@ -64,14 +77,16 @@ from digest.subscriptions import (
 from digest.tokens import MAX_AGE_SECONDS, Purpose, Signer, TokenError
 from digest.websecurity import (
     ARCHIVE_CSP,
-    CSRF_COOKIE,
     CSRF_FIELD,
     SECURITY_HEADERS,
     BodyLimitMiddleware,
     SecurityHeadersMiddleware,
-    csrf_ok,
-    csrf_token,
-    new_nonce,
+    client_address,
+    cross_site,
+    form_token,
+    form_token_ok,
+    rate_key,
+    trusted_networks,
 )
 
 log = logging.getLogger(__name__)
@@ -80,8 +95,14 @@ MAX_BODY_BYTES = 32 * 1024
 LOCK_WAIT_SECONDS = 3.0
 LIMITS_FILE = "web-limits.json"
 DIGEST_ID = re.compile(r"[0-9a-f]{20}")
-NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 ONE_CLICK = "One-Click"
+FAVICON = "favicon.svg"
+FORM_EXPIRED = "This form had expired. Your entries are kept: please send it again."
+FORM_CROSS_SITE = "This form was sent from another site, so nothing was done. If you meant it, press the button here."
+BUSY = (
+    "The daily digest is being sent right now, so this could not be saved. Nothing was changed: "
+    "please try again in a minute with the button below."
+)
 MANAGE_NOTICES = {"saved": "Your rules are saved.", "paused": "Paused: no digests until you resume.", "resumed": ""}
 
 
@@ -97,8 +118,18 @@ class WebLimits:
     preview_window_seconds: float = 60
 
 
+@dataclass(frozen=True, slots=True)
+class ConfirmRequest:
+    """A confirm token, read: the address, the rules asked for, and the state it was sent for."""
+
+    token: str
+    email: str
+    rules: tuple[str, ...]
+    key: str
+
+
 class Busy(Exception):
-    """The store lock is held (a cycle is running); the person should try again shortly."""
+    """Another process (a CLI ``digest run``) holds the store lock; the person should try again shortly."""
 
 
 class WebFront:
@@ -110,8 +141,12 @@ class WebFront:
         clock: Callable[[], datetime],
         today: Callable[[], date],
         limits: WebLimits,
+        keeper: StoreKeeper | None = None,
     ) -> None:
         self.settings = settings
+        # The process's one in-memory store (``digest serve`` shares it with the cycle); an app
+        # built alone (tests, ``digest preview``) keeps its own.
+        self.keeper = keeper or StoreKeeper(settings.data_dir, write_wait_seconds=LOCK_WAIT_SECONDS)
         self.secret = settings.resolved_secret_key()
         self.signer = Signer(self.secret)
         self.clock = clock
@@ -121,7 +156,9 @@ class WebFront:
         self.ip_signups = RateLimit(limits.signups_per_ip, limits.ip_window_seconds)
         self.ip_previews = RateLimit(limits.previews_per_ip, limits.preview_window_seconds)
         self.limits_path = settings.data_dir / LIMITS_FILE
+        self._limits_lock = threading.Lock()
         self._load_limits()
+        self.trusted = trusted_networks(settings.web.trusted_proxies)
         self._index_lock = threading.Lock()
         self._index_key: tuple[object, ...] | None = None
         self._index: ItemIndex | None = None
@@ -135,33 +172,44 @@ class WebFront:
         return f"{self.settings.public_url}{path}" + (f"?{urlencode(query)}" if query else "")
 
     def page(self, request: Request, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-        """Render a page with a CSRF token tied to the visitor's cookie (set when missing)."""
-        nonce = request.cookies.get(CSRF_COOKIE)
-        fresh = nonce is None or not NONCE.fullmatch(nonce)
-        if fresh:
-            nonce = new_nonce()
-        assert nonce is not None
-        html = render_page(template, csrf=csrf_token(self.secret, nonce), csrf_field=CSRF_FIELD, **context)
-        response = HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
-        if fresh:
-            response.set_cookie(
-                CSRF_COOKIE,
-                nonce,
-                max_age=7 * 24 * 3600,
-                httponly=True,
-                samesite="lax",
-                secure=self.settings.public_url.startswith("https://"),
-            )
-        return response
+        """Render a page; its forms get a fresh form token (no cookie: see :mod:`digest.websecurity`).
+
+        ``next_run`` is passed uncalled: only a page that says when the next digest goes out pays for it.
+        """
+        csrf = form_token(self.secret, self.now_seconds())
+        html = render_page(template, csrf=csrf, csrf_field=CSRF_FIELD, next_run=self.next_run, **context)
+        return HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
+
+    def next_run(self) -> str:
+        """When the schedule fires next, as a person reads it: "Sat Nov 21 at 07:00 CET (Europe/Paris)".
+
+        "The next daily run" alone leaves a new subscriber guessing whether it is in an hour or tomorrow,
+        and in which time zone; "" if the schedule has no fire within a year.
+        """
+        schedule = self.settings.schedule
+        fire = next_fire(cron_trigger(schedule.cron, schedule.timezone), self.clock())
+        if fire is None:
+            return ""
+        zone = fire.tzname() or schedule.timezone
+        named = zone if zone == schedule.timezone else f"{zone} ({schedule.timezone})"
+        return f"{fire:%a %b} {fire.day} at {fire:%H:%M} {named}"
 
     def message(self, request: Request, title: str, text: str, status: int, **extra: Any) -> HTMLResponse:
         return self.page(request, "message.html", status=status, title=title, text=text, **extra)
 
-    def csrf_valid(self, request: Request, form: FormData) -> bool:
-        return csrf_ok(self.secret, request.cookies.get(CSRF_COOKIE), form.get(CSRF_FIELD))
+    def form_problem(self, request: Request, form: FormData) -> str | None:
+        """Why a form post is refused (another site sent it, or its form token is not ours or too old)."""
+        if cross_site(request.headers, self.settings.public_url):
+            return FORM_CROSS_SITE
+        if not form_token_ok(self.secret, form.get(CSRF_FIELD), self.now_seconds()):
+            return FORM_EXPIRED
+        return None
 
     def client_ip(self, request: Request) -> str:
-        return request.client.host if request.client else "unknown"
+        """The client's rate-limit bucket: its IP (X-Forwarded-For only from ``web.trusted_proxies``)."""
+        peer = request.client.host if request.client else None
+        forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+        return rate_key(client_address(peer, forwarded, self.trusted))
 
     def token_data(self, purpose: Purpose, token: str | None) -> dict[str, Any]:
         if not token:
@@ -176,27 +224,24 @@ class WebFront:
         return self.message(request, "This link does not work", text, 400, show_home=True)
 
     def write(self, change: Callable[[Store], Any]) -> Any:
-        """Run ``change`` on the store under the lock (in a worker thread); :class:`Busy` if a cycle holds it."""
+        """Run ``change`` on the shared store (in a worker thread): journalled and fsynced before it
+        returns, also while this process's cycle sends; :class:`Busy` only if another process (a
+        CLI ``digest run``) holds the file lock for :data:`LOCK_WAIT_SECONDS`."""
         try:
-            with open_store(self.settings.data_dir, wait_seconds=LOCK_WAIT_SECONDS) as store:
-                return change(store)
+            return self.keeper.write(change)
         except CycleLockedError as exc:
             raise Busy() from exc
 
-    def busy(self, request: Request) -> HTMLResponse:
-        response = self.message(
-            request,
-            "Busy, try again",
-            "The daily digest is being sent right now, so this change could not be saved. "
-            "Nothing was lost: please try again in a minute.",
-            503,
-            show_home=False,
-        )
+    @staticmethod
+    def retry_later(response: Response) -> Response:
+        """A 503 page that shows its form again (with :data:`BUSY`), so "try again" has its button."""
         response.headers["retry-after"] = "30"
         return response
 
     def read_store(self) -> Store:
-        return Store(self.settings.data_dir, writable=False)
+        """The shared in-memory store, read again first if another process wrote (call it in a
+        worker thread). Handlers only read from it: every change goes through :meth:`write`."""
+        return self.keeper.store()
 
     # -- the sign-up form ---------------------------------------------------------------------
     def form_page(self, request: Request, status: int = 200, **context: Any) -> HTMLResponse:
@@ -225,10 +270,9 @@ class WebFront:
         if form.get("action") == "preview":
             preview, problems = await self.preview_for(rules_text)
             return self.form_page(request, **kept, preview=preview, preview_error=problems)
-        if not self.csrf_valid(request, form):
-            return self.form_page(
-                request, 400, **kept, form_error="This form had expired. Your entries are kept: please send it again."
-            )
+        problem = self.form_problem(request, form)
+        if problem:
+            return self.form_page(request, 400, **kept, form_error=problem)
         check = check_signup(email_text, rules_text)
         if not check.ok or check.email is None:
             return self.form_page(request, 400, **kept, email_error=check.email_error, rule_errors=check.rule_errors)
@@ -240,13 +284,23 @@ class WebFront:
                 **kept,
                 form_error="Too many sign-ups from your network in the last hour. Please try again later.",
             )
-        address_key = hmac.new(self.secret.encode(), check.email.encode(), hashlib.sha256).hexdigest()[:32]
+        # One inbox, however it is spelled (case, +tags, Gmail's dots), kept only as a keyed hash.
+        mailbox = mailbox_key(check.email).encode("utf-8")
+        address_key = hmac.new(self.secret.encode(), mailbox, hashlib.sha256).hexdigest()[:32]
         if self.address_mails.allow(address_key, now):
             try:
                 await run_in_threadpool(self.send_confirmation, check.email, check.rules)
             except DeliveryError as exc:
                 self.address_mails.forget_last(address_key)
                 log.error("confirmation email not sent: %s", exc)
+                if isinstance(exc, PermanentDeliveryError) and isinstance(exc.__cause__, smtplib.SMTPNotSupportedError):
+                    return self.form_page(  # a non-ASCII address, and the SMTP server does not offer SMTPUTF8
+                        request,
+                        400,
+                        **kept,
+                        email_error="Our mail server cannot deliver to addresses with accented or "
+                        "non-Latin letters before the @. Please use another address.",
+                    )
                 return self.form_page(
                     request,
                     503,
@@ -257,19 +311,36 @@ class WebFront:
             except DigestError as exc:
                 self.address_mails.forget_last(address_key)
                 log.error("confirmation email not sent: %s", exc)
-                return self.message(request, "Something went wrong", "Please try again later.", 500, show_home=True)
-        # The same answer whether the address is new, subscribed, or was mailed within the hour.
+                return self.form_page(
+                    request,
+                    500,
+                    **kept,
+                    form_error="Something went wrong on our side and no email was sent. "
+                    "Your entries are kept: please try again later.",
+                )
+        # The same answer whether the address is new, subscribed, or was mailed within the hour; a
+        # redirect, so reloading the page does not send the form again.
+        inbox = urlencode({"token": self.signer.sign("inbox", check.email)})
+        return RedirectResponse(f"/check-inbox?{inbox}", status_code=303)
+
+    async def check_inbox(self, request: Request) -> Response:
+        """The page after a sign-up; it names the address when its (hour-long) token is good."""
+        try:
+            email: str | None = self.token_data("inbox", request.query_params.get("token"))["e"]
+        except TokenError:
+            email = None
         window_minutes = round(self.limits.address_window_seconds / 60)
-        return self.page(request, "check_inbox.html", window_minutes=window_minutes)
+        return self.page(request, "check_inbox.html", email=email, window_minutes=window_minutes)
 
     def send_confirmation(self, email: str, rules: Sequence[str]) -> None:
         """Mail the confirm link; runs in a worker thread (the store read and SMTP block)."""
-        existing = self.read_store().subscriber(email)
-        token = self.signer.sign("confirm", email, r=list(rules), s=state_key(existing))
+        store = self.read_store()
+        existing = store.subscriber(email)
+        token = self.signer.sign("confirm", email, r=list(rules), s=state_key(existing, store.departed_at(email)))
         max_age = MAX_AGE_SECONDS["confirm"] or 0
         message = build_confirmation(
             to_address=email,
-            rules=rules,
+            rule_count=len(rules),
             confirm_url=self.link("/confirm", token=token),
             site_url=self.link("/"),
             from_address=self.settings.smtp.from_address,
@@ -290,16 +361,24 @@ class WebFront:
             self.address_mails.restore(data.get("address_mails"), self.now_seconds())
 
     def _save_limits(self) -> None:
-        """Keep the per-address limit across restarts (addresses are stored only as keyed hashes)."""
-        payload = {"address_mails": self.address_mails.snapshot(self.now_seconds())}
-        try:
-            write_atomically(self.limits_path, json.dumps(payload).encode("utf-8"))
-        except OSError as exc:
-            log.warning("could not save the sign-up rate limits to %s: %s", self.limits_path, exc)
+        """Keep the per-address limit across restarts (addresses are stored only as keyed hashes).
+
+        One writer at a time: sign-ups send in worker threads, and the temporary file is per process.
+        """
+        with self._limits_lock:
+            payload = {"address_mails": self.address_mails.snapshot(self.now_seconds())}
+            try:
+                write_atomically(self.limits_path, json.dumps(payload).encode("utf-8"))
+            except OSError as exc:
+                log.warning("could not save the sign-up rate limits to %s: %s", self.limits_path, exc)
 
     # -- live preview -------------------------------------------------------------------------
     def recent_index(self) -> ItemIndex:
-        """The index of the last days' stored papers, rebuilt only when the store file or the day changes."""
+        """The index of the last days' stored papers, rebuilt only when the store file or the day changes.
+
+        Called in the preview worker; titles and abstracts are tokenized here, once, so that a
+        preview's time budget goes to matching.
+        """
         today = self.today()
         path = self.settings.data_dir / STORE_FILE
         try:
@@ -310,26 +389,25 @@ class WebFront:
         with self._index_lock:
             if self._index is None or key != self._index_key:
                 start = today - timedelta(days=PREVIEW_DAYS - 1)
-                items = self.read_store().items_listed_between(start, today)
-                self._index, self._index_key = ItemIndex(items), key
+                index = ItemIndex(self.read_store().items_listed_between(start, today))
+                for name in TEXT_FIELDS:
+                    index.field(name)
+                self._index, self._index_key = index, key
             return self._index
 
     async def preview_for(self, rules_text: str) -> tuple[Preview | None, tuple[str, ...]]:
-        """Matches of the rules that parse, and the problems of those that do not."""
-        check = check_rules(rules_text)
-        good = [r for r in check.rules if _parses(r)]
-        if not good:
-            return None, check.errors if rules_text.strip() else ()
+        """Matches of the rules that parse, and the problems of those that do not.
+
+        Computed in the preview worker (:data:`digest.preview.WORKER`: one thread, a time budget
+        per preview, a short queue), never on the event loop, so other pages answer meanwhile.
+        """
         try:
-            index = await run_in_threadpool(self.recent_index)
+            return await WORKER.run(preview_rules, rules_text, self.recent_index)
+        except PreviewBusy:
+            return None, (PREVIEW_BUSY,)
         except DigestError as exc:
             log.error("preview unavailable: %s", exc)
             return None, ("The preview is not available right now.",)
-        try:
-            rules = parse_rules(good)
-        except DigestError:  # a check across the rules as a whole; check_rules has already said which
-            return None, check.errors
-        return build_preview(index, rules), check.errors
 
     async def preview(self, request: Request) -> Response:
         if not self.ip_previews.allow(self.client_ip(request), self.now_seconds()):
@@ -341,12 +419,15 @@ class WebFront:
         rules_text = str(form.get("rules", ""))[: MAX_RULES_CHARS + 1]
         preview, problems = await self.preview_for(rules_text)
         html = render_page("_preview.html", preview=preview, preview_error=problems, preview_days=PREVIEW_DAYS)
+        if problems == (PREVIEW_BUSY,):  # the script asks again after a second
+            return HTMLResponse(html, status_code=503, headers={"cache-control": "no-store", "retry-after": "1"})
         return HTMLResponse(html, headers={"cache-control": "no-store"})
 
     # -- confirm ------------------------------------------------------------------------------
-    async def confirm(self, request: Request) -> Response:
+    def confirm_request(self, request: Request, token: str | None) -> ConfirmRequest | Response:
+        """What a confirm token asks for, or the page that says why it cannot."""
         try:
-            data = self.token_data("confirm", request.query_params.get("token"))
+            data = self.token_data("confirm", token)
         except TokenError as exc:
             return self.bad_link(request, exc, "confirm")
         email, rules, key = data["e"], data.get("r"), data.get("s")
@@ -355,25 +436,51 @@ class WebFront:
         check = check_rules("\n".join(rules))
         if check.errors:
             return self.message(
-                request, "These rules no longer work", " ".join(check.errors) + " Please sign up again.", 400
+                request,
+                "These rules no longer work",
+                " ".join(check.errors) + " Please sign up again.",
+                400,
+                show_home=True,
             )
-        now = self.clock()
+        assert token is not None
+        return ConfirmRequest(token, email, check.rules, key)
 
-        def change(store: Store) -> tuple[str, Subscriber | None]:
-            existing = store.subscriber(email)
-            if state_key(existing) == key:
-                updated = confirmed(existing, email, check.rules, now)
-                store.save_subscriber(updated)
-                return "confirmed", updated
-            if existing is not None and existing.active and existing.rules == check.rules:
-                return "confirmed", existing  # a second click on the same link
-            return "used", existing
+    @staticmethod
+    def confirm_outcome(store: Store, asked: ConfirmRequest) -> tuple[str, Subscriber | None]:
+        """Is the link "ready" (the state it was sent for), "done" (already confirmed) or "used" (stale)?"""
+        existing = store.subscriber(asked.email)
+        if state_key(existing, store.departed_at(asked.email)) == asked.key:
+            return "ready", existing
+        if existing is not None and existing.active and existing.rules == asked.rules:
+            return "done", existing  # a second click on the same link
+        return "used", existing
 
-        try:
-            outcome, subscriber = await run_in_threadpool(self.write, change)
-        except Busy:
-            return self.busy(request)
-        manage_url = "/manage?" + urlencode({"token": self.signer.sign("manage", email)})
+    def confirm_page(
+        self, request: Request, asked: ConfirmRequest, existing: Subscriber | None, status: int = 200, **extra: Any
+    ) -> HTMLResponse:
+        context: dict[str, Any] = {
+            "email": asked.email,
+            "rules": asked.rules,
+            "token": asked.token,
+            "already_subscribed": existing is not None and existing.active,
+            "form_error": None,
+        }
+        context.update(extra)
+        return self.page(request, "confirm.html", status=status, **context)
+
+    def confirm_answer(
+        self, request: Request, asked: ConfirmRequest, outcome: str, subscriber: Subscriber | None
+    ) -> Response:
+        manage_url = "/manage?" + urlencode({"token": self.signer.sign("manage", asked.email)})
+        if outcome == "used" and subscriber is None:
+            return self.message(
+                request,
+                "This link no longer applies",
+                "This address was unsubscribed after the link was sent, so the link cannot subscribe it again. "
+                "To subscribe, sign up on the front page.",
+                409,
+                show_home=True,
+            )
         if outcome == "used":
             return self.message(
                 request,
@@ -392,6 +499,44 @@ class WebFront:
             manage_url=manage_url,
             lookback_days=self.settings.sources.hf_papers.lookback_days,
         )
+
+    async def confirm(self, request: Request) -> Response:
+        """The link in the email: shows the rules and a Confirm button, and changes nothing (GET, HEAD)."""
+        asked = self.confirm_request(request, request.query_params.get("token"))
+        if not isinstance(asked, ConfirmRequest):
+            return asked
+        store = await run_in_threadpool(self.read_store)
+        outcome, existing = self.confirm_outcome(store, asked)
+        if outcome == "ready":
+            return self.confirm_page(request, asked, existing)
+        return self.confirm_answer(request, asked, outcome, existing)
+
+    async def confirm_post(self, request: Request) -> Response:
+        """The Confirm button: the only request that subscribes."""
+        form = await request.form()
+        asked = self.confirm_request(request, str(form.get("token", "")))
+        if not isinstance(asked, ConfirmRequest):
+            return asked
+        problem = self.form_problem(request, form)
+        if problem:
+            existing = (await run_in_threadpool(self.read_store)).subscriber(asked.email)
+            return self.confirm_page(request, asked, existing, 400, form_error=problem)
+        now = self.clock()
+
+        def change(store: Store) -> tuple[str, Subscriber | None]:
+            outcome, existing = self.confirm_outcome(store, asked)
+            if outcome != "ready":
+                return outcome, existing
+            updated = confirmed(existing, asked.email, asked.rules, now)
+            store.save_subscriber(updated)
+            return "done", updated
+
+        try:
+            outcome, subscriber = await run_in_threadpool(self.write, change)
+        except Busy:
+            existing = (await run_in_threadpool(self.read_store)).subscriber(asked.email)
+            return self.retry_later(self.confirm_page(request, asked, existing, 503, form_error=BUSY))
+        return self.confirm_answer(request, asked, outcome, subscriber)
 
     # -- manage -------------------------------------------------------------------------------
     def manage_page(
@@ -446,14 +591,15 @@ class WebFront:
             return self.not_subscribed(request)
         if action not in ("save", "pause", "resume"):
             return self.manage_page(request, token, current, 400, form_error="Choose one of the buttons.")
-        if not self.csrf_valid(request, form):
+        problem = self.form_problem(request, form)
+        if problem:
             return self.manage_page(
                 request,
                 token,
                 current,
                 400,
                 rules_text=rules_text if action == "save" else "\n".join(current.rules),
-                form_error="This form had expired. Your entries are kept: please send it again.",
+                form_error=problem,
             )
         check = check_rules(rules_text)
         if action == "save" and check.errors:
@@ -475,55 +621,72 @@ class WebFront:
         try:
             found = await run_in_threadpool(self.write, change)
         except Busy:
-            return self.busy(request)
+            kept = rules_text if action == "save" else "\n".join(current.rules)
+            return self.retry_later(self.manage_page(request, token, current, 503, rules_text=kept, form_error=BUSY))
         if not found:
             return self.not_subscribed(request)
         done = {"save": "saved", "pause": "paused", "resume": "resumed"}[action]
         return RedirectResponse("/manage?" + urlencode({"token": token, "done": done}), status_code=303)
 
     # -- unsubscribe --------------------------------------------------------------------------
+    def unsubscribe_page(
+        self,
+        request: Request,
+        token: str,
+        email: str,
+        subscribed: bool,
+        status: int = 200,
+        form_error: str | None = None,
+    ) -> HTMLResponse:
+        return self.page(
+            request,
+            "unsubscribe.html",
+            status=status,
+            email=email,
+            subscribed=subscribed,
+            form_error=form_error,
+            action_url="/unsubscribe?" + urlencode({"token": token}),
+        )
+
     async def unsubscribe(self, request: Request) -> Response:
         token = request.query_params.get("token")
         try:
             email = self.token_data("unsubscribe", token)["e"]
         except TokenError as exc:
             return self.bad_link(request, exc, "unsubscribe")
+        assert token is not None
         subscriber = (await run_in_threadpool(self.read_store)).subscriber(email)
-        return self.page(
-            request,
-            "unsubscribe.html",
-            email=email,
-            subscribed=subscriber is not None,
-            action_url="/unsubscribe?" + urlencode({"token": token or ""}),
-        )
+        return self.unsubscribe_page(request, token, email, subscriber is not None)
 
     async def unsubscribe_post(self, request: Request) -> Response:
-        """The button, and the RFC 8058 one-click POST (``List-Unsubscribe=One-Click``, no cookies).
+        """The button, and the RFC 8058 one-click POST (``List-Unsubscribe=One-Click``, from a mail server).
 
-        The signed token in the URL is what authorizes; the page's form also carries a CSRF token,
-        and a POST with neither the one-click body nor a valid CSRF token is refused.
+        The signed token in the URL is what authorizes. The page's button also needs its form token
+        and a request no browser marks as cross-site (no cookie: it works with cookies off); a POST
+        with neither that nor the one-click body gets the page again, with its button.
         """
         form = await request.form()
         one_click = form.get("List-Unsubscribe") == ONE_CLICK
+        token = request.query_params.get("token")
         try:
-            email = self.token_data("unsubscribe", request.query_params.get("token"))["e"]
+            email = self.token_data("unsubscribe", token)["e"]
         except TokenError as exc:
             if one_click:
                 return PlainTextResponse("This unsubscribe link is not valid.\n", status_code=400)
             return self.bad_link(request, exc, "unsubscribe")
-        if not one_click and not self.csrf_valid(request, form):
-            return self.message(
-                request,
-                "Please press the button again",
-                "This form had expired. Go back, reload the page and press “Unsubscribe” again.",
-                400,
-            )
+        assert token is not None
+        problem = None if one_click else self.form_problem(request, form)
+        if problem:
+            subscriber = (await run_in_threadpool(self.read_store)).subscriber(email)
+            if problem == FORM_EXPIRED:
+                problem = "This page had expired, so nothing was done. Press “Unsubscribe” again."
+            return self.unsubscribe_page(request, token, email, subscriber is not None, 400, problem)
         try:
             await run_in_threadpool(self.write, lambda store: store.remove_subscriber(email))
         except Busy:
             if one_click:
                 return PlainTextResponse("Busy, try again.\n", status_code=503, headers={"retry-after": "30"})
-            return self.busy(request)
+            return self.retry_later(self.unsubscribe_page(request, token, email, True, 503, BUSY))
         log.info("unsubscribed an address through the web (%s)", "one-click" if one_click else "page")
         if one_click:
             return PlainTextResponse("You are unsubscribed.\n")
@@ -546,7 +709,12 @@ class WebFront:
                 request, "Digest not found", "This digest is no longer kept on this server.", 404, show_home=True
             )
         headers = {"content-security-policy": ARCHIVE_CSP, "cache-control": "private, max-age=3600"}
-        return HTMLResponse(html, headers=headers)
+        return HTMLResponse(without_self_links(html, digest_id), headers=headers)
+
+    async def favicon(self, request: Request) -> Response:
+        """Browsers ask for ``/favicon.ico`` on pages that name no icon (an archived digest): the SVG."""
+        icon = await run_in_threadpool((static_dir() / FAVICON).read_bytes)
+        return Response(icon, media_type="image/svg+xml", headers={"cache-control": "public, max-age=86400"})
 
     # -- errors -------------------------------------------------------------------------------
     async def http_error(self, request: Request, exc: Exception) -> Response:
@@ -560,7 +728,8 @@ class WebFront:
         html = render_page(
             "message.html",
             title="Something went wrong",
-            text="Something went wrong on our side. Nothing you sent was lost; please try again later.",
+            text="Something went wrong on our side, and what you sent may not have been saved. "
+            "The error is logged for the operator; please try again later.",
             csrf="",
             csrf_field=CSRF_FIELD,
             show_home=True,
@@ -571,23 +740,33 @@ class WebFront:
         return [
             Route("/", self.index, methods=["GET"]),
             Route("/subscribe", self.subscribe, methods=["POST"]),
+            Route("/check-inbox", self.check_inbox, methods=["GET"]),
             Route("/preview", self.preview, methods=["POST"]),
             Route("/confirm", self.confirm, methods=["GET"]),
+            Route("/confirm", self.confirm_post, methods=["POST"]),
             Route("/manage", self.manage, methods=["GET"]),
             Route("/manage", self.manage_post, methods=["POST"]),
             Route("/unsubscribe", self.unsubscribe, methods=["GET"]),
             Route("/unsubscribe", self.unsubscribe_post, methods=["POST"]),
             Route("/digest/{digest_id}", self.digest, methods=["GET"]),
+            Route("/favicon.ico", self.favicon, methods=["GET"]),
             Mount("/static", app=StaticFiles(directory=static_dir()), name="static"),
         ]
 
 
-def _parses(rule: str) -> bool:
-    try:
-        parse_rules([rule])
-    except DigestError:
-        return False
-    return True
+def without_self_links(html: str, digest_id: str) -> str:
+    """An archived digest as its web page: without the email's links to this very page.
+
+    The archive is the email's HTML, whose "View in a browser" and "View online" links point here;
+    in the browser they only reload the page. Each ``<a>`` whose ``href`` is this digest's archive
+    URL goes, with the " · " that separated it from its neighbour, or its whole paragraph when it
+    was alone in one. Matching the URL rather than a marker in the template keeps working for
+    digests archived before, and whatever the email's wording.
+    """
+    link = rf'<a\b[^>]*\bhref="[^"]*/digest/{re.escape(digest_id)}\?[^"]*"[^>]*>(?:(?!</a>).)*</a>'
+    separator = r"\s*(?:&#183;|&middot;|·)\s*"
+    alone = rf"<p\b[^>]*>\s*{link}\s*</p>"
+    return re.sub(rf"{alone}|{separator}{link}|{link}(?:{separator})?", "", html, flags=re.S)
 
 
 class TokenRedactingFilter(logging.Filter):
@@ -615,20 +794,25 @@ def create_app(
     clock: Callable[[], datetime] = utc_now,
     today: Callable[[], date] | None = None,
     limits: WebLimits | None = None,
+    keeper: StoreKeeper | None = None,
 ) -> Starlette:
-    front = WebFront(settings, clock, today or (lambda: today_in(settings)), limits or WebLimits())
+    front = WebFront(settings, clock, today or (lambda: today_in(settings)), limits or WebLimits(), keeper)
     redact_tokens_in_access_log()
 
     def too_large() -> ASGIApp:
         return PlainTextResponse("The form is too large.\n", status_code=413)
 
     app = Starlette(
-        routes=[*health.routes(settings), *front.routes()],
+        routes=[
+            *health.routes(settings, lambda: front.keeper.read(lambda store: store.cycles(last=50))),
+            *front.routes(),
+        ],
         middleware=[
             Middleware(SecurityHeadersMiddleware),
             Middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES, too_large=too_large),
         ],
         exception_handlers={HTTPException: front.http_error, Exception: front.server_error},
     )
+    app.router.redirect_slashes = False  # Starlette's would take the Location's host from the Host header
     app.state.front = front
     return app

@@ -81,6 +81,58 @@ def ledger_days_as_string(data: dict[str, Any]) -> Any:
     return data
 
 
+def first(table: dict[str, Any]) -> dict[str, Any]:
+    document: dict[str, Any] = table[next(iter(table))]
+    return document
+
+
+def ledger_code_not_base36(data: dict[str, Any]) -> Any:
+    days = first(data["ledger"])["days"]
+    days[next(iter(days))] = "0.8.!!"
+    return data
+
+
+def authors_as_a_number(data: dict[str, Any]) -> Any:
+    first(data["items"])["authors"] = 7
+    return data
+
+
+def upvotes_as_text(data: dict[str, Any]) -> Any:
+    first(data["items"])["upvotes"] = "1.2k"
+    return data
+
+
+def cycle_sources_as_text(data: dict[str, Any]) -> Any:
+    first(data["cycles"])["sources"] = "x"
+    return data
+
+
+def subscriber_name_as_a_number(data: dict[str, Any]) -> Any:
+    first(data["subscribers"])["name"] = 5
+    return data
+
+
+def schema_version_true(data: dict[str, Any]) -> Any:
+    data["meta"]["1"]["schema_version"] = True  # an int to isinstance: it ran old migrations again
+    return data
+
+
+def two_seen_on_one_ordinal(data: dict[str, Any]) -> Any:
+    documents = list(data["seen"].values())
+    documents[1]["n"] = documents[0]["n"]
+    return data
+
+
+def ordinal_past_the_count(data: dict[str, Any]) -> Any:
+    first(data["seen"])["n"] = 10**22
+    return data
+
+
+def seen_date_not_a_date(data: dict[str, Any]) -> Any:
+    first(data["seen"])["listed_on"] = "garbage"
+    return data
+
+
 WRONG_SHAPES: list[Callable[[dict[str, Any]], Any]] = [
     emptied,
     tinydb_default,
@@ -89,6 +141,16 @@ WRONG_SHAPES: list[Callable[[dict[str, Any]], Any]] = [
     subscriber_without_email,
     seen_as_string,
     ledger_days_as_string,
+    # Found by a review after the first fix: right types, wrong contents.
+    ledger_code_not_base36,
+    authors_as_a_number,
+    upvotes_as_text,
+    cycle_sources_as_text,
+    subscriber_name_as_a_number,
+    schema_version_true,
+    two_seen_on_one_ordinal,
+    ordinal_past_the_count,
+    seen_date_not_a_date,
 ]
 
 
@@ -123,6 +185,43 @@ def test_a_store_of_the_wrong_shape_is_refused_untouched_and_repaired(
     again = run_cli("run", "--date", DAY1, env=env)
     assert again.returncode == 0 and "sent 0" in again.stdout, again.stdout + again.stderr
     assert len(smtp.messages) == sent
+
+
+def test_a_store_nested_too_deeply_is_one_line_for_every_command(env: dict[str, str], tmp_path: Path) -> None:
+    store = tmp_path / "data" / STORE_FILE
+    store.parent.mkdir(parents=True, exist_ok=True)
+    store.write_text('{"meta":' + "[" * 200_000)
+    for command in (("status",), ("doctor",), ("doctor", "--repair")):
+        result = run_cli(*command, env=env)
+        assert result.returncode == 1 and "nested too deeply" in result.stderr, command
+        assert "Traceback" not in result.stderr, result.stderr
+
+
+def test_an_import_cut_short_in_the_journal_imports_nobody(tmp_path: Path) -> None:
+    """An import is one journal line: torn by a kill or a full disk, it is skipped whole."""
+    with open_store(tmp_path) as store:
+        store.save_subscriber(Subscriber("ada@example.org", ("4090",)))
+    crashed = Store(tmp_path)
+    crashed.save_subscribers([Subscriber(f"p{n}@example.org", ("gpu",)) for n in range(500)])
+    del crashed
+    journal = tmp_path / JOURNAL_FILE
+    whole = journal.read_bytes()
+    assert whole.count(b"\n") == 1
+    journal.write_bytes(whole[: len(whole) // 2])  # the kill came mid-write
+    with open_store(tmp_path, write=False) as store:
+        assert [s.email for s in store.subscribers()] == ["ada@example.org"]
+
+
+def test_a_journal_line_of_the_wrong_shape_never_poisons_the_store(env: dict[str, str], tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    assert run_cli("subscribe", "zed@example.org", "-k", "4090", env=env).returncode == 0
+    with open(data_dir / JOURNAL_FILE, "a") as journal:
+        journal.write('{"email":"alice@example.org","items":{"2611.99999":5},"at":"2026-11-20T07:00:00+00:00"}\n')
+        journal.write('{"email":"alice@example.org","items":{"":"2026-11-20"},"at":"2026-11-20T07:00:00+00:00"}\n')
+    assert run_cli("subscribe", "amy@example.org", "-k", "gpu", env=env).returncode == 0
+    status = run_cli("status", env=env)
+    assert status.returncode == 0, status.stderr
+    assert run_cli("doctor", env=env).returncode == 0
 
 
 def test_a_store_file_that_went_missing_is_not_started_over(env: dict[str, str], tmp_path: Path) -> None:

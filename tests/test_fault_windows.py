@@ -302,3 +302,10 @@ def test_a_cycles_days_keep_their_bounds_and_lose_nothing_silently(
         assert since <= said
     else:
         assert got.caught_up == [] and got.not_fetched == []
+
+
+@pytest.mark.parametrize("value", ["20261206", "2026-W49-7", "0001-01-01", "1999-12-31", "2026-13-01"])
+def test_a_date_that_is_not_yyyy_mm_dd_or_too_old_is_one_line(value: str, tmp_path: Path) -> None:
+    result = run_cli("run", "--date", value, "--dry-run", env=cli_env(tmp_path / "data"))
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.startswith("digest: error: --date")

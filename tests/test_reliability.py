@@ -321,7 +321,7 @@ def test_export_then_import_is_all_or_nothing(env: dict[str, str], tmp_path: Pat
     assert run_cli("export", str(exported), env=env).returncode == 0
     lines = [json.loads(line) for line in exported.read_text().splitlines()]
     assert [line["email"] for line in lines] == sorted(EXPECTED)
-    assert lines[0] == {"email": "alice@example.org", "rules": ["4090"], "name": None}
+    assert lines[0] == {"email": "alice@example.org", "rules": ["4090"], "name": None, "layout": "full"}
 
     other = cli_env(tmp_path / "other", None, None)
     bad = tmp_path / "bad.jsonl"

@@ -88,3 +88,34 @@ def test_one_refused_address_degrades_but_does_not_fail_health() -> None:
     # A refusal on a day a source was also down: failing, for the source.
     with_source_down = cycle(at, ok=False, failed=1, refused=1, sent=4, sources=[{"name": "hf_papers", "ok": False}])
     assert assess([with_source_down], SEVEN, NOW, GRACE, since)[0] == 503
+
+
+@pytest.mark.parametrize(
+    ("cron", "weekdays"),
+    [
+        ("0 7 * * 0", {"Sun"}),
+        ("0 7 * * 7", {"Sun"}),
+        ("0 7 * * 1-5", {"Mon", "Tue", "Wed", "Thu", "Fri"}),
+        ("0 7 * * 1,3", {"Mon", "Wed"}),
+        ("0 7 * * */2", {"Sun", "Tue", "Thu", "Sat"}),
+        ("0 7 * * 5-7", {"Fri", "Sat", "Sun"}),
+        ("0 7 * * mon-fri", {"Mon", "Tue", "Wed", "Thu", "Fri"}),
+        ("0 7 * * *", {"Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"}),
+    ],
+)
+def test_numeric_weekdays_count_from_sunday_as_in_crontab(cron: str, weekdays: set[str]) -> None:
+    """APScheduler counts from Monday: ``1-5`` passed through ran Tuesday to Saturday."""
+    trigger = cron_trigger(cron, "UTC")
+    fire = datetime(2026, 12, 5, 0, 0, tzinfo=UTC)  # a Saturday
+    seen = set()
+    for _ in range(14):
+        following = next_fire(trigger, fire + timedelta(minutes=1))
+        assert following is not None
+        fire = following
+        seen.add(fire.strftime("%a"))
+    assert seen == weekdays
+
+
+def test_a_weekday_past_seven_is_refused() -> None:
+    with pytest.raises(ValueError, match="0-7"):
+        cron_trigger("0 7 * * 8", "UTC")

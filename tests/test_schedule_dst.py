@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from digest.health import health_status
-from digest.models import CycleReport, Item, SourceReport
+from digest.models import CycleReport, Item, SourceReport, Subscriber
 from digest.schedule import cron_trigger, cycle_left_traces, last_fire, needs_catch_up, next_fire
 from digest.service import CYCLE_JOB_ID, make_scheduler, must_catch_up
 from digest.settings import Settings
@@ -188,7 +188,7 @@ SEVEN = datetime(2026, 11, 23, 7, tzinfo=UTC)
 
 def test_an_unrecorded_cycle_is_caught_up_a_new_store_waits() -> None:
     fetched = [{"name": "hf_papers", "failed_days": [], "last_attempt_at": "2026-11-23T07:00:03+00:00"}]
-    assert not cycle_left_traces([], items_seen=0, journal_bytes=0)  # subscribers only: never ran
+    assert not cycle_left_traces([], items_seen=0, deliveries_journaled=0)  # subscribers only: never ran
     assert not cycle_left_traces([{"name": "hf_papers", "failed_days": []}], 0, 0)
     assert cycle_left_traces(fetched, 0, 0)
     assert cycle_left_traces([], 12, 0)
@@ -231,8 +231,19 @@ def test_a_journal_alone_marks_a_killed_cycle(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", schedule={"cron": "0 0 * * *"})
     with open_store(settings.data_dir):
         pass
-    (settings.data_dir / JOURNAL_FILE).write_text('{"email": "a@example.org"}\n')
+    (settings.data_dir / JOURNAL_FILE).write_text('{"email": "a@example.org", "items": {"x": "2026-11-20"}}\n')
     assert must_catch_up(settings)
+
+
+def test_journaled_subscriber_changes_alone_are_no_cycle(tmp_path: Path) -> None:
+    """Subscribing journals the change (and the flush folds it into deliveries.journal.1): no cycle ran."""
+    settings = Settings(data_dir=tmp_path / "data", schedule={"cron": "0 0 * * *"})
+    with open_store(settings.data_dir) as store:
+        store.save_subscriber(Subscriber("ada@example.org", ("4090",)))
+    store = Store(settings.data_dir)
+    store.remove_subscriber("ada@example.org")  # journaled, not folded: as if killed here
+    del store
+    assert not must_catch_up(settings)
 
 
 @pytest.fixture

@@ -278,6 +278,10 @@ def machine() -> str:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["rule-cost"]:  # python -m bench rule-cost: the costliest rules (bench/rules.md)
+        from bench.bench_rule_cost import main as rule_cost
+
+        return rule_cost(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--items", type=int, default=2000)

@@ -16,7 +16,7 @@ from digest.errors import StoreError
 
 Raw = dict[str, Any]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 MIGRATIONS: dict[int, Callable[[Raw], None]] = {}
 
 
@@ -104,3 +104,17 @@ def compact_ledger(data: Raw) -> None:
                 next_key += 1
             by_day.setdefault(day, []).append(ordinal[item_id])
         doc["days"] = {day: encode(ordinals) for day, ordinals in by_day.items()}
+
+
+@migration(3)
+def minus_negates_one_word(data: Raw) -> None:
+    """v3 read ``-a b`` as NOT "a b" (``-`` took the whole phrase after it); v4 reads ``-`` as search
+    boxes do, on the one word after it. Each stored rule whose meaning that changes is rewritten to
+    its canonical form under the old reading (``-survey 4090`` → ``NOT "survey 4090"``), which
+    means the same under the new one."""
+    from digest.rule_syntax import legacy_rewrite
+
+    for record in data.get("subscribers", {}).values():
+        rules = record.get("rules")
+        if isinstance(rules, list):
+            record["rules"] = [legacy_rewrite(rule) or rule if isinstance(rule, str) else rule for rule in rules]

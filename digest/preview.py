@@ -22,7 +22,7 @@ import asyncio
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date
@@ -34,7 +34,7 @@ from digest.errors import RuleError
 from digest.highlight import mark, spans_for
 from digest.models import DigestEntry, Item, RuleMatch
 from digest.render import rank_key
-from digest.rule_syntax import And, Node, Not, Or, Phrase, Regex, Scope
+from digest.rule_syntax import Phrase, Regex, leaves
 from digest.rules import Budget, Decided, Decider, ItemIndex, Matcher, OverBudget, Rule, parse_rule, parse_rules
 from digest.subscriptions import check_rules
 
@@ -95,20 +95,9 @@ class Cost:
         return Cost(self.prefixes + other.prefixes, self.regexes + other.regexes, self.terms + other.terms)
 
 
-def _leaves(node: Node) -> Iterator[Node]:
-    match node:
-        case Scope(_, child) | Not(child):
-            yield from _leaves(child)
-        case And(children) | Or(children):
-            for child in children:
-                yield from _leaves(child)
-        case _:
-            yield node
-
-
 def rule_cost(rule: Rule) -> Cost:
     cost = Cost()
-    for leaf in _leaves(rule.node):
+    for leaf in leaves(rule.node):
         if isinstance(leaf, Phrase):
             cost += Cost(prefixes=sum(word.prefix for word in leaf.words), terms=1)
         elif isinstance(leaf, Regex):

@@ -20,18 +20,19 @@ from __future__ import annotations
 
 import bisect
 import math
-import sys
 import time
+import unicodedata
 from array import array
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import product
 
 import re2
 
 from digest.models import Highlight, Item
 from digest.rule_syntax import FIELDS, Word, compile_regex
-from digest.text import cut_words, fold, fold_all
+from digest.text import cut_words, fold_all
 from digest.word_batch import cut_many
 
 SEPARATOR = "\n"  # between the values of a multi-valued field in its text
@@ -39,6 +40,13 @@ FIELD_ORDER = {name: k for k, name in enumerate(FIELDS)}  # the order spans are 
 
 Hits = dict[int, list[Highlight]]
 Docs = tuple[set[int], set[int]]  # the docs found, and those of them found in the title
+
+
+# Highlights kept per item, field and part of a rule: a paper shows a shortened abstract and a few
+# snippets, so the first few places a word stands are all a reader sees; a rule such as /./ would
+# otherwise build a highlight for every character of every paper.
+MAX_SPANS = 4
+COMBINATIONS = 8  # a phrase searched for as this many joined-term strings at most, else token by token
 
 
 class OverBudget(Exception):
@@ -52,7 +60,7 @@ class Budget:
     first match of a field and whether a title matched stay as they are)."""
 
     deadline: float = math.inf
-    spans: int = sys.maxsize
+    spans: int = MAX_SPANS
 
     def check(self) -> None:
         if time.monotonic() > self.deadline:
@@ -60,13 +68,6 @@ class Budget:
 
 
 UNBOUNDED = Budget()
-
-
-def surfaces_of(term: str) -> tuple[str, ...]:
-    """Every case-folded word that folds to ``term``: itself, and the plurals that fold to it
-    (``+s``, ``+es`` after ``ss``, ``y`` → ``ies``), as :func:`digest.text.fold` decides."""
-    forms = (term, term + "s", term + "es", term[:-1] + "ies" if term.endswith("y") else "")
-    return tuple(form for form in forms if form and fold(form) == term)
 
 
 _UNANCHORED = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)  # google-re2's, for RE2::Match
@@ -107,11 +108,14 @@ def has_match(compiled: re2._Regexp, text: str) -> bool:
 @dataclass(frozen=True, slots=True)
 class Terms:
     """The terms a word of a rule stands for in one field: ``whole`` matches every token of those
-    terms; a token of a ``partial`` term only when its case-folded surface is one of those listed
-    (``study*`` matches "study" but not "studies", which folds to the same term)."""
+    terms; a token of a ``partial`` term only when its surface (NFKC, case kept) is one of those
+    listed (``=SAM`` matches "SAM" but not "Sam", whose term is the same)."""
 
     whole: frozenset[str]
     partial: dict[str, frozenset[str]]
+
+    def all(self) -> tuple[str, ...]:
+        return (*self.whole, *self.partial)
 
 
 def field_values(item: Item, field: str) -> tuple[str, ...]:
@@ -142,7 +146,8 @@ def field_text(item: Item, field: str) -> str:
 
 @dataclass(slots=True)
 class FieldTokens:
-    """One field of one item: its text, value boundaries, and terms with their offsets.
+    """One field of one item: its text, where each value starts and ends, and its terms (normalised
+    words) with their offsets.
 
     ``bounds`` holds running offsets: term k starts at ``bounds[2k]`` and ends at ``bounds[2k + 1]``.
     """
@@ -168,7 +173,7 @@ class FieldTokens:
         if term in terms.whole:
             return True
         surfaces = terms.partial.get(term)
-        return surfaces is not None and self.surface(position).casefold() in surfaces
+        return surfaces is not None and unicodedata.normalize("NFKC", self.surface(position)) in surfaces
 
     def positions(self, term: str) -> Iterator[int]:
         """Where ``term`` stands: a substring search (in C) for " term " in the joined terms."""
@@ -185,6 +190,43 @@ class FieldTokens:
         if not self._joined:
             self._joined = f" {' '.join(self.terms)} "
         return self._joined
+
+    def phrase_at(self, wanted: Sequence[Terms], limit: int) -> list[int]:
+        """Up to ``limit`` positions, in order, where the words ``wanted`` stand one after another.
+
+        Where every word stands for whole terms (nearly always), one substring search (in C) per
+        combination of their terms (" t1 t2 " in the joined terms; a value boundary joins as a
+        double space, which no phrase spans); otherwise each place the first word stands is checked.
+        """
+        combinations = math.prod(len(terms.whole) for terms in wanted)
+        if not any(terms.partial for terms in wanted) and combinations <= COMBINATIONS:
+            found: list[int] = []
+            joined = self.joined()
+            for combination in product(*(sorted(terms.whole) for terms in wanted)):
+                needle = f" {' '.join(combination)} "
+                at = joined.find(needle)
+                kept = 0
+                while at >= 0 and kept < limit:
+                    found.append(joined.count(" ", 0, at))
+                    kept += 1
+                    at = joined.find(needle, at + 1)
+            found.sort()
+            return found[:limit]
+        last = len(wanted) - 1
+        first = wanted[0]
+        if len(first.whole) + len(first.partial) > 1:  # a prefix: one pass over the tokens (in C)
+            starts = [k for k, term in enumerate(self.terms) if term in first.whole or term in first.partial]
+        else:
+            starts = list(self.positions(first.all()[0]))
+        out = []
+        for position in starts:
+            if position + last < len(self.terms) and all(
+                self.fits(position + k, terms) for k, terms in enumerate(wanted)
+            ):
+                out.append(position)
+                if len(out) >= limit:
+                    break
+        return out
 
 
 def field_tokens(values: Sequence[str]) -> FieldTokens:
@@ -214,7 +256,7 @@ class FieldIndex:
     tokens: list[FieldTokens | None]
     postings: dict[str, array[int]]
     _vocabulary: list[str] = field(default_factory=list)  # sorted terms, on the first prefix
-    _prefixes: dict[str, Terms] = field(default_factory=dict)
+    _terms: dict[Word, Terms] = field(default_factory=dict)
 
     @classmethod
     def build(cls, items: Sequence[Item], name: str) -> FieldIndex:
@@ -237,52 +279,44 @@ class FieldIndex:
         return cls(column, {term: array("l", docs) for term, docs in postings.items()})
 
     def terms(self, word: Word) -> Terms:
-        """The terms ``word`` stands for: its own, or for a prefix those of the words starting
-        with it, found by bisecting the sorted vocabulary (cost: the terms covered, never the tokens).
-
-        A prefix compares with a word's case-folded surface, and folding a plural changes at most
-        its last three letters (ies → y, sses → ss, s → ""): so a surface that starts with ``p``
-        folds to a term that starts with ``p`` too, or to ``p`` less its last letter or two, with
-        or without y. Each such term's surfaces (:func:`surfaces_of`) then say exactly whether all,
-        some or none of its tokens match.
-        """
-        if not word.prefix:
-            return Terms(frozenset((word.term,)), {})
-        prefix = word.term
-        found = self._prefixes.get(prefix)
+        """The terms ``word`` stands for here: those of its forms the field holds (``patch`` →
+        patch, patches); for a prefix, the terms that begin so, found by bisecting the sorted
+        vocabulary (cost: the terms covered, never the tokens); for an exact word, its term, with
+        the spelling it must have."""
+        found = self._terms.get(word)
         if found is not None:
             return found
-        if not self._vocabulary:
-            self._vocabulary = sorted(self.postings)
-        vocabulary = self._vocabulary
-        terms = {prefix[:-cut] + end for cut in (1, 2, 3) for end in ("", "y") if cut < len(prefix)}
-        terms.intersection_update(self.postings)
-        for k in range(bisect.bisect_left(vocabulary, prefix), len(vocabulary)):
-            if not vocabulary[k].startswith(prefix):
-                break
-            terms.add(vocabulary[k])
-        whole: set[str] = set()
-        partial: dict[str, frozenset[str]] = {}
-        for term in terms:
-            forms = surfaces_of(term)
-            fitting = frozenset(form for form in forms if form.startswith(prefix))
-            if len(fitting) == len(forms):
-                whole.add(term)
-            elif fitting:
-                partial[term] = fitting
-        found = self._prefixes[prefix] = Terms(frozenset(whole), partial)
+        if word.exact:
+            found = Terms(frozenset(), {word.term: frozenset((unicodedata.normalize("NFKC", word.surface),))})
+        elif word.prefix:
+            if not self._vocabulary:
+                self._vocabulary = sorted(self.postings)
+            vocabulary, prefix = self._vocabulary, word.term
+            covered = set()
+            for k in range(bisect.bisect_left(vocabulary, prefix), len(vocabulary)):
+                if not vocabulary[k].startswith(prefix):
+                    break
+                covered.add(vocabulary[k])
+            found = Terms(frozenset(covered), {})
+        else:
+            held = [form for form in word.forms if form in self.postings]  # not forms ∩ dict: that walks the dict
+            found = Terms(frozenset(held or (word.term,)), {})
+        self._terms[word] = found
+        return found
+
+    def docs(self, terms: Terms) -> set[int]:
+        """The docs that hold any of ``terms`` (by postings)."""
+        parts = terms.all()
+        if len(parts) == 1:
+            return set(self.postings.get(parts[0], ()))
+        found: set[int] = set()
+        for term in parts:
+            found.update(self.postings.get(term, ()))
         return found
 
     def joined(self, doc: int) -> str:
         tokens = self.tokens[doc]
         return tokens.joined() if tokens is not None else ""
-
-    def candidates(self, word: Word) -> Iterable[int]:
-        """Docs that hold ``word``: its term's postings, or those of every term a prefix covers."""
-        if not word.prefix:
-            return self.postings.get(word.term, ())
-        terms = self.terms(word)
-        return sorted({doc for term in (*terms.whole, *terms.partial) for doc in self.postings.get(term, ())})
 
 
 class ItemIndex:
@@ -301,19 +335,18 @@ class ItemIndex:
             found = self._fields[name] = FieldIndex.build(self.items, name)
         return found
 
-    # -- lookups ------------------------------------------------------------------------------
-    def phrase(self, words: Sequence[Word], fields: Iterable[str], budget: Budget = UNBOUNDED) -> Hits:
-        """Docs where ``words`` stand one after another in one of ``fields``, with their spans
-        (docs in order; within a doc, fields in :data:`FIELDS` order, then positions).
-
-        Whole words are found by one substring search (in C) for " t1 t2 " in a field's terms
-        joined by spaces; the number of spaces before a find is its token position. A value
-        boundary ("") joins as a double space, which no phrase spans. A phrase with a prefix word
-        goes through :meth:`_loose_phrase`.
+    # -- highlights, for the docs already decided ---------------------------------------------
+    def phrase(
+        self,
+        words: Sequence[Word],
+        fields: Iterable[str],
+        budget: Budget = UNBOUNDED,
+        docs: Collection[int] | None = None,
+    ) -> Hits:
+        """Docs where ``words`` stand one after another in one of ``fields``, with their spans,
+        at most ``budget.spans`` per doc and field (docs in order; within a doc, fields in
+        :data:`FIELDS` order, then positions). ``docs`` limits the search to those docs.
         """
-        if any(word.prefix for word in words):
-            return self._loose_phrase(words, fields, budget)
-        needle = f" {' '.join(word.term for word in words)} "
         found: Hits = {}
         names = sorted(fields, key=FIELD_ORDER.__getitem__)
         last = len(words) - 1
@@ -321,60 +354,96 @@ class ItemIndex:
         for name in names:
             budget.check()
             column = self.field(name)
-            for doc in column.candidates(words[0]):
-                tokens = column.tokens[doc]
-                assert tokens is not None
-                # Inline, not a generator per candidate (that cost a fifth of all matching).
-                joined, bounds = tokens.joined(), tokens.bounds
-                at = joined.find(needle)
-                kept = 0
-                while at >= 0 and kept < cap:
-                    position = joined.count(" ", 0, at)
-                    span = Highlight(name, bounds[2 * position], bounds[2 * (position + last) + 1])
-                    found.setdefault(doc, []).append(span)
-                    kept += 1
-                    at = joined.find(needle, at + 1)
-        return dict(sorted(found.items())) if len(names) > 1 else found
-
-    def _loose_phrase(self, words: Sequence[Word], fields: Iterable[str], budget: Budget) -> Hits:
-        """A phrase with a prefix word: where a term the first word stands for occurs (postings,
-        then a substring search per doc), each following word checked at its position only."""
-        found: Hits = {}
-        names = sorted(fields, key=FIELD_ORDER.__getitem__)
-        last = len(words) - 1
-        for name in names:
-            column = self.field(name)
             wanted = [column.terms(word) for word in words]
-            starts: dict[int, list[int]] = {}
-            for term in (*wanted[0].whole, *wanted[0].partial):
-                budget.check()
-                for doc in column.postings.get(term, ()):
+            candidates = column.docs(wanted[0])
+            if docs is not None:
+                candidates.intersection_update(docs)
+            if len(wanted) == 1 and not wanted[0].partial:
+                # One word (most rules; its forms, such as patch and patches, are its terms):
+                # inline, a substring search per term, not a call per candidate.
+                needles = [f" {term} " for term in sorted(wanted[0].whole)]
+                for doc in sorted(candidates):
                     tokens = column.tokens[doc]
                     assert tokens is not None
-                    starts.setdefault(doc, []).extend(tokens.positions(term))
-            for doc in sorted(starts):
+                    joined, bounds = tokens.joined(), tokens.bounds
+                    positions: list[int] = []
+                    for needle in needles:
+                        at = joined.find(needle)
+                        kept = 0
+                        while at >= 0 and kept < cap:
+                            positions.append(joined.count(" ", 0, at))
+                            kept += 1
+                            at = joined.find(needle, at + 1)
+                    if len(needles) > 1:
+                        positions.sort()
+                        del positions[cap:]
+                    found.setdefault(doc, []).extend(
+                        Highlight(name, bounds[2 * position], bounds[2 * position + 1]) for position in positions
+                    )
+                continue
+            for doc in sorted(candidates):
                 tokens = column.tokens[doc]
                 assert tokens is not None
-                kept = 0
-                for position in sorted(starts[doc]):
-                    if position + last >= len(tokens.terms):
-                        break
-                    if all(tokens.fits(position + k, terms) for k, terms in enumerate(wanted)):
-                        found.setdefault(doc, []).append(
-                            Highlight(name, tokens.start(position), tokens.end(position + last))
-                        )
-                        kept += 1
-                        if kept >= budget.spans:
-                            break
+                for position in tokens.phrase_at(wanted, cap):
+                    found.setdefault(doc, []).append(
+                        Highlight(name, tokens.start(position), tokens.end(position + last))
+                    )
+        found = {doc: spans for doc, spans in found.items() if spans}
         return dict(sorted(found.items())) if len(names) > 1 else found
 
-    def regex(self, pattern: str, ignore_case: bool, fields: Iterable[str], budget: Budget = UNBOUNDED) -> Hits:
-        """Docs where the RE2 ``pattern`` finds a non-empty match within one value of ``fields``."""
+    def near(
+        self,
+        pair: tuple[Sequence[Word], Sequence[Word]],
+        distance: int,
+        fields: Iterable[str],
+        budget: Budget = UNBOUNDED,
+        docs: Collection[int] | None = None,
+        spans: bool = True,
+    ) -> Hits:
+        """Docs where the two phrases of ``pair`` stand within ``distance`` words of each other (in
+        either order, in one value of a field), with the spans of both (capped as :meth:`phrase`)."""
+        found: Hits = {}
+        names = sorted(fields, key=FIELD_ORDER.__getitem__)
+        cap = budget.spans
+        for name in names:
+            budget.check()
+            column = self.field(name)
+            left = [column.terms(word) for word in pair[0]]
+            right = [column.terms(word) for word in pair[1]]
+            candidates = column.docs(left[0]) & column.docs(right[0])
+            if docs is not None:
+                candidates.intersection_update(docs)
+            for doc in sorted(candidates):
+                budget.check()
+                tokens = column.tokens[doc]
+                assert tokens is not None
+                lefts = tokens.phrase_at(left, len(tokens.terms))
+                rights = tokens.phrase_at(right, len(tokens.terms)) if lefts else []
+                places = _near(tokens, lefts, len(left), rights, len(right), distance)
+                if not places:
+                    continue
+                kept = found.setdefault(doc, [])
+                if not spans:
+                    continue
+                for start, length in places[: 2 * cap]:
+                    kept.append(Highlight(name, tokens.start(start), tokens.end(start + length - 1)))
+        return dict(sorted(found.items())) if len(names) > 1 else found
+
+    def regex(
+        self,
+        pattern: str,
+        ignore_case: bool,
+        fields: Iterable[str],
+        budget: Budget = UNBOUNDED,
+        docs: Collection[int] | None = None,
+    ) -> Hits:
+        """Docs where the RE2 ``pattern`` finds a non-empty match within one value of ``fields``,
+        with at most ``budget.spans`` spans per doc and field; ``docs`` limits the search."""
         compiled = compile_regex(pattern, ignore_case)
         columns = [(name, self.field(name).tokens) for name in sorted(fields, key=FIELD_ORDER.__getitem__)]
         found: Hits = {}
         cap = budget.spans
-        for doc in range(len(self.items)):
+        for doc in sorted(docs) if docs is not None else range(len(self.items)):
             budget.check()
             for name, column in columns:
                 tokens = column[doc]
@@ -391,7 +460,7 @@ class ItemIndex:
                         break
         return found
 
-    # -- decisions: which docs, no highlights (the preview) -------------------------------------
+    # -- decisions: which docs, no highlights -------------------------------------------------
     def phrase_docs(self, words: Sequence[Word], fields: Iterable[str], budget: Budget = UNBOUNDED) -> Docs:
         """The docs :meth:`phrase` finds, and those it finds in the title, from postings: a doc
         must hold every word (a set intersection), and only then is the order checked in it."""
@@ -401,48 +470,34 @@ class ItemIndex:
             budget.check()
             column = self.field(name)
             wanted = [column.terms(word) for word in words]
-            holding = []
-            for terms in wanted:
-                docs: set[int] = set()
-                for term in (*terms.whole, *terms.partial):
-                    docs.update(column.postings.get(term, ()))
-                holding.append(docs)
-            holding.sort(key=len)
+            holding = sorted((column.docs(terms) for terms in wanted), key=len)
             candidates = holding[0].intersection(*holding[1:])
             if len(words) == 1 and not wanted[0].partial:
                 docs = candidates
-            elif not any(word.prefix for word in words):
-                needle = f" {' '.join(word.term for word in words)} "
-                docs = {doc for doc in candidates if needle in column.joined(doc)}
             else:
-                docs = self._loose_docs(column, wanted, candidates, budget)
+                docs = set()
+                for doc in candidates:
+                    tokens = column.tokens[doc]
+                    assert tokens is not None
+                    if tokens.phrase_at(wanted, 1):
+                        docs.add(doc)
             found |= docs
             if name == "title":
                 in_title |= docs
         return found, in_title
 
-    @staticmethod
-    def _loose_docs(column: FieldIndex, wanted: list[Terms], candidates: set[int], budget: Budget) -> set[int]:
-        """Candidates where the words (one a prefix) stand in order: each place the first word's
-        terms stand is checked, until one fits."""
-        anchors: dict[int, list[str]] = {}
-        for term in (*wanted[0].whole, *wanted[0].partial):
-            for doc in column.postings.get(term, ()):
-                if doc in candidates:
-                    anchors.setdefault(doc, []).append(term)
-        last = len(wanted) - 1
-        docs = set()
-        for doc, terms in anchors.items():
-            budget.check()
-            tokens = column.tokens[doc]
-            assert tokens is not None
-            for position in (p for term in terms for p in tokens.positions(term)):
-                if position + last < len(tokens.terms) and all(
-                    tokens.fits(position + k, want) for k, want in enumerate(wanted)
-                ):
-                    docs.add(doc)
-                    break
-        return docs
+    def near_docs(
+        self, pair: tuple[Sequence[Word], Sequence[Word]], distance: int, fields: Iterable[str], budget: Budget
+    ) -> Docs:
+        """The docs :meth:`near` finds, and those it finds in the title."""
+        found: set[int] = set()
+        in_title: set[int] = set()
+        for name in sorted(fields, key=FIELD_ORDER.__getitem__):
+            docs = set(self.near(pair, distance, (name,), budget, spans=False))
+            found |= docs
+            if name == "title":
+                in_title |= docs
+        return found, in_title
 
     def regex_docs(self, pattern: str, ignore_case: bool, fields: Iterable[str], budget: Budget = UNBOUNDED) -> Docs:
         """The docs :meth:`regex` finds, and those it finds in the title: one search per value."""
@@ -452,9 +507,10 @@ class ItemIndex:
         for name in sorted(fields, key=FIELD_ORDER.__getitem__):
             column = self.field(name).tokens
             for doc, tokens in enumerate(column):
-                budget.check()
                 if tokens is None or (doc in found and name != "title"):
                     continue
+                if doc % 64 == 0:
+                    budget.check()
                 if any(has_match(compiled, tokens.text[start:end]) for start, end in tokens.segments):
                     found.add(doc)
                     if name == "title":
@@ -464,3 +520,19 @@ class ItemIndex:
     def where(self, admits: Callable[[Item], bool]) -> Hits:
         """Docs whose item passes a test that needs no text (``upvotes>=20``, ``has:code``)."""
         return {doc: [] for doc, item in enumerate(self.items) if admits(item)}
+
+
+def _near(
+    tokens: FieldTokens, lefts: list[int], left_len: int, rights: list[int], right_len: int, distance: int
+) -> list[tuple[int, int]]:
+    """(start, length) of each occurrence of either phrase that has one of the other within
+    ``distance`` words (words strictly between them), in the same value (no "" between them)."""
+    places: set[tuple[int, int]] = set()
+    for a in lefts:
+        for b in rights:
+            first, first_len, second = (a, left_len, b) if a <= b else (b, right_len, a)
+            gap = second - (first + first_len)
+            if 0 <= gap <= distance and "" not in tokens.terms[first:second]:
+                places.add((a, left_len))
+                places.add((b, right_len))
+    return sorted(places)

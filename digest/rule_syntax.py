@@ -6,62 +6,96 @@ precedence first (README "Keyword rules" shows it by example)::
     rule    := or
     or      := and ("OR" and)*
     and     := unary (["AND"] unary)*            juxtaposition means AND
-    unary   := ("NOT" | "-") unary | primary
-    primary := "(" or ")" | FIELD ":" scoped | GATE | "has:code" | phrase | /regex/flags
-    scoped  := "(" or ")" | phrase | /regex/flags
+    unary   := "NOT" unary | "-" single | primary
+    single  := "-" single | "(" or ")" | FIELD ":" scoped | GATE | "has:code" | WORD | QUOTED | /regex/
+    primary := "(" or ")" | FIELD ":" scoped | GATE | "has:code" | near | /regex/flags
+    scoped  := "(" or ")" | near | /regex/flags
+    near    := phrase ["NEAR/n" phrase]
     phrase  := WORD+ | '"' words '"'             consecutive bare words are one phrase
+    WORD    := ["="] letters-and-digits ["*"]    "=SAM": exact (case, no plural forms)
 
 A run of bare words is one phrase, so the base form of SPEC.md (``video diffusion``: consecutive
 tokens) means what it always meant; quoting is only needed to put two phrases side by side.
-Operators are upper case (``AND``), so ``rock and roll`` stays a phrase.
+Operators are upper case (``AND``), so ``rock and roll`` stays a phrase (with a warning: people
+who type ``video or audio`` usually mean OR). As in search boxes people know, ``-`` negates the one
+word, quoted phrase, field or group right after it: ``-survey 4090`` is ``NOT survey AND 4090``
+(``NOT`` still takes the whole phrase after it). A parse collects :attr:`Parser.warnings`: things
+it read literally that are often meant otherwise.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
 import re2
 
 from digest.errors import RuleError
-from digest.text import fold, tokenize
+from digest.text import fold, forms, normal, tokenize
 
 MAX_RULE_LENGTH = 500
 MAX_REGEX_LENGTH = 200
 MAX_DEPTH = 24
-MIN_PREFIX = 2
-REGEX_MAX_MEM = 8 << 20  # bytes RE2 may use for one compiled regex
+MIN_PREFIX = 2  # letters or digits before "*", unless a word of the phrase comes first: "3D*", "RTX4*"
+# What one rule may hold, so that no rule within the limits costs more than bench/rules.md says.
+MAX_REGEXES = 3
+MAX_PREFIXES = 20
+MAX_NEAR = 50  # words apart, at most
+REGEX_MAX_MEM = 1 << 20  # bytes RE2 may use for one compiled regex: bounds its compile time (~8 ms) too
 
 TEXT_FIELDS: tuple[str, ...] = ("title", "abstract")
 FIELDS: tuple[str, ...] = ("title", "abstract", "author", "org", "keyword", "source", "category")
 GATES = ("upvotes", "comments")
 OPERATORS = ("AND", "OR", "NOT")
+_NEAR = re.compile(r"NEAR/(\d{1,3})")
+_SPACED_GATE = re.compile(r"(upvotes|comments)\s*(>=|<=|>|<|=)\s*([^\s()\"]*)", re.IGNORECASE)
 
 _SCOPE = re.compile(r"([A-Za-z]+):")
-_GATE = re.compile(r"(upvotes|comments)(>=|<=|>|<|=)(.*)", re.IGNORECASE | re.DOTALL)
 
 
 # -- the tree ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Word:
-    """One word of a phrase as written (letters only or digits only); ``prefix`` for ``diffus*``."""
+    """One word of a phrase as written (letters only or digits only); ``prefix`` for ``diffus*``,
+    ``exact`` for ``=SAM`` (that spelling and case only, no plural forms)."""
 
     surface: str
     prefix: bool = False
+    exact: bool = False
 
     @cached_property
     def term(self) -> str:
-        """What it is compared with: the folded term, or the case-folded prefix."""
-        return self.surface.casefold() if self.prefix else fold(self.surface)
+        """The normalised word (NFKC, case-folded): what the index is looked up by."""
+        return normal(self.surface)
+
+    @cached_property
+    def forms(self) -> frozenset[str]:
+        """The normalised words it stands for: a plain word's plural and singular forms."""
+        return frozenset((self.term,)) if self.prefix or self.exact else forms(self.surface)
 
     def show(self, folded: bool) -> str:
-        return (self.term if folded else self.surface) + ("*" if self.prefix else "")
+        if self.exact:
+            return "=" + self.surface
+        if self.prefix:
+            return (self.term if folded else self.surface) + "*"
+        return fold(self.surface) if folded else self.surface
 
 
 @dataclass(frozen=True)
 class Phrase:
     words: tuple[Word, ...]
+
+
+@dataclass(frozen=True)
+class Near:
+    """``video NEAR/5 diffusion``: both phrases in one value of a field, in either order, with at
+    most ``distance`` words between them."""
+
+    left: Phrase
+    right: Phrase
+    distance: int
 
 
 @dataclass(frozen=True)
@@ -114,7 +148,19 @@ class Or:
     children: tuple[Node, ...]
 
 
-Node = Phrase | Regex | Gate | HasCode | Scope | Not | And | Or
+Node = Phrase | Near | Regex | Gate | HasCode | Scope | Not | And | Or
+
+
+def leaves(node: Node) -> Iterator[Node]:
+    """The words, phrases, proximities, regular expressions and gates of a rule, in order."""
+    match node:
+        case Scope(_, child) | Not(child):
+            yield from leaves(child)
+        case And(children) | Or(children):
+            for child in children:
+                yield from leaves(child)
+        case _:
+            yield node
 
 
 def show(node: Node, folded: bool = False) -> str:
@@ -126,7 +172,12 @@ def show(node: Node, folded: bool = False) -> str:
     match node:
         case Phrase(words):
             # A word spelled like an operator ("AND" in quotes) prints in lower case: same term.
-            return " ".join(w.show(folded).casefold() if w.surface in OPERATORS else w.show(folded) for w in words)
+            text = " ".join(
+                w.show(folded).casefold() if w.surface in OPERATORS and not w.exact else w.show(folded) for w in words
+            )
+            return f'"{text}"' if len(words) > 1 else text
+        case Near(left, right, distance):
+            return f"{show(left, folded)} NEAR/{distance} {show(right, folded)}"
         case Regex(pattern, ignore_case):
             return f"/{pattern}/" + ("i" if ignore_case else "")
         case Gate(name, op, value):
@@ -134,7 +185,7 @@ def show(node: Node, folded: bool = False) -> str:
         case HasCode():
             return "has:code"
         case Scope(field, child):
-            return f"{field}:{_grouped(child, folded, (And, Or, Not))}"
+            return f"{field}:{_grouped(child, folded, (And, Or, Not, Near))}"
         case Not(child):
             return f"NOT {_grouped(child, folded, (And, Or))}"
         case And(children):
@@ -193,6 +244,9 @@ def lex(rule: str) -> list[Lexeme]:
         elif char == "-" and i + 1 < n and _starts_term(rule[i + 1]):
             out.append(Lexeme("-", i))
             i += 1
+        elif gate := _SPACED_GATE.match(rule, i):
+            out.append(_lex_gate(rule, i, gate))
+            i = gate.end()
         else:
             end = i
             while end < n and not _breaks(rule[end]):
@@ -209,7 +263,15 @@ def _breaks(char: str) -> bool:
 
 
 def _starts_term(char: str) -> bool:
-    return char.isalnum() or char in '"(/'
+    return char.isalnum() or char in '"(/='
+
+
+def _lex_gate(rule: str, start: int, gate: re.Match[str]) -> Lexeme:
+    """``upvotes>=20``, also spaced as people type it: ``upvotes >= 20``."""
+    name, op, number = gate.group(1).lower(), gate.group(2), gate.group(3)
+    if not (number.isascii() and number.isdigit()) or len(number) > 9:
+        raise RuleError(f"expected a whole number after '{name}{op}'", rule, gate.start(3) + 1)
+    return Lexeme("GATE", start, f"{name}{op}{number}", Gate(name, op, int(number)))
 
 
 def _lex_regex(rule: str, start: int) -> tuple[Lexeme, int]:
@@ -263,45 +325,60 @@ def _lex_word(rule: str, start: int, end: int) -> tuple[list[Lexeme], int]:
         if after >= len(rule) or not _starts_term(rule[after]):
             raise RuleError(f"expected a word, a quoted phrase, a /regex/ or '(' after '{name}:'", rule, after + 1)
         return [Lexeme("SCOPE", start, name)], after  # the scoped term is lexed next
-    gate = _GATE.fullmatch(word)
-    if gate:
-        name, op, number = gate.group(1).lower(), gate.group(2), gate.group(3)
-        if not (number.isascii() and number.isdigit()) or len(number) > 9:
-            raise RuleError(f"expected a whole number after '{name}{op}'", rule, start + len(name) + len(op) + 1)
-        return [Lexeme("GATE", start, word, Gate(name, op, int(number)))], end
+    if _NEAR.fullmatch(word):
+        return [Lexeme("NEAR", start, word)], end
     return [Lexeme("WORD", start, word)], end
 
 
 def words_of(text: str, rule: str, offset: int) -> list[Word]:
-    """The words of a bare word or quoted phrase; a ``*`` may only end a word (``diffus*``)."""
-    tokens = tokenize(text)
-    ends = {token.end: k for k, token in enumerate(tokens)}
-    prefixes: set[int] = set()
-    for position, char in enumerate(text):
-        if char != "*":
-            continue
-        k = ends.get(position)
-        followed = position + 1 < len(text) and (text[position + 1] == "*" or bool(tokenize(text[position + 1])))
-        if k is None or followed:
-            raise RuleError("'*' can only end a word, as in diffus*", rule, offset + position + 1)
-        if len(text[tokens[k].start : tokens[k].end]) < MIN_PREFIX:
-            raise RuleError(
-                f"a prefix needs at least {MIN_PREFIX} letters or digits before '*'", rule, offset + position + 1
-            )
-        prefixes.add(k)
-    return [Word(text[t.start : t.end], k in prefixes) for k, t in enumerate(tokens)]
+    """The words of a bare word or quoted phrase: ``=`` before a word makes it exact (``=SAM``),
+    and a ``*`` may only end a word (``diffus*``), after at least :data:`MIN_PREFIX` letters or
+    digits of it (``3D*``, ``RTX4*``)."""
+    words: list[Word] = []
+    for chunk in re.finditer(r"\S+", text):
+        at = chunk.start()
+        body = chunk.group()
+        exact = body.startswith("=")
+        if exact:
+            body, at = body.lstrip("="), at + len(body) - len(body.lstrip("="))
+        tokens = tokenize(body)
+        ends = {token.end: k for k, token in enumerate(tokens)}
+        prefixes: set[int] = set()
+        for position, char in enumerate(body):
+            if char != "*":
+                continue
+            column = offset + at + position + 1
+            k = ends.get(position)
+            followed = position + 1 < len(body) and (body[position + 1] == "*" or bool(tokenize(body[position + 1])))
+            if k is None or followed:
+                raise RuleError("'*' can only end a word, as in diffus*", rule, column)
+            if exact:
+                raise RuleError("'=' (this exact word) and '*' (words that begin so) do not go together", rule, column)
+            if not (k or words) and len(body[: tokens[k].end]) < MIN_PREFIX:  # "3D*": D follows 3
+                raise RuleError(f"a prefix needs at least {MIN_PREFIX} letters or digits before '*'", rule, column)
+            prefixes.add(k)
+        words.extend(Word(body[t.start : t.end], k in prefixes, exact) for k, t in enumerate(tokens))
+    return words
 
 
 # -- parser ----------------------------------------------------------------------------------
 class Parser:
-    """Recursive descent over the lexemes of one rule; every error carries the column."""
+    """Recursive descent over the lexemes of one rule; every error carries the column.
 
-    def __init__(self, rule: str) -> None:
+    ``legacy`` reads ``-`` as rules stored before version 4 of the store meant it: like ``NOT``,
+    over the whole phrase after it (``-a b`` was NOT "a b"); only the migration asks for it.
+    """
+
+    def __init__(self, rule: str, legacy: bool = False) -> None:
         self.rule = rule
         self.lexemes = lex(rule)
+        self.legacy = legacy
         self.at = 0
         self.depth = 0
         self.scope: str | None = None
+        self.regexes = 0
+        self.prefixes = 0
+        self.warnings: list[str] = []
 
     def error(self, message: str, lexeme: Lexeme | None = None) -> RuleError:
         return RuleError(message, self.rule, (lexeme or self.peek()).column + 1)
@@ -342,13 +419,30 @@ class Parser:
 
     def parse_unary(self) -> Node:
         lexeme = self.peek()
-        if lexeme.kind in ("NOT", "-"):
+        if lexeme.kind == "NOT" or (lexeme.kind == "-" and self.legacy):
             self.take()
             self.enter(lexeme)
             child = self.parse_unary()
             self.depth -= 1
             return Not(child)
+        if lexeme.kind == "-":
+            return self.parse_single()
         return self.parse_primary()
+
+    def parse_single(self) -> Node:
+        """``-`` and the one word, quoted phrase, field, gate, regex or group right after it."""
+        lexeme = self.take()
+        self.enter(lexeme)
+        following = self.peek()
+        if following.kind == "-":
+            child = self.parse_single()
+        elif following.kind == "WORD":
+            self.take()
+            child = self.phrase_of([following])
+        else:
+            child = self.parse_primary()
+        self.depth -= 1
+        return Not(child)
 
     def enter(self, lexeme: Lexeme) -> None:
         self.depth += 1
@@ -370,17 +464,23 @@ class Parser:
             return lexeme.node
         if kind == "REGEX":
             self.take()
+            self.regexes += 1
+            if self.regexes > MAX_REGEXES:
+                raise self.error(
+                    f"more than {MAX_REGEXES} regular expressions in one rule: split it into several", lexeme
+                )
             assert lexeme.node is not None
             return lexeme.node
         if kind in ("WORD", "QUOTED"):
-            return self.parse_phrase()
+            return self.parse_near()
         if kind == "END":
-            after = {"AND": "AND", "OR": "OR", "NOT": "NOT", "-": "'-'"}.get(self.lexemes[self.at - 1].kind, "")
+            previous = self.lexemes[self.at - 1] if self.at else lexeme
+            after = {"AND": "AND", "OR": "OR", "NOT": "NOT", "-": "'-'", "NEAR": previous.text}.get(previous.kind, "")
             hint = f" after {after}" if self.at and after else ""
             raise self.error(f"expected a word or phrase{hint}")
         if kind == ")":
             raise self.error("expected a word or phrase before ')'")
-        raise self.error(f"expected a word or phrase before {kind}")
+        raise self.error(f"expected a word or phrase before {lexeme.text or kind}")
 
     def parse_group(self) -> Node:
         opening = self.take()
@@ -408,17 +508,63 @@ class Parser:
         self.scope = None
         return Scope(lexeme.text, child)
 
-    def parse_phrase(self) -> Node:
+    def parse_near(self) -> Node:
+        """A phrase, or two joined by ``NEAR/n`` (within n words of each other, either order)."""
+        left = self.parse_phrase()
+        near = self.peek()
+        if near.kind != "NEAR":
+            return left
+        self.take()
+        if self.peek().kind not in ("WORD", "QUOTED"):
+            raise self.error(f"expected a word or phrase after {near.text}")
+        right = self.parse_phrase()
+        distance = int(near.text.split("/")[1])
+        if distance > MAX_NEAR:
+            raise self.error(f"{near.text}: at most NEAR/{MAX_NEAR}", near)
+        if self.peek().kind == "NEAR":
+            raise self.error("NEAR joins two words or phrases: add a third with AND")
+        return Near(left, right, distance)
+
+    def parse_phrase(self) -> Phrase:
         first = self.take()
-        words = words_of(first.text, self.rule, first.column + (first.kind == "QUOTED"))
+        lexemes = [first]
         if first.kind == "WORD":  # consecutive bare words make one phrase
             while self.peek().kind == "WORD":
-                lexeme = self.take()
-                words.extend(words_of(lexeme.text, self.rule, lexeme.column))
+                lexemes.append(self.take())
+        return self.phrase_of(lexemes)
+
+    def phrase_of(self, lexemes: list[Lexeme]) -> Phrase:
+        first = lexemes[0]
+        words = []
+        for lexeme in lexemes:
+            words.extend(words_of(lexeme.text, self.rule, lexeme.column + (lexeme.kind == "QUOTED")))
         if not words:
             what = "inside the quotes" if first.kind == "QUOTED" else "here"
             raise self.error(f"expected a word with at least one letter or digit {what}", first)
+        self.prefixes += sum(word.prefix for word in words)
+        if self.prefixes > MAX_PREFIXES:
+            raise self.error(f"more than {MAX_PREFIXES} words ending in '*' in one rule", lexemes[-1])
+        if first.kind == "WORD":
+            self.warn_misreadings(lexemes)
         return Phrase(tuple(words))
+
+    def warn_misreadings(self, lexemes: list[Lexeme]) -> None:
+        """Bare words that people mean as operators: ``video or audio``, ``video | audio``,
+        ``gaussian splatting, nerf`` are each read as one phrase, which is rarely what was meant."""
+        phrase = " ".join(lexeme.text for lexeme in lexemes)
+        for k, lexeme in enumerate(lexemes):
+            inside = 0 < k < len(lexemes) - 1
+            if inside and lexeme.text.upper() in ("OR", "AND"):
+                word = lexeme.text.upper()
+                self.warnings.append(
+                    f"'{lexeme.text}' is read as a word of the phrase \"{phrase}\"; write {word} for the operator"
+                )
+            elif "|" in lexeme.text:
+                self.warnings.append(f"'|' is not an operator (in \"{phrase}\"): write OR")
+            elif "," in lexeme.text.rstrip(",") or (lexeme.text.endswith(",") and k < len(lexemes) - 1):
+                self.warnings.append(
+                    f'a comma does not separate words (in "{phrase}"): write OR, or give each its own rule'
+                )
 
 
 def _flat(kind: type[And] | type[Or], children: list[Node]) -> Node:
@@ -432,8 +578,39 @@ def _flat(kind: type[And] | type[Or], children: list[Node]) -> Node:
 
 def parse_node(rule: str) -> Node:
     """Parse one rule's text into a tree, or raise :class:`RuleError` naming the column."""
+    return parse_with_warnings(rule)[0]
+
+
+def parse_with_warnings(rule: str, legacy: bool = False) -> tuple[Node, tuple[str, ...]]:
+    """The tree, and what the parse read literally that people often mean otherwise."""
     if not rule.strip():
         raise RuleError("empty rule: expected a word or phrase", rule, 1)
     if len(rule) > MAX_RULE_LENGTH:
         raise RuleError(f"rule is longer than {MAX_RULE_LENGTH} characters", rule, MAX_RULE_LENGTH + 1)
-    return Parser(rule).parse()
+    parser = Parser(rule, legacy)
+    node = parser.parse()
+    return node, tuple(dict.fromkeys(parser.warnings))
+
+
+def legacy_rewrite(rule: str) -> str | None:
+    """For a rule stored when ``-`` negated the whole phrase after it: the text that means the same
+    now (its canonical form, ``-a b`` → ``NOT "a b"``), or None where nothing changes (or it does
+    not parse, which the rule's owner is told about elsewhere)."""
+    if "-" not in rule:
+        return None
+    try:
+        old = parse_with_warnings(rule, legacy=True)[0]
+    except RuleError:
+        return None
+    try:
+        if parse_node(rule) == old:
+            return None
+    except RuleError:
+        pass
+    return show(old)
+
+
+def pointer(error: RuleError, indent: int = 2) -> str:
+    """The rule and a caret under the column of ``error``, for a terminal (two lines)."""
+    line = error.rule.replace("\n", " ").replace("\t", " ")
+    return f"{' ' * indent}{line}\n{' ' * (indent + max(0, error.column - 1))}^"

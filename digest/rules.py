@@ -2,9 +2,15 @@
 
 The language itself (words, phrases, ``diffus*``, AND/OR/NOT, fields, gates, ``/regex/``) is
 parsed in :mod:`digest.rule_syntax`; items are indexed once per cycle in :mod:`digest.rule_index`.
-This module evaluates: :class:`Matcher` computes each distinct (sub)expression once per cycle, keyed
-by its folded canonical form, and shares the result between every subscriber who has it, so
-matching costs (distinct rules × postings), not (subscribers × rules × items) string scans.
+This module evaluates in two steps, each distinct (sub)expression once per cycle, keyed by its
+folded canonical form and shared between every subscriber who has it, so matching costs (distinct
+rules × postings), not (subscribers × rules × items) string scans:
+
+* :class:`Decider` decides which papers an expression matches, from sets of papers alone (postings,
+  set operations, one RE2 search per value): the one walk of the rule tree that decides;
+* :class:`Matcher` then finds the highlights, only in the papers decided and at most
+  :data:`~digest.rule_index.MAX_SPANS` per paper, field and part of the rule, so that the cost of
+  any rule within the limits stays bounded (``bench/rules.md``).
 
 A rule made only of negations (``-survey``, ``NOT survey``, ``-survey -review``) is a subscriber-level
 exclusion: what it names is removed from the matches of all of that subscriber's other rules.
@@ -36,13 +42,14 @@ from digest.rule_syntax import (
     And,
     Gate,
     HasCode,
+    Near,
     Node,
     Not,
     Or,
     Phrase,
     Regex,
     Scope,
-    parse_node,
+    parse_with_warnings,
     show,
 )
 
@@ -57,6 +64,7 @@ __all__ = [
     "Decider",
     "ItemIndex",
     "Matcher",
+    "Near",
     "OverBudget",
     "Rule",
     "field_text",
@@ -76,6 +84,7 @@ class Rule:
     key: str
     node: Node
     excludes: Node | None = None
+    warnings: tuple[str, ...] = ()  # what was read literally that is often meant otherwise
 
     @property
     def is_exclusion(self) -> bool:
@@ -103,8 +112,15 @@ def parse_rule(text: str) -> Rule:
 
     Cached: a cycle parses every subscriber's rules, and most rules are shared by many people.
     """
-    node = parse_node(text)
-    return Rule(text=text, canonical=show(node), key=show(node, folded=True), node=node, excludes=_excluded(node))
+    node, warnings = parse_with_warnings(text)
+    return Rule(
+        text=text,
+        canonical=show(node),
+        key=show(node, folded=True),
+        node=node,
+        excludes=_excluded(node),
+        warnings=warnings,
+    )
 
 
 def parse_rules(texts: Sequence[str]) -> list[Rule]:
@@ -129,7 +145,8 @@ def parse_rules(texts: Sequence[str]) -> list[Rule]:
 
 
 class Matcher:
-    """Evaluates rules over one index; every distinct expression once, shared by all subscribers.
+    """Matches rules over one index: a :class:`Decider` decides, then highlights are found in the
+    papers decided only; every distinct expression once, shared by all subscribers.
 
     Under a :class:`Budget` (the web preview) each evaluation may raise :class:`OverBudget`; what
     was complete before stays cached, so the rules evaluated so far can still be merged.
@@ -138,6 +155,7 @@ class Matcher:
     def __init__(self, index: ItemIndex, budget: Budget = UNBOUNDED) -> None:
         self.index = index
         self.budget = budget
+        self.decider = Decider(index, budget)
         self._cache: dict[tuple[tuple[str, ...], str], Hits] = {}
         self._explained: dict[str, dict[int, tuple[RuleMatch, ...]]] = {}  # by rule text, which fixes its key
 
@@ -158,7 +176,7 @@ class Matcher:
         cached = self._explained.get  # looked up inline: this loop runs for every rule of everyone
         for rule in rules:
             if rule.excludes is not None:
-                excluded.update(self.hits(rule.excludes))
+                excluded.update(self.decider.decide(rule.excludes).docs)
                 continue
             explained = cached(rule.text)
             if explained is None:
@@ -196,46 +214,46 @@ class Matcher:
         return found
 
     def _evaluate(self, node: Node, fields: tuple[str, ...]) -> Hits:
-        index = self.index
+        if isinstance(node, Phrase):
+            # A phrase is found with its spans in one pass over the docs holding its first word;
+            # the decision is what it found (and is shared with the Decider).
+            hits = self.index.phrase(node.words, fields, self.budget)
+            in_title = {doc for doc, spans in hits.items() if spans[0].field == "title"}
+            self.decider.learn(node, fields, Decided(set(hits), in_title))
+            return hits
+        if isinstance(node, Scope):
+            return self.hits(node.child, (node.field,))
+        docs = self.decider.decide(node, fields).docs
+        found: Hits = {doc: [] for doc in sorted(docs)}
+        self._spans(node, fields, docs, found)
+        return found
+
+    def _spans(self, node: Node, fields: tuple[str, ...], docs: set[int], out: Hits) -> None:
+        """Add to ``out`` the highlights of the parts of ``node`` that hold in ``docs`` (all of
+        which ``node`` matches): the second walk of the tree, over the decided docs only."""
+        if not docs:
+            return
+        index, budget = self.index, self.budget
+        found: Hits = {}
         match node:
             case Phrase(words):
-                return index.phrase(words, fields, self.budget)
+                whole = self._cache.get((fields, show(node, folded=True)))
+                found = whole if whole is not None else index.phrase(words, fields, budget, docs)
+            case Near(left, right, distance):
+                found = index.near((left.words, right.words), distance, fields, budget, docs)
             case Regex(pattern, ignore_case):
-                return index.regex(pattern, ignore_case, fields, self.budget)
-            case Gate(name, _, _):
-                gate = node
-                return index.where(lambda item: gate.admits(_number(item, name)))
-            case HasCode():
-                return index.where(lambda item: bool(item.github_repo))
+                found = index.regex(pattern, ignore_case, fields, budget, docs)
             case Scope(field, child):
-                return self.hits(child, (field,))
-            case Not(child):
-                inside = self.hits(child, fields)
-                return {doc: [] for doc in range(len(index)) if doc not in inside}
-            case Or(children):
-                union: Hits = {}
+                self._spans(child, (field,), docs, out)
+            case Or(children) | And(children):
+                full = budget.spans * len(fields)  # a doc this rule has marked enough in already
                 for child in children:
-                    self.budget.check()
-                    for doc, spans in self.hits(child, fields).items():
-                        union.setdefault(doc, []).extend(spans)
-                return union
-            case And(children):
-                return self._all_of(children, fields)
-        raise AssertionError(f"unknown node {node!r}")
-
-    def _all_of(self, children: tuple[Node, ...], fields: tuple[str, ...]) -> Hits:
-        """Intersect the positive parts, smallest first; then drop what a ``NOT`` part names."""
-        positive = [self.hits(c, fields) for c in children if not isinstance(c, Not)]
-        negative = [self.hits(c.child, fields) for c in children if isinstance(c, Not)]
-        if not positive:
-            positive = [{doc: [] for doc in range(len(self.index))}]
-        positive.sort(key=len)
-        result: Hits = {}
-        for doc, spans in positive[0].items():
-            if any(doc not in other for other in positive[1:]) or any(doc in other for other in negative):
-                continue
-            result[doc] = [*spans, *(s for other in positive[1:] for s in other[doc])]
-        return result
+                    wanted = {doc for doc in docs if len(out[doc]) < full}
+                    if isinstance(node, Or):
+                        wanted &= self.decider.decide(child, fields).docs
+                    self._spans(child, fields, wanted, out)
+        for doc in docs.intersection(found):
+            out[doc].extend(found[doc])
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,12 +266,12 @@ class Decided:
 
 
 class Decider:
-    """Which docs each expression matches, as :class:`Matcher` decides, from sets of docs alone.
+    """Which docs each expression matches, from sets of docs alone.
 
-    For answers that must be quick whatever the rules (the web preview): words and phrases are
-    settled by postings and set operations in C, a regular expression by one search per value, and
-    a :class:`Budget` bounds the whole. Highlights are left to a :class:`Matcher` over the few items
-    that are shown.
+    Words and phrases are settled by postings and set operations in C, a regular expression by one
+    search per value, and a :class:`Budget` bounds the whole. :class:`Matcher` uses it to decide,
+    then finds highlights in the docs decided; the web preview uses it alone and asks a Matcher
+    over the few items it shows.
     """
 
     def __init__(self, index: ItemIndex, budget: Budget = UNBOUNDED) -> None:
@@ -275,11 +293,17 @@ class Decider:
             found = self._cache[key] = self._evaluate(node, fields)
         return found
 
+    def learn(self, node: Node, fields: tuple[str, ...], decided: Decided) -> None:
+        """Keep what a :class:`Matcher` found for ``node`` while finding its highlights."""
+        self._cache.setdefault((fields, show(node, folded=True)), decided)
+
     def _evaluate(self, node: Node, fields: tuple[str, ...]) -> Decided:
         index = self.index
         match node:
             case Phrase(words):
                 return Decided(*index.phrase_docs(words, fields, self.budget))
+            case Near(left, right, distance):
+                return Decided(*index.near_docs((left.words, right.words), distance, fields, self.budget))
             case Regex(pattern, ignore_case):
                 return Decided(*index.regex_docs(pattern, ignore_case, fields, self.budget))
             case Gate(name, _, _):
@@ -297,6 +321,7 @@ class Decider:
             case And(children):
                 positive = [self.decide(c, fields) for c in children if not isinstance(c, Not)]
                 negative = [self.decide(c.child, fields) for c in children if isinstance(c, Not)]
+                positive.sort(key=lambda p: len(p.docs))
                 docs = (
                     set(self.everything())
                     if not positive

@@ -1,25 +1,57 @@
 """Tokens as the rule language sees text: the base semantics of SPEC.md in one place.
 
 Text is cut at every character that is not a letter or digit, and again where letters meet digits
-(``RTX4090`` → ``rtx 4090``). Each token is case-folded (Unicode) and simple plurals are folded
-(``GPUs`` → ``gpu``). Rules and items go through the same :func:`fold`, so both sides always agree
-even where the plural rule is linguistically naive (``series`` → ``sery`` on both sides).
+(``RTX4090`` → ``rtx 4090``). Combining marks belong to the word they follow (Devanagari vowel
+signs, a decomposed "é"), superscript and subscript digits are digits (``CO₂`` → ``co 2``), and
+each Han or kana character is a word of its own, so that ``视频`` (a phrase of two) matches inside
+"视频扩散模型". Each token is normalised (NFKC: fullwidth "４０９０" is "4090") and case-folded
+(:func:`normal`), on both sides. Plurals are not folded in the index: a rule's word stands for its
+:func:`forms` (``patch`` → patch, patches), so a word that merely ends in "s" (news, thus, lens)
+never loses it.
 """
 
 from __future__ import annotations
 
 import re
 import sys
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import accumulate
 
-# A run of digits, or a run of letters (letters = word characters that are neither digits nor '_').
-_TOKEN = re.compile(r"\d+|[^\W\d_]+")
-# The same tokens as capturing splits; for ASCII text \d is [0-9] and [^\W\d_] is [A-Za-z].
-_TOKEN_SPLIT = re.compile(r"(\d+|[^\W\d_]+)")
+
+def _mark_ranges() -> str:
+    """Combining marks (Mn, Mc) of the Basic Multilingual Plane, as a regex character class body."""
+    spans: list[list[int]] = []
+    for code in range(0x300, 0x10000):
+        if unicodedata.category(chr(code)) in ("Mn", "Mc"):
+            if spans and spans[-1][1] == code - 1:
+                spans[-1][1] = code
+            else:
+                spans.append([code, code])
+    return "".join(f"\\u{a:04x}-\\u{b:04x}" for a, b in spans)
+
+
+# Han, kana: one word per character. Superscript and subscript digits: digits (NFKC says so).
+CJK = "\\u3040-\\u30ff\\u3400-\\u4dbf\\u4e00-\\u9fff\\uf900-\\ufaff\\U00020000-\\U0002fa1f"
+SUPSUB = "\\u00b2\\u00b3\\u00b9\\u2070\\u2074-\\u2079\\u2080-\\u2089"
+_MARKS = _mark_ranges()
+_DIGIT = f"[\\d{SUPSUB}]"
+_LETTER = f"[^\\W\\d_{CJK}{SUPSUB}]"
+_WORD = f"{_DIGIT}+|[{CJK}]|{_LETTER}(?:{_LETTER}|[{_MARKS}])*"
+# A run of digits, a Han or kana character, or a run of letters (with the marks inside it).
+_TOKEN = re.compile(_WORD)
+# The same tokens as capturing splits; for ASCII text they are [0-9]+ and [A-Za-z]+.
+_TOKEN_SPLIT = re.compile(f"({_WORD})")
 _ASCII_TOKEN_SPLIT = re.compile(r"([0-9]+|[A-Za-z]+)")
 _WHITESPACE = re.compile(r"\s+")
+
+
+def normal(word: str) -> str:
+    """A word as compared: NFKC-normalised and case-folded (ASCII: lower-cased, the same thing)."""
+    if word.isascii():
+        return word.lower()
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", word).casefold())
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,53 +66,88 @@ class Token:
 FOLD_CACHE_SIZE = 1 << 17  # distinct words as written; a day's papers have tens of thousands
 
 
-class _Folds(dict[str, str]):
-    """Word as written → term, filled on first sight.
+class _Normals(dict[str, str]):
+    """Word as written → :func:`normal` of it, filled on first sight and interned.
 
     A dict rather than ``functools.lru_cache``: :func:`fold_all` looks words up with
     ``map(dict.__getitem__, …)``, all in C, twice as fast as calling a cached function per word,
-    and indexing a day's abstracts folds a few hundred thousand words. Emptied when full, so a
-    long-running service keeps a bounded vocabulary.
+    and indexing a day's abstracts normalises a few hundred thousand words. Emptied when full, so
+    a long-running service keeps a bounded vocabulary.
     """
 
     def __missing__(self, word: str) -> str:
         if len(self) >= FOLD_CACHE_SIZE:
             self.clear()
-        term = self[word] = sys.intern(_plural(word.casefold()))
+        term = self[word] = sys.intern(normal(word))
         return term
 
 
-_FOLDS = _Folds()
+_NORMALS = _Normals()
+
+# Words that end in "s" but are no plural, so no singular is taken from them and no plural form
+# of a shorter word ever stands for them: `news` is not "new", `THU` not "thus", `lens` not "Len".
+_NOT_PLURAL_WORDS = """always analysis apparatus basis bias bonus bus calculus campus census chaos consensus corpus
+    canvas focus fungus gas genus has his hippocampus is its lens less locus minus modulus news
+    nucleus octopus onus opus perhaps plus radius series species status stimulus syllabus this thus
+    torus towards unless upwards various versus virus was yes"""
+NOT_PLURAL = frozenset(_NOT_PLURAL_WORDS.split())
+_SIBILANT = ("s", "x", "z", "ch", "sh")
+
+
+def singulars(word: str) -> set[str]:
+    """``word`` (normalised) and the singulars it may be the plural of: patches → patch, patche;
+    studies → study, studie; GPUs → gpu. Words of letters only, never one in :data:`NOT_PLURAL`."""
+    found = {word}
+    if not word.isalpha() or word in NOT_PLURAL or len(word) < 3 or not word.endswith("s"):
+        return found
+    if word.endswith("ies") and len(word) > 4:
+        found.add(word[:-3] + "y")
+    if word.endswith("es") and word[:-2].endswith(_SIBILANT) and len(word) > 4:
+        found.add(word[:-2])
+    if not word.endswith(("ss", "is")):
+        found.add(word[:-1])
+    return found
+
+
+def plurals(word: str) -> set[str]:
+    """The plural forms of a singular: +s, +es after s/x/z/ch/sh, y → ies (none in NOT_PLURAL)."""
+    if not word.isalpha() or len(word) < 2:
+        return set()
+    found = {word + "es"} if word.endswith(_SIBILANT) else {word + "s"}
+    if word.endswith("y") and len(word) > 2 and word[-2] not in "aeiou":
+        found.add(word[:-1] + "ies")
+    return {plural for plural in found - NOT_PLURAL if word in singulars(plural)}  # both ways, always
+
+
+def forms(word: str) -> frozenset[str]:
+    """Every normalised word a rule's ``word`` stands for: itself, its singulars, and their plurals.
+
+    ``patch`` → patch, patches; ``boxes`` → boxes, box; ``movie`` → movie, movies; ``news`` → news,
+    never new. Expanding the rule's word (a few forms, looked up in the index) instead of cutting
+    every word of every paper down to a stem keeps the words of papers as they are.
+    """
+    base = normal(word)
+    found = singulars(base)
+    for singular in found - {base} if len(found) > 1 else found:
+        found = found | plurals(singular)
+    return frozenset(found)
 
 
 def fold(word: str) -> str:
-    """Case-fold and fold a simple English plural: gpus→gpu, studies→study, classes→class.
-
-    The result is interned: "Video", "videos" and "video" fold to one string object, so a day's
-    index holds each term once and a rule's word meets it by identity before any comparison.
-    """
-    return _FOLDS[word]
+    """A word normalised and cut to one singular (``GPUs`` → ``gpu``, ``boxes`` → ``box``): for
+    telling whether two matched texts say the same thing; matching itself uses :func:`forms`."""
+    term = _NORMALS[word]
+    options = singulars(term)
+    return min(options, key=len) if len(options) > 1 else term
 
 
 def fold_all(words: Iterable[str]) -> list[str]:
-    """:func:`fold` of each word, in order."""
-    return list(map(_FOLDS.__getitem__, words))
-
-
-def _plural(word: str) -> str:
-    if len(word) <= 3 or not word.isalpha():
-        return word
-    if word.endswith("ies") and len(word) > 4:
-        return word[:-3] + "y"
-    if word.endswith("sses"):
-        return word[:-2]
-    if word.endswith("s") and not word.endswith(("ss", "is")):
-        return word[:-1]
-    return word
+    """:func:`normal` of each word (interned: one string object per term), in order."""
+    return list(map(_NORMALS.__getitem__, words))
 
 
 def tokenize(text: str) -> list[Token]:
-    return [Token(fold(m.group()), m.start(), m.end()) for m in _TOKEN.finditer(text)]
+    return [Token(_NORMALS[m.group()], m.start(), m.end()) for m in _TOKEN.finditer(text)]
 
 
 def cut_words(text: str) -> tuple[list[str], list[int]]:
@@ -97,6 +164,7 @@ def cut_words(text: str) -> tuple[list[str], list[int]]:
 
 
 def terms(text: str) -> list[str]:
+    """The words of ``text``, each through :func:`fold`."""
     return [fold(m.group()) for m in _TOKEN.finditer(text)]
 
 

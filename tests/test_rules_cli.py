@@ -65,9 +65,9 @@ def test_try_lists_recent_matches_with_their_words_and_a_count(tmp_path: Path) -
     result = run_cli("try", 'title:4090 OR "video diffusion"', "--days", "3", env=cli_env(data))
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "rule: title:4090 OR video diffusion" in out
-    assert "Serving LLMs on an RTX 4090" in out and "Efficient Video Diffusion Transformers" in out
-    assert "[bold]Markup[/bold] for a 4090 survey" in out  # feed text is printed as is, never as markup
+    assert 'rule: title:4090 OR "video diffusion"' in out
+    assert "Serving LLMs on an RTX [[4090]]" in out and "Efficient [[Video Diffusion]] Transformers" in out
+    assert "[bold]Markup[/bold] for a [[4090]] survey" in out  # feed text is printed as is, never as markup
     assert "Language models" not in out
     assert "An old RTX 4090 paper" not in out  # listed 30 days ago, outside --days 3
     assert "Withdrawn 4090 paper" not in out
@@ -94,7 +94,7 @@ def test_try_shows_what_an_exclusion_removes(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "rule: NOT survey" in result.stdout
     assert "an exclusion" in result.stdout
-    assert "Markup[/bold] for a 4090 survey" in result.stdout and "Serving LLMs" not in result.stdout
+    assert "Markup[/bold] for a 4090 [[survey]]" in result.stdout and "Serving LLMs" not in result.stdout
     assert "1 of 4 stored papers" in result.stdout
 
 

@@ -1,0 +1,93 @@
+"""The cost of the most expensive rules one can write within the limits, over 2,000 papers.
+
+"No rule can stall a cycle" must hold for any rule the parser accepts (500 characters, at most
+3 regular expressions and 20 words ending in ``*``, nesting 24 deep): matches are decided by a
+search (postings, set operations, one RE2 search per value) and highlights are found only in the
+papers decided, at most ``MAX_SPANS`` per paper, field and part of the rule. Each rule below is
+timed as a cycle's match stage runs it (a fresh ``Matcher`` over an index whose titles and
+abstracts are already cut, as every rule shares that), best of ``--repeat`` runs. The papers are
+the bundled sample of real listings, repeated. Figures, never assertions: run it by hand
+(``python -m bench.bench_rule_cost`` or ``python -m bench rule-cost``); results in ``bench/rules.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import date
+
+from digest.collector import collector_paused
+from digest.models import Item
+from digest.rule_syntax import MAX_RULE_LENGTH
+from digest.rules import TEXT_FIELDS, ItemIndex, Matcher, parse_rules
+from digest.sources.hf_papers import parse
+from digest.sources.sample import sample_days
+
+LIMIT_MS = 50.0
+_PREFIXES = "th* co* re* in* de* pr* st* mo* pa* se* tr* ma* ge* di* ca* fo* ex* pe* an* im*"
+# The costliest rules we could construct within the limits (each parses; the longest is near 500).
+RULES = {
+    "any character": "/./",
+    "any letter": "/[a-z]/",
+    "ten alternations": "/a|e|i|o|u|t|n|s|r|h/",
+    "three regexes that always match": "/./ OR /[a-z]/i OR /\\w/",
+    "three regexes that scan and fail": "/(?:[a-z]+ ){30}zq/i OR /[a-z]{40}/ OR /\\bq{3}x/",
+    "common prefix": "th*",
+    "20 common prefixes": _PREFIXES.replace(" ", " OR "),
+    "20 prefixes in a phrase": f'"{_PREFIXES}"',
+    "common words, each alone": " OR ".join(["the", "of", "and", "a", "to", "in", "is", "we", "for", "on"] * 4),
+    "long phrase of common words": '"' + " ".join(["of the"] * 60) + '"',
+    "NEAR over common words": " OR ".join(["the NEAR/50 of", "and NEAR/50 a", "to NEAR/50 in", "is NEAR/50 we"] * 6),
+    "deep nesting": "(" * 23 + "the" + " OR of)" * 23,
+    "NOT everything": "upvotes>=0 NOT the AND NOT of AND NOT model AND NOT /./",
+    "mixed worst": "/./ OR /[a-z]/ OR /\\w/ OR " + _PREFIXES.replace(" ", " OR ") + ' OR "the NEAR/50 of"',
+}
+
+
+def papers(count: int) -> list[Item]:
+    """``count`` papers: the bundled sample's real listings, repeated under new ids."""
+    base = [
+        item
+        for day, entries in sample_days().items()
+        for item in parse(entries, "https://x", date.fromisoformat(day))[0]
+    ]
+    return [replace(base[k % len(base)], id=f"2611.{k:05d}") for k in range(count)]
+
+
+def time_rule(index: ItemIndex, text: str, repeat: int) -> tuple[float, int, int]:
+    """Best milliseconds of ``repeat`` runs, docs matched and highlights built."""
+    rules = parse_rules([text])
+    best = float("inf")
+    found = {}
+    for _ in range(repeat):
+        with collector_paused():
+            started = time.perf_counter()
+            found = Matcher(index).match(rules)
+            best = min(best, time.perf_counter() - started)
+    spans = sum(len(match.highlights) for matches in found.values() for match in matches)
+    return best * 1000, len(found), spans
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--papers", type=int, default=2_000)
+    parser.add_argument("--repeat", type=int, default=5)
+    args = parser.parse_args(argv)
+    index = ItemIndex(papers(args.papers))
+    for name in TEXT_FIELDS:
+        index.field(name)
+    print(f"{args.papers:,} papers; each rule best of {args.repeat} (fresh Matcher, index built)")
+    worst = 0.0
+    for label, text in RULES.items():
+        assert len(text) <= MAX_RULE_LENGTH, (label, len(text))
+        ms, docs, spans = time_rule(index, text, args.repeat)
+        worst = max(worst, ms)
+        print(f"{ms:8.1f} ms  {docs:5,} papers  {spans:7,} highlights  {label} ({len(text)} chars)")
+    verdict = "within" if worst <= LIMIT_MS else "OVER"
+    print(f"most expensive: {worst:.1f} ms — {verdict} the {LIMIT_MS:.0f} ms bound")
+
+
+if __name__ == "__main__":
+    main()

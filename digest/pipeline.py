@@ -20,8 +20,10 @@ so a cycle costs about what handing the emails to the SMTP server costs (bench/R
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import queue
 import resource
 import sys
 import threading
@@ -36,13 +38,15 @@ from pathlib import Path
 import httpx
 
 from digest.ahead import Ahead, timed
+from digest.bounces import verp_address
 from digest.collector import collector_paused
-from digest.coverage import coverage
+from digest.coverage import HISTORY_CYCLES, coverage, source_history
 from digest.errors import DeliveryError, PermanentDeliveryError, RuleError, TransientDeliveryError
-from digest.mailer import Mailer, UnresponsiveServerError, hung_up_on_stop
+from digest.mailer import Mailer, SmtpMailer, ThrottledError, UnresponsiveServerError, hung_up_on_stop
 from digest.merge import merge_items, with_stored
 from digest.message import DEFAULT_SENDER_NAME, DkimKey, OutgoingEmail, build_message, load_dkim_key
 from digest.models import CycleReport, Digest, DigestEntry, Item, RuleMatch, SourceReport, Subscriber
+from digest.quota import Limits, SendQuota, Throttle
 from digest.render import Links, RankKey, RenderedDigest, rank_key, render_digest
 from digest.retry import Retrier
 from digest.rules import ItemIndex, Matcher, parse_rules
@@ -297,6 +301,12 @@ def plan_from_store(store: Store, window_start: date, as_of: date) -> Plan:
     return plan_digests(subscribers, candidates, store.delivered_ids, window_start, floor, as_of)
 
 
+def waited_longest(digest: Digest) -> float:
+    """Sort key: never served first, then by the last delivery, oldest first."""
+    last = digest.subscriber.last_delivery_at
+    return last.timestamp() if last else 0.0
+
+
 class StageClock:
     """Adds up the seconds spent in each stage of a cycle and notes peak memory after each."""
 
@@ -496,7 +506,7 @@ class Cycle:
                     f"{source.name} could not be reached for {days}, or sent only part of them; its papers "
                     "from those days will come in a later digest."
                 )
-        before = {s["name"]: s.get("fetched", 0) for c in self.store.cycles(last=1) for s in c.get("sources", [])}
+        before = source_history(self.store.cycles(last=HISTORY_CYCLES))
         asked = {name: days.fetch for name, days in planned.items()}
         found = coverage(report.sources, asked, report.as_of, before, self.settings.sources.arxiv.categories)
         for note in found.notes:
@@ -520,75 +530,87 @@ class Cycle:
         return rendered.html_bytes(), message
 
     def _deliver(self, plan: Plan, window_start: date, report: CycleReport) -> None:
+        """Hand every planned digest over, within the relay's limits, over ``smtp.connections``.
+
+        Each accepted email is recorded (journal) by the thread that sent it, before that
+        connection sends another, so the at-most-once journal stays exact with any number of
+        connections. What is not handed over when the loop ends (a stop, a server that does not
+        answer, a quota reached, throttling past its budget) stays pending: counted here by what
+        was *handled*, the same way whatever ended the loop.
+        """
         archive = self.settings.data_dir / "archive"
         archive.mkdir(parents=True, exist_ok=True)
-        caught_up: list[Subscriber] = [
-            replace(s, caught_up_to=max(window_start, s.caught_up_to or window_start)) for s in plan.nothing_for
-        ]
-        connection_failures = 0
-        total = len(plan.digests)
+        run = _SendRun(
+            caught_up=[
+                replace(s, caught_up_to=max(window_start, s.caught_up_to or window_start)) for s in plan.nothing_for
+            ]
+        )
+        smtp = self.settings.smtp
+        limits = Limits(smtp.max_per_second, smtp.max_per_hour, smtp.max_per_day)
+        quota = SendQuota(self.settings.data_dir, limits, lambda: self.now().timestamp(), self.stop.wait)
+        self.throttle = Throttle(
+            smtp.throttle_budget_seconds,
+            self.stop.wait,
+            self.settings.retry.initial_delay_seconds,
+            self.settings.retry.max_delay_seconds,
+        )
+        digests = plan.digests
+        if limits.counted:  # who waited longest goes first, so a quota serves everyone in turn
+            digests = sorted(digests, key=waited_longest)
+        total = len(digests)
+        mailers = self._connections()
+        bounces_to = self.settings.bounces.address
+        bounce_key = self.settings.resolved_secret_key() if bounces_to else ""
 
         def compose_and_archive(digest: Digest) -> tuple[OutgoingEmail, DeliveryNote]:
             """Render, keep the HTML for "view online", build the message and what recording its
             delivery will need (in the render process if any)."""
             html, message = self.compose(digest)
+            if bounces_to:  # the envelope sender (Return-Path) names the subscriber, signed (digest.bounces)
+                sender = verp_address(bounces_to, bounce_key, digest.subscriber.email)
+                message = replace(message, from_address=sender, known_dot_stuffing=message.dot_stuffing)
             (archive / f"{digest.digest_id}.html").write_bytes(html)
             note = self.store.delivery_note(digest.subscriber.email, [e.item for e in digest.entries], digest.digest_id)
             return message, note
 
         render = timed(compose_and_archive)
-        with Ahead(plan.digests, render, stop=self.stop) as composed, hung_up_on_stop(self.mailer, self.stop):
-            for position, (digest, ((message, note), render_seconds)) in enumerate(composed, start=1):
-                self.clock.add("render", render_seconds)
-                if self.stop.is_set():
-                    report.stopped, report.pending = True, total - position + 1
-                    log.warning("stop requested: %d digest(s) left for the next cycle", report.pending)
-                    break
-                if self.progress:
-                    self.progress(position, total)
-                if connection_failures >= ABORT_AFTER_CONSECUTIVE_CONNECTION_FAILURES:
-                    report.failed += total - position + 1
-                    break
-                if not self.still_wanted(digest.subscriber.email):
-                    continue
-                try:
-                    with self.clock.stage("send", note_memory=False):
-                        # While the server reads this email, the next one comes off the render process's pipe.
-                        where = self._send_with_retries(message, digest.subscriber.email, composed.prefetch)
-                except DeliveryError as exc:
-                    if self.stop.is_set() and isinstance(exc, TransientDeliveryError):
-                        # Not retried, or hung up on by the stop: not answered, so it stays pending.
-                        report.stopped, report.pending = True, total - position + 1
-                        log.warning("stop requested: %d digest(s) left for the next cycle", report.pending)
+        with contextlib.ExitStack() as stack:
+            composed = stack.enter_context(Ahead(digests, render, stop=self.stop))
+            for mailer in mailers:
+                stack.enter_context(hung_up_on_stop(mailer, self.stop))
+            workers = _Workers(self, mailers[1:], window_start, report, run) if len(mailers) > 1 else None
+            try:
+                for position, (digest, ((message, note), render_seconds)) in enumerate(composed, start=1):
+                    self.clock.add("render", render_seconds)
+                    if self.stop.is_set():
+                        run.halt("stop")
+                    if run.halted:
                         break
-                    self._note_failure(digest, exc, report)
-                    if isinstance(exc, UnresponsiveServerError):  # not tried again this cycle
-                        report.failed += total - position
-                        log.error("%d more digest(s) left for the next cycle", total - position)
+                    if self.progress:
+                        self.progress(position, total)
+                    if not self.still_wanted(digest.subscriber.email):
+                        run.done()
+                        continue
+                    why = quota.take()
+                    if why is None and self.throttle.pace():
+                        why = "a stop was requested"
+                    if why is not None:
+                        run.halt("stop" if self.stop.is_set() else "deferred", why)
                         break
-                    if exc.server_wide:
-                        connection_failures += 1
-                    continue
-                connection_failures = 0
-                sent_at = self.now()
-                with self.clock.stage("record", note_memory=False):
-                    self.store.record_note(note, sent_at)
-                    self.store.clear_failure(digest.subscriber.email)
-                report.sent += 1
-                log.info(
-                    "sent digest %s with %d papers to %s via %s",
-                    digest.digest_id,
-                    len(digest.entries),
-                    digest.subscriber.email,
-                    where,
-                )
-                caught_up.append(
-                    replace(
-                        digest.subscriber,
-                        caught_up_to=max(window_start, digest.subscriber.caught_up_to or window_start),
-                        last_delivery_at=sent_at,
-                    )
-                )
+                    if workers is not None:
+                        workers.put(digest, message, note)
+                    else:
+                        self._hand_over(
+                            self.mailer, digest, message, note, window_start, report, run, composed.prefetch
+                        )
+                        if run.halted:
+                            break
+            finally:
+                if workers is not None:
+                    workers.finish()
+            if run.error is not None:  # as the loop's own connection would have raised it
+                raise run.error
+        self._account_for_the_rest(total, report, run, quota)
         for name in ("send", "record"):
             if name in self.clock.report.stages:
                 self.clock.note_memory(name)
@@ -596,20 +618,112 @@ class Cycle:
             self.clock.report.peak_mb["render_process"] = composed.child_private_mb
         # A first digest that did not get through (refused, or left by a stop) still covers this
         # window next time: pin the person's horizon here, or tomorrow's window would skip it.
-        handed_over = {s.email for s in caught_up}
-        caught_up += [
+        handed_over = {s.email for s in run.caught_up}
+        run.caught_up += [
             replace(d.subscriber, caught_up_to=window_start)
             for d in plan.digests
             if d.subscriber.email not in handed_over and d.subscriber.caught_up_to is None
         ]
         # Subscribers may have changed while we sent (another process cannot: we hold the lock);
         # only move their bookkeeping forward.
-        self.store.record_progress(caught_up)
+        self.store.record_progress(run.caught_up)
+
+    throttle: Throttle | None = None
+
+    def _connections(self) -> list[Mailer]:
+        """The cycle's mailer, and ``smtp.connections - 1`` more like it (SMTP only)."""
+        count = self.settings.smtp.connections
+        if count <= 1 or not isinstance(self.mailer, SmtpMailer):
+            return [self.mailer]
+        return [self.mailer, *(SmtpMailer(self.mailer.settings) for _ in range(count - 1))]
+
+    def _account_for_the_rest(self, total: int, report: CycleReport, run: _SendRun, quota: SendQuota) -> None:
+        """Name what was not handed over, by why the loop ended; every one of them stays pending."""
+        left = total - run.handled
+        reason, why = run.reason, run.why
+        if left and reason is None and self.stop.is_set():
+            reason = "stop"
+        if left and reason == "stop":
+            report.stopped, report.pending = True, left
+            log.warning("stop requested: %d digest(s) left for the next cycle", left)
+        elif left and reason in ("unresponsive", "connections"):
+            report.failed += left
+            log.error("%d more digest(s) left for the next cycle", left)
+        elif left and reason == "deferred":
+            line = f"{left} digest(s) wait for the next cycle: {why}"
+            log.warning("%s", line)
+            report.errors.append(line)
+            quota.note_waiting(left, why or "", self.now().isoformat())
+        quota.close()
+
+    def _hand_over(
+        self,
+        mailer: Mailer,
+        digest: Digest,
+        message: OutgoingEmail,
+        note: DeliveryNote,
+        window_start: date,
+        report: CycleReport,
+        run: _SendRun,
+        while_waiting: Callable[[], None] | None = None,
+    ) -> None:
+        """Send one digest (with retries) and record it at once if accepted; any thread."""
+        started = time.perf_counter()
+        try:
+            where = self._send_with_retries(message, digest.subscriber.email, while_waiting, mailer)
+        except ThrottledError as exc:
+            run.halt("deferred", f"the SMTP server kept asking to slow down ({exc})")
+            return
+        except DeliveryError as exc:
+            with run.lock:
+                self.clock.add("send", time.perf_counter() - started)
+            if self.stop.is_set() and isinstance(exc, TransientDeliveryError):
+                # Not retried, or hung up on by the stop: not answered, so it stays pending.
+                run.halt("stop")
+                return
+            with run.lock:
+                self._note_failure(digest, exc, report)
+                run.handled += 1
+                if exc.server_wide:
+                    run.connection_failures += 1
+            if isinstance(exc, UnresponsiveServerError):  # not tried again this cycle
+                run.halt("unresponsive")
+            elif run.connection_failures >= ABORT_AFTER_CONSECUTIVE_CONNECTION_FAILURES:
+                run.halt("connections")
+            return
+        sent_at = self.now()
+        recorded = time.perf_counter()
+        self.store.record_note(note, sent_at)
+        self.store.clear_failure(digest.subscriber.email)
+        if self.throttle is not None:
+            self.throttle.accepted()
+        with run.lock:
+            self.clock.add("send", recorded - started)
+            self.clock.add("record", time.perf_counter() - recorded)
+            run.connection_failures = 0
+            run.handled += 1
+            report.sent += 1
+            run.caught_up.append(
+                replace(
+                    digest.subscriber,
+                    caught_up_to=max(window_start, digest.subscriber.caught_up_to or window_start),
+                    last_delivery_at=sent_at,
+                )
+            )
+        log.info(
+            "sent digest %s with %d papers to %s via %s",
+            digest.digest_id,
+            len(digest.entries),
+            digest.subscriber.email,
+            where,
+        )
 
     def still_wanted(self, email: str) -> bool:
         """Checked before every send: in ``digest serve`` the web writes into the store this cycle
         sends from, so an unsubscribe or a pause that arrives mid-cycle stops the person's email.
-        Their items stay pending, and their bookkeeping does not move."""
+        Their items stay pending, and their bookkeeping does not move. Unsubscribes another
+        process recorded while this one holds the store (:mod:`digest.departures`) count too."""
+        self.store.take_departures()
         current = self.store.subscriber(email)
         if current is not None and current.active:
             return True
@@ -627,20 +741,32 @@ class Cycle:
         )
 
     def _send_with_retries(
-        self, message: OutgoingEmail, email: str, while_waiting: Callable[[], None] | None = None
+        self,
+        message: OutgoingEmail,
+        email: str,
+        while_waiting: Callable[[], None] | None = None,
+        mailer: Mailer | None = None,
     ) -> str:
         """Hand ``message`` over, retrying transient refusals (4xx, dropped connections) with backoff.
 
         The mailer reconnects by itself after a dropped connection. A permanent refusal (5xx) is
         not retried: it is this address's problem, and the loop moves on to the others. Neither is
         a server that did not answer in time (server-wide), and the time a failed attempt took
-        counts against the send budget like a wait.
+        counts against the send budget like a wait. A throttling reply ("421 4.7.0 too many")
+        waits on the throttle's own budget instead (:class:`digest.quota.Throttle`), and raises
+        :class:`ThrottledError` once that is spent.
         """
-        retry = 0
+        chosen = mailer or self.mailer
+        retry = throttled = 0
         while True:
             started = time.monotonic()
             try:
-                return self.mailer.send(message, while_waiting)
+                return chosen.send(message, while_waiting)
+            except ThrottledError as exc:
+                throttled += 1
+                log.warning("throttled while sending to %s: %s", email, exc)
+                if self.throttle is None or not self.throttle.slow_down(throttled):
+                    raise
             except TransientDeliveryError as exc:
                 self.send_retrier.charge(time.monotonic() - started)
                 if isinstance(exc, UnresponsiveServerError):
@@ -649,3 +775,76 @@ class Cycle:
                 log.warning("transient delivery error for %s: %s", email, exc)
                 if not self.send_retrier.pause(retry, f"the digest for {email}"):
                     raise
+
+
+@dataclass(slots=True)
+class _SendRun:
+    """What the send loop and its connection threads share: counts, and why sending ended."""
+
+    caught_up: list[Subscriber] = field(default_factory=list)
+    handled: int = 0  # sent, refused, or skipped: everything else stays pending
+    connection_failures: int = 0
+    reason: str | None = None  # stop, unresponsive, connections, deferred, error
+    why: str | None = None
+    error: Exception | None = None  # raised by a connection thread; the cycle raises it
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def halted(self) -> bool:
+        return self.reason is not None
+
+    def halt(self, reason: str, why: str | None = None) -> None:
+        with self.lock:
+            if self.reason is None:
+                self.reason, self.why = reason, why
+
+    def done(self) -> None:
+        with self.lock:
+            self.handled += 1
+
+
+class _Workers:
+    """``smtp.connections`` senders: the loop's own connection plus one thread per extra mailer.
+
+    The loop hands digests to a queue as short as the number of connections, so none runs far
+    ahead of the quota and the stop checks; each thread sends, records and reconnects on its own.
+    """
+
+    def __init__(
+        self, cycle: Cycle, extra: list[Mailer], window_start: date, report: CycleReport, run: _SendRun
+    ) -> None:
+        self.run = run
+        self.queue: queue.Queue[tuple[Digest, OutgoingEmail, DeliveryNote] | None] = queue.Queue(maxsize=len(extra) + 1)
+        self.threads = []
+        for number, mailer in enumerate([cycle.mailer, *extra], start=1):
+
+            def work(mailer: Mailer = mailer) -> None:
+                while (job := self.queue.get()) is not None:
+                    if run.halted or cycle.stop.is_set():
+                        continue  # left pending: not handled
+                    try:
+                        cycle._hand_over(mailer, *job, window_start, report, run)
+                    except Exception as exc:  # a store write failed, say: stop, and raise it in the cycle
+                        run.error = run.error or exc
+                        run.halt("error")
+                if mailer is not cycle.mailer:  # the cycle's own is closed by whoever opened it
+                    with contextlib.suppress(Exception):
+                        mailer.__exit__(None, None, None)
+
+            thread = threading.Thread(target=work, name=f"smtp-{number}", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+
+    def put(self, digest: Digest, message: OutgoingEmail, note: DeliveryNote) -> None:
+        while not self.run.halted:
+            try:
+                self.queue.put((digest, message, note), timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self) -> None:
+        for _ in self.threads:
+            self.queue.put(None)
+        for thread in self.threads:
+            thread.join()

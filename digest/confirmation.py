@@ -33,6 +33,9 @@ def build_confirmation(
     site_url: str,
     from_address: str,
     already_subscribed: bool,
+    site_name: str = "Paper digest",
+    sender_name: str | None = None,
+    layout: str = "full",
     valid_days: int,
     now: datetime,
 ) -> EmailMessage:
@@ -48,9 +51,11 @@ def build_confirmation(
         "already_subscribed": already_subscribed,
         "valid_days": valid_days,
         "subject": SUBJECT_CHANGE if already_subscribed else SUBJECT_NEW,
+        "site_name": site_name,
+        "layout": layout,
     }
     message = EmailMessage(policy=SMTP if to_address.isascii() else SMTPUTF8)
-    message["From"] = Address("digest", addr_spec=from_address)
+    message["From"] = Address(sender_name or site_name, addr_spec=from_address)
     # ``Address`` refuses a non-ASCII local part; as text it is kept, and sent with SMTPUTF8.
     message["To"] = Address(addr_spec=to_address) if to_address.isascii() else to_address
     message["Subject"] = context["subject"]

@@ -1,8 +1,10 @@
 """``GET /healthz``: the last cycle's time and outcome, for people, monitors and the container healthcheck.
 
-200 while the service keeps its schedule; 503 when the last cycle failed (a source was down, an
-email was not handed over, or the cycle was stopped with digests left) or when the last scheduled
-time passed, plus the grace period, without any cycle starting — the two ways a day gets lost.
+200 while the service keeps its schedule ("degraded" when a source answered with no papers on a
+day it usually lists some: :func:`digest.coverage.quiet_sources`); 503 when the last cycle failed
+(a source was down, an email was not handed over, or the cycle was stopped with digests left) or
+when the last scheduled time passed, plus the grace period, without any cycle starting — the two
+ways a day gets lost.
 The judgement (:func:`assess`) is pure; the route only gathers the inputs.
 
 The details (the last cycle, its counts and errors) go only to loopback: the container's
@@ -22,11 +24,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from digest.coverage import quiet_sources
 from digest.errors import DigestError
-from digest.schedule import cron_trigger, last_fire, next_fire, started
+from digest.schedule import FireWindow, cron_trigger, started
 from digest.settings import Settings
 from digest.store import Store
-from digest.websecurity import client_address, is_loopback, trusted_networks
+from digest.websecurity import is_loopback, operator_client, trusted_networks
 
 
 def cycle_summary(cycle: Mapping[str, Any]) -> dict[str, Any]:
@@ -90,7 +93,11 @@ CyclesProvider = Callable[[], Sequence[Mapping[str, Any]]]
 
 
 def health_status(
-    settings: Settings, now: datetime, serving_since: datetime, cycles_of: CyclesProvider | None = None
+    settings: Settings,
+    now: datetime,
+    serving_since: datetime,
+    cycles_of: CyclesProvider | None = None,
+    window: FireWindow | None = None,
 ) -> tuple[int, dict[str, Any]]:
     """Gathers the inputs of :func:`assess`. ``cycles_of`` gives the recorded cycles (``digest
     serve``: from its in-memory store); by default the store file is read."""
@@ -98,29 +105,37 @@ def health_status(
         cycles = cycles_of() if cycles_of is not None else Store(settings.data_dir, writable=False).cycles(last=50)
     except DigestError as exc:
         return 503, {"status": "error", "error": str(exc)}
-    trigger = cron_trigger(settings.schedule.cron, settings.schedule.timezone)
+    window = window or FireWindow(cron_trigger(settings.schedule.cron, settings.schedule.timezone))
+    last_scheduled, upcoming = window.around(now)
     status, body = assess(
         cycles,
-        last_fire(trigger, now),
+        last_scheduled,
         now,
         timedelta(seconds=settings.schedule.misfire_grace_seconds),
         serving_since,
     )
-    upcoming = next_fire(trigger, now)
+    quiet = quiet_sources(cycles, settings.sources.hf_papers.lookback_days, settings.sources.arxiv.categories)
+    if quiet and status == 200:  # answered, but with nothing on a day it usually lists papers
+        body["status"] = "degraded"
+        body["problem"] = "; ".join([*([body["problem"]] if body.get("problem") else []), *quiet.values()])
+        body["quiet_sources"] = sorted(quiet)
     body["next_run"] = upcoming.isoformat() if upcoming else None
     return status, body
 
 
 def routes(settings: Settings, cycles_of: CyclesProvider | None = None) -> list[Route]:
     serving_since = datetime.now(UTC)  # the app is built when the service starts
+    window = FireWindow(cron_trigger(settings.schedule.cron, settings.schedule.timezone))
     trusted = trusted_networks(settings.web.trusted_proxies)
 
     async def healthz(request: Request) -> JSONResponse:
         # In a worker thread: the cycles may have to be read again after another process wrote.
-        status, body = await run_in_threadpool(health_status, settings, datetime.now(UTC), serving_since, cycles_of)
+        status, body = await run_in_threadpool(
+            health_status, settings, datetime.now(UTC), serving_since, cycles_of, window
+        )
         peer = request.client.host if request.client else None
-        client = client_address(peer, ",".join(request.headers.getlist("x-forwarded-for")), trusted)
-        if not is_loopback(client):
+        client = operator_client(peer, request.headers, trusted)
+        if client is None or not is_loopback(client):
             body = {"status": body["status"]}
         return JSONResponse(body, status_code=status)
 

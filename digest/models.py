@@ -33,10 +33,11 @@ class Item:
     organization: str | None = None
     withdrawn: bool = False
     categories: tuple[str, ...] = ()  # arXiv categories (cs.CV, …) where the source knows them
+    ai_summary: str = ""  # the feed's one-line summary (Hugging Face's ``ai_summary``), if any
 
     def __hash__(self) -> int:
         """By id alone (equality still compares every field): the generated hash would hash all
-        sixteen fields, in Python, every time a render cache looks a paper up."""
+        seventeen fields, in Python, every time a render cache looks a paper up."""
         return hash(self.id)
 
     def to_record(self) -> dict[str, Any]:
@@ -57,6 +58,7 @@ class Item:
             "organization": self.organization,
             "withdrawn": self.withdrawn,
             "categories": list(self.categories),
+            **({"ai_summary": self.ai_summary} if self.ai_summary else {}),  # most feeds have none
         }
 
     @classmethod
@@ -79,6 +81,7 @@ class Item:
             organization=record.get("organization"),
             withdrawn=bool(record.get("withdrawn", False)),
             categories=tuple(record.get("categories", ())),
+            ai_summary=record.get("ai_summary") or "",
         )
 
 

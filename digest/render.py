@@ -382,7 +382,7 @@ class ItemView(NamedTuple):
     abstract: str  # shortened to about ABSTRACT_CHARS, raw (highlights index it)
     abstract_cut: bool
     abstract_shown: int  # how many characters of the item's abstract the excerpt shows
-    summary: str  # the compact layout's line: the abstract shortened to about SUMMARY_CHARS
+    summary: str  # the compact layout's line: the feed's ai_summary or the abstract, to about SUMMARY_CHARS
     summary_shown: int
     title_wrapped: str
     byline_wrapped: str
@@ -419,7 +419,9 @@ def item_view(item: Item) -> ItemView:
     stale one.
     """
     abstract = shorten(item.abstract, ABSTRACT_CHARS)
-    summary = shorten(item.abstract, SUMMARY_CHARS)
+    # The compact line: the feed's own one-line summary where it has one (its words are not the
+    # abstract's, so no highlight applies and every match gets its snippet), else the abstract's start.
+    summary = shorten(item.ai_summary or item.abstract, SUMMARY_CHARS)
     title = tidy(item.title)
     byline = _byline(item)
     facts = _facts(item)
@@ -433,7 +435,7 @@ def item_view(item: Item) -> ItemView:
         abstract_cut=len(abstract) < len(item.abstract),
         abstract_shown=_shown(abstract, item.abstract),
         summary=summary,
-        summary_shown=_shown(summary, item.abstract),
+        summary_shown=0 if item.ai_summary else _shown(summary, item.abstract),
         title_wrapped=wrap(title),
         byline_wrapped=wrap(byline),
         facts_wrapped=wrap(facts),

@@ -230,3 +230,24 @@ def needs_catch_up(
         return False
     good = last_good(recorded)
     return good is None or started(good) < last_scheduled
+
+
+class FireWindow:
+    """:func:`last_fire` and :func:`next_fire` of one trigger, computed again only when ``now``
+    leaves the span between them (or the clock goes back).
+
+    Why: ``/healthz`` asks both on every probe, and the two searches cost about a millisecond,
+    most of a probe's cost; between two fire times their answers cannot change.
+    """
+
+    def __init__(self, trigger: WallClockCron) -> None:
+        self.trigger = trigger
+        self._span: tuple[datetime | None, datetime | None] = (None, None)  # one tuple: threads read it
+
+    def around(self, now: datetime) -> tuple[datetime | None, datetime | None]:
+        """``(last_fire(now), next_fire(now))``."""
+        last, upcoming = self._span
+        if last is not None and upcoming is not None and last < now < upcoming:
+            return last, upcoming
+        self._span = (last_fire(self.trigger, now), next_fire(self.trigger, now))
+        return self._span

@@ -2,7 +2,7 @@
 
 One TinyDB file (``data_dir/digest.json``) on :class:`BufferedAtomicStorage`: everything is read
 once into memory, changed there, and written atomically at a few checkpoints of a cycle. The big
-tables (seen, items, subscribers, ledger) are handed over from TinyDB to this class's own indexes
+tables (seen, items, subscribers, ledger, departures) are handed over from TinyDB to this class's own indexes
 when read and produced again when written, so a year-old store is in memory once, not twice; the
 file is written as ASCII JSON, which Python reads back at one byte per character. Deliveries
 are the exception: each accepted email is appended at once to ``deliveries.journal`` (one JSON
@@ -49,6 +49,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 from filelock import FileLock, Timeout
 from tinydb import Query, TinyDB
 
+from digest.departures import Departure, read_departures, take_departures
 from digest.errors import CycleLockedError, DataDirError, StoreCorruptError, StoreWriteError, describe_os_error
 from digest.ledger import Ledger
 from digest.migrations import SCHEMA_VERSION, migrate
@@ -113,6 +114,7 @@ def _fresh_locks_in_child() -> None:
     lock another thread held at the fork would never be released there, so each store gets a new one."""
     for store in list(_LIVE_STORES):
         store._lock = threading.RLock()
+        store._sync_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_fresh_locks_in_child)
@@ -126,6 +128,10 @@ class Store:
 
     def __init__(self, data_dir: Path, writable: bool = True) -> None:
         self._lock = threading.RLock()
+        self._sync_lock = threading.Lock()  # one fsync at a time; see sync_through
+        self._deferred = threading.local()  # see deferred_sync
+        self._appended = 0  # journal appends so far, and how many of them are fsynced
+        self._synced = 0
         _LIVE_STORES.add(self)
         self.data_dir = data_dir
         self.writable = writable
@@ -140,7 +146,7 @@ class Store:
         self.db = TinyDB(self.path, storage=self._capture_storage)
         self._check_schema()
         assert self._storage is not None
-        # These four tables live in the structures below, not in TinyDB: the storage hands over the
+        # These five tables live in the structures below, not in TinyDB: the storage hands over the
         # parsed documents (no copies), and asks for them back when it writes the file.
         seen_docs = self._storage.hand_over("seen", self._seen_documents).values()
         self._seen: dict[str, str] = {d["id"]: d["listed_on"] for d in seen_docs}
@@ -160,6 +166,10 @@ class Store:
             for d in self._storage.hand_over("subscribers", self._subscriber_documents).values()
         }
         self._ledger: Ledger = Ledger.from_records(self._storage.hand_over("ledger", self._ledger_documents).values())
+        # Looked up by every confirm link and written by every unsubscribe: a dict, not a table scan.
+        self._departures: dict[str, str] = {
+            d["email"]: d["at"] for d in self._storage.hand_over("departures", self._departure_documents).values()
+        }
         self._journal_unsynced: int = 0
         self._journal_synced_at: float = time.monotonic()
         self._journal: _Journal | None = None  # opened on the first delivery, closed when folded
@@ -172,6 +182,8 @@ class Store:
         for entry in self._read_journal():
             self._replay(entry)
             self._journal_count += 1
+        for email, at in read_departures(data_dir):  # unsubscribes taken while another process wrote
+            self.forget_departed(email, at)
 
     def _capture_storage(self, path: str) -> BufferedAtomicStorage:
         self._storage = BufferedAtomicStorage(path)
@@ -331,16 +343,46 @@ class Store:
         return removed
 
     @_locked
+    def forget_departed(self, email: str, at: str) -> None:
+        """Apply an unsubscribe from ``unsubscribes.pending`` (:mod:`digest.departures`) in memory:
+        it is durable there already. A subscription made after it (a new sign-up) is kept."""
+        key = email.lower()
+        current = self._subscribers.get(key)
+        when = datetime.fromisoformat(at)
+        since = current.subscribed_at if current is not None else None
+        if current is not None and (since is None or since.tzinfo is None or when.tzinfo is None or since <= when):
+            del self._subscribers[key]
+        self._note_departure(key, at)
+        self._changed()
+
+    @_locked
+    def take_departures(self) -> int:
+        """Fold the pending unsubscribes into the journal (fsynced) and memory, and delete their
+        file. For the lock's holder: before each email it sends, and before it writes the store."""
+        if not self.writable:
+            return 0
+        return take_departures(self.data_dir, self._fold_departures)
+
+    def _fold_departures(self, departures: list[Departure]) -> None:
+        self._log([{"unsubscribed": email, "at": at} for email, at in departures])
+        for email, at in departures:
+            self.forget_departed(email, at)
+
+    @_locked
     def departed_at(self, email: str) -> datetime | None:
         """When ``email`` last unsubscribed, or None (one row per address that ever left)."""
-        document = self.db.table("departures").get(Query().email == email.lower())
-        return datetime.fromisoformat(document["at"]) if document else None
+        at = self._departures.get(email.lower())
+        return datetime.fromisoformat(at) if at else None
+
+    @_locked
+    def departed_count(self) -> int:
+        """How many addresses ever unsubscribed (and are not subscribed again)."""
+        return sum(1 for email in self._departures if email not in self._subscribers)
 
     def _note_departure(self, key: str, at: str) -> None:
-        table = self.db.table("departures")
-        previous = table.get(Query().email == key)
-        if previous is None or datetime.fromisoformat(previous["at"]) < datetime.fromisoformat(at):
-            table.upsert({"email": key, "at": at}, Query().email == key)
+        previous = self._departures.get(key)
+        if previous is None or datetime.fromisoformat(previous) < datetime.fromisoformat(at):
+            self._departures[key] = at
 
     # -- delivery ledger ----------------------------------------------------------------------
     @_locked
@@ -398,12 +440,49 @@ class Store:
         self._add_to_ledger(note.email, note.items, note.ordinals)
 
     def _sync_journal(self) -> None:
-        """Make the journal's lines durable on disk. Lines only come through :meth:`record_note`,
-        which opens the journal, and it is closed only after a sync: unsynced lines have it open."""
-        if self._journal_unsynced and self._journal is not None:
+        """Make the journal's lines durable on disk. Lines only come through :meth:`_append`, which
+        opens the journal, and it is closed only after a sync: unsynced lines have it open."""
+        if self._synced < self._appended and self._journal is not None:
             self._journal.sync()
+        self._synced = self._appended
         self._journal_unsynced = 0
         self._journal_synced_at = time.monotonic()
+
+    @contextmanager
+    def deferred_sync(self) -> Iterator[DeferredSync]:
+        """People's changes made in this block, by this thread, are journalled but not yet fsynced:
+        the caller makes them durable with :meth:`sync_through` after letting go of its locks.
+
+        Why: ``digest serve`` applies each web write (a one-click unsubscribe) under the store's
+        lock; an fsync there (about 4 ms) made every reader wait, and made concurrent writers pay
+        one fsync each in a row. Outside the lock, one fsync covers every line appended before it
+        started (group commit), and readers never wait for the disk.
+        """
+        pending = DeferredSync()
+        self._deferred.pending = pending
+        try:
+            yield pending
+        finally:
+            self._deferred.pending = None
+
+    def sync_through(self, appended: int) -> None:
+        """Return once the journal's first ``appended`` lines are on disk (fsynced), without holding
+        the store's lock during the fsync: a sync that started later covers earlier lines too."""
+        with self._sync_lock:
+            with self._lock:
+                if self._synced >= appended or self._journal is None:
+                    return  # a sync (or the flush that closed the journal, after its sync) did it
+                target = self._appended
+                # A duplicate, so a flush closing the journal meanwhile cannot leave us a stale number.
+                descriptor = os.dup(self._journal.descriptor)
+            try:
+                os.fsync(descriptor)
+            except OSError as exc:
+                raise StoreWriteError(describe_os_error(exc, "sync", self.journal_path)) from None
+            finally:
+                os.close(descriptor)
+            with self._lock:
+                self._synced = max(self._synced, target)
 
     def _append(self, data: bytes, doing: str) -> None:
         """Append to the journal: in the OS when this returns, so it survives a crash or kill -9 of this
@@ -412,6 +491,7 @@ class Store:
             if self._journal is None:
                 self._journal = _Journal(self.journal_path)
             self._journal.append(data)
+            self._appended += 1
         except OSError as exc:
             raise StoreWriteError(describe_os_error(exc, doing, self.journal_path)) from None
 
@@ -420,10 +500,14 @@ class Store:
         if not entries or not self.writable:  # a snapshot's changes are dropped, never logged
             return
         at = (when or datetime.now(UTC)).isoformat()
-        lines = "".join(json.dumps({**e, "at": at}, ensure_ascii=False, separators=(",", ":")) + "\n" for e in entries)
+        lines = "".join(json.dumps({"at": at, **e}, ensure_ascii=False, separators=(",", ":")) + "\n" for e in entries)
         self._append(lines.encode("utf-8"), "record a subscriber change in")
         self._journal_count += len(entries)
         self._journal_unsynced += len(entries)
+        pending: DeferredSync | None = getattr(self._deferred, "pending", None)
+        if pending is not None:  # the caller syncs after letting go of the lock (deferred_sync)
+            pending.appended = self._appended
+            return
         try:
             self._sync_journal()
         except OSError as exc:
@@ -623,6 +707,7 @@ class Store:
             self._sync_journal()
             return  # a snapshot (dry run, preview): changes stay in memory and are dropped
         try:
+            self.take_departures()
             self._sync_journal()
             if self._journal_count:
                 self._set_meta(written_at=datetime.now(UTC).isoformat())
@@ -656,6 +741,9 @@ class Store:
 
     def _ledger_documents(self) -> Iterable[dict[str, Any]]:
         return self._ledger.records()
+
+    def _departure_documents(self) -> Iterator[dict[str, Any]]:
+        return ({"email": email, "at": at} for email, at in self._departures.items())
 
     def _close_journal(self) -> None:
         journal, self._journal = self._journal, None
@@ -709,6 +797,13 @@ def journaled_deliveries(data_dir: Path) -> int:
                 continue
             count += journal_entry_ok(entry) and "items" in entry
     return count
+
+
+@dataclass(slots=True)
+class DeferredSync:
+    """What :meth:`Store.deferred_sync` left to sync: the journal's lines up to ``appended``."""
+
+    appended: int = 0
 
 
 class _Journal:

@@ -130,6 +130,7 @@ TABLES: dict[str, dict[str, Check]] = {
         "comments": optional(WHOLE_NUMBER),
         "ai_keywords": optional(LIST_OF_TEXT),
         "categories": optional(LIST_OF_TEXT),
+        "ai_summary": optional(TEXT),
         "organization": optional(TEXT),
         "thumbnail": optional(TEXT),
         "github_repo": optional(TEXT),

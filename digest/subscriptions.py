@@ -20,12 +20,14 @@ from datetime import datetime
 from email_validator import EmailNotValidError, validate_email
 
 from digest.errors import RuleError
-from digest.models import Subscriber
+from digest.models import LAYOUTS, Subscriber
+from digest.rule_syntax import Regex, leaves
 from digest.rules import parse_rules
 
 MAX_EMAIL_CHARS = 254
 MAX_RULES = 30
 MAX_RULES_CHARS = 5000
+MAX_FORM_REGEXES = 10  # over all the rules of a web form (a rule holds 3 at most)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,11 +70,17 @@ def check_rules(text: str) -> RulesCheck:
     if len(lines) > MAX_RULES:
         return RulesCheck((), (f"{len(lines)} rules is too many; the limit is {MAX_RULES}.",))
     errors: list[str] = []
+    regexes = 0
     for entry in lines:
         try:
-            parse_rules([entry.text])
+            regexes += sum(isinstance(leaf, Regex) for leaf in leaves(parse_rules([entry.text])[0].node))
         except RuleError as exc:
             errors.append(describe_rule_error(entry.line, exc))
+        if regexes > MAX_FORM_REGEXES:  # each costs a compile: a form stops before it costs many
+            errors.append(
+                f"Line {entry.line}: more than {MAX_FORM_REGEXES} regular expressions in all; keep the ones you need."
+            )
+            break
     if not errors:
         try:  # the list as a whole, for any check that looks at more than one rule
             parse_rules([entry.text for entry in lines])
@@ -115,7 +123,7 @@ def check_signup(email_text: str, rules_text: str) -> SignupCheck:
 
 
 def state_key(subscriber: Subscriber | None, departed_at: datetime | None = None) -> str:
-    """A short fingerprint of what a confirm link may change: presence, active flag and rules.
+    """A short fingerprint of what a confirm link may change: presence, active flag, rules, layout.
 
     ``departed_at`` is when the address last unsubscribed (:meth:`digest.store.Store.departed_at`).
     Without it, "not subscribed" before a sign-up and after an unsubscribe would look the same, and
@@ -123,6 +131,8 @@ def state_key(subscriber: Subscriber | None, departed_at: datetime | None = None
     sent before departures were recorded.
     """
     state: object = None if subscriber is None else [subscriber.active, list(subscriber.rules)]
+    if subscriber is not None and subscriber.layout != "full":  # "full" alone keeps older links' keys
+        state = [*state, subscriber.layout]  # type: ignore[misc]
     if departed_at is not None:
         state = [state, departed_at.isoformat()]
     return hashlib.sha256(json.dumps(state).encode("utf-8")).hexdigest()[:16]
@@ -145,27 +155,37 @@ def mailbox_key(email: str) -> str:
     return f"{local}@{domain}"
 
 
-def confirmed(existing: Subscriber | None, email: str, rules: Sequence[str], now: datetime) -> Subscriber:
-    """The subscriber after their confirm link: active with the rules they asked for.
+def form_layout(value: object) -> str:
+    """The layout a form asked for; anything but a known one (a forged or old form) is "full"."""
+    return value if isinstance(value, str) and value in LAYOUTS else "full"
+
+
+def confirmed(
+    existing: Subscriber | None, email: str, rules: Sequence[str], now: datetime, layout: str = "full"
+) -> Subscriber:
+    """The subscriber after their confirm link: active with the rules and layout they asked for.
 
     A new or paused subscriber starts with ``caught_up_to=None``, so their first digest covers the
     look-back window (and a paused person does not get the backlog of their pause). An active one
     only changes rules and keeps their place.
     """
     if existing is None:
-        return Subscriber(email=email, rules=tuple(rules), active=True, subscribed_at=now, caught_up_to=None)
+        return Subscriber(
+            email=email, rules=tuple(rules), active=True, subscribed_at=now, caught_up_to=None, layout=layout
+        )
     caught_up_to = existing.caught_up_to if existing.active else None
     return replace(
         existing,
         rules=tuple(rules),
+        layout=layout,
         active=True,
         subscribed_at=existing.subscribed_at or now,
         caught_up_to=caught_up_to,
     )
 
 
-def with_rules(subscriber: Subscriber, rules: Sequence[str]) -> Subscriber:
-    return replace(subscriber, rules=tuple(rules))
+def with_rules(subscriber: Subscriber, rules: Sequence[str], layout: str | None = None) -> Subscriber:
+    return replace(subscriber, rules=tuple(rules), layout=layout or subscriber.layout)
 
 
 def paused(subscriber: Subscriber) -> Subscriber:

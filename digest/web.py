@@ -23,6 +23,7 @@ no trailing-slash redirects: no Location ever takes its host from the request.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -34,8 +35,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
-from urllib.parse import urlencode
+from typing import Any, TypeVar
+from urllib.parse import unquote_plus, urlencode
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -48,12 +49,12 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
-from digest import health
+from digest import health, metrics
 from digest.confirmation import build_confirmation
 from digest.errors import CycleLockedError, DeliveryError, DigestError, PermanentDeliveryError
 from digest.keeper import StoreKeeper
 from digest.mailer import make_mailer
-from digest.models import Subscriber
+from digest.models import LAYOUTS, Subscriber
 from digest.pages import render_page, static_dir
 from digest.preview import PREVIEW_BUSY, PREVIEW_DAYS, WORKER, Preview, PreviewBusy, preview_rules
 from digest.ratelimit import RateLimit
@@ -68,6 +69,7 @@ from digest.subscriptions import (
     check_rules,
     check_signup,
     confirmed,
+    form_layout,
     mailbox_key,
     paused,
     resumed,
@@ -90,6 +92,7 @@ from digest.websecurity import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_BODY_BYTES = 32 * 1024
 LOCK_WAIT_SECONDS = 3.0
@@ -103,7 +106,7 @@ BUSY = (
     "The daily digest is being sent right now, so this could not be saved. Nothing was changed: "
     "please try again in a minute with the button below."
 )
-MANAGE_NOTICES = {"saved": "Your rules are saved.", "paused": "Paused: no digests until you resume.", "resumed": ""}
+MANAGE_NOTICES = {"saved": "Your changes are saved.", "paused": "Paused: no digests until you resume.", "resumed": ""}
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +129,7 @@ class ConfirmRequest:
     email: str
     rules: tuple[str, ...]
     key: str
+    layout: str = "full"
 
 
 class Busy(Exception):
@@ -177,7 +181,14 @@ class WebFront:
         ``next_run`` is passed uncalled: only a page that says when the next digest goes out pays for it.
         """
         csrf = form_token(self.secret, self.now_seconds())
-        html = render_page(template, csrf=csrf, csrf_field=CSRF_FIELD, next_run=self.next_run, **context)
+        html = render_page(
+            template,
+            csrf=csrf,
+            csrf_field=CSRF_FIELD,
+            next_run=self.next_run,
+            site_name=self.settings.site_name,
+            **context,
+        )
         return HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
 
     def next_run(self) -> str:
@@ -223,12 +234,12 @@ class WebFront:
             text = "This link is not valid. Please use the latest link from your email, copied in full."
         return self.message(request, "This link does not work", text, 400, show_home=True)
 
-    def write(self, change: Callable[[Store], Any]) -> Any:
-        """Run ``change`` on the shared store (in a worker thread): journalled and fsynced before it
-        returns, also while this process's cycle sends; :class:`Busy` only if another process (a
-        CLI ``digest run``) holds the file lock for :data:`LOCK_WAIT_SECONDS`."""
+    async def write(self, change: Callable[[Store], Any], departure: str | None = None) -> Any:
+        """Run ``change`` on the shared store (by the keeper's writer thread): journalled and fsynced
+        before it returns, also while this process's cycle sends; :class:`Busy` only if another
+        process (a CLI ``digest run``) holds the file lock for :data:`LOCK_WAIT_SECONDS`."""
         try:
-            return self.keeper.write(change)
+            return await asyncio.wrap_future(self.keeper.submit(change, departure))
         except CycleLockedError as exc:
             raise Busy() from exc
 
@@ -237,6 +248,14 @@ class WebFront:
         """A 503 page that shows its form again (with :data:`BUSY`), so "try again" has its button."""
         response.headers["retry-after"] = "30"
         return response
+
+    async def read(self, fn: Callable[[Store], T]) -> T:
+        """``fn`` on the shared store: at once when memory is current and no lock is taken
+        (:meth:`~digest.keeper.StoreKeeper.read_now`), else in a worker thread."""
+        done, value = self.keeper.read_now(fn)
+        if done:
+            return value  # type: ignore[return-value]
+        return await run_in_threadpool(self.keeper.read, fn)
 
     def read_store(self) -> Store:
         """The shared in-memory store, read again first if another process wrote (call it in a
@@ -248,6 +267,7 @@ class WebFront:
         values = {
             "email": "",
             "rules_text": "",
+            "layout": "full",
             "email_error": None,
             "rule_errors": (),
             "form_error": None,
@@ -266,14 +286,19 @@ class WebFront:
         form = await request.form()
         email_text = str(form.get("email", ""))
         rules_text = str(form.get("rules", ""))
-        kept: dict[str, Any] = {"email": email_text, "rules_text": rules_text}
+        layout = form_layout(form.get("layout"))
+        kept: dict[str, Any] = {"email": email_text, "rules_text": rules_text, "layout": layout}
+        # Reading rules costs CPU (a regular expression is compiled): at most so many a minute per
+        # client, counted with the live preview's, and in a worker thread, off the event loop.
+        if not self.ip_previews.allow(self.client_ip(request), self.now_seconds()):
+            return self.form_page(request, 429, **kept, form_error="Slow down a little, then try again.")
         if form.get("action") == "preview":
             preview, problems = await self.preview_for(rules_text)
             return self.form_page(request, **kept, preview=preview, preview_error=problems)
         problem = self.form_problem(request, form)
         if problem:
             return self.form_page(request, 400, **kept, form_error=problem)
-        check = check_signup(email_text, rules_text)
+        check = await run_in_threadpool(check_signup, email_text, rules_text)
         if not check.ok or check.email is None:
             return self.form_page(request, 400, **kept, email_error=check.email_error, rule_errors=check.rule_errors)
         now = self.now_seconds()
@@ -289,7 +314,7 @@ class WebFront:
         address_key = hmac.new(self.secret.encode(), mailbox, hashlib.sha256).hexdigest()[:32]
         if self.address_mails.allow(address_key, now):
             try:
-                await run_in_threadpool(self.send_confirmation, check.email, check.rules)
+                await run_in_threadpool(self.send_confirmation, check.email, check.rules, layout)
             except DeliveryError as exc:
                 self.address_mails.forget_last(address_key)
                 log.error("confirmation email not sent: %s", exc)
@@ -332,11 +357,14 @@ class WebFront:
         window_minutes = round(self.limits.address_window_seconds / 60)
         return self.page(request, "check_inbox.html", email=email, window_minutes=window_minutes)
 
-    def send_confirmation(self, email: str, rules: Sequence[str]) -> None:
-        """Mail the confirm link; runs in a worker thread (the store read and SMTP block)."""
+    def send_confirmation(self, email: str, rules: Sequence[str], layout: str = "full") -> None:
+        """Mail the confirm link; runs in a worker thread (the store read and SMTP block).
+
+        The rules and the layout travel in the signed link: nothing is stored before the click."""
         store = self.read_store()
         existing = store.subscriber(email)
-        token = self.signer.sign("confirm", email, r=list(rules), s=state_key(existing, store.departed_at(email)))
+        key = state_key(existing, store.departed_at(email))
+        token = self.signer.sign("confirm", email, r=list(rules), s=key, l=layout)
         max_age = MAX_AGE_SECONDS["confirm"] or 0
         message = build_confirmation(
             to_address=email,
@@ -347,6 +375,8 @@ class WebFront:
             already_subscribed=existing is not None and existing.active,
             valid_days=max_age // 86400,
             now=self.clock(),
+            site_name=self.settings.site_name,
+            sender_name=self.settings.sender_name,
         )
         with make_mailer(self.settings.smtp, self.settings.data_dir / "outbox") as mailer:
             mailer.send(message)
@@ -424,16 +454,19 @@ class WebFront:
         return HTMLResponse(html, headers={"cache-control": "no-store"})
 
     # -- confirm ------------------------------------------------------------------------------
-    def confirm_request(self, request: Request, token: str | None) -> ConfirmRequest | Response:
+    async def confirm_request(self, request: Request, token: str | None) -> ConfirmRequest | Response:
         """What a confirm token asks for, or the page that says why it cannot."""
         try:
             data = self.token_data("confirm", token)
         except TokenError as exc:
             return self.bad_link(request, exc, "confirm")
         email, rules, key = data["e"], data.get("r"), data.get("s")
+        layout = data.get("l", "full")  # links sent before layouts carry none
         if not isinstance(rules, list) or not all(isinstance(r, str) for r in rules) or not isinstance(key, str):
             return self.bad_link(request, TokenError("malformed"), "confirm")
-        check = check_rules("\n".join(rules))
+        if layout not in LAYOUTS:
+            return self.bad_link(request, TokenError("malformed"), "confirm")
+        check = await run_in_threadpool(check_rules, "\n".join(rules))
         if check.errors:
             return self.message(
                 request,
@@ -443,7 +476,7 @@ class WebFront:
                 show_home=True,
             )
         assert token is not None
-        return ConfirmRequest(token, email, check.rules, key)
+        return ConfirmRequest(token, email, check.rules, str(key), layout)
 
     @staticmethod
     def confirm_outcome(store: Store, asked: ConfirmRequest) -> tuple[str, Subscriber | None]:
@@ -451,7 +484,11 @@ class WebFront:
         existing = store.subscriber(asked.email)
         if state_key(existing, store.departed_at(asked.email)) == asked.key:
             return "ready", existing
-        if existing is not None and existing.active and existing.rules == asked.rules:
+        if (
+            existing is not None
+            and existing.active
+            and (existing.rules, existing.layout) == (asked.rules, asked.layout)
+        ):
             return "done", existing  # a second click on the same link
         return "used", existing
 
@@ -461,6 +498,7 @@ class WebFront:
         context: dict[str, Any] = {
             "email": asked.email,
             "rules": asked.rules,
+            "layout": asked.layout,
             "token": asked.token,
             "already_subscribed": existing is not None and existing.active,
             "form_error": None,
@@ -502,11 +540,10 @@ class WebFront:
 
     async def confirm(self, request: Request) -> Response:
         """The link in the email: shows the rules and a Confirm button, and changes nothing (GET, HEAD)."""
-        asked = self.confirm_request(request, request.query_params.get("token"))
+        asked = await self.confirm_request(request, request.query_params.get("token"))
         if not isinstance(asked, ConfirmRequest):
             return asked
-        store = await run_in_threadpool(self.read_store)
-        outcome, existing = self.confirm_outcome(store, asked)
+        outcome, existing = await self.read(lambda store: self.confirm_outcome(store, asked))
         if outcome == "ready":
             return self.confirm_page(request, asked, existing)
         return self.confirm_answer(request, asked, outcome, existing)
@@ -514,12 +551,12 @@ class WebFront:
     async def confirm_post(self, request: Request) -> Response:
         """The Confirm button: the only request that subscribes."""
         form = await request.form()
-        asked = self.confirm_request(request, str(form.get("token", "")))
+        asked = await self.confirm_request(request, str(form.get("token", "")))
         if not isinstance(asked, ConfirmRequest):
             return asked
         problem = self.form_problem(request, form)
         if problem:
-            existing = (await run_in_threadpool(self.read_store)).subscriber(asked.email)
+            existing = await self.read(lambda store: store.subscriber(asked.email))
             return self.confirm_page(request, asked, existing, 400, form_error=problem)
         now = self.clock()
 
@@ -527,14 +564,14 @@ class WebFront:
             outcome, existing = self.confirm_outcome(store, asked)
             if outcome != "ready":
                 return outcome, existing
-            updated = confirmed(existing, asked.email, asked.rules, now)
+            updated = confirmed(existing, asked.email, asked.rules, now, asked.layout)
             store.save_subscriber(updated)
             return "done", updated
 
         try:
-            outcome, subscriber = await run_in_threadpool(self.write, change)
+            outcome, subscriber = await self.write(change)
         except Busy:
-            existing = (await run_in_threadpool(self.read_store)).subscriber(asked.email)
+            existing = await self.read(lambda store: store.subscriber(asked.email))
             return self.retry_later(self.confirm_page(request, asked, existing, 503, form_error=BUSY))
         return self.confirm_answer(request, asked, outcome, subscriber)
 
@@ -546,6 +583,7 @@ class WebFront:
             "token": token,
             "subscriber": subscriber,
             "rules_text": "\n".join(subscriber.rules),
+            "layout": subscriber.layout,
             "rule_errors": (),
             "notice": None,
             "form_error": None,
@@ -571,7 +609,7 @@ class WebFront:
         except TokenError as exc:
             return self.bad_link(request, exc, "manage")
         assert token is not None
-        subscriber = (await run_in_threadpool(self.read_store)).subscriber(email)
+        subscriber = await self.read(lambda store: store.subscriber(email))
         if subscriber is None:
             return self.not_subscribed(request)
         done = request.query_params.get("done", "")
@@ -586,7 +624,8 @@ class WebFront:
             return self.bad_link(request, exc, "manage")
         action = str(form.get("action", ""))
         rules_text = str(form.get("rules", ""))
-        current = (await run_in_threadpool(self.read_store)).subscriber(email)
+        layout = form_layout(form.get("layout")) if "layout" in form else None  # None: keep it
+        current = await self.read(lambda store: store.subscriber(email))
         if current is None:
             return self.not_subscribed(request)
         if action not in ("save", "pause", "resume"):
@@ -601,16 +640,24 @@ class WebFront:
                 rules_text=rules_text if action == "save" else "\n".join(current.rules),
                 form_error=problem,
             )
-        check = check_rules(rules_text)
+        check = await run_in_threadpool(check_rules, rules_text)
         if action == "save" and check.errors:
-            return self.manage_page(request, token, current, 400, rules_text=rules_text, rule_errors=check.errors)
+            return self.manage_page(
+                request,
+                token,
+                current,
+                400,
+                rules_text=rules_text,
+                layout=layout or current.layout,
+                rule_errors=check.errors,
+            )
 
         def change(store: Store) -> bool:
             subscriber = store.subscriber(email)
             if subscriber is None:
                 return False
             if action == "save":
-                subscriber = with_rules(subscriber, check.rules)
+                subscriber = with_rules(subscriber, check.rules, layout)
             elif action == "pause":
                 subscriber = paused(subscriber)
             else:
@@ -619,7 +666,7 @@ class WebFront:
             return True
 
         try:
-            found = await run_in_threadpool(self.write, change)
+            found = await self.write(change)
         except Busy:
             kept = rules_text if action == "save" else "\n".join(current.rules)
             return self.retry_later(self.manage_page(request, token, current, 503, rules_text=kept, form_error=BUSY))
@@ -655,7 +702,7 @@ class WebFront:
         except TokenError as exc:
             return self.bad_link(request, exc, "unsubscribe")
         assert token is not None
-        subscriber = (await run_in_threadpool(self.read_store)).subscriber(email)
+        subscriber = await self.read(lambda store: store.subscriber(email))
         return self.unsubscribe_page(request, token, email, subscriber is not None)
 
     async def unsubscribe_post(self, request: Request) -> Response:
@@ -677,16 +724,12 @@ class WebFront:
         assert token is not None
         problem = None if one_click else self.form_problem(request, form)
         if problem:
-            subscriber = (await run_in_threadpool(self.read_store)).subscriber(email)
+            subscriber = await self.read(lambda store: store.subscriber(email))
             if problem == FORM_EXPIRED:
                 problem = "This page had expired, so nothing was done. Press “Unsubscribe” again."
             return self.unsubscribe_page(request, token, email, subscriber is not None, 400, problem)
-        try:
-            await run_in_threadpool(self.write, lambda store: store.remove_subscriber(email))
-        except Busy:
-            if one_click:
-                return PlainTextResponse("Busy, try again.\n", status_code=503, headers={"retry-after": "30"})
-            return self.retry_later(self.unsubscribe_page(request, token, email, True, 503, BUSY))
+        # Never "busy": while another process holds the store, it is recorded beside it (departures).
+        await self.write(lambda store: leave(store, email), departure=email)
         log.info("unsubscribed an address through the web (%s)", "one-click" if one_click else "page")
         if one_click:
             return PlainTextResponse("You are unsubscribed.\n")
@@ -733,6 +776,7 @@ class WebFront:
             csrf="",
             csrf_field=CSRF_FIELD,
             show_home=True,
+            site_name=self.settings.site_name,
         )
         return HTMLResponse(html, status_code=500, headers=dict(SECURITY_HEADERS))
 
@@ -754,6 +798,14 @@ class WebFront:
         ]
 
 
+def leave(store: Store, email: str) -> bool:
+    """Unsubscribe ``email``; nothing is written when it left already (a one-click replayed at
+    will must not grow the journal)."""
+    if store.subscriber(email) is None and store.departed_at(email) is not None:
+        return False
+    return store.remove_subscriber(email)
+
+
 def without_self_links(html: str, digest_id: str) -> str:
     """An archived digest as its web page: without the email's links to this very page.
 
@@ -770,15 +822,34 @@ def without_self_links(html: str, digest_id: str) -> str:
 
 
 class TokenRedactingFilter(logging.Filter):
-    """Access logs print request paths; links carry tokens, which must never reach a log."""
+    """Access logs print request paths; links carry tokens, which must never reach a log.
 
-    PATTERN = re.compile(r"(token=)[^&\s\"]+")
+    A parameter is judged by its decoded name (``%74oken=`` is read as ``token=`` by the app too),
+    and its whole value goes, whatever it holds.
+    """
+
+    PARAMETER = re.compile(r"([?&;])([^=&;\s\"]*)=([^&;\s\"]*)")
+    SECRET_NAMES = frozenset({"token", "t"})
+    # What a signed link token looks like (digest.tokens: payload.timestamp.signature, URL-safe
+    # base64), wherever it stands: ``?token%3D…``, ``?…`` alone or in the path still carry one.
+    TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{20,}")
+
+    @classmethod
+    def redact(cls, text: str) -> str:
+        def one(match: re.Match[str]) -> str:
+            name = unquote_plus(match.group(2)).strip().lower()
+            return f"{match.group(1)}{match.group(2)}=[redacted]" if name in cls.SECRET_NAMES else match.group(0)
+
+        text = cls.TOKEN_SHAPE.sub("[redacted]", cls.PARAMETER.sub(one, text))
+        if cls.TOKEN_SHAPE.search(unquote_plus(text)):  # percent-encoded inside: drop every query
+            text = re.sub(r"\?\S*", "?[redacted]", text)
+        return text
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
-            record.args = tuple(self.PATTERN.sub(r"\1[redacted]", a) if isinstance(a, str) else a for a in record.args)
+            record.args = tuple(self.redact(a) if isinstance(a, str) else a for a in record.args)
         if isinstance(record.msg, str):
-            record.msg = self.PATTERN.sub(r"\1[redacted]", record.msg)
+            record.msg = self.redact(record.msg)
         return True
 
 
@@ -805,6 +876,7 @@ def create_app(
     app = Starlette(
         routes=[
             *health.routes(settings, lambda: front.keeper.read(lambda store: store.cycles(last=50))),
+            *metrics.routes(settings, front.keeper.read),
             *front.routes(),
         ],
         middleware=[

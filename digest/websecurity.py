@@ -211,6 +211,32 @@ def client_address(peer: str | None, forwarded_for: str | None, trusted: Sequenc
     return str(address)
 
 
+FORWARDING_HEADERS = ("x-forwarded-for", "forwarded", "x-real-ip")
+
+
+def operator_client(peer: str | None, headers: Headers, trusted: Sequence[IPNetwork]) -> str | None:
+    """The client of an operator-only answer (``/metrics``, ``/healthz`` details), or None to refuse.
+
+    As :func:`client_address`, except where a proxy stands in front and does not say who the
+    client is: a peer that is not a trusted proxy yet sends forwarding headers (a reverse proxy on
+    this host that was not listed in ``web.trusted_proxies``: its requests come from 127.0.0.1,
+    and the visitor behind it must not pass for loopback), or a trusted proxy whose
+    ``X-Forwarded-For`` is missing or unreadable where the client should be.
+    """
+    if peer is None or (address := _parse_ip(peer)) is None:
+        return None
+    if not trusted or not _trusted(address, trusted):
+        return None if any(headers.get(name) for name in FORWARDING_HEADERS) else peer
+    hops = [hop for hop in ",".join(headers.getlist("x-forwarded-for")).split(",") if hop.strip()]
+    for hop in reversed(hops):
+        hop_address = _parse_ip(hop)
+        if hop_address is None:
+            return None
+        if not _trusted(hop_address, trusted):
+            return str(hop_address)
+    return None  # nobody but proxies: the client is not named
+
+
 def rate_key(address: str) -> str:
     """The bucket of a client IP: itself, or its /64 for IPv6 (one host usually has the whole /64)."""
     parsed = _parse_ip(address)

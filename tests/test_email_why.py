@@ -223,6 +223,26 @@ def test_the_compact_layout_shows_title_why_one_line_and_links() -> None:
     assert compact.text.count("Matched:") == len(digest.entries)
 
 
+def test_the_compact_line_is_the_feeds_ai_summary_and_the_match_still_shows() -> None:
+    """Hugging Face's one-line ``ai_summary`` is the compact line; its words are not the abstract's,
+    so a match in the abstract gets its snippet."""
+    digest = digest_for(sample_items(), ("4090",))
+    entry = next(e for e in digest.entries if "583 FPS" in e.item.abstract)
+    summary = "A <fast> splatting renderer that runs in real time on consumer GPUs."
+    item = replace(entry.item, id="with-summary", ai_summary=summary)
+    one = Digest(digest.subscriber, [DigestEntry(item, entry.matches)], AS_OF, "d1")
+    rendered = render_digest(in_layout(one, "compact"), LINKS)
+    assert "A &lt;fast&gt; splatting renderer that runs in real time on consumer GPUs." in rendered.html
+    assert item.abstract[:60] not in html_text(rendered.html), "the summary replaces the abstract's start"
+    assert "RTX <mark><b>4090</b></mark> GPU" in rendered.html and "RTX *4090* GPU" in rendered.text
+    assert summary in rendered.text.replace("\n", " ")
+    full = render_digest(in_layout(one, "full"), LINKS)
+    assert "consumer GPUs" not in full.html, "the full layout shows the abstract"
+    assert Item.from_record(item.to_record()) == item
+    assert "ai_summary" not in entry.item.to_record(), "a feed without one stores no empty field"
+    assert store_shape.TABLES["items"]["ai_summary"](summary)
+
+
 def test_a_long_digest_opens_with_top_picks_linking_to_their_entries() -> None:
     digest = digest_for(sample_items(), RULES)
     assert len(digest.entries) > TOP_PICKS

@@ -21,6 +21,7 @@ ENTRY = {
         "summary": "Line one\nline two.",
         "upvotes": 42,
         "ai_keywords": ["video diffusion", "4090"],
+        "ai_summary": " A fast video\n diffusion model. ",
         "githubRepo": "https://github.com/x/y",
         "organization": {"name": "nvidia", "fullname": "NVIDIA"},
         "withdrawnAt": None,
@@ -43,6 +44,7 @@ def test_parse_keeps_the_fields_worth_keeping() -> None:
     assert paper.organization == "NVIDIA"
     assert paper.github_repo == "https://github.com/x/y"
     assert paper.ai_keywords == ("video diffusion", "4090")
+    assert paper.ai_summary == "A fast video diffusion model."
     assert paper.listed_on == date(2024, 6, 21)
     assert paper.published_at is not None and paper.published_at.year == 2024
 

@@ -20,10 +20,13 @@ from types import FrameType
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from digest.health import health_status
 from digest.models import CycleReport, Item, SourceReport, Subscriber
-from digest.schedule import cron_trigger, cycle_left_traces, last_fire, needs_catch_up, next_fire
+from digest.schedule import FireWindow, cron_trigger, cycle_left_traces, last_fire, needs_catch_up, next_fire
 from digest.service import CYCLE_JOB_ID, make_scheduler, must_catch_up
 from digest.settings import Settings
 from digest.store import JOURNAL_FILE, Store, open_store
@@ -295,3 +298,20 @@ def test_serve_catches_up_a_killed_first_ever_cycle(
     assert code == 0, err
     assert "catching up now" in err
     assert_exactly_once(smtp, days, list(days))
+
+
+@given(
+    cron=st.sampled_from(["30 2 * * *", "0 7 * * *", "*/15 * * * *", "0 2 * * 0"]),
+    zone=st.sampled_from(["Europe/Berlin", "America/New_York", "UTC"]),
+    steps=st.lists(st.integers(min_value=-3 * 3600, max_value=6 * 3600), min_size=1, max_size=25),
+)
+@hypothesis_settings(max_examples=60, deadline=None)
+def test_the_healthz_fire_window_answers_as_the_searches_do(cron: str, zone: str, steps: list[int]) -> None:
+    """``/healthz`` keeps last/next fire between probes (:class:`FireWindow`): around DST nights,
+    with a clock that jumps back and forth, it must answer exactly what the searches answer."""
+    trigger = cron_trigger(cron, zone)
+    window = FireWindow(trigger)
+    now = datetime(2026, 10, 24, 22, 0, tzinfo=UTC)  # Berlin's fall-back night is the next one
+    for step in steps:
+        now += timedelta(seconds=step)
+        assert window.around(now) == (last_fire(trigger, now), next_fire(trigger, now)), now

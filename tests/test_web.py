@@ -343,7 +343,7 @@ def test_manage_edits_rules_and_keeps_everything_else(
         follow_redirects=False,
     )
     assert saved.status_code == 303 and saved.headers["location"].startswith("/manage?token=")
-    assert "Your rules are saved." in client.get(saved.headers["location"]).text
+    assert "Your changes are saved." in client.get(saved.headers["location"]).text
     assert stored(settings, ADA) == replace(ada, rules=("gaussian splatting", "real-time"))
 
 

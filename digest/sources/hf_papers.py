@@ -97,6 +97,7 @@ def _item(entry: Any, base_url: str, listed_on: date) -> Item:
         github_repo=web_url(paper.get("githubRepo")),  # an href in the email: http(s) only
         ai_keywords=_keywords(paper.get("ai_keywords")),
         organization=_organization(paper.get("organization")),
+        ai_summary=_text(paper.get("ai_summary")),
         withdrawn=withdrawn is True or (isinstance(withdrawn, str) and bool(withdrawn.strip())),
     )
 

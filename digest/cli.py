@@ -6,32 +6,35 @@ retried, 2 bad usage, bad settings or a bad rule, with a message naming the offe
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
+import os
 import re
 import shutil
 import signal
 import sys
 import threading
-import zoneinfo
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import default as default_policy
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
+import typer.core
 from email_validator import EmailNotValidError, validate_email
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from digest.errors import DigestError, RuleError, SubscriberError, describe_os_error
+from digest.coverage import HISTORY_CYCLES, quiet_sources
+from digest.errors import CycleLockedError, DigestError, RuleError, SubscriberError, describe_os_error
 from digest.explain import describe, summary, try_rule
 from digest.logs import configure_logging
 from digest.mailer import OutboxMailer
@@ -40,12 +43,64 @@ from digest.pipeline import Cycle
 from digest.progress import send_progress
 from digest.rules import parse_rule, parse_rules
 from digest.runner import check_as_of, run_once, today_in, utc_now
-from digest.settings import Settings, load_settings
+from digest.settings import (
+    Settings,
+    check_data_dir,
+    check_secrets,
+    in_container,
+    load_settings,
+    settings_file_description,
+)
 from digest.sources import make_client
 from digest.sources.hf_papers import HfPapersSource
 from digest.sources.sample import SampleSource, sample_last_day
 from digest.storage import write_atomically
 from digest.store import STORE_FILE, Store, open_store
+
+
+class DigestCommand(typer.core.TyperCommand):
+    """Help as people read it: ``digest subscribe [OPTIONS] EMAIL``, not typer's ``{email}`` and
+    ``<str>``/``<bool>`` type labels (every value option names its own metavar instead)."""
+
+    # Any: typer carries its own copy of click, whose types are private to it.
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = ["[OPTIONS]"]
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = param.metavar or (param.name or "").upper()
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        arguments = [
+            (param.metavar or (param.name or "").upper(), getattr(param, "help", None) or "")
+            for param in self.get_params(ctx)
+            if param.param_type_name == "argument"
+        ]
+        options = [
+            record
+            for param in self.get_params(ctx)
+            if param.param_type_name == "option" and (record := param.get_help_record(ctx)) is not None
+        ]
+        for title, rows in (("Arguments", arguments), ("Options", options)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+class DigestGroup(typer.core.TyperGroup):
+    """Gives every command (also ones added later) :class:`DigestCommand`'s help, and every value
+    a name for it (``--last LAST``) where typer would show its type."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for command in self.commands.values():
+            if type(command) is typer.core.TyperCommand:
+                command.__class__ = DigestCommand
+            for param in command.params:
+                if param.metavar is None and not getattr(param, "is_flag", False):
+                    param.metavar = (param.name or "").upper()
+
 
 app = typer.Typer(
     name="digest",
@@ -53,6 +108,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rich's shows a type label such as <bool> beside every option
+    cls=DigestGroup,
 )
 out = Console(highlight=False, soft_wrap=True)
 
@@ -96,16 +153,52 @@ _verbose = False
 @app.callback()
 def main_options(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what each stage does.")] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            help="Read settings from FILE (default: config/digest.toml, or DIGEST_CONFIG_FILE). "
+            "Relative paths in it are relative to the working directory.",
+        ),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=print_version, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     global _verbose
     _verbose = verbose
     configure_logging("keyvalue", logging.INFO if verbose else logging.WARNING)
+    if config is not None:
+        if not config.is_file():
+            fail(f"--config {config}: no such file", 2)
+        os.environ["DIGEST_CONFIG_FILE"] = str(config)  # what load_settings reads, as if set by hand
 
 
-def settings_or_exit(level: int | None = None) -> Settings:
-    """Settings, and logging set up as they ask (``log_format``); exit 2 naming a bad key."""
+def digest_version() -> str:
+    try:
+        return importlib.metadata.version("digest")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        from digest import __version__
+
+        return __version__
+
+
+def print_version(value: bool) -> None:
+    if value:
+        print(f"digest {digest_version()}")
+        raise typer.Exit(0)
+
+
+def settings_or_exit(level: int | None = None, write: bool = False) -> Settings:
+    """Settings, and logging set up as they ask (``log_format``); exit 2 naming a bad key.
+
+    The data directory is checked here, once for every command: a file where it should be, or
+    (``write``) one this uid cannot write, is one line and exit 2 rather than a traceback later.
+    """
     try:
         settings = load_settings()
+        check_data_dir(settings.data_dir, write)
     except DigestError as exc:
         fail(exc)
     configure_logging(settings.log_format, logging.INFO if _verbose else (level or logging.WARNING))
@@ -135,7 +228,9 @@ def stop_requested_by_signals() -> Iterator[threading.Event]:
 
 @app.command()
 def run(
-    day: Annotated[str | None, typer.Option("--date", help="Run as of this day (YYYY-MM-DD), <= tomorrow.")] = None,
+    day: Annotated[
+        str | None, typer.Option("--date", metavar="YYYY-MM-DD", help="Run as of this day (at most tomorrow).")
+    ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Render and report; send and record nothing.")] = False,
 ) -> None:
     """Run one full daily cycle now: fetch, diff, match, render, deliver.
@@ -146,8 +241,12 @@ def run(
     fetched are named on stderr (and in the digest and `digest status`); they are not retried, so
     they alone do not make the exit status 1.
     """
-    settings = settings_or_exit()
+    settings = settings_or_exit(write=True)
     as_of = parse_day(day)
+    try:
+        check_secrets(settings)
+    except DigestError as exc:
+        fail(exc)
     with stop_requested_by_signals() as stop, send_progress() as progress:
         try:
             if as_of is not None:
@@ -167,8 +266,15 @@ def serve() -> None:
     """The long-running service: the daily cycle on schedule.cron, and the web pages."""
     from digest.service import serve as run_service
 
-    settings = settings_or_exit(logging.INFO)
+    settings = settings_or_exit(logging.INFO, write=True)
+    logging.getLogger("digest.service").info(
+        "digest %s starting; %s; data_dir %s",
+        digest_version(),
+        settings_file_description(),
+        settings.data_dir.absolute(),
+    )
     try:
+        check_secrets(settings)
         run_service(settings)
     except DigestError as exc:
         fail(exc)
@@ -185,7 +291,7 @@ def subscribe(
     ] = None,
 ) -> None:
     """Add or replace an active subscriber (no confirmation mail: this is the operator's path)."""
-    settings = settings_or_exit()
+    settings = settings_or_exit(write=True)
     if layout is not None and layout not in LAYOUTS:
         fail(f"--layout {layout!r}: use one of {', '.join(LAYOUTS)}", 2)
     try:
@@ -213,15 +319,44 @@ def subscribe(
 @app.command()
 def unsubscribe(email: Annotated[str, typer.Argument(help="The subscriber's email address.")]) -> None:
     """Remove a subscriber; their delivery history is kept so nothing is ever re-sent."""
-    settings = settings_or_exit()
+    settings = settings_or_exit(write=True)
+    address = email.strip().lower()
     try:
-        with open_store(settings.data_dir) as store:
-            removed = store.remove_subscriber(email.strip().lower())
+        with open_store(settings.data_dir, wait_seconds=UNSUBSCRIBE_WAIT_SECONDS) as store:
+            removed = store.remove_subscriber(address)
+    except CycleLockedError:
+        removed = unsubscribe_beside_a_cycle(settings.data_dir, address)
     except DigestError as exc:
         fail(exc)
     if not removed:
-        fail(f"no subscriber {email!r}", 1)
+        fail(f"no subscriber {email!r}: `digest subscribers` lists them", 2)
     out.print(f"unsubscribed {email}")
+
+
+UNSUBSCRIBE_WAIT_SECONDS = 5.0  # then a cycle holds the store: record the unsubscribe beside it
+
+
+def unsubscribe_beside_a_cycle(data_dir: Path, address: str) -> bool:
+    """A cycle (``digest run`` or ``serve``'s) holds the store: a person who asks to leave is not
+    refused. The line goes to ``unsubscribes.pending`` (:mod:`digest.departures`), which that cycle
+    checks before each email it sends and every process applies when it reads the store."""
+    from digest.departures import PENDING_FILE, append_departure
+
+    try:
+        known = Store(data_dir, writable=False).subscriber(address) is not None
+        if known:
+            append_departure(data_dir, address, datetime.now(UTC))
+    except DigestError as exc:
+        fail(exc)
+    except OSError as exc:
+        fail(describe_os_error(exc, "record the unsubscribe in", data_dir / PENDING_FILE))
+    if known:
+        print(
+            f"digest: a cycle holds the store: the unsubscribe is recorded in {PENDING_FILE}; "
+            "that cycle sends them nothing more",
+            file=sys.stderr,
+        )
+    return known
 
 
 @app.command()
@@ -236,29 +371,92 @@ def subscribers() -> None:
     if not people:
         out.print("no subscribers yet: add one with `digest subscribe EMAIL -k RULE`")
         return
+    from digest.status import format_time
+
     table = Table("email", "name", "rules", "active", "last delivery")
+    from digest.bounces import read_state as bounce_state
+
+    try:
+        suspended = bounce_state(settings.data_dir)["suspended"]
+    except DigestError as exc:
+        fail(exc)
     for person in people:
-        last = person.last_delivery_at.strftime("%Y-%m-%d %H:%M") if person.last_delivery_at else "never"
+        last = format_time(person.last_delivery_at, settings.schedule.timezone)
+        active = "yes" if person.active else "no"
+        if not person.active and person.email.lower() in suspended:  # digest resume EMAIL
+            active = f"suspended: {suspended[person.email.lower()]['why']}"
         # Text, not markup: a rule such as /[a-z]+/ must print as written.
-        cells = (person.email, person.name or "", "; ".join(person.rules), "yes" if person.active else "no", last)
+        cells = (person.email, person.name or "", "; ".join(person.rules), active, last)
         table.add_row(*(Text(cell) for cell in cells))
     out.print(table)
 
 
 @app.command()
+def bounces() -> None:
+    """Read the bounce mailbox (bounces.imap_*): suspend addresses that bounce, unsubscribe complaints."""
+    from digest.bounces import apply_reports, mark_read, parse_report, read_mailbox
+
+    settings = settings_or_exit()
+    if not settings.bounces.imap_host:
+        fail("bounces.imap_host is not set: name the IMAP server that receives bounces (DIGEST_BOUNCES__IMAP_HOST)", 2)
+    try:
+        imap, messages = read_mailbox(settings.bounces)
+        reports = [report for _, message in messages for report in parse_report(message)]
+        with open_store(settings.data_dir) as store:
+            done = apply_reports(
+                store,
+                settings.data_dir,
+                settings.resolved_secret_key(),
+                reports,
+                settings.bounces.soft_limit,
+                utc_now(),
+            )
+            store.flush()
+        mark_read(imap, [uid for uid, _ in messages])
+    except DigestError as exc:
+        fail(exc)
+    out.print(
+        f"read {len(messages)} message(s), {len(reports)} report(s): suspended {len(done.suspended)}, "
+        f"unsubscribed {len(done.unsubscribed)} (complaints), soft bounces {len(done.soft)}, "
+        f"about nobody we send to {done.unknown}",
+        markup=False,
+    )
+    for email in done.suspended:
+        out.print(f"  suspended {email} (digest resume {email})", markup=False)
+    for email in done.unsubscribed:
+        out.print(f"  unsubscribed {email} (complaint)", markup=False)
+
+
+@app.command()
+def resume(email: Annotated[str, typer.Argument(help="The subscriber's email address.")]) -> None:
+    """Send to a paused or suspended (bounced) subscriber again, from the current look-back window."""
+    from digest.bounces import resume as resume_subscriber
+
+    settings = settings_or_exit()
+    try:
+        with open_store(settings.data_dir) as store:
+            found = resume_subscriber(store, settings.data_dir, email)
+    except DigestError as exc:
+        fail(exc)
+    if not found:
+        fail(f"no subscriber {email!r}", 1)
+    out.print(f"resumed {email.strip().lower()}", markup=False)
+
+
+@app.command()
 def preview(
     email: Annotated[str, typer.Argument(help="The subscriber whose digest to render.")],
-    day: Annotated[str | None, typer.Option("--date", help="As of this day (YYYY-MM-DD).")] = None,
-    out_file: Annotated[Path | None, typer.Option("--out", help="Write the HTML here.")] = None,
+    day: Annotated[str | None, typer.Option("--date", metavar="YYYY-MM-DD", help="As of this day.")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", metavar="FILE.html", help="Write the HTML here.")] = None,
 ) -> None:
     """Render a subscriber's digest from stored items without sending or recording anything."""
-    settings = settings_or_exit()
+    settings = settings_or_exit(write=out_file is None)  # the HTML goes to data_dir/preview/ by default
     as_of = parse_day(day) or today_in(settings)
     try:
         store = Store(settings.data_dir, writable=False)
         person = store.subscriber(email.strip().lower())
         if person is None:
-            fail(f"no subscriber {email!r}", 1)
+            fail(f"no subscriber {email!r}: `digest subscribers` lists them", 2)
         with make_client() as client, OutboxMailer(settings.data_dir / "outbox") as mailer:
             cycle = Cycle(settings, store, [], mailer, client, utc_now)
             report = cycle.run(as_of, dry_run=True)
@@ -270,8 +468,11 @@ def preview(
         return
     html, message = cycle.compose(digest)
     target = out_file or settings.data_dir / "preview" / f"{person.email}-{as_of}.html"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(html)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(target, html)  # whole or not at all, 0600: it shows the subscriber's address
+    except OSError as exc:
+        fail(f"preview: {describe_os_error(exc, 'write', target)}", 2)
     out.print(f"{message.subject}\nHTML written to {target}")
 
 
@@ -279,14 +480,21 @@ def preview(
 def try_command(
     rule: Annotated[str, typer.Argument(help="The rule to try, such as 'title:4090 OR \"video diffusion\"'.")],
     days: Annotated[int, typer.Option("--days", min=1, help="Look at papers listed in the last N days.")] = 7,
+    day: Annotated[str | None, typer.Option("--date", help="The last day of the window (YYYY-MM-DD).")] = None,
 ) -> None:
-    """Show which stored papers of the last N days a rule matches, and why; changes nothing."""
+    """Show which stored papers of the last N days a rule matches, and why; changes nothing.
+
+    A rule that starts with '-' goes after '--': digest try --days 7 -- -survey
+    """
+    from digest.rule_syntax import pointer
+
     settings = settings_or_exit()
     try:
         parsed = parse_rule(rule)
     except RuleError as exc:
+        print(pointer(exc), file=sys.stderr)
         fail(exc)
-    end = today_in(settings)
+    end = parse_day(day) or today_in(settings)
     start = end - timedelta(days=days - 1)
     if not (settings.data_dir / STORE_FILE).exists():
         out.print(f"no papers stored yet in {settings.data_dir}: run `digest run` first, then try again", markup=False)
@@ -296,23 +504,28 @@ def try_command(
     except DigestError as exc:
         fail(exc)
     result = try_rule(parsed, items)
+    plain = not out.is_terminal  # piped: no colour, matches marked [[so]]
     out.print(f"rule: {parsed.canonical}", markup=False)
+    for warning in parsed.warnings:
+        out.print(f"note: {warning}", markup=False)
     if parsed.is_exclusion:
         out.print("an exclusion: the papers it names are removed from the matches of your other rules")
     for number, entry in enumerate(result.entries, start=1):
-        lines = describe(entry)
+        lines = describe(entry, plain)
         out.print()
         out.print(f"{number}. ", lines[0], sep="", end="\n")
         for line in lines[1:]:
             out.print("   ", line, sep="")
     out.print()
-    out.print(summary(result, start.isoformat(), end.isoformat()))
+    out.print(summary(result, start.isoformat(), end.isoformat()), markup=False)
+    if result.silent:
+        out.print("found nothing: " + ", ".join(result.silent), markup=False)
 
 
 @app.command()
 def demo() -> None:
     """Quick start: a throw-away subscriber and one cycle on embedded defaults; prints the email's path."""
-    settings = settings_or_exit()
+    settings = settings_or_exit(write=True)
     demo_dir = settings.data_dir / "demo"
     shutil.rmtree(demo_dir, ignore_errors=True)
     demo_settings = settings.model_copy(update={"data_dir": demo_dir})
@@ -346,6 +559,23 @@ def demo() -> None:
         return
     html_path = extract_html(emails[-1])
     out.print(f"Email (.eml): {emails[-1].resolve()}\nOpen this in a browser: {html_path.resolve()}")
+    if in_container():
+        show_email_from_container(emails[-1])
+
+
+def show_email_from_container(eml: Path) -> None:
+    """In a container (``docker run --rm IMAGE demo``) those paths die with it: show the email here,
+    and say how to get the files out."""
+    message = BytesParser(policy=default_policy).parsebytes(eml.read_bytes())
+    assert isinstance(message, EmailMessage)
+    part = message.get_body(preferencelist=("plain",))
+    text = str(part.get_content()).replace("\r\n", "\n") if part else ""
+    out.print(f"\n--- the email (text part; Subject: {message['Subject']}) ---\n{text.rstrip()}\n---", markup=False)
+    out.print(
+        "These files are inside the container and go with it unless /data is mounted. To keep them: "
+        'mkdir -p demo && docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/demo:/data" IMAGE demo',
+        markup=False,
+    )
 
 
 def extract_html(eml: Path) -> Path:
@@ -361,10 +591,17 @@ def extract_html(eml: Path) -> Path:
 
 @app.command("export")
 def export_subscribers(
-    file: Annotated[Path | None, typer.Argument(help="Write here instead of standard output.")] = None,
+    file: Annotated[Path | None, typer.Argument(help="Write here instead of standard output (- is that too).")] = None,
 ) -> None:
-    """Write subscribers and their rules as JSON lines, for backup and migration."""
+    """Write subscribers and their rules as JSON lines, for backup and migration.
+
+    FILE is written whole or not at all, mode 0600 (it holds every subscriber's address).
+    """
     settings = settings_or_exit()
+    if file is not None and str(file) == "-":  # as `digest backup -`: standard output
+        file = None
+    if file is not None and file.is_dir():
+        fail(f"export: {file} is a directory: name a file, e.g. {file / 'subscribers.jsonl'}", 2)
     try:
         store = Store(settings.data_dir, writable=False)
     except DigestError as exc:
@@ -380,14 +617,14 @@ def export_subscribers(
         try:
             write_atomically(file, text.encode("utf-8"))
         except OSError as exc:
-            fail(f"cannot write {file}: {exc}", 2)
+            fail(f"export: {describe_os_error(exc, 'write', file)}", 2)
         out.print(f"exported {len(lines)} subscriber(s) to {file}")
 
 
 @app.command("import")
 def import_subscribers(file: Annotated[Path, typer.Argument(help="JSON lines as written by export.")]) -> None:
     """Add or replace subscribers from JSON lines; all or nothing, every bad line reported."""
-    settings = settings_or_exit()
+    settings = settings_or_exit(write=True)
     try:
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -459,7 +696,7 @@ def status(
     last: Annotated[int, typer.Option("--last", "-n", min=1, help="How many cycles to show.")] = 10,
 ) -> None:
     """The last cycles (fetched, new, matched, sent, failed, per source), pending deliveries, next run."""
-    from digest.status import gather, source_notes
+    from digest.status import format_time, gather, source_notes
 
     settings = settings_or_exit()
     try:
@@ -467,34 +704,44 @@ def status(
         state = gather(settings, store, today_in(settings), utc_now(), last)
     except DigestError as exc:
         fail(exc)
-    zone = zoneinfo.ZoneInfo(settings.schedule.timezone)
+    zone = settings.schedule.timezone
+    out.print(f"{settings_file_description()}; data_dir {settings.data_dir.absolute()}", markup=False)
     out.print(f"last {len(state.cycles)} cycle(s):" if state.cycles else "no cycle has run yet")
     for cycle in state.cycles:
-        when = datetime.fromisoformat(cycle["started_at"]).astimezone(zone).strftime("%Y-%m-%d %H:%M")
         sources = ", ".join(
             f"{s['name']} ok" if s["ok"] else f"{s['name']} down ({', '.join(s['days_failed'])})"
             for s in cycle["sources"]
         )
         numbers = ", ".join(f"{k} {cycle[k]}" for k in ("fetched", "new", "matched", "sent", "failed"))
         out.print(
-            f"  {when} {cycle.get('trigger', 'manual')} as of {cycle['as_of']}: {numbers}; {sources}: {outcome(cycle)}"
+            f"  {format_time(cycle['started_at'], zone)} {cycle.get('trigger', 'manual')} as of {cycle['as_of']}: "
+            f"{outcome(cycle)}; {numbers}; sources: {sources or 'none'}"
         )
     for source in state.sources:
         waiting = source.get("failed_days") or []
-        line = f"source {source['name']}: last success {source.get('last_ok_at') or 'never'}"
+        line = f"source {source['name']}: last success {format_time(source.get('last_ok_at'), zone)}"
         if waiting:
             line += f"; days to fetch again: {', '.join(waiting)} (last error: {source.get('last_error')})"
         out.print(line)
         for note in source_notes(source):
             out.print(f"  {note}")
+    for name, why in quiet_sources(
+        store.cycles(last=HISTORY_CYCLES), settings.sources.hf_papers.lookback_days, settings.sources.arxiv.categories
+    ).items():
+        out.print(f"source {name}: unusually empty: {why}", markup=False)
     if state.pending:
         out.print(f"pending: {sum(p.papers for p in state.pending)} paper(s) for {len(state.pending)} subscriber(s)")
+        if state.waiting:  # left by the last cycle because of a quota or throttling (digest.quota)
+            waiting = state.waiting
+            out.print(f"  {waiting['count']} digest(s) wait for the next cycle: {waiting['why']}", markup=False)
         for item in state.pending:
             why = f" — last refusal: {item.failure['reason']}" if item.failure else ""
             out.print(f"  {item.email}: {item.papers} paper(s){why}")
     else:
         out.print("pending: nothing (every matched paper has been delivered)")
-    next_run = state.next_run.astimezone(zone).strftime("%Y-%m-%d %H:%M %Z") if state.next_run else "never"
+    for email, why in sorted(state.suspended.items()):  # after bounces; digest resume EMAIL
+        out.print(f"suspended: {email} since {why['at'][:16]}: {why['why']} (digest resume {email})", markup=False)
+    next_run = format_time(state.next_run, zone)
     out.print(f"next scheduled run: {next_run} (schedule.cron {settings.schedule.cron!r})")
 
 
@@ -511,6 +758,8 @@ def doctor(
     found = checkup.examine(settings.data_dir)
     for note in found.notes:
         out.print(note)
+    if not found.writable:  # the first problem says why and what to do; nothing else matters before it
+        fail(found.problems[0], 2)
     for problem in found.problems:
         print(f"digest: problem: {problem}", file=sys.stderr)
     if not repair:
@@ -523,6 +772,38 @@ def doctor(
         out.print(checkup.repair(settings.data_dir))
     except DigestError as exc:
         fail(exc)
+
+
+@app.command("backup")
+def backup_command(
+    file: Annotated[Path, typer.Argument(help="The archive to write (.tar.gz), outside data_dir; - for stdout.")],
+) -> None:
+    """Write the whole data dir to FILE (tar.gz, mode 0600), consistent also while `digest serve` runs."""
+    from digest.backup import backup
+
+    settings = settings_or_exit()
+    try:
+        files = backup(settings.data_dir, file)
+    except DigestError as exc:
+        fail(exc)
+    done = f"backed up {files} file(s) of {settings.data_dir} to {file}"
+    if str(file) == "-":  # standard output carries the archive
+        print(done, file=sys.stderr)
+    else:
+        out.print(done, markup=False)
+
+
+@app.command("restore")
+def restore_command(file: Annotated[Path, typer.Argument(help="An archive written by `digest backup`.")]) -> None:
+    """Unpack a backup into data_dir, which must be empty or missing; then start digest as usual."""
+    from digest.backup import restore
+
+    settings = settings_or_exit()
+    try:
+        files = restore(file, settings.data_dir)
+    except DigestError as exc:
+        fail(exc)
+    out.print(f"restored {files} file(s) from {file} into {settings.data_dir}", markup=False)
 
 
 def main() -> None:

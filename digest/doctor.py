@@ -17,6 +17,7 @@ from pathlib import Path
 
 from digest.errors import StoreCorruptError, StoreError
 from digest.migrations import SCHEMA_VERSION, migrate, schema_version
+from digest.settings import data_dir_problem
 from digest.storage import read_json_file, remove_stale_temp_files, write_atomically
 from digest.store import FOLDED_JOURNAL_FILE, JOURNAL_FILE, STORE_FILE, Store, journal_entry_ok, store_lock
 from digest.store_shape import shape_problems
@@ -30,6 +31,7 @@ class Examination:
     problems: list[str] = field(default_factory=list)
     store_ok: bool = True
     backup_ok: bool = False
+    writable: bool = True  # False: no cycle or change can be recorded (the problem says why and what to do)
 
 
 def check_store_file(path: Path) -> str | None:
@@ -66,6 +68,11 @@ def journal_lines(path: Path) -> tuple[int, int]:
 
 def examine(data_dir: Path) -> Examination:
     found = Examination()
+    # A data_dir digest cannot write passes every other check while each cycle fails: say so first.
+    unwritable = data_dir_problem(data_dir, write=True) if data_dir.is_dir() else None
+    if unwritable:
+        found.writable = False
+        found.problems.append(unwritable)
     store, backup = data_dir / STORE_FILE, data_dir / f"{STORE_FILE}.bak"
     if not store.exists() and backup.exists():
         found.store_ok = False

@@ -27,6 +27,7 @@ from digest.keeper import StoreKeeper
 from digest.runner import run_once, utc_now
 from digest.schedule import cron_trigger, cycle_left_traces, last_fire, needs_catch_up
 from digest.settings import Settings
+from digest.status import format_time
 from digest.store import CYCLES_KEPT, Store, journaled_deliveries
 from digest.web import create_app
 
@@ -115,7 +116,7 @@ def stop_on_signals(stop: threading.Event) -> Iterator[None]:
     def request_stop(signum: int, frame: FrameType | None) -> None:
         if stop.is_set():
             return
-        log.warning("received %s: finishing the email being sent, then stopping", signal.Signals(signum).name)
+        log.info("received %s: finishing the email being sent, then stopping", signal.Signals(signum).name)
         stop.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -134,7 +135,7 @@ def start_web(
         host=settings.web.host,
         port=settings.web.port,
         log_config=None,  # uvicorn's records go through digest's structured logging
-        access_log=False,
+        access_log=settings.web.access_log,  # tokens redacted: digest.web.TokenRedactingFilter
         # The app reads X-Forwarded-For itself, and only from web.trusted_proxies: uvicorn's default
         # would believe it from any client on 127.0.0.1 (FORWARDED_ALLOW_IPS), e.g. a direct one.
         proxy_headers=False,
@@ -165,13 +166,13 @@ def serve(settings: Settings) -> None:
         scheduler = make_scheduler(settings, stop, catch_up, keeper)
         scheduler.start()
         job = scheduler.get_job(CYCLE_JOB_ID)
-        log.warning(
+        log.info(
             "serving on http://%s:%d; %s",
             settings.web.host,
             settings.web.port,
             "catching up now: the last scheduled cycle was missed or failed"
             if catch_up
-            else f"next cycle at {job.next_run_time if job else '?'}",
+            else f"next cycle at {format_time(job.next_run_time, settings.schedule.timezone) if job else '?'}",
         )
         try:
             while not stop.wait(0.5):
@@ -183,4 +184,4 @@ def serve(settings: Settings) -> None:
             scheduler.shutdown(wait=True)
             web.join(WEB_STOP_SECONDS)
             keeper.close()  # folds the web's journalled changes into the store file
-    log.warning("stopped cleanly")
+    log.info("stopped cleanly")

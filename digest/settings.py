@@ -2,11 +2,18 @@
 
 The file is ``config/digest.toml`` or the one named by ``DIGEST_CONFIG_FILE``. Nested keys use
 ``__`` in the environment (``smtp.host`` is ``DIGEST_SMTP__HOST``). A wrong value raises
-:class:`SettingsError` naming the key, so start-up stops before anything is fetched or sent.
+:class:`SettingsError` naming the key, so start-up stops before anything is fetched or sent; so
+does a ``DIGEST_*`` variable that names no setting (a typo would otherwise be ignored in silence).
+
+Relative paths (``data_dir``, ``smtp.password_file``, ``dkim.private_key_file``, the settings file
+itself) are relative to the working directory digest runs in, wherever they are written, as in
+every shell command: the example file's ``data_dir = "./data"`` beside ``config/`` keeps meaning
+what it meant. ``digest status`` and ``serve``'s first log line show the absolute paths in use.
 """
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import json
 import os
@@ -30,7 +37,7 @@ from pydantic_settings import (
     SettingsError as PydanticSettingsError,
 )
 
-from digest.errors import SettingsError
+from digest.errors import DataDirError, SettingsError, describe_os_error
 from digest.retry import RetryPolicy
 
 DEFAULT_CONFIG_FILE = Path("config/digest.toml")
@@ -81,14 +88,20 @@ class SmtpSettings(_Section):
     password_file: Path | None = None
     from_address: str = "digest@localhost"
     timeout_seconds: float = Field(default=30.0, gt=0)
+    # What the relay allows (unset: no limit); digests over a quota wait for the next cycle (digest.quota).
+    max_per_second: float | None = Field(default=None, gt=0)
+    max_per_hour: int | None = Field(default=None, ge=1)
+    max_per_day: int | None = Field(default=None, ge=1)
+    # Waiting on "421/450 too many" replies draws on this, not on retry.send_budget_seconds.
+    throttle_budget_seconds: float = Field(default=600.0, ge=0)
+    # Parallel connections to the relay, and ESMTP PIPELINING (RFC 2920) where the server offers it.
+    connections: int = Field(default=1, ge=1, le=32)
+    pipelining: bool = True
 
     def resolved_password(self) -> str | None:
         """The password, read from ``password_file`` (a Docker secret) when that is set."""
         if self.password_file is not None:
-            try:
-                return self.password_file.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise SettingsError(f"smtp.password_file: cannot read {self.password_file}: {exc}") from exc
+            return read_secret_file(self.password_file, "smtp.password_file")
         return self.password.get_secret_value() if self.password else None
 
 
@@ -100,6 +113,23 @@ class HfPapersSettings(_Section):
     timeout_seconds: float = Field(default=20.0, gt=0)
 
     _base_url = field_validator("base_url")(_http_base)
+
+
+class BouncesSettings(_Section):
+    """Where bounces go (``address``: each digest's envelope sender becomes ``local+<token>@domain``)
+    and the IMAP mailbox ``digest bounces`` reads them from (digest.bounces)."""
+
+    address: str | None = Field(default=None, pattern=r"^[^@\s+]+@[^@\s]+$")
+    imap_host: str | None = None
+    imap_port: int = Field(default=993, ge=1, le=65535)
+    imap_security: Literal["ssl", "starttls", "none"] = "ssl"
+    imap_user: str | None = None
+    password_file: Path | None = None
+    folder: str = "INBOX"
+    soft_limit: int = Field(default=3, ge=1, le=100)  # soft bounces in a row that suspend
+
+    def resolved_password(self) -> str | None:
+        return None if self.password_file is None else read_secret_file(self.password_file, "bounces.password_file")
 
 
 class DkimSettings(_Section):
@@ -222,13 +252,19 @@ class WebSettings(_Section):
     ``trusted_proxies`` (IPs or CIDRs) are the only peers whose ``X-Forwarded-For`` is read: from
     anyone else the header is a claim the client makes about itself, and the per-IP sign-up limit
     and the loopback-only details of ``/healthz`` would believe it. Empty (the default): ignored.
+
+    ``metrics_allow`` (IPs or CIDRs) are the clients ``/metrics`` answers, decided the same way:
+    loopback by default; add the Prometheus server's address (as the proxy names it, if it scrapes
+    through one); empty: ``/metrics`` is off. ``access_log`` logs each request, tokens redacted.
     """
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     trusted_proxies: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    metrics_allow: Annotated[list[str], NoDecode] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    access_log: bool = False
 
-    @field_validator("trusted_proxies", mode="before")
+    @field_validator("trusted_proxies", "metrics_allow", mode="before")
     @classmethod
     def _split_proxies(cls, value: Any) -> Any:
         """Also accept ``"172.18.0.0/16, 127.0.0.1"`` (the environment's usual form) or a JSON list."""
@@ -238,7 +274,7 @@ class WebSettings(_Section):
             return [part for part in re.split(r"[,\s]+", value) if part]
         return value
 
-    @field_validator("trusted_proxies")
+    @field_validator("trusted_proxies", "metrics_allow")
     @classmethod
     def _networks(cls, value: list[str]) -> list[str]:
         for entry in value:
@@ -272,6 +308,7 @@ class Settings(BaseSettings):
     schedule: ScheduleSettings = ScheduleSettings()
     smtp: SmtpSettings = SmtpSettings()
     dkim: DkimSettings = DkimSettings()
+    bounces: BouncesSettings = BouncesSettings()
     sources: SourcesSettings = SourcesSettings()
     web: WebSettings = WebSettings()
     retry: RetrySettings = RetrySettings()
@@ -310,13 +347,16 @@ class Settings(BaseSettings):
         if self.secret_key is not None:
             return self.secret_key.get_secret_value()
         path = self.data_dir / "secret_key"
-        if path.is_file():
-            return path.read_text(encoding="utf-8").strip()
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        key = secrets.token_urlsafe(48)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(key + "\n")
+        try:
+            if path.is_file():
+                return read_secret_file(path, "secret_key")
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            key = secrets.token_urlsafe(48)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(key + "\n")
+        except OSError as exc:  # a read-only or foreign data_dir: one line, not a traceback
+            raise DataDirError(describe_os_error(exc, "keep the generated secret key", path)) from None
         return key
 
 
@@ -326,6 +366,7 @@ def config_file_path() -> Path:
 
 def load_settings(**overrides: Any) -> Settings:
     """Read and validate settings, turning every failure into one clear :class:`SettingsError`."""
+    check_environment()
     path = config_file_path()
     if "DIGEST_CONFIG_FILE" in os.environ and not path.is_file():
         raise SettingsError(f"DIGEST_CONFIG_FILE: no such file {path}")
@@ -359,14 +400,154 @@ def _unparsed_environment() -> str:
 def _describe(exc: ValidationError, path: Path) -> str:
     lines = []
     for error in exc.errors():
-        key = ".".join(str(part) for part in error["loc"])
-        env = "DIGEST_" + "__".join(str(part) for part in error["loc"]).upper()
+        message = error["msg"].removeprefix("Value error, ")
+        key = _key_for(".".join(str(part) for part in error["loc"]), message)
+        env = "DIGEST_" + key.replace(".", "__").upper()
         given = error.get("input")
         shown = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
-        if key.endswith(("password", "secret_key", "private_key")) or key == "dkim":
-            shown = ""
-        message = error["msg"]
+        if key.endswith(("password", "secret_key", "private_key")) or key.startswith("dkim") or repr(given) in message:
+            shown = ""  # a secret, or a value the message already quotes
         if error["type"] == "extra_forbidden":
             message = "unknown setting"
         lines.append(f"{key}: {message}{shown} [set in {path} or {env}]")
-    return "bad settings:\n  " + "\n  ".join(lines)
+    return "bad settings: " + lines[0] if len(lines) == 1 else "bad settings:\n  " + "\n  ".join(lines)
+
+
+def setting_paths(model: type[BaseModel] = Settings, prefix: str = "") -> list[str]:
+    """Every key as written in the file (``smtp.host``), sections included."""
+    paths = []
+    for name, field in model.model_fields.items():
+        paths.append(prefix + name)
+        kind = field.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            paths += setting_paths(kind, f"{prefix}{name}.")
+    return paths
+
+
+def _key_for(located: str, message: str) -> str:
+    """The key a validation error is about: a check across fields has no location (or only its
+    section's), so the first key its message names is the one to show and set."""
+    known = set(setting_paths())
+    for word in re.findall(r"[a-z_]+(?:\.[a-z_]+)*", message):
+        for candidate in (f"{located}.{word}" if located else word, word):
+            if candidate in known and candidate.startswith(located):
+                return candidate
+    return located or "settings"
+
+
+# Variables digest reads that are not settings. (Docker sets none with this prefix.)
+OTHER_VARIABLES = ("DIGEST_CONFIG_FILE",)
+
+
+def check_environment(environ: dict[str, str] | None = None) -> None:
+    """Refuse a ``DIGEST_*`` variable that names no setting: ``DIGEST_PUBLIC_URLL=...`` would
+    otherwise be ignored without a word, and the typo found only when an email has the wrong links."""
+    known = {"DIGEST_" + path.replace(".", "__").upper() for path in setting_paths()} | set(OTHER_VARIABLES)
+    variables = os.environ if environ is None else environ
+    unknown = sorted(key for key in variables if key.upper().startswith("DIGEST_") and key.upper() not in known)
+    if not unknown:
+        return
+    named = []
+    for key in unknown:
+        nearest = difflib.get_close_matches(key.upper(), sorted(known), n=1, cutoff=0.6)
+        named.append(key + (f" (did you mean {nearest[0]}?)" if nearest else ""))
+    plural = "s" if len(named) > 1 else ""
+    raise SettingsError(
+        f"unknown environment variable{plural} {', '.join(named)}: no setting has that name; "
+        "fix or unset it (see config/digest.example.toml for every key)"
+    )
+
+
+def settings_file_description() -> str:
+    """Which settings file is in use, absolute, for ``digest status`` and ``serve``'s first log line."""
+    path = config_file_path()
+    if path.is_file():
+        return f"settings file {path.resolve()}"
+    return f"no settings file ({path.absolute()} does not exist): defaults and DIGEST_* variables"
+
+
+def in_container() -> bool:
+    """Docker writes ``/.dockerenv``, Podman ``/run/.containerenv``: the hints then speak of mounts."""
+    return Path("/.dockerenv").exists() or Path("/run/.containerenv").exists()
+
+
+def data_dir_problem(data_dir: Path, write: bool) -> str | None:
+    """What stops digest from using ``data_dir`` (None: nothing), in one line with the fix.
+
+    Every command reads it; ``write`` also asks that it can be created and written, as the uid
+    digest runs as (the usual container mistake: a bind-mounted ./data owned by the host user).
+    """
+    where = f"data_dir {data_dir}"
+    for parent in (data_dir, *data_dir.parents):
+        if parent.exists() and not parent.is_dir():
+            what = "is a file" if parent == data_dir else f"is under {parent}, which is a file"
+            return f"{where} {what}, not a directory: point DIGEST_DATA_DIR (or data_dir) at a directory"
+        if parent.exists():
+            break
+    if not write:
+        return None
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return describe_os_error(exc, "create the data directory", data_dir)
+    uid, gid = os.getuid(), os.getgid()
+    blocked = [data_dir] if not os.access(data_dir, os.W_OK | os.X_OK) else []
+    for name in ("digest.json", "deliveries.journal", "digest.lock", "secret_key"):
+        if (data_dir / name).exists() and not os.access(data_dir / name, os.R_OK | os.W_OK):
+            blocked.append(data_dir / name)
+    if not blocked:
+        return None
+    try:
+        read_only = os.statvfs(data_dir).f_flag & os.ST_RDONLY
+    except OSError:
+        read_only = False
+    if read_only:
+        return f"{data_dir} is on a read-only file system: mount it read-write ({where})"
+    first = blocked[0]
+    if in_container():
+        fix = f"on the host, chown {uid}:{gid} the directory mounted there (e.g. sudo chown -R {uid}:{gid} ./data)"
+    else:
+        fix = f"chown -R {uid}:{gid} {data_dir}, or point DIGEST_DATA_DIR at a directory of yours"
+    return f"{first} is not writable by uid {uid}: {fix}"
+
+
+def check_data_dir(data_dir: Path, write: bool) -> None:
+    problem = data_dir_problem(data_dir, write)
+    if problem:
+        raise DataDirError(problem)
+
+
+def read_secret_file(path: Path, key: str) -> str:
+    """A secret kept in a file (a Docker secret): its one line, or a :class:`SettingsError` naming ``key``."""
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SettingsError(f"{key}: {describe_os_error(exc, 'read', path)}") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"{key}: {path} is not UTF-8 text") from None
+    if not text:
+        raise SettingsError(f"{key}: {path} is empty")
+    if "\n" in text:
+        raise SettingsError(f"{key}: {path} holds more than one line; put the secret alone on one line")
+    return text
+
+
+def check_secrets(settings: Settings) -> None:
+    """Read every secret now, as ``serve`` and ``run`` start: an unreadable password file must stop
+    start-up with its name, not the 07:00 cycle (with the container reported healthy until then)."""
+    from digest.message import load_dkim_key  # message imports this module
+
+    if settings.smtp.password_file is not None:
+        read_secret_file(settings.smtp.password_file, "smtp.password_file")
+    load_dkim_key(settings.dkim, settings.smtp.from_address)
+    if settings.secret_key is None and (settings.data_dir / "secret_key").exists():
+        read_secret_file(settings.data_dir / "secret_key", "secret_key")
+
+
+def healthz_url(settings: Settings | None = None) -> str:
+    """Where this machine's ``digest serve`` answers ``/healthz``, from ``web.host``/``web.port`` as
+    configured (file or environment): the image's HEALTHCHECK asks here, so a port set only in the
+    TOML file is followed too. A wildcard address is asked on loopback."""
+    web = (settings or load_settings()).web
+    host = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(web.host, web.host)
+    return f"http://{f'[{host}]' if ':' in host else host}:{web.port}/healthz"

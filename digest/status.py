@@ -9,11 +9,14 @@ refused or interrupted send).
 
 from __future__ import annotations
 
+import zoneinfo
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
+from digest.bounces import read_state as bounce_state
 from digest.pipeline import plan_from_store, window_days
+from digest.quota import read_state
 from digest.schedule import cron_trigger, next_fire
 from digest.settings import Settings
 from digest.store import Store
@@ -33,6 +36,22 @@ class Status:
     pending: list[Pending] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     next_run: datetime | None = None
+    # Digests the last cycle left for the next one because of a quota or throttling, and why.
+    waiting: dict[str, Any] | None = None
+    # Subscribers suspended after bounces (digest.bounces): address → {"at", "why"}; `digest resume`.
+    suspended: dict[str, Any] = field(default_factory=dict)
+
+
+def format_time(moment: datetime | str | None, zone: str = "UTC") -> str:
+    """The one way the CLI shows a time: ``2026-12-06 07:00 UTC``, in the schedule's time zone
+    (the zone the operator thinks in), named. A naive time is UTC, as digest stores them."""
+    if moment is None or moment == "":
+        return "never"
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(zoneinfo.ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M %Z")
 
 
 def source_notes(source: dict[str, Any]) -> list[str]:
@@ -66,4 +85,6 @@ def gather(settings: Settings, store: Store, today: date, now: datetime, last: i
         pending=sorted(pending, key=lambda p: p.email),
         failures=list(failures.values()),
         next_run=next_fire(trigger, now),
+        waiting=read_state(settings.data_dir).get("waiting") if pending else None,
+        suspended=bounce_state(settings.data_dir)["suspended"],
     )

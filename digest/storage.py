@@ -54,10 +54,15 @@ def read_json_file(path: Path) -> dict[str, Any]:
 
 def write_atomically(path: Path, payload: bytes | Iterable[bytes]) -> None:
     """Write ``payload`` (bytes, or pieces of it) to ``path`` so that readers and crashes see the
-    old or the new file only."""
+    old or the new file only.
+
+    The temp file is created beside ``path`` with mode 0600 (the file, like the store and an export,
+    may hold every subscriber's address), and is removed whatever goes wrong.
+    """
     temp = temp_path(path)
     try:
-        with open(temp, "wb") as handle:
+        temp.unlink(missing_ok=True)  # a stale one of a killed process with our pid: O_EXCL below
+        with open(os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "wb") as handle:
             if isinstance(payload, bytes):
                 handle.write(payload)
             else:

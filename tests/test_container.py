@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import time
+import tomllib
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ DIGEST_UID = 10001
 # What the image adds to its base: the venv and a user, nothing of the build toolchain. About 100 MB
 # since matching uses numpy (its compiled core and OpenBLAS are ~55 MB of that; ~45 MB before it).
 MAX_ADDED_MB = 120
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
 @dataclass
@@ -116,7 +118,10 @@ def engine() -> Iterator[Engine]:
 
 @pytest.fixture(scope="module")
 def image(engine: Engine) -> str:
-    engine.docker("build", "--build-arg", f"BASE_IMAGE={engine.base_image}", "-t", IMAGE, str(ROOT), timeout=1200)
+    engine.docker(
+        "build", "--build-arg", f"BASE_IMAGE={engine.base_image}", "--build-arg", f"VERSION={VERSION}",
+        "--build-arg", "SOURCE=https://example.org/digest.git", "-t", IMAGE, str(ROOT), timeout=1200,
+    )  # fmt: skip
     return IMAGE
 
 
@@ -128,17 +133,21 @@ def test_image_is_small_unprivileged_and_configured_for_the_volume(engine: Engin
     config = json.loads(engine.docker("image", "inspect", "--format", "{{json .Config}}", image).stdout)
     assert config["Entrypoint"] == ["digest"]
     assert config["Cmd"] == ["serve"]
-    assert config["User"] not in ("", "0", "root", "root:root")
+    assert config["User"] == f"{DIGEST_UID}:{DIGEST_UID}"  # numeric: runAsNonRoot and `chown` can check it
+    assert config["Labels"]["org.opencontainers.image.version"] == VERSION
+    assert config["Labels"]["org.opencontainers.image.source"] == "https://example.org/digest.git"
     assert "/data" in config["Volumes"]
     assert "8080/tcp" in config["ExposedPorts"]
     assert "DIGEST_DATA_DIR=/data" in config["Env"]
     assert "DIGEST_WEB__HOST=0.0.0.0" in config["Env"]
-    assert "/healthz" in " ".join(config["Healthcheck"]["Test"])
+    assert "healthz_url()" in " ".join(config["Healthcheck"]["Test"])  # /healthz where the settings say
     added = image_size_mb(engine, image) - image_size_mb(engine, engine.base_image)
     assert added < MAX_ADDED_MB, f"the image adds {added:.0f} MB to its base"
     script = "id -u; ls -A /app; ls -d /src /wheels /opt/venv/bin/pip 2>/dev/null; ls /opt/venv/bin/digest"
     listing = engine.docker("run", "--rm", "--network", "none", "--entrypoint", "sh", image, "-c", script)
     assert listing.stdout.split() == [str(DIGEST_UID), "config", "/opt/venv/bin/digest"], listing.stdout
+    version = engine.docker("run", "--rm", "--network", "none", image, "--version")
+    assert version.stdout == f"digest {VERSION}\n"
 
 
 def test_demo_runs_offline_from_the_installed_package(engine: Engine, image: str) -> None:
@@ -147,6 +156,48 @@ def test_demo_runs_offline_from_the_installed_package(engine: Engine, image: str
     assert "using the bundled sample" in demo.stdout
     assert "Email (.eml): /data/demo/outbox/" in demo.stdout
     assert "sent 1" in demo.stdout
+    # Those paths die with the container: the email itself is shown, and how to keep the files.
+    assert "--- the email (text part; Subject:" in demo.stdout
+    assert 'docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/demo:/data" IMAGE demo' in demo.stdout
+
+
+def test_a_bind_mounted_data_dir_of_another_owner_is_one_line_and_exit_2(
+    engine: Engine, image: str, tmp_path: Path
+) -> None:
+    """The most common container mistake: ./data created by the host user (here root, mode 0755)."""
+    data = tmp_path / "data"
+    data.mkdir()
+    data.chmod(0o755)
+    for command in (["serve"], ["subscribe", "ada@example.org", "-k", "gpu"]):
+        result = engine.docker(
+            "run", "--rm", "--network", "none", "--volume", f"{data}:/data", image, *command, check=False, timeout=120
+        )
+        assert result.returncode == 2, (command, result.stdout, result.stderr)
+        errors = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith("ts=")]
+        assert errors == [
+            f"digest: error: /data is not writable by uid {DIGEST_UID}: on the host, chown {DIGEST_UID}:{DIGEST_UID} "
+            f"the directory mounted there (e.g. sudo chown -R {DIGEST_UID}:{DIGEST_UID} ./data)"
+        ], result.stderr
+    assert list(data.iterdir()) == []
+
+
+def test_healthcheck_follows_the_port_set_in_the_settings_file(engine: Engine, image: str, tmp_path: Path) -> None:
+    """web.port only in the mounted TOML (no DIGEST_WEB__PORT): the image's HEALTHCHECK must still find it."""
+    port = free_port()
+    config = tmp_path / "digest.toml"
+    config.write_text(f"[web]\nport = {port}\n", encoding="utf-8")
+    config.chmod(0o644)
+    name = f"digest-test-{uuid.uuid4().hex[:10]}-port"
+    try:
+        engine.docker(
+            "run", "--detach", "--name", name, "--network", "host", "--health-interval", "1s",
+            "--volume", f"{config}:/app/config/digest.toml:ro", image,
+        )  # fmt: skip
+        engine.wait_healthy(name)
+        logs = engine.logs(name)
+        assert "settings file /app/config/digest.toml" in logs and f"serving on http://0.0.0.0:{port}" in logs, logs
+    finally:
+        engine.docker("rm", "--force", name, check=False)
 
 
 @pytest.fixture
@@ -294,3 +345,7 @@ def test_compose_file_wires_digest_to_the_mail_catcher(engine: Engine) -> None:
     assert smtp_env["DIGEST_SMTP__SECURITY"] == "none"
     assert "8025" in [port_target(port) for port in catcher["ports"]]  # Mailpit's web page, published
     assert not any("PASSWORD" in key and not key.endswith("_FILE") for key in smtp_env)
+    # Both services say when they are ready; digest waits for Mailpit's.
+    assert "healthz_url" in " ".join(digest["healthcheck"]["test"])
+    assert catcher["healthcheck"]["test"] == ["CMD", "/mailpit", "readyz"]
+    assert digest["depends_on"]["mailpit"]["condition"] == "service_healthy"

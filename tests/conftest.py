@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +111,20 @@ def snapshot(request: pytest.FixtureRequest) -> Callable[[str, str], None]:
             pytest.fail(f"{path.name} differs (pytest --update-snapshots rewrites it if intended):\n{shown}")
 
     return check
+
+
+@contextmanager
+def tmpfs(mount_point: Path, size: str) -> Iterator[Path]:
+    """A real tmpfs of ``size`` at ``mount_point`` (a full or read-only disk, for fault tests).
+    Mounting needs root: elsewhere the test is skipped, but never in CI."""
+    mount_point.mkdir()
+    command = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mount_point)]
+    mounted = subprocess.run(command, capture_output=True)
+    if mounted.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a tmpfs in CI: {mounted.stderr!r}")
+        pytest.skip("mounting a tmpfs needs root")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)

@@ -5,7 +5,6 @@ a real aiosmtpd server; the disk faults on a real tmpfs mounted for the test (ro
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -19,7 +18,7 @@ import pytest
 from digest.errors import StoreError, StoreWriteError
 from digest.models import Item, Subscriber
 from digest.store import JOURNAL_FILE, STORE_FILE, Store, delivery_note, open_store
-from tests.conftest import cli_env, run_cli
+from tests.conftest import cli_env, run_cli, tmpfs
 from tests.servers import FakeHfApi, SmtpSink
 from tests.test_end_to_end import DAY1, DAY2, EXPECTED, expected_ids, ids_in
 from tests.test_reliability import subscribe_all, wait_for
@@ -337,18 +336,9 @@ def test_a_leftover_temp_file_is_removed_by_the_next_writer(tmp_path: Path) -> N
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 2 MiB tmpfs. Mounting needs root: elsewhere the test is skipped, but never in CI."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount_point)], capture_output=True)
-    if mounted.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot mount a tmpfs in CI: {mounted.stderr!r}")
-        pytest.skip("mounting a tmpfs needs root")
-    try:
+    """A 2 MiB tmpfs (root only; skipped elsewhere, never in CI)."""
+    with tmpfs(tmp_path / "disk", "2m") as mount_point:
         yield mount_point
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def fill(disk: Path) -> Path:

@@ -24,7 +24,7 @@ from typer.testing import CliRunner
 from digest.cli import app
 from digest.settings import data_dir_problem, healthz_url, load_settings
 from digest.storage import write_atomically
-from tests.conftest import cli_env, run_cli
+from tests.conftest import cli_env, run_cli, tmpfs
 from tests.servers import FakeHfApi, SmtpSink, free_port
 from tests.test_end_to_end import DAY1
 
@@ -67,20 +67,11 @@ def test_a_data_dir_under_a_file_is_one_line(command: tuple[str, ...], tmp_path:
 @pytest.fixture
 def read_only_data_dir(tmp_path: Path) -> Iterator[Path]:
     """A data dir with a subscriber, on a tmpfs remounted read-only. Mounting needs root."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount_point)], capture_output=True)
-    if mounted.returncode != 0:
-        if os.environ.get("CI"):
-            pytest.fail(f"cannot mount a tmpfs in CI: {mounted.stderr!r}")
-        pytest.skip("mounting a tmpfs needs root")
-    try:
+    with tmpfs(tmp_path / "disk", "4m") as mount_point:
         data_dir = mount_point / "data"
         assert run_cli("subscribe", "ada@example.org", "-k", "gpu", env=cli_env(data_dir)).returncode == 0
         subprocess.run(["mount", "-o", "remount,ro", str(mount_point)], check=True)
         yield data_dir
-    finally:
-        subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 def test_a_read_only_data_dir_stops_serve_and_doctor_says_so(read_only_data_dir: Path) -> None:

@@ -221,13 +221,17 @@ def operator_client(peer: str | None, headers: Headers, trusted: Sequence[IPNetw
     client is: a peer that is not a trusted proxy yet sends forwarding headers (a reverse proxy on
     this host that was not listed in ``web.trusted_proxies``: its requests come from 127.0.0.1,
     and the visitor behind it must not pass for loopback), or a trusted proxy whose
-    ``X-Forwarded-For`` is missing or unreadable where the client should be.
+    ``X-Forwarded-For`` is unreadable where the client should be. A trusted peer that sends no
+    ``X-Forwarded-For`` at all is taken as the client itself (a scrape from the proxy's host): a
+    listed proxy must send the header (Caddy does; nginx needs ``proxy_set_header``).
     """
     if peer is None or (address := _parse_ip(peer)) is None:
         return None
     if not trusted or not _trusted(address, trusted):
         return None if any(headers.get(name) for name in FORWARDING_HEADERS) else peer
     hops = [hop for hop in ",".join(headers.getlist("x-forwarded-for")).split(",") if hop.strip()]
+    if not hops:
+        return peer
     for hop in reversed(hops):
         hop_address = _parse_ip(hop)
         if hop_address is None:

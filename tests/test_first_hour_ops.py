@@ -149,11 +149,13 @@ def test_metrics_can_be_switched_off_and_stay_off_the_network_by_default(
     env = subscribed_env(tmp_path, hf_api, smtp, DIGEST_WEB__METRICS_ALLOW="[]")
     with serving(env) as service:
         assert service.get("/metrics").status_code == 404
-    # Default (loopback only), with no proxy trusted: a forwarded header from anyone is ignored.
+    # Default (loopback only), with no proxy trusted: loopback itself is served, but a loopback
+    # peer that forwards someone (a reverse proxy on this host that was not listed) is not.
     env = subscribed_env(tmp_path / "default", hf_api, smtp)
     with serving(env) as service:
+        assert "digest_subscribers" in service.get("/metrics").text
         response = service.get("/metrics", **{"X-Forwarded-For": "203.0.113.9"})
-        assert response.status_code == 200 and "digest_subscribers" in response.text
+        assert response.status_code == 403 and "digest_subscribers" not in response.text
 
 
 # -- the access log ---------------------------------------------------------------------------------

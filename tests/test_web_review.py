@@ -90,7 +90,7 @@ def test_operator_answers_need_to_know_who_the_client_is() -> None:
     assert operator_client("127.0.0.1", Headers({"x-real-ip": "203.0.113.9"}), none) is None
     assert operator_client("127.0.0.1", Headers({}), none) == "127.0.0.1"
     # A listed proxy must name the client readably.
-    assert operator_client("10.0.0.2", Headers({}), trusted) is None
+    assert operator_client("10.0.0.2", Headers({}), trusted) == "10.0.0.2", "the proxy's host itself"
     assert operator_client("10.0.0.2", Headers({"x-forwarded-for": "1.2.3.4, unknown"}), trusted) is None
     assert operator_client("10.0.0.2", Headers({"x-forwarded-for": "127.0.0.1, 1.2.3.4"}), trusted) == "1.2.3.4"
     assert operator_client("10.0.0.2", Headers({"x-forwarded-for": "127.0.0.1"}), trusted) == "127.0.0.1"

@@ -232,13 +232,15 @@ def operator_client(peer: str | None, headers: Headers, trusted: Sequence[IPNetw
     hops = [hop for hop in ",".join(headers.getlist("x-forwarded-for")).split(",") if hop.strip()]
     if not hops:
         return peer
+    client = address
     for hop in reversed(hops):
-        hop_address = _parse_ip(hop)
-        if hop_address is None:
+        parsed = _parse_ip(hop)
+        if parsed is None:
             return None
-        if not _trusted(hop_address, trusted):
-            return str(hop_address)
-    return None  # nobody but proxies: the client is not named
+        client = parsed
+        if not _trusted(client, trusted):
+            break
+    return str(client)  # the first hop from the right that is not a proxy, or the last one there is
 
 
 def rate_key(address: str) -> str:

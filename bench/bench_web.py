@@ -227,7 +227,10 @@ async def load(port: int, secret: str, clients: int, seconds: float, size: int) 
 
     signer = Signer(secret)
     results: dict[str, list[float | None]] = {name: [] for name in ENDPOINTS}
-    leaving = iter(range(size - 1, -1, -1))  # each one-click unsubscribes someone new, from the end
+    # /manage looks up the first thousand people; each one-click unsubscribes someone new, from the
+    # end of the list down to them (a fast service gets through thousands in a phase).
+    readers = min(1000, size // 2)
+    leaving = iter(range(size - 1, readers - 1, -1))
     end = time.monotonic() + seconds
 
     async def client(n: int) -> None:
@@ -236,7 +239,7 @@ async def load(port: int, secret: str, clients: int, seconds: float, size: int) 
         while time.monotonic() < end:
             name = ENDPOINTS[turn % len(ENDPOINTS)]
             turn += 1
-            person = f"reader{(turn * 7919 + n) % (size // 2):05d}@bench.example"
+            person = f"reader{(turn * 7919 + n) % readers:05d}@bench.example"
             # Tokens are signed before the clock starts: the client's work is not the server's latency.
             if name == "manage":
                 args: tuple[str, str, bytes, str] = (
@@ -248,7 +251,7 @@ async def load(port: int, secret: str, clients: int, seconds: float, size: int) 
             elif name == "healthz":
                 args = ("GET", "/healthz", b"", "")
             else:
-                leaver = f"reader{next(leaving):05d}@bench.example"
+                leaver = f"reader{next(leaving, readers):05d}@bench.example"  # past the end: a repeat
                 target = "/unsubscribe?" + urlencode({"token": signer.sign("unsubscribe", leaver)})
                 args = ("POST", target, b"List-Unsubscribe=One-Click", "application/x-www-form-urlencoded")
             started = time.perf_counter()

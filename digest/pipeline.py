@@ -540,6 +540,7 @@ class Cycle:
         """
         archive = self.settings.data_dir / "archive"
         archive.mkdir(parents=True, exist_ok=True)
+        archive.chmod(0o700)  # each digest names its subscriber: not for other local users to read
         run = _SendRun(
             caught_up=[
                 replace(s, caught_up_to=max(window_start, s.caught_up_to or window_start)) for s in plan.nothing_for

@@ -115,4 +115,5 @@ def test_every_digest_command_in_the_readme_runs(
                 assert "sent" in done.stdout + done.stderr
     assert set(commands) <= ran
     assert smtp.to("ada@example.org"), "the README's `digest run` mailed its subscriber"
+    assert (data_dir / "archive").stat().st_mode & 0o777 == 0o700, "archived digests name their subscribers"
     assert (tmp_path / "subscribers.jsonl").exists()

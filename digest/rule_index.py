@@ -47,6 +47,7 @@ Docs = tuple[set[int], set[int]]  # the docs found, and those of them found in t
 # otherwise build a highlight for every character of every paper.
 MAX_SPANS = 4
 COMBINATIONS = 8  # a phrase searched for as this many joined-term strings at most, else token by token
+MANY_TERMS = 8  # a word of more terms than this is found by a walk over the tokens, not a search per term
 
 
 class OverBudget(Exception):
@@ -205,12 +206,15 @@ class FieldTokens:
             for combination in product(*(sorted(terms.whole) for terms in wanted)):
                 needle = f" {' '.join(combination)} "
                 at = joined.find(needle)
-                kept = 0
+                kept = position = counted = 0
                 while at >= 0 and kept < limit:
-                    found.append(joined.count(" ", 0, at))
+                    position += joined.count(" ", counted, at)  # counted on from the last one, not from 0
+                    counted = at
+                    found.append(position)
                     kept += 1
                     at = joined.find(needle, at + 1)
-            found.sort()
+            if combinations > 1:
+                found.sort()
             return found[:limit]
         last = len(wanted) - 1
         first = wanted[0]
@@ -361,17 +365,33 @@ class ItemIndex:
             if len(wanted) == 1 and not wanted[0].partial:
                 # One word (most rules; its forms, such as patch and patches, are its terms):
                 # inline, a substring search per term, not a call per candidate.
-                needles = [f" {term} " for term in sorted(wanted[0].whole)]
+                whole = wanted[0].whole
+                needles = [f" {term} " for term in sorted(whole)]
                 for doc in sorted(candidates):
                     tokens = column.tokens[doc]
                     assert tokens is not None
-                    joined, bounds = tokens.joined(), tokens.bounds
+                    bounds = tokens.bounds
                     positions: list[int] = []
+                    if len(needles) > MANY_TERMS:
+                        # A prefix of many terms (th* → the, that, this, …): one walk over the
+                        # paper's tokens that stops at the cap beats a search per term.
+                        for position, term in enumerate(tokens.terms):
+                            if term in whole:
+                                positions.append(position)
+                                if len(positions) >= cap:
+                                    break
+                        found.setdefault(doc, []).extend(
+                            Highlight(name, bounds[2 * position], bounds[2 * position + 1]) for position in positions
+                        )
+                        continue
+                    joined = tokens.joined()
                     for needle in needles:
                         at = joined.find(needle)
-                        kept = 0
+                        kept = position = counted = 0
                         while at >= 0 and kept < cap:
-                            positions.append(joined.count(" ", 0, at))
+                            position += joined.count(" ", counted, at)
+                            counted = at
+                            positions.append(position)
                             kept += 1
                             at = joined.find(needle, at + 1)
                     if len(needles) > 1:
@@ -419,7 +439,7 @@ class ItemIndex:
                 assert tokens is not None
                 lefts = tokens.phrase_at(left, len(tokens.terms))
                 rights = tokens.phrase_at(right, len(tokens.terms)) if lefts else []
-                places = _near(tokens, lefts, len(left), rights, len(right), distance)
+                places = _near(tokens, lefts, len(left), rights, len(right), distance, first_only=not spans)
                 if not places:
                     continue
                 kept = found.setdefault(doc, [])
@@ -523,16 +543,34 @@ class ItemIndex:
 
 
 def _near(
-    tokens: FieldTokens, lefts: list[int], left_len: int, rights: list[int], right_len: int, distance: int
+    tokens: FieldTokens,
+    lefts: list[int],
+    left_len: int,
+    rights: list[int],
+    right_len: int,
+    distance: int,
+    first_only: bool = False,
 ) -> list[tuple[int, int]]:
     """(start, length) of each occurrence of either phrase that has one of the other within
-    ``distance`` words (words strictly between them), in the same value (no "" between them)."""
+    ``distance`` words (words strictly between them), in the same value (no "" between them).
+
+    Both lists are in order: for each left one, only the right ones in its window are looked at
+    (bisection), so two common words cost their occurrences, not their product. ``first_only``
+    returns at the first pair (deciding needs no more)."""
     places: set[tuple[int, int]] = set()
+    boundaries = [k for k, term in enumerate(tokens.terms) if term == ""] if "" in tokens.terms else []
     for a in lefts:
-        for b in rights:
+        low = bisect.bisect_left(rights, a - distance - right_len)
+        high = bisect.bisect_right(rights, a + left_len + distance)
+        for b in rights[low:high]:
             first, first_len, second = (a, left_len, b) if a <= b else (b, right_len, a)
             gap = second - (first + first_len)
-            if 0 <= gap <= distance and "" not in tokens.terms[first:second]:
-                places.add((a, left_len))
-                places.add((b, right_len))
+            if not 0 <= gap <= distance:
+                continue
+            if boundaries and bisect.bisect_left(boundaries, first) != bisect.bisect_left(boundaries, second):
+                continue  # a value boundary between them: two authors, say
+            places.add((a, left_len))
+            places.add((b, right_len))
+            if first_only:
+                return sorted(places)
     return sorted(places)

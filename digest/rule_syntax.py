@@ -354,7 +354,8 @@ def words_of(text: str, rule: str, offset: int) -> list[Word]:
                 raise RuleError("'*' can only end a word, as in diffus*", rule, column)
             if exact:
                 raise RuleError("'=' (this exact word) and '*' (words that begin so) do not go together", rule, column)
-            if not (k or words) and len(body[: tokens[k].end]) < MIN_PREFIX:  # "3D*": D follows 3
+            # "3D*": D follows 3; only letters and digits count (":0*" is a one-digit prefix)
+            if not (k or words) and sum(char.isalnum() for char in body[: tokens[k].end]) < MIN_PREFIX:
                 raise RuleError(f"a prefix needs at least {MIN_PREFIX} letters or digits before '*'", rule, column)
             prefixes.add(k)
         words.extend(Word(body[t.start : t.end], k in prefixes, exact) for k, t in enumerate(tokens))

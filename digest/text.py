@@ -96,16 +96,24 @@ _SIBILANT = ("s", "x", "z", "ch", "sh")
 
 def singulars(word: str) -> set[str]:
     """``word`` (normalised) and the singulars it may be the plural of: patches → patch, patche;
-    studies → study, studie; GPUs → gpu. Words of letters only, never one in :data:`NOT_PLURAL`."""
+    studies → study, studie; GPUs → gpu. Words of letters only, never one in :data:`NOT_PLURAL`.
+    A candidate is kept only if ``word`` is its plural (:func:`_plural_forms`): "axs" is no plural of ax."""
     found = {word}
     if not word.isalpha() or word in NOT_PLURAL or len(word) < 3 or not word.endswith("s"):
         return found
+    candidates = set() if word.endswith(("ss", "is")) else {word[:-1]}  # glass, analysis: not plurals
     if word.endswith("ies") and len(word) > 4:
-        found.add(word[:-3] + "y")
-    if word.endswith("es") and word[:-2].endswith(_SIBILANT) and len(word) > 4:
-        found.add(word[:-2])
-    if not word.endswith(("ss", "is")):
-        found.add(word[:-1])
+        candidates.add(word[:-3] + "y")
+    if word.endswith("es") and len(word) > 4:
+        candidates.add(word[:-2])
+    return found | {candidate for candidate in candidates if word in _plural_forms(candidate)}
+
+
+def _plural_forms(word: str) -> set[str]:
+    """How English makes a plural of ``word``: +es after s/x/z/ch/sh, else +s; y after a consonant → ies."""
+    found = {word + "es"} if word.endswith(_SIBILANT) else {word + "s"}
+    if word.endswith("y") and len(word) > 2 and word[-2] not in "aeiou":
+        found.add(word[:-1] + "ies")
     return found
 
 
@@ -113,10 +121,7 @@ def plurals(word: str) -> set[str]:
     """The plural forms of a singular: +s, +es after s/x/z/ch/sh, y → ies (none in NOT_PLURAL)."""
     if not word.isalpha() or len(word) < 2:
         return set()
-    found = {word + "es"} if word.endswith(_SIBILANT) else {word + "s"}
-    if word.endswith("y") and len(word) > 2 and word[-2] not in "aeiou":
-        found.add(word[:-1] + "ies")
-    return {plural for plural in found - NOT_PLURAL if word in singulars(plural)}  # both ways, always
+    return {plural for plural in _plural_forms(word) - NOT_PLURAL if word in singulars(plural)}  # both ways
 
 
 def forms(word: str) -> frozenset[str]:
@@ -126,10 +131,9 @@ def forms(word: str) -> frozenset[str]:
     never new. Expanding the rule's word (a few forms, looked up in the index) instead of cutting
     every word of every paper down to a stem keeps the words of papers as they are.
     """
-    base = normal(word)
-    found = singulars(base)
-    for singular in found - {base} if len(found) > 1 else found:
-        found = found | plurals(singular)
+    found = singulars(normal(word))
+    for singular in set(found):  # the word itself too: "gas" may be a singular (gases) as well as a plural
+        found |= plurals(singular)
     return frozenset(found)
 
 

@@ -559,7 +559,7 @@ def demo() -> None:
         return
     html_path = extract_html(emails[-1])
     out.print(f"Email (.eml): {emails[-1].resolve()}\nOpen this in a browser: {html_path.resolve()}")
-    if in_container():
+    if in_container() and Path("/data") in emails[-1].resolve().parents:  # the image's volume, not a dev container
         show_email_from_container(emails[-1])
 
 

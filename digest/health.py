@@ -45,6 +45,19 @@ def cycle_summary(cycle: Mapping[str, Any]) -> dict[str, Any]:
     return summary
 
 
+def failing_because(cycle: Mapping[str, Any]) -> str:
+    """Why the last cycle failed, as an operator reads it: the sources that were down (with the
+    days owed), else the emails not handed over."""
+    down = [
+        f"source {s.get('name')} down" + (f" ({', '.join(s['days_failed'])})" if s.get("days_failed") else "")
+        for s in cycle.get("sources") or ()
+        if isinstance(s, Mapping) and not s.get("ok", True)
+    ]
+    if down:
+        return "; ".join(down) + "; fetched again at the next cycle"
+    return "the last cycle did not deliver everything; it is retried at the next cycle"
+
+
 def only_addresses_refused(cycle: Mapping[str, Any]) -> bool:
     """The cycle failed only because the server refused some addresses for good, and others got theirs."""
     failed, refused = int(cycle.get("failed") or 0), int(cycle.get("refused") or 0)
@@ -78,7 +91,7 @@ def assess(
         body["problem"] = f"{last.get('refused')} address(es) refused by the SMTP server; see `digest status`"
     elif last is not None and not last.get("ok"):
         body["status"] = "failing"
-        body["problem"] = "the last cycle did not deliver everything; it is retried at the next cycle"
+        body["problem"] = failing_because(last)
         return 503, body
     if last_scheduled is not None and now - last_scheduled > grace:
         responsible = last is not None or last_scheduled >= serving_since

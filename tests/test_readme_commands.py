@@ -117,3 +117,14 @@ def test_every_digest_command_in_the_readme_runs(
     assert smtp.to("ada@example.org"), "the README's `digest run` mailed its subscriber"
     assert (data_dir / "archive").stat().st_mode & 0o777 == 0o700, "archived digests name their subscribers"
     assert (tmp_path / "subscribers.jsonl").exists()
+
+
+def test_the_demo_outside_the_image_prints_paths_not_the_container_hint(tmp_path: Path) -> None:
+    """Hosts with /.dockerenv (dev containers, CI) are not the image: its files are right here."""
+    env = cli_env(tmp_path / "data", DIGEST_SOURCES__HF_PAPERS__BASE_URL=f"http://127.0.0.1:{free_port()}")
+    done = subprocess.run(
+        [sys.executable, "-m", "digest", "demo"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"Open this in a browser: {tmp_path / 'data' / 'demo' / 'outbox'}" in done.stdout
+    assert "inside the container" not in done.stdout and "--- the email" not in done.stdout

@@ -159,3 +159,25 @@ def test_export_dash_writes_to_standard_output(tmp_path: Path) -> None:
     done = run_cli("export", "-", env=env, cwd=tmp_path)
     assert done.returncode == 0 and '"email": "ada@example.org"' in done.stdout
     assert not (tmp_path / "-").exists()
+
+
+def test_healthz_names_the_source_that_was_down() -> None:
+    """From the newcomer's pass: a source down read as "did not deliver everything"."""
+    from datetime import UTC, datetime, timedelta
+
+    from digest.health import assess
+
+    started = datetime(2026, 12, 6, 7, 0, tzinfo=UTC)
+    down = {
+        "started_at": started.isoformat(),
+        "ok": False,
+        "sources": [
+            {"name": "hf_papers", "ok": False, "days_failed": ["2026-12-05", "2026-12-06"]},
+            {"name": "arxiv", "ok": True, "days_failed": []},
+        ],
+    }
+    status, body = assess([down], None, started + timedelta(minutes=5), timedelta(hours=1), started)
+    assert status == 503 and body["problem"].startswith("source hf_papers down (2026-12-05, 2026-12-06)")
+    unsent = {**down, "sources": [{"name": "hf_papers", "ok": True}]}
+    _, body = assess([unsent], None, started + timedelta(minutes=5), timedelta(hours=1), started)
+    assert "did not deliver everything" in body["problem"]

@@ -408,7 +408,8 @@ def _describe(exc: ValidationError, path: Path) -> str:
         if key.endswith(("password", "secret_key", "private_key")) or key.startswith("dkim") or repr(given) in message:
             shown = ""  # a secret, or a value the message already quotes
         if error["type"] == "extra_forbidden":
-            message = "unknown setting"
+            nearest = difflib.get_close_matches(key, setting_paths(), n=1, cutoff=0.6)
+            message = "unknown setting" + (f" (did you mean {nearest[0]}?)" if nearest else "")
         lines.append(f"{key}: {message}{shown} [set in {path} or {env}]")
     return "bad settings: " + lines[0] if len(lines) == 1 else "bad settings:\n  " + "\n  ".join(lines)
 

@@ -318,3 +318,10 @@ def test_serve_logs_its_settings_file_first_and_its_lifecycle_at_info(tmp_path: 
         line = next(line for line in lines if event in line)
         assert "level=info" in line, line
     assert re.search(rf"next cycle at {TIME.pattern}", log.read_text())
+
+
+def test_a_typo_in_the_settings_file_names_the_nearest_key(tmp_path: Path) -> None:
+    config = tmp_path / "digest.toml"
+    config.write_text('publc_url = "https://papers.example.org"\n', encoding="utf-8")
+    done = run_cli("--config", str(config), "status", env=cli_env(tmp_path / "data"))
+    assert done.returncode == 2 and "publc_url: unknown setting (did you mean public_url?)" in done.stderr

@@ -464,7 +464,8 @@ def preview(
         fail(exc)
     digest = next((d for d in cycle.dry_run_plan.digests if d.subscriber.email == person.email), None)
     if digest is None:
-        out.print(f"nothing new for {person.email} as of {as_of} ({report.summary()})")
+        written = f"; {out_file} not written" if out_file else ""
+        out.print(f"nothing new for {person.email} as of {as_of}{written} ({report.summary()})")
         return
     html, message = cycle.compose(digest)
     target = out_file or settings.data_dir / "preview" / f"{person.email}-{as_of}.html"

@@ -113,6 +113,8 @@ def test_every_digest_command_in_the_readme_runs(
             done = run(line)
             if line.startswith("digest run") and "--dry-run" not in line:
                 assert "sent" in done.stdout + done.stderr
+            if line.startswith("digest preview") and not (tmp_path / "ada.html").exists():
+                assert "ada.html not written" in done.stdout, "a preview that writes nothing says so"
     assert set(commands) <= ran
     assert smtp.to("ada@example.org"), "the README's `digest run` mailed its subscriber"
     assert (data_dir / "archive").stat().st_mode & 0o777 == 0o700, "archived digests name their subscribers"

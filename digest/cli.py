@@ -296,7 +296,15 @@ def subscribe(
         fail(f"--layout {layout!r}: use one of {', '.join(LAYOUTS)}", 2)
     try:
         address = normalize_email(email)
-        parse_rules(rule)
+        try:
+            parsed = parse_rules(rule)
+        except RuleError as exc:
+            from digest.rule_syntax import pointer
+
+            print(pointer(exc), file=sys.stderr)  # the rule, and a caret under the column
+            raise
+        for warning in (warning for one in parsed for warning in one.warnings):
+            print(f"digest: note: {warning}", file=sys.stderr)  # a warning, not a refusal
         with open_store(settings.data_dir) as store:
             existing = store.subscriber(address)
             subscriber = Subscriber(

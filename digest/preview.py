@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import ParamSpec, TypeVar
 
@@ -74,6 +74,7 @@ class Preview:
     considered: int
     notes: tuple[str, ...] = ()
     days: int = PREVIEW_DAYS
+    warnings: tuple[str, ...] = ()  # how a rule may be misread ("video or audio" is one phrase)
 
     @property
     def count_text(self) -> str:
@@ -231,7 +232,10 @@ def preview_rules(rules_text: str, index: Callable[[], ItemIndex]) -> tuple[Prev
         rules = parse_rules(good)
     except RuleError:  # a check across the rules as a whole; check_rules has already said which
         return None, check.errors
-    return build_preview(index(), rules), check.errors
+    preview = build_preview(index(), rules)
+    # A misreading ("video or audio" is one phrase) is a note beside the matches, not a refusal.
+    warnings = tuple(f"“{rule.text}”: {warning}" for rule in rules for warning in rule.warnings)
+    return (replace(preview, warnings=warnings) if warnings else preview), check.errors
 
 
 def _parses(rule: str) -> bool:

@@ -115,3 +115,13 @@ def test_near_is_what_reading_the_words_finds(words: list[str], distance: int) -
 def test_a_word_and_each_of_its_forms_stand_for_each_other(word: str) -> None:
     for form in forms(word):
         assert word.lower() in forms(form) or form == word.lower()
+
+
+def test_subscribe_warns_about_misreadings_and_points_at_errors(tmp_path: Path) -> None:
+    env = cli_env(tmp_path / "data")
+    warned = run_cli("subscribe", "a@example.org", "-k", "video or audio", env=env)
+    assert warned.returncode == 0, warned.stderr
+    assert "note: 'or' is read as a word" in warned.stderr, "a warning, not a refusal"
+    refused = run_cli("subscribe", "a@example.org", "-k", "title:(4090", env=env)
+    assert refused.returncode == 2
+    assert "  title:(4090\n        ^\n" in refused.stderr, "a caret under column 7"

@@ -181,3 +181,12 @@ def test_healthz_names_the_source_that_was_down() -> None:
     unsent = {**down, "sources": [{"name": "hf_papers", "ok": True}]}
     _, body = assess([unsent], None, started + timedelta(minutes=5), timedelta(hours=1), started)
     assert "did not deliver everything" in body["problem"]
+
+
+def test_the_preview_notes_a_rule_that_may_be_misread(settings: Settings) -> None:
+    with running(settings, Clock()) as client:
+        token = csrf_of(client.get("/").text)
+        answer = client.post("/preview", data={"csrf": token, "rules": "video or audio\n4090"})
+        assert answer.status_code == 200
+        assert "“video or audio”: &#39;or&#39; is read as a word" in answer.text, "a note, not a refusal"
+        assert "not all rules checked" not in answer.text

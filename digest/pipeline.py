@@ -464,7 +464,8 @@ class Cycle:
             for lost in lost_days_notices({source.name: days}, catchup):
                 log.error("%s", lost)
             result = source.fetch(self.client, days.fetch)
-            source_report = SourceReport(name=source.name, fetched=len(result.items))
+            # Papers, not listings: one listed on two days of the window counts once (as the cycle's total).
+            source_report = SourceReport(name=source.name, fetched=len({item.id for item in result.items}))
             if result.failed_days:
                 source_report.ok = False
                 source_report.error = "; ".join(result.errors)

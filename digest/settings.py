@@ -410,7 +410,8 @@ def _describe(exc: ValidationError, path: Path) -> str:
         if error["type"] == "extra_forbidden":
             nearest = difflib.get_close_matches(key, setting_paths(), n=1, cutoff=0.6)
             message = "unknown setting" + (f" (did you mean {nearest[0]}?)" if nearest else "")
-        lines.append(f"{key}: {message}{shown} [set in {path} or {env}]")
+        where = f"{path} or {env}" if path.exists() else env  # no settings file: only the variable
+        lines.append(f"{key}: {message}{shown} [set in {where}]")
     return "bad settings: " + lines[0] if len(lines) == 1 else "bad settings:\n  " + "\n  ".join(lines)
 
 

@@ -317,9 +317,11 @@ def test_a_cycle_sends_its_receipt_and_names_a_quiet_source(hf_api: FakeHfApi, s
     body = text.split("\n-- \n")[0]
     receipt = " ".join(body.strip().rsplit("\n\n", 1)[1].split())
     assert receipt == (
-        "Checked Hugging Face Daily Papers, Nov 19–20: 92 papers · "
+        "Checked Hugging Face Daily Papers, Nov 19–20: 83 papers · "
         "arXiv cs.CV: nothing, though it usually lists papers."
     )
+    # Papers, not listings: 9 of the 92 listings are the same papers on both days, as the cycle counts.
+    assert "fetched 83," in result.stdout
     head = " ".join(body.split("\n\n\n")[0].split())
     assert "Note: arXiv cs.CV listed no papers, when it usually lists some" in head
     assert "arXiv cs.CV listed no papers" in result.stdout + result.stderr  # and the operator's log

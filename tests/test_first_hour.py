@@ -150,7 +150,11 @@ def test_settings_errors_quote_the_value_once_and_name_their_key(tmp_path: Path)
     assert url.count("notaurl") == 1 and "public_url:" in url and "DIGEST_PUBLIC_URL" in url
     across = one_line_error(run_cli("status", env=cli_env(data_dir, DIGEST_RETENTION_DAYS="10")))
     assert "bad settings: retention_days: retention_days (10) must be more than" in across
-    assert "[set in config/digest.toml or DIGEST_RETENTION_DAYS]" in across
+    assert "[set in DIGEST_RETENTION_DAYS]" in across, "no settings file: only the variable is named"
+    config = tmp_path / "digest.toml"
+    config.write_text("retention_days = 10\n", encoding="utf-8")
+    in_file = one_line_error(run_cli("--config", str(config), "status", env=cli_env(data_dir)))
+    assert f"[set in {config} or DIGEST_RETENTION_DAYS]" in in_file
     dkim = one_line_error(run_cli("status", env=cli_env(data_dir, DIGEST_DKIM__PRIVATE_KEY="x")))
     assert "dkim.selector:" in dkim and "DIGEST_DKIM__SELECTOR]" in dkim and ": dkim.selector is needed" in dkim
 

@@ -35,13 +35,13 @@ from pathlib import Path
 from typing import Any
 
 from bench.workload import history_days, items_for_day, subscribers, vocabulary
-from digest.mailer import SmtpConnection
-from digest.pipeline import candidate_start, digest_links, digest_message, plan_digests, window_days
-from digest.render import render_digest
+from digest.cycle.steps import candidate_start, digest_links, digest_message, plan_digests, window_days
+from digest.mail.mailer import SmtpConnection
+from digest.mail.render import render_digest
 from digest.settings import Settings
+from digest.signing import Signer
 from digest.sources.hf_papers import parse
-from digest.store import Store, open_store
-from digest.tokens import Signer
+from digest.state.store import Store, open_store
 from tests.servers import FakeHfApi
 
 TODAY = date(2026, 11, 20)

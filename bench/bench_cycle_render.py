@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
 from bench.workload import items_for_day, subscribers, vocabulary
+from digest.cycle.steps import digest_message, plan_digests
+from digest.mail.render import PAPERS, Links, render_digest
 from digest.models import Subscriber
-from digest.pipeline import digest_message, plan_digests
-from digest.render import PAPERS, Links, render_digest
 from digest.sources.hf_papers import parse
 
 DAY = date(2026, 11, 20)

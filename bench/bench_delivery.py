@@ -1,7 +1,7 @@
 """Delivery over a relay that is not on this machine: a real cycle through a delay proxy.
 
 A relay is rarely local; at a 10 ms round trip the SMTP conversation, not the CPU, decides how long
-a cycle takes. This runs whole cycles (:func:`digest.runner.run_once`, the bundled sample, one
+a cycle takes. This runs whole cycles (:func:`digest.cycle.run.run_once`, the bundled sample, one
 20-paper digest per subscriber) against an aiosmtpd server that offers PIPELINING, behind a proxy
 that holds every chunk ``--delay-ms`` in each direction (5 ms each way: a 10 ms round trip), for:
 one connection without pipelining, with pipelining, and 4 and 8 connections with pipelining.
@@ -142,11 +142,11 @@ def start(*args: str) -> tuple[subprocess.Popen[str], int]:
 
 # -- the cycles ------------------------------------------------------------------------------------
 def run_case(proxy_port: int, subscribers: int, connections: int, pipelining: bool) -> tuple[float, int]:
+    from digest.cycle.run import run_once
     from digest.models import Subscriber
-    from digest.runner import run_once
     from digest.settings import load_settings
     from digest.sources.sample import SampleSource
-    from digest.store import open_store
+    from digest.state.store import open_store
 
     with tempfile.TemporaryDirectory(prefix="bench-delivery-") as data:
         os.environ.update(

@@ -37,11 +37,12 @@ from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
-from digest.message import DkimKey, load_dkim_key
+from digest.cycle.steps import digest_message
+from digest.mail.message import DkimKey, load_dkim_key
+from digest.mail.render import PAPERS, Links, RenderedDigest, item_view, render_digest
+from digest.matching.ranking import rank_entries
+from digest.matching.rules import ItemIndex, Matcher, parse_rules
 from digest.models import Digest, DigestEntry, Item, Subscriber
-from digest.pipeline import digest_message
-from digest.render import PAPERS, Links, RenderedDigest, item_view, rank_entries, render_digest
-from digest.rules import ItemIndex, Matcher, parse_rules
 from digest.settings import DkimSettings
 from digest.sources.hf_papers import parse
 from digest.sources.sample import SAMPLE_BASE_URL, sample_days

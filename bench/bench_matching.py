@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TypeVar
 
-from digest.collector import collector_paused
+from digest.cycle.gc_pause import collector_paused
+from digest.matching.rules import TEXT_FIELDS, ItemIndex, Matcher, parse_rules
 from digest.models import Item, RuleMatch
-from digest.rules import TEXT_FIELDS, ItemIndex, Matcher, parse_rules
 from digest.text import terms
 
 T = TypeVar("T")

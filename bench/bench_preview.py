@@ -36,13 +36,13 @@ from pathlib import Path
 import httpx
 
 from bench.workload import _corpus
+from digest.matching.rules import TEXT_FIELDS, ItemIndex
 from digest.models import Item
-from digest.pages import render_page
-from digest.preview import MAX_PREFIXES, MAX_REGEXES, MAX_TERMS, PREVIEW_DAYS, preview_rules
-from digest.rules import TEXT_FIELDS, ItemIndex
 from digest.sources.hf_papers import parse
-from digest.store import open_store
-from digest.subscriptions import MAX_RULES, MAX_RULES_CHARS, check_rules
+from digest.state.store import open_store
+from digest.state.subscriptions import MAX_RULES, MAX_RULES_CHARS, check_rules
+from digest.web.pages import render_page
+from digest.web.preview import MAX_PREFIXES, MAX_REGEXES, MAX_TERMS, PREVIEW_DAYS, preview_rules
 
 PER_DAY = 120
 FIRST = ["Wei", "Maria", "Ahmed", "Yuki", "Olga", "Carlos", "Priya", "Jonas", "Chen", "Fatima", "Lucas", "Ana"]

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from dataclasses import replace
 from datetime import date
 
-from digest.collector import collector_paused
+from digest.cycle.gc_pause import collector_paused
+from digest.matching.rules import TEXT_FIELDS, ItemIndex, Matcher, parse_rules
+from digest.matching.syntax import MAX_RULE_LENGTH
 from digest.models import Item
-from digest.rule_syntax import MAX_RULE_LENGTH
-from digest.rules import TEXT_FIELDS, ItemIndex, Matcher, parse_rules
 from digest.sources.hf_papers import parse
 from digest.sources.sample import sample_days
 

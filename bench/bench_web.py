@@ -93,7 +93,7 @@ def build_store(store_dir: Path, size: int) -> None:
     from bench.__main__ import build_history
     from bench.workload import subscribers, vocabulary
     from digest.models import CycleReport
-    from digest.store import open_store
+    from digest.state.store import open_store
 
     vocab = vocabulary()
     lines = subscribers(size, vocab)
@@ -223,7 +223,7 @@ async def load(port: int, secret: str, clients: int, seconds: float, size: int) 
     """``clients`` loops for ``seconds``; per endpoint the latencies (None: not answered 200)."""
     from urllib.parse import urlencode
 
-    from digest.tokens import Signer
+    from digest.signing import Signer
 
     signer = Signer(secret)
     results: dict[str, list[float | None]] = {name: [] for name in ENDPOINTS}

@@ -1,6 +1,6 @@
 """Allow ``python -m digest``."""
 
-from digest.cli import main
+from digest.ops.cli import main
 
 if __name__ == "__main__":
     main()

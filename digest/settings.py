@@ -70,7 +70,7 @@ class ScheduleSettings(_Section):
     @field_validator("cron")
     @classmethod
     def _valid_cron(cls, value: str) -> str:
-        from digest.schedule import cron_trigger
+        from digest.clock import cron_trigger
 
         try:
             cron_trigger(value, "UTC")
@@ -88,7 +88,7 @@ class SmtpSettings(_Section):
     password_file: Path | None = None
     from_address: str = "digest@localhost"
     timeout_seconds: float = Field(default=30.0, gt=0)
-    # What the relay allows (unset: no limit); digests over a quota wait for the next cycle (digest.quota).
+    # What the relay allows (unset: no limit); digests over a quota wait for the next cycle (digest.mail.quota).
     max_per_second: float | None = Field(default=None, gt=0)
     max_per_hour: int | None = Field(default=None, ge=1)
     max_per_day: int | None = Field(default=None, ge=1)
@@ -117,7 +117,7 @@ class HfPapersSettings(_Section):
 
 class BouncesSettings(_Section):
     """Where bounces go (``address``: each digest's envelope sender becomes ``local+<token>@domain``)
-    and the IMAP mailbox ``digest bounces`` reads them from (digest.bounces)."""
+    and the IMAP mailbox ``digest bounces`` reads them from (digest.mail.bounces)."""
 
     address: str | None = Field(default=None, pattern=r"^[^@\s+]+@[^@\s]+$")
     imap_host: str | None = None
@@ -532,18 +532,6 @@ def read_secret_file(path: Path, key: str) -> str:
     if "\n" in text:
         raise SettingsError(f"{key}: {path} holds more than one line; put the secret alone on one line")
     return text
-
-
-def check_secrets(settings: Settings) -> None:
-    """Read every secret now, as ``serve`` and ``run`` start: an unreadable password file must stop
-    start-up with its name, not the 07:00 cycle (with the container reported healthy until then)."""
-    from digest.message import load_dkim_key  # message imports this module
-
-    if settings.smtp.password_file is not None:
-        read_secret_file(settings.smtp.password_file, "smtp.password_file")
-    load_dkim_key(settings.dkim, settings.smtp.from_address)
-    if settings.secret_key is None and (settings.data_dir / "secret_key").exists():
-        read_secret_file(settings.data_dir / "secret_key", "secret_key")
 
 
 def healthz_url(settings: Settings | None = None) -> str:

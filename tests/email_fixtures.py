@@ -17,9 +17,10 @@ from types import ModuleType
 
 import pytest
 
+from digest.mail.render import Links
+from digest.matching.ranking import rank_entries
+from digest.matching.rules import ItemIndex, Matcher, parse_rules
 from digest.models import Digest, DigestEntry, Item, Subscriber
-from digest.render import Links, rank_entries
-from digest.rules import ItemIndex, Matcher, parse_rules
 from digest.sources.hf_papers import parse
 from digest.sources.sample import SAMPLE_BASE_URL, sample_days, with_search_links
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from digest.ahead import Ahead, can_fork, timed
+from digest.cycle.render_ahead import Ahead, can_fork, timed
 
 PARENT = os.getpid()
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,7 +120,7 @@ def test_the_child_dies_with_its_parent(tmp_path: Path) -> None:
     script = tmp_path / "parent.py"
     script.write_text(
         "import os, sys, time\n"
-        "from digest.ahead import Ahead\n"
+        "from digest.cycle.render_ahead import Ahead\n"
         "def hang(n):\n"
         "    time.sleep(60)\n"
         "    return os.getpid()\n"

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from digest.bounces import parse_report, verp_address, verp_token
-from digest.store import STORE_FILE, open_store
+from digest.mail.bounces import parse_report, verp_address, verp_token
+from digest.state.store import STORE_FILE, open_store
 from tests.conftest import cli_env, run_cli
 from tests.servers import FakeHfApi, SmtpSink, free_port
 
@@ -264,7 +264,7 @@ def test_bounces_suspend_complaints_unsubscribe_and_a_repair_keeps_both(
 def test_soft_bounces_suspend_only_in_a_row(tmp_path: Path) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from digest.bounces import Report, apply_reports
+    from digest.mail.bounces import Report, apply_reports
     from digest.models import Subscriber
 
     token = verp_token(SECRET, "soft@example.org")

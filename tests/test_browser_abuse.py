@@ -16,8 +16,8 @@ from urllib.parse import urlparse
 import pytest
 
 from digest.settings import Settings
-from digest.store import Store
-from digest.tokens import Signer
+from digest.signing import Signer
+from digest.state.store import Store
 from tests.servers import SmtpSink
 from tests.test_browser_web import CHROMIUM, shoot
 from tests.web_support import SECRET, Clock, csrf_of, link_in, make_settings, running, sample_items, seed_items

@@ -19,14 +19,14 @@ from urllib.parse import unquote, urlparse
 import httpx
 import pytest
 
+from digest.cycle.steps import digest_links
+from digest.mail.render import render_digest
 from digest.models import Subscriber
-from digest.pipeline import digest_links
-from digest.render import render_digest
 from digest.settings import ScheduleSettings, Settings
-from digest.store import open_store
-from digest.subscriptions import state_key
-from digest.tokens import Signer
-from digest.web import create_app, without_self_links
+from digest.signing import Signer
+from digest.state.store import open_store
+from digest.state.subscriptions import state_key
+from digest.web.app import create_app, without_self_links
 from tests.email_fixtures import sample_digest
 from tests.test_browser_web import ARTIFACTS, CHROMIUM
 from tests.web_support import SECRET, TODAY, Clock, csrf_of, live_server, make_settings, sample_items, seed_items

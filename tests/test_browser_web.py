@@ -14,7 +14,7 @@ import pytest
 
 from digest.models import Item
 from digest.settings import Settings
-from digest.store import Store
+from digest.state.store import Store
 from tests.servers import SmtpSink
 from tests.web_support import Clock, link_in, make_settings, running, sample_items, seed_items
 

@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from digest.collector import collector_paused
+from digest.cycle.gc_pause import collector_paused
 
 
 def test_paused_inside_and_enabled_again_after_even_on_error() -> None:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from digest.ahead import can_fork
+from digest.cycle.render_ahead import can_fork
+from digest.cycle.run import run_once
+from digest.cycle.steps import prune_archive
 from digest.models import Subscriber
-from digest.pipeline import prune_archive
-from digest.runner import run_once
 from digest.settings import load_settings
 from digest.sources.sample import SampleSource
-from digest.store import open_store
+from digest.state.store import open_store
 from tests.servers import SmtpSink
 
 

@@ -2,7 +2,7 @@
 throttling replies waited out on their own budget, several connections, and PIPELINING.
 
 Every test talks to aiosmtpd servers started here on 127.0.0.1; the quota test moves the cycle's
-clock a day at a time (``digest.runner.utc_now``), as four daily cycles would.
+clock a day at a time (``digest.cycle.run.utc_now``), as four daily cycles would.
 """
 
 from __future__ import annotations
@@ -24,15 +24,15 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from digest import runner
-from digest.mailer import SmtpConnection
+from digest.cycle import run as runner
+from digest.cycle.run import run_once
+from digest.mail.mailer import SmtpConnection
+from digest.mail.quota import QUOTA_FILE, is_throttling
 from digest.models import Subscriber
-from digest.quota import QUOTA_FILE, is_throttling
-from digest.runner import run_once
+from digest.ops.status import gather
 from digest.settings import Settings, load_settings
 from digest.sources.sample import SampleSource
-from digest.status import gather
-from digest.store import Store, journaled_deliveries, open_store
+from digest.state.store import Store, journaled_deliveries, open_store
 from tests.conftest import run_cli
 from tests.servers import SmtpSink, _Handler, free_port
 
@@ -406,7 +406,7 @@ def test_a_store_write_that_fails_on_another_connection_fails_the_cycle(
     tmp_path: Path, make_relay: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from digest.errors import StoreWriteError
-    from digest.store import Store as StoreClass
+    from digest.state.store import Store as StoreClass
 
     sink, _ = make_relay()
     settings = settings_for(tmp_path, sink, monkeypatch, connections="3")

@@ -1,4 +1,4 @@
-"""Unsubscribes taken while another process holds the store (:mod:`digest.departures`): a one-click
+"""Unsubscribes taken while another process holds the store (:mod:`digest.state.departures`): a one-click
 unsubscribe to ``digest serve`` while a CLI ``digest run`` sends is answered at once, durable, seen
 by every process, honoured by that run before its next email, and folded into the journal."""
 
@@ -13,12 +13,12 @@ from typing import Any
 import httpx
 import pytest
 
-from digest.departures import PENDING_FILE, append_departure, read_departures, take_departures
 from digest.errors import CycleLockedError
-from digest.keeper import StoreKeeper
 from digest.models import Subscriber
-from digest.store import JOURNAL_FILE, Store, open_store, store_lock
-from digest.tokens import Signer
+from digest.signing import Signer
+from digest.state.departures import PENDING_FILE, append_departure, read_departures, take_departures
+from digest.state.keeper import StoreKeeper
+from digest.state.store import JOURNAL_FILE, Store, open_store, store_lock
 from tests.conftest import cli_env, run_cli
 from tests.servers import SmtpSink
 from tests.test_end_to_end import EXPECTED, expected_ids

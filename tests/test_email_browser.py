@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
+from digest.mail.render import render_digest
 from digest.models import Digest
-from digest.render import render_digest
 from tests.email_fixtures import LINKS, hostile_digest, huge_digest, sample_digest
 
 RECEIPT = "Checked Hugging Face Daily Papers, Nov 19–20: 92 papers · arXiv cs.CV+cs.LG: 104 papers · 2 feeds: 9 papers."

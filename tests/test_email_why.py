@@ -27,14 +27,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digest import store_shape
-from digest.coverage import coverage
-from digest.highlight import email_html, tidy
-from digest.html_lines import break_long_lines
-from digest.message import DEFAULT_SENDER_NAME, DkimKey, build_message, load_dkim_key
-from digest.mime import has_long_line, html_part_bound, html_part_size, seven_bit_html
-from digest.models import Digest, DigestEntry, Item, RuleMatch, SourceReport, Subscriber
-from digest.render import (
+from digest.cycle.coverage import coverage
+from digest.mail.html_lines import break_long_lines
+from digest.mail.message import DEFAULT_SENDER_NAME, DkimKey, build_message, load_dkim_key
+from digest.mail.mime import has_long_line, html_part_bound, html_part_size, seven_bit_html
+from digest.mail.render import (
     HTML_LIMIT_BYTES,
     SITE_NAME,
     SNIPPET_CHARS,
@@ -43,8 +40,11 @@ from digest.render import (
     paper_cache,
     render_digest,
 )
+from digest.matching.highlight import email_html, tidy
+from digest.models import Digest, DigestEntry, Item, RuleMatch, SourceReport, Subscriber
 from digest.settings import DkimSettings, Settings
 from digest.sources.sample import SampleSource, sample_last_day
+from digest.state import shape as store_shape
 from digest.text import terms
 from tests.conftest import cli_env, run_cli
 from tests.email_fixtures import (

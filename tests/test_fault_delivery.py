@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-import digest.ahead as ahead_module
-from digest.ahead import Ahead, can_fork
+import digest.cycle.render_ahead as ahead_module
+from digest.cycle.render_ahead import Ahead, can_fork
 from digest.errors import TransientDeliveryError
-from digest.mailer import SmtpMailer, UnresponsiveServerError
+from digest.mail.mailer import SmtpMailer, UnresponsiveServerError
 from digest.retry import Retrier, RetryPolicy
 from digest.settings import SmtpSettings
 from tests.conftest import cli_env, run_cli

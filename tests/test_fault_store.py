@@ -17,7 +17,7 @@ import pytest
 
 from digest.errors import StoreError, StoreWriteError
 from digest.models import Item, Subscriber
-from digest.store import JOURNAL_FILE, STORE_FILE, Store, delivery_note, open_store
+from digest.state.store import JOURNAL_FILE, STORE_FILE, Store, delivery_note, open_store
 from tests.conftest import cli_env, run_cli, tmpfs
 from tests.servers import FakeHfApi, SmtpSink
 from tests.test_end_to_end import DAY1, DAY2, EXPECTED, expected_ids, ids_in

@@ -14,10 +14,9 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-import digest.runner
-from digest.errors import SettingsError
-from digest.models import Subscriber
-from digest.pipeline import (
+import digest.cycle.run
+from digest.cycle.run import check_as_of, run_once
+from digest.cycle.steps import (
     capped_progress,
     day_ranges,
     describe_days,
@@ -27,9 +26,10 @@ from digest.pipeline import (
     source_days,
     window_days,
 )
-from digest.runner import check_as_of, run_once
+from digest.errors import SettingsError
+from digest.models import Subscriber
 from digest.settings import Settings, load_settings
-from digest.store import Store
+from digest.state.store import Store
 from tests.conftest import cli_env, run_cli
 from tests.servers import FakeHfApi, SmtpSink
 from tests.test_end_to_end import DAY2, EXPECTED, expected_ids, ids_in
@@ -183,8 +183,8 @@ def test_a_clock_that_jumps_ahead_and_back_loses_nothing(
             monkeypatch.setenv(key, value)
     settings = load_settings()
     clock = {"day": D}
-    monkeypatch.setattr(digest.runner, "utc_now", lambda: datetime.combine(clock["day"], datetime.min.time(), UTC))
-    monkeypatch.setattr(digest.runner, "today_in", lambda _settings: clock["day"])
+    monkeypatch.setattr(digest.cycle.run, "utc_now", lambda: datetime.combine(clock["day"], datetime.min.time(), UTC))
+    monkeypatch.setattr(digest.cycle.run, "today_in", lambda _zone: clock["day"])
 
     def cycle_on(offset: int) -> None:
         clock["day"] = D + timedelta(days=offset)
@@ -262,7 +262,7 @@ def test_a_replayed_old_date_does_not_move_the_fetch_mark_back_but_a_future_one_
 
 
 def test_an_as_of_date_past_tomorrow_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(digest.runner, "today_in", lambda _settings: D)
+    monkeypatch.setattr(digest.cycle.run, "today_in", lambda _zone: D)
     settings = Settings()
     check_as_of(settings, D + timedelta(days=1))
     check_as_of(settings, D - timedelta(days=400))

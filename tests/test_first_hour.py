@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from digest.cli import app
+from digest.ops.cli import app
 from digest.settings import data_dir_problem, healthz_url, load_settings
-from digest.storage import write_atomically
+from digest.state.files import write_atomically
 from tests.conftest import cli_env, run_cli, tmpfs
 from tests.servers import FakeHfApi, SmtpSink, free_port
 from tests.test_end_to_end import DAY1

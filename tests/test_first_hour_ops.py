@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from digest.coverage import quiet_sources
+from digest.cycle.coverage import quiet_sources
 from tests.conftest import cli_env, run_cli
 from tests.servers import FakeHfApi, SmtpSink, free_port
 from tests.test_reliability import PATIENCE, start_cli, wait_for

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digest import mime
-from digest.html_lines import shorten_layout
+from digest.mail import mime
+from digest.mail.html_lines import shorten_layout
+from digest.mail.render import render_digest
 from digest.models import Digest
-from digest.render import render_digest
 from tests.email_fixtures import LINKS, hostile_digest, html_reading, huge_digest, sample_digest
 
 _WORDS = st.sampled_from(["video", "diffusion", "4090", "&amp;", "&#233;", ".", "a.b", "x"])

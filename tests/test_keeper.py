@@ -1,4 +1,4 @@
-"""One in-memory store per ``digest serve`` process (:mod:`digest.keeper`): shared by threads,
+"""One in-memory store per ``digest serve`` process (:mod:`digest.state.keeper`): shared by threads,
 durable per change, reloaded after another process writes, safe across the render child's fork,
 and a one-click unsubscribe that arrives while the scheduled cycle sends is answered at once and
 stops that person's email."""
@@ -15,10 +15,10 @@ from typing import Any
 
 import httpx
 
-from digest.keeper import StoreKeeper
 from digest.models import Subscriber
-from digest.store import Store, open_store
-from digest.tokens import Signer
+from digest.signing import Signer
+from digest.state.keeper import StoreKeeper
+from digest.state.store import Store, open_store
 from tests.conftest import cli_env, run_cli
 from tests.servers import SmtpSink
 from tests.test_end_to_end import EXPECTED, expected_ids

@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from digest.ledger import Ledger, _base36, _base36_digits, decode, encode
 from digest.models import Item
-from digest.store import JOURNAL_SYNC_LINES, Store, open_store
+from digest.state.ledger import Ledger, _base36, _base36_digits, decode, encode
+from digest.state.store import JOURNAL_SYNC_LINES, Store, open_store
 
 NOW = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
 
@@ -87,7 +87,7 @@ def test_every_journal_line_is_in_the_file_before_the_next_send(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Lines are written through at once (a crash keeps them); fsync comes in groups and at flush."""
-    monkeypatch.setattr("digest.store.JOURNAL_SYNC_SECONDS", 3600.0)  # only the count triggers a sync here
+    monkeypatch.setattr("digest.state.store.JOURNAL_SYNC_SECONDS", 3600.0)  # only the count triggers a sync here
     store = Store(tmp_path)
     for n in range(JOURNAL_SYNC_LINES + 3):
         store.record_delivery("x@example.org", [paper(f"p{n}", date(2026, 11, 20))], NOW, f"d{n}")

@@ -6,11 +6,11 @@ import json
 import logging
 import sys
 
-from digest.logs import JsonFormatter, KeyValueFormatter
+from digest.ops.logs import JsonFormatter, KeyValueFormatter
 
 
 def record(message: str, *args: object, **fields: object) -> logging.LogRecord:
-    made = logging.LogRecord("digest.pipeline", logging.WARNING, __file__, 1, message, args, None)
+    made = logging.LogRecord("digest.cycle.steps", logging.WARNING, __file__, 1, message, args, None)
     if fields:
         made.fields = fields
     return made
@@ -19,7 +19,7 @@ def record(message: str, *args: object, **fields: object) -> logging.LogRecord:
 def test_key_value_lines_quote_what_needs_it() -> None:
     line = KeyValueFormatter().format(record("sent %s", "digest 1", to="a@example.org", papers=3, note='say "hi"\nbye'))
     assert "\n" not in line
-    assert line.startswith("ts=") and 'level=warning logger=digest.pipeline msg="sent digest 1"' in line
+    assert line.startswith("ts=") and 'level=warning logger=digest.cycle.steps msg="sent digest 1"' in line
     assert 'to=a@example.org papers=3 note="say \\"hi\\"\\nbye"' in line
 
 

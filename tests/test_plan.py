@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from digest.cycle.steps import plan_digests
+from digest.matching.ranking import rank_entries
+from digest.matching.rules import ItemIndex, Matcher, parse_rules
 from digest.models import DigestEntry, Subscriber
-from digest.pipeline import plan_digests
-from digest.render import rank_entries
-from digest.rules import ItemIndex, Matcher, parse_rules
 from tests.email_fixtures import AS_OF, sample_items
 
 # Shared rules, rules that match the same papers (merged matches), an exclusion, a bad rule.

@@ -22,8 +22,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.bench_preview import inputs, week_of_papers
+from digest.matching.index import matches
+from digest.matching.rules import TEXT_FIELDS, Decider, ItemIndex, Matcher, parse_rule, parse_rules
+from digest.matching.syntax import compile_regex
 from digest.models import Item
-from digest.preview import (
+from digest.settings import Settings
+from digest.state.subscriptions import MAX_RULES_CHARS
+from digest.web.preview import (
     MAX_PREFIXES,
     MAX_REGEXES,
     MAX_TERMS,
@@ -33,11 +38,6 @@ from digest.preview import (
     preview_rules,
     within_caps,
 )
-from digest.rule_index import matches
-from digest.rule_syntax import compile_regex
-from digest.rules import TEXT_FIELDS, Decider, ItemIndex, Matcher, parse_rule, parse_rules
-from digest.settings import Settings
-from digest.subscriptions import MAX_RULES_CHARS
 from tests.test_rule_index_properties import items as item_lists
 from tests.test_rule_index_properties import phrases
 from tests.test_rules_properties import CORPUS, parsed_or_none, well_formed

@@ -7,11 +7,11 @@ import logging
 
 import pytest
 
-from digest.progress import send_progress
+from digest.ops.progress import send_progress
 
 
 def test_plain_log_lines_every_ten_percent(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="digest.progress")
+    caplog.set_level(logging.INFO, logger="digest.ops.progress")
     with send_progress(io.StringIO()) as progress:
         for position in range(1, 101):
             progress(position, 100)

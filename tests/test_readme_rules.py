@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from digest.errors import RuleError
-from digest.rules import parse_rules
+from digest.matching.rules import parse_rules
 from tests.test_rules import CASES, case_rules
 
 README = Path(__file__).resolve().parent.parent / "README.md"

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from digest.models import CycleReport
-from digest.store import open_store
+from digest.state.store import open_store
 from tests.conftest import cli_env, run_cli
 from tests.servers import FakeHfApi, SmtpSink, free_port
 from tests.test_end_to_end import DAY1, DAY2, EXPECTED, expected_ids, ids_in

@@ -19,18 +19,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from markupsafe import escape
 
-from digest.highlight import mark, shorten
-from digest.message import build_message
+from digest.mail.message import build_message
+from digest.mail.render import HTML_LIMIT_BYTES, OVERFLOW_TITLES, Links, ascii_html, render_digest, wrap
+from digest.matching.highlight import mark, shorten
+from digest.matching.ranking import rank_entries
 from digest.models import Digest, DigestEntry, Highlight, Item, RuleMatch, Subscriber
-from digest.render import (
-    HTML_LIMIT_BYTES,
-    OVERFLOW_TITLES,
-    Links,
-    ascii_html,
-    rank_entries,
-    render_digest,
-    wrap,
-)
 from tests.email_fixtures import LINKS as FIXTURE_LINKS
 from tests.email_fixtures import hostile_digest, html_reading, huge_digest, sample_digest
 
@@ -264,8 +257,8 @@ def test_the_html_is_ascii_and_reads_as_the_feeds_wrote_it() -> None:
 LABEL_SCRIPT = """
 from datetime import date
 from digest.models import Digest, DigestEntry, Item, Subscriber
-from digest.render import Links, render_digest
-from digest.rules import ItemIndex, Matcher, parse_rules
+from digest.mail.render import Links, render_digest
+from digest.matching.rules import ItemIndex, Matcher, parse_rules
 item = Item(id="2611.00001", source="hf_papers", title="GPU kernels", abstract="Fast GPU kernels.",
             url="https://hf.example/papers/2611.00001", listed_on=date(2026, 11, 20),
             authors=("Ada Gpu",), ai_keywords=("gpu inference",), organization="GPU Lab")

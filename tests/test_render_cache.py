@@ -22,10 +22,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digest import render
-from digest.highlight import escape_html, mark, merge_spans, replace_five, shorten, spans_for, tidy
+from digest.mail import render
+from digest.mail.render import PAPERS, PaperCache, RenderedDigest, render_digest, wrap
+from digest.matching.highlight import escape_html, mark, merge_spans, replace_five, shorten, spans_for, tidy
 from digest.models import Digest, DigestEntry, Highlight, Item, RuleMatch, Subscriber
-from digest.render import PAPERS, PaperCache, RenderedDigest, render_digest, wrap
 from tests.email_fixtures import LINKS, digest_for, hostile_digest, huge_digest, sample_digest, sample_items
 
 RULE_SETS = [

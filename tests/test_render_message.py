@@ -31,14 +31,14 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digest.cli import extract_html
 from digest.errors import PermanentDeliveryError, SettingsError
-from digest.mailer import OutboxMailer, SmtpMailer, needs_dot_stuffing
-from digest.message import DkimKey, OutgoingEmail, build_message, load_dkim_key, message_id
-from digest.mime import HeaderValueError
-from digest.render import RenderedDigest, render_digest
+from digest.mail.mailer import OutboxMailer, SmtpMailer, needs_dot_stuffing
+from digest.mail.message import DkimKey, OutgoingEmail, build_message, load_dkim_key, message_id
+from digest.mail.mime import HeaderValueError
+from digest.mail.render import RenderedDigest, render_digest
+from digest.ops.cli import extract_html
 from digest.settings import DkimSettings, SmtpSettings, load_settings
-from digest.tokens import Signer
+from digest.signing import Signer
 from tests.conftest import cli_env, run_cli
 from tests.email_fixtures import LINKS, hostile_digest, html_reading, sample_digest
 from tests.servers import FakeHfApi, SmtpSink, free_port
@@ -479,7 +479,7 @@ def test_the_caller_works_while_the_server_reads_the_message(smtp: SmtpSink, cap
         smtp.delay_after = None
         mailer.send(message())
         assert len(seen) == 1, "the work belongs to its message: the next one does not run it again"
-        with caplog.at_level(logging.ERROR, logger="digest.mailer"):
+        with caplog.at_level(logging.ERROR, logger="digest.mail.mailer"):
             mailer.send(message(), while_waiting=fail)
     assert len(smtp.raw) == 3
     assert "work done while waiting for the SMTP server failed" in caplog.text and "broken work" in caplog.text

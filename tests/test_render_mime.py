@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digest import mime
+from digest.mail import mime
 
 
 def decoded(words: list[str]) -> str:

@@ -14,9 +14,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from digest.message import build_message
+from digest.mail.message import build_message
+from digest.mail.render import render_digest
 from digest.models import Digest
-from digest.render import render_digest
 from tests.email_fixtures import LINKS, hostile_digest, sample_digest
 
 Snapshot = Callable[[str, str], None]

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 
-from digest.http import MIN_RETRY_DELAY, RetryingTransport, StoppedError
 from digest.retry import Retrier, RetryPolicy, retry_after_seconds
 from digest.sources import make_client
+from digest.sources.http import MIN_RETRY_DELAY, RetryingTransport, StoppedError
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

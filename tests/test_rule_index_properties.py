@@ -14,9 +14,9 @@ from datetime import date
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from digest.matching.index import Budget, ItemIndex, field_values
+from digest.matching.syntax import FIELDS, Word
 from digest.models import Highlight, Item
-from digest.rule_index import Budget, ItemIndex, field_values
-from digest.rule_syntax import FIELDS, Word
 from digest.text import forms, normal, tokenize
 
 WORDS = [

@@ -10,8 +10,8 @@ import pytest
 import yaml
 
 from digest.errors import RuleError
+from digest.matching.rules import ItemIndex, Matcher, field_text, parse_rule, parse_rules
 from digest.models import Item
-from digest.rules import ItemIndex, Matcher, field_text, parse_rule, parse_rules
 from digest.text import fold, terms
 
 CASES: list[dict[str, Any]] = yaml.safe_load((Path(__file__).parent / "data" / "rule_cases.yaml").read_text())

@@ -10,9 +10,9 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digest.migrations import migrate
-from digest.rule_syntax import parse_node, pointer
-from digest.rules import ItemIndex, Matcher, parse_rule, parse_rules
+from digest.matching.rules import ItemIndex, Matcher, parse_rule, parse_rules
+from digest.matching.syntax import parse_node, pointer
+from digest.state.migrations import migrate
 from digest.text import forms, tokenize
 from tests.conftest import cli_env, run_cli
 from tests.test_rules import item

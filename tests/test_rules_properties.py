@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from digest.errors import RuleError
+from digest.matching.rules import ItemIndex, Matcher, Rule, parse_rule
 from digest.models import Item
-from digest.rules import ItemIndex, Matcher, Rule, parse_rule
 
 FRAGMENTS = [
     "video", "diffusion", "4090", "GPUs", "rtx4090", "Straße", "İstanbul", "and", "survey", "diffus*", "vid*",

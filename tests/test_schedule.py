@@ -7,9 +7,10 @@ from typing import Any
 
 import pytest
 
-from digest.health import assess
-from digest.pipeline import catch_up_days
-from digest.schedule import cron_trigger, last_fire, needs_catch_up, next_fire
+from digest.clock import cron_trigger, last_fire, next_fire
+from digest.cycle.schedule import needs_catch_up
+from digest.cycle.steps import catch_up_days
+from digest.web.health import assess
 
 NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 SEVEN = datetime(2026, 11, 23, 7, 0, tzinfo=UTC)

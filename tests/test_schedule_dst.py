@@ -24,12 +24,13 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from digest.health import health_status
+from digest.clock import cron_trigger, last_fire, next_fire
+from digest.cycle.schedule import FireWindow, cycle_left_traces, needs_catch_up
 from digest.models import CycleReport, Item, SourceReport, Subscriber
-from digest.schedule import FireWindow, cron_trigger, cycle_left_traces, last_fire, needs_catch_up, next_fire
-from digest.service import CYCLE_JOB_ID, make_scheduler, must_catch_up
+from digest.ops.service import CYCLE_JOB_ID, make_scheduler, must_catch_up
 from digest.settings import Settings
-from digest.store import JOURNAL_FILE, Store, open_store
+from digest.state.store import JOURNAL_FILE, Store, open_store
+from digest.web.health import health_status
 from tests.conftest import cli_env
 from tests.servers import FakeHfApi, SmtpSink
 from tests.test_end_to_end import DAY1, DAY2

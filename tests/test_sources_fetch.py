@@ -13,7 +13,7 @@ from digest.settings import ArxivSettings, FeedSettings
 from digest.sources import make_client
 from digest.sources.arxiv import GATE, ArxivSource, Gate
 from digest.sources.feed import FeedSource
-from digest.store import Store
+from digest.state.store import Store
 from tests.feed_server import FeedServer, Route, fixture
 
 DAY = date(2026, 11, 20)

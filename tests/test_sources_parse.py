@@ -7,7 +7,6 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
-from digest.merge import combine, merge_items, with_stored
 from digest.models import Item
 from digest.settings import FeedSettings, SourcesSettings
 from digest.sources import arxiv, feed
@@ -15,6 +14,7 @@ from digest.sources.arxiv import Gate, bare_id
 from digest.sources.conditional import FRESHNESS_CAP, fresh_until, max_age, validators
 from digest.sources.feed import FeedFormatError, identity
 from digest.sources.markup import html_to_text, web_url
+from digest.sources.merge import combine, merge_items, with_stored
 from digest.sources.registry import enabled
 from tests.feed_server import arxiv_rss, fixture
 

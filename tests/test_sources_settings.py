@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from digest.cycle.run import configured_sources
 from digest.errors import SettingsError
+from digest.mail.render import Links, render_digest
 from digest.models import Digest, DigestEntry, Highlight, Item, RuleMatch, Subscriber
-from digest.render import Links, render_digest
-from digest.runner import configured_sources
 from digest.settings import load_settings
 from digest.sources.arxiv import ArxivSource
 from digest.sources.feed import FeedSource

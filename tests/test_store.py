@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digest.doctor import examine, repair
 from digest.errors import CycleLockedError, StoreCorruptError, StoreError
-from digest.migrations import SCHEMA_VERSION
 from digest.models import Item, Subscriber
-from digest.storage import BufferedAtomicStorage, json_pieces
-from digest.store import Store, delivery_note, open_store, store_lock
+from digest.ops.doctor import examine, repair
+from digest.state.files import BufferedAtomicStorage, json_pieces
+from digest.state.migrations import SCHEMA_VERSION
+from digest.state.store import Store, delivery_note, open_store, store_lock
 
 NOW = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
 

@@ -16,13 +16,13 @@ import httpx
 import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
-from digest import web
 from digest.models import Item, Subscriber
 from digest.settings import Settings
-from digest.store import Store, open_store, store_lock
-from digest.subscriptions import MAX_RULES, MAX_RULES_CHARS, state_key
-from digest.tokens import Signer
-from digest.web import TokenRedactingFilter, WebLimits
+from digest.signing import Signer
+from digest.state.store import Store, open_store, store_lock
+from digest.state.subscriptions import MAX_RULES, MAX_RULES_CHARS, state_key
+from digest.web import app as web
+from digest.web.app import TokenRedactingFilter, WebLimits
 from tests.servers import SmtpSink
 from tests.web_support import (
     SECRET,

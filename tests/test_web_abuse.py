@@ -5,7 +5,7 @@ link undoing an unsubscribe, a forged ``X-Forwarded-For`` resetting the per-IP l
 field as a way to mail any text from the operator's domain, Gmail spellings of one inbox, a
 browser without cookies, a cross-site form, a slash redirect to the ``Host`` header's site,
 ``/healthz`` details for everyone. The app runs in uvicorn on 127.0.0.1 — as the tests of
-``test_web.py`` do, or exactly as ``digest serve`` starts it (:func:`digest.service.start_web`), or
+``test_web.py`` do, or exactly as ``digest serve`` starts it (:func:`digest.ops.service.start_web`), or
 as a real ``digest serve`` process — with a real store and a real SMTP server (aiosmtpd).
 """
 
@@ -25,15 +25,15 @@ import httpx
 import pytest
 from starlette.datastructures import Headers
 
-from digest import web
 from digest.models import Item, Subscriber
-from digest.service import start_web
+from digest.ops.service import start_web
 from digest.settings import Settings
-from digest.store import Store, open_store, store_lock
-from digest.subscriptions import mailbox_key
-from digest.tokens import Signer
-from digest.web import FORM_CROSS_SITE, WebLimits
-from digest.websecurity import client_address, cross_site, is_loopback, rate_key, trusted_networks
+from digest.signing import Signer
+from digest.state.store import Store, open_store, store_lock
+from digest.state.subscriptions import mailbox_key
+from digest.web import app as web
+from digest.web.app import FORM_CROSS_SITE, WebLimits
+from digest.web.security import client_address, cross_site, is_loopback, rate_key, trusted_networks
 from tests.conftest import cli_env, run_cli
 from tests.servers import FakeHfApi, SmtpSink, free_port
 from tests.test_reliability import start_cli, wait_for

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 
-from digest.runner import run_once
+from digest.cycle.run import run_once
 from digest.settings import Settings
-from digest.store import Store
+from digest.state.store import Store
 from tests.servers import FakeHfApi, SmtpSink
 from tests.web_support import Clock, csrf_of, link_in, make_settings, running, text_of
 

@@ -18,9 +18,9 @@ import pytest
 
 from digest.models import Subscriber
 from digest.settings import Settings
-from digest.store import Store, open_store
-from digest.tokens import Signer
-from digest.web import WebLimits
+from digest.signing import Signer
+from digest.state.store import Store, open_store
+from digest.web.app import WebLimits
 from tests.servers import SmtpSink
 from tests.web_support import SECRET, Clock, csrf_of, link_in, make_settings, running
 
@@ -91,7 +91,7 @@ def test_a_forged_layout_value_is_neither_kept_nor_echoed(
 
 
 def test_a_signed_link_with_an_unknown_layout_is_refused(client: httpx.Client, settings: Settings) -> None:
-    from digest.subscriptions import state_key
+    from digest.state.subscriptions import state_key
 
     token = Signer(SECRET).sign("confirm", ADA, r=["4090"], s=state_key(None), l="huge")
     answer = client.get("/confirm", params={"token": token})

@@ -9,11 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from digest.matching.rules import ItemIndex, parse_rules
 from digest.models import Item, Subscriber
-from digest.preview import build_preview, snippet
-from digest.ratelimit import RateLimit
-from digest.rules import ItemIndex, parse_rules
-from digest.subscriptions import (
+from digest.state.subscriptions import (
     check_email,
     check_rules,
     check_signup,
@@ -24,7 +22,9 @@ from digest.subscriptions import (
     state_key,
     with_rules,
 )
-from digest.websecurity import FORM_TOKEN_SECONDS, form_token, form_token_ok
+from digest.web.preview import build_preview, snippet
+from digest.web.ratelimit import RateLimit
+from digest.web.security import FORM_TOKEN_SECONDS, form_token, form_token_ok
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 

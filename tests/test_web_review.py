@@ -12,15 +12,15 @@ import httpx
 import pytest
 from starlette.datastructures import Headers
 
-from digest.departures import PENDING_FILE, read_departures
-from digest.keeper import StoreKeeper
 from digest.models import Subscriber
 from digest.settings import Settings
-from digest.store import JOURNAL_FILE, open_store, store_lock
-from digest.subscriptions import MAX_FORM_REGEXES, check_rules
-from digest.tokens import Signer
-from digest.web import TokenRedactingFilter, WebLimits
-from digest.websecurity import operator_client, trusted_networks
+from digest.signing import Signer
+from digest.state.departures import PENDING_FILE, read_departures
+from digest.state.keeper import StoreKeeper
+from digest.state.store import JOURNAL_FILE, open_store, store_lock
+from digest.state.subscriptions import MAX_FORM_REGEXES, check_rules
+from digest.web.app import TokenRedactingFilter, WebLimits
+from digest.web.security import operator_client, trusted_networks
 from tests.conftest import cli_env, run_cli
 from tests.servers import SmtpSink
 from tests.web_support import SECRET, Clock, csrf_of, make_settings, running
@@ -165,7 +165,7 @@ def test_healthz_names_the_source_that_was_down() -> None:
     """From the newcomer's pass: a source down read as "did not deliver everything"."""
     from datetime import UTC, datetime, timedelta
 
-    from digest.health import assess
+    from digest.web.health import assess
 
     started = datetime(2026, 12, 6, 7, 0, tzinfo=UTC)
     down = {

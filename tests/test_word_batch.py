@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digest import word_batch
+from digest.matching import word_batch
+from digest.matching.word_batch import cut_many
 from digest.text import cut_words
-from digest.word_batch import cut_many
 
 PIECES = [
     "video", "Diffusion", "GPUs", "RTX4090", "4090", "4090D", "3D", "a1b2", "x", "_", "__init__", "1920x1280",

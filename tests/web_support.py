@@ -23,8 +23,8 @@ from starlette.applications import Starlette
 from digest.models import Item
 from digest.settings import Settings
 from digest.sources.hf_papers import parse
-from digest.store import open_store
-from digest.web import WebLimits, create_app
+from digest.state.store import open_store
+from digest.web.app import WebLimits, create_app
 from tests.servers import SmtpSink, free_port
 
 TODAY = date(2026, 11, 20)  # the last day of the bundled sample

@@ -9,9 +9,9 @@ from typing import Protocol
 import httpx
 
 from digest import __version__
-from digest.http import RetryingTransport
 from digest.models import Item
 from digest.retry import Retrier
+from digest.sources.http import RetryingTransport
 
 USER_AGENT = f"digest/{__version__} (self-hosted paper digest; +https://github.com/digest-bot/digest)"
 

@@ -17,7 +17,7 @@ Each feed holds the latest announcement only. An item looks like::
 ``announce_type`` is ``new``, ``cross`` (cross-listed from another category), ``replace`` or
 ``replace-cross`` (a new version of an older paper); replacements are skipped unless asked for.
 An item's identity is the bare arXiv id without its version — the same id Hugging Face uses — so
-one paper from both sources becomes one item (see :mod:`digest.merge`); its date is the
+one paper from both sources becomes one item (see :mod:`digest.sources.merge`); its date is the
 announcement date (``pubDate``). arXiv announces Sunday to Thursday evenings (US Eastern) and not
 on its holidays: an empty feed on those days is a normal answer, not an error.
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from digest.http import MIN_RETRY_DELAY
+from digest.sources.http import MIN_RETRY_DELAY
 
 FEED_ACCEPT = (
     "application/rss+xml, application/atom+xml, application/feed+json, application/rdf+xml;q=0.9, "

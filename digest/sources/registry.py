@@ -1,7 +1,7 @@
 """Source kinds and the sources settings enable: kind → factory, in one table.
 
 Adding a kind is one module with a pure ``parse`` and a thin fetch, plus one line here. The order
-of :func:`configured_sources` is the precedence :func:`digest.merge.merge_items` uses when two
+of :func:`configured_sources` is the precedence :func:`digest.sources.merge.merge_items` uses when two
 sources bring the same paper (Hugging Face, then arXiv, then feeds in the order they are listed).
 """
 

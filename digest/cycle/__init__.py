@@ -1,0 +1,1 @@
+"""The daily cycle: fetch, diff, match, render and deliver, on a schedule."""

@@ -1,0 +1,102 @@
+"""Wiring: build a cycle's real dependencies from settings and run it under the store lock."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import date, timedelta
+
+from digest.clock import today_in, utc_now
+from digest.cycle.steps import Cycle
+from digest.errors import SettingsError
+from digest.mail.mailer import Mailer, make_mailer
+from digest.models import CycleReport
+from digest.retry import Retrier
+from digest.settings import Settings
+from digest.sources import Source, make_client, registry
+from digest.sources.conditional import StateBook
+from digest.state.keeper import StoreKeeper
+from digest.state.store import Store, open_store
+
+
+def latest_as_of(settings: Settings) -> date:
+    """The latest day a cycle may run as of: tomorrow by the real clock, in the schedule's zone
+    (a day of slack for a caller in a zone ahead of it)."""
+    return today_in(settings.schedule.timezone) + timedelta(days=1)
+
+
+def check_as_of(settings: Settings, as_of: date, what: str = "as-of date") -> None:
+    """Refuse a day past :func:`latest_as_of`: a cycle "in the future" would fetch empty days, mark
+    subscribers caught up to them and prune as if that day had come, losing what is listed before."""
+    latest = latest_as_of(settings)
+    if as_of > latest:
+        raise SettingsError(
+            f"{what} {as_of.isoformat()} is in the future: the latest allowed is {latest.isoformat()} "
+            f"(today is {(latest - timedelta(days=1)).isoformat()} in {settings.schedule.timezone}); "
+            "give an earlier date or fix the system clock"
+        )
+
+
+def configured_sources(settings: Settings, book: StateBook | None = None) -> list[Source]:
+    """The enabled sources, in precedence order; ``book`` keeps feeds' conditional-GET state."""
+    return registry.configured_sources(settings.sources, book, utc_now)
+
+
+def run_once(
+    settings: Settings,
+    as_of: date | None = None,
+    dry_run: bool = False,
+    sources: Sequence[Source] | None = None,
+    mailer: Mailer | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    lock_wait_seconds: float = 0,
+    stop: threading.Event | None = None,
+    trigger: str = "manual",
+    keeper: StoreKeeper | None = None,
+) -> CycleReport:
+    """One full cycle as of ``as_of`` (default: today in the schedule's zone).
+
+    ``stop``, once set (by a signal handler), ends retry waits at once and stops the send loop
+    after the email being handed over; everything sent is recorded before this returns. A day
+    past tomorrow is refused (:func:`check_as_of`) before the store is opened.
+
+    With ``keeper`` (``digest serve``) the cycle runs on the process's shared in-memory store,
+    still under the file lock, so the web's changes land in the store it sends from.
+    """
+    day = as_of or today_in(settings.schedule.timezone)
+    check_as_of(settings, day)
+    stop = stop or threading.Event()
+    chosen_mailer = mailer or make_mailer(settings.smtp, settings.data_dir / "outbox")
+    fetch_retrier = Retrier(settings.retry.policy(settings.retry.fetch_budget_seconds), stop=stop)
+    with (
+        cycle_store(settings, keeper, dry_run, lock_wait_seconds, stop) as store,
+        make_client(settings.sources.hf_papers.timeout_seconds, retrier=fetch_retrier) as client,
+        chosen_mailer as active_mailer,
+    ):
+        chosen_sources = list(sources) if sources is not None else configured_sources(settings, store)
+        cycle = Cycle(
+            settings,
+            store,
+            chosen_sources,
+            active_mailer,
+            client,
+            utc_now,
+            progress=progress,
+            stop=stop,
+            trigger=trigger,
+        )
+        return cycle.run(day, dry_run=dry_run)
+
+
+@contextmanager
+def cycle_store(
+    settings: Settings, keeper: StoreKeeper | None, dry_run: bool, wait_seconds: float, stop: threading.Event
+) -> Iterator[Store]:
+    """The store a cycle works on: the keeper's shared one, or one read for this cycle alone."""
+    if keeper is not None and not dry_run:
+        with keeper.cycle(wait_seconds, stop) as store:
+            yield store
+    else:
+        with open_store(settings.data_dir, write=not dry_run, wait_seconds=wait_seconds, stop=stop) as store:
+            yield store

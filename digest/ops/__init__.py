@@ -1,0 +1,1 @@
+"""Operations: the command line, the long-running service, status, doctor and backups."""

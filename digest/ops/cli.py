@@ -1,0 +1,827 @@
+"""The ``digest`` command line: a thin layer over the library, turning errors into exit codes.
+
+Exit status: 0 success (also "nothing new"), 1 the cycle ran but something failed and will be
+retried, 2 bad usage, bad settings or a bad rule, with a message naming the offending value.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import logging
+import os
+import re
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from email.message import EmailMessage
+from email.parser import BytesParser
+from email.policy import default as default_policy
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any, NoReturn
+
+import typer
+import typer.core
+from email_validator import EmailNotValidError, validate_email
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from digest.clock import today_in, utc_now
+from digest.cycle.coverage import HISTORY_CYCLES, quiet_sources
+from digest.cycle.run import check_as_of, run_once
+from digest.cycle.steps import Cycle
+from digest.errors import CycleLockedError, DigestError, RuleError, SubscriberError, describe_os_error
+from digest.mail.mailer import OutboxMailer
+from digest.matching.explain import describe, summary, try_rule
+from digest.matching.rules import parse_rule, parse_rules
+from digest.models import LAYOUTS, Subscriber
+from digest.ops.logs import configure_logging
+from digest.ops.progress import send_progress
+from digest.ops.startup import check_secrets
+from digest.settings import (
+    Settings,
+    check_data_dir,
+    in_container,
+    load_settings,
+    settings_file_description,
+)
+from digest.sources import make_client
+from digest.sources.hf_papers import HfPapersSource
+from digest.sources.sample import SampleSource, sample_last_day
+from digest.state.files import write_atomically
+from digest.state.store import STORE_FILE, Store, open_store
+
+
+class DigestCommand(typer.core.TyperCommand):
+    """Help as people read it: ``digest subscribe [OPTIONS] EMAIL``, not typer's ``{email}`` and
+    ``<str>``/``<bool>`` type labels (every value option names its own metavar instead)."""
+
+    # Any: typer carries its own copy of click, whose types are private to it.
+    def collect_usage_pieces(self, ctx: Any) -> list[str]:
+        pieces = ["[OPTIONS]"]
+        for param in self.get_params(ctx):
+            if param.param_type_name == "argument":
+                name = param.metavar or (param.name or "").upper()
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        arguments = [
+            (param.metavar or (param.name or "").upper(), getattr(param, "help", None) or "")
+            for param in self.get_params(ctx)
+            if param.param_type_name == "argument"
+        ]
+        options = [
+            record
+            for param in self.get_params(ctx)
+            if param.param_type_name == "option" and (record := param.get_help_record(ctx)) is not None
+        ]
+        for title, rows in (("Arguments", arguments), ("Options", options)):
+            if rows:
+                with formatter.section(title):
+                    formatter.write_dl(rows)
+
+
+class DigestGroup(typer.core.TyperGroup):
+    """Gives every command (also ones added later) :class:`DigestCommand`'s help, and every value
+    a name for it (``--last LAST``) where typer would show its type."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for command in self.commands.values():
+            if type(command) is typer.core.TyperCommand:
+                command.__class__ = DigestCommand
+            for param in command.params:
+                if param.metavar is None and not getattr(param, "is_flag", False):
+                    param.metavar = (param.name or "").upper()
+
+
+app = typer.Typer(
+    name="digest",
+    help="Email each subscriber a daily digest of the new papers that match their own keyword rules.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rich's shows a type label such as <bool> beside every option
+    cls=DigestGroup,
+)
+out = Console(highlight=False, soft_wrap=True)
+
+DEMO_RULES = ("4090", "video diffusion", "gaussian splatting", "real-time")
+DEMO_EMAIL = "demo@example.com"
+
+
+def fail(error: DigestError | str, code: int | None = None) -> NoReturn:
+    message = str(error)
+    print(f"digest: error: {message}", file=sys.stderr)
+    raise typer.Exit(code if code is not None else getattr(error, "exit_code", 1))
+
+
+EARLIEST_DAY = date(2000, 1, 1)  # far enough back for any listing; far from date.min's arithmetic
+
+
+def parse_day(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):  # fromisoformat also takes 20261206, 2026-W49-7
+            raise ValueError(value)
+        day = date.fromisoformat(value)
+    except ValueError:
+        fail(f"--date: expected YYYY-MM-DD, got {value!r}", 2)
+    if day < EARLIEST_DAY:
+        fail(f"--date {value} is before {EARLIEST_DAY.isoformat()}: no source lists papers that old", 2)
+    return day
+
+
+def normalize_email(value: str) -> str:
+    try:
+        return str(validate_email(value, check_deliverability=False).normalized).lower()
+    except EmailNotValidError as exc:
+        raise SubscriberError(f"{value!r} is not a valid email address: {exc}") from exc
+
+
+_verbose = False
+
+
+@app.callback()
+def main_options(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log what each stage does.")] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            metavar="FILE",
+            help="Read settings from FILE (default: config/digest.toml, or DIGEST_CONFIG_FILE). "
+            "Relative paths in it are relative to the working directory.",
+        ),
+    ] = None,
+    version: Annotated[
+        bool, typer.Option("--version", is_eager=True, callback=print_version, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    global _verbose
+    _verbose = verbose
+    configure_logging("keyvalue", logging.INFO if verbose else logging.WARNING)
+    if config is not None:
+        if not config.is_file():
+            fail(f"--config {config}: no such file", 2)
+        os.environ["DIGEST_CONFIG_FILE"] = str(config)  # what load_settings reads, as if set by hand
+
+
+def digest_version() -> str:
+    try:
+        return importlib.metadata.version("digest")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that was never installed
+        from digest import __version__
+
+        return __version__
+
+
+def print_version(value: bool) -> None:
+    if value:
+        print(f"digest {digest_version()}")
+        raise typer.Exit(0)
+
+
+def settings_or_exit(level: int | None = None, write: bool = False) -> Settings:
+    """Settings, and logging set up as they ask (``log_format``); exit 2 naming a bad key.
+
+    The data directory is checked here, once for every command: a file where it should be, or
+    (``write``) one this uid cannot write, is one line and exit 2 rather than a traceback later.
+    """
+    try:
+        settings = load_settings()
+        check_data_dir(settings.data_dir, write)
+    except DigestError as exc:
+        fail(exc)
+    configure_logging(settings.log_format, logging.INFO if _verbose else (level or logging.WARNING))
+    return settings
+
+
+@contextmanager
+def stop_requested_by_signals() -> Iterator[threading.Event]:
+    """SIGTERM/SIGINT set the event the cycle checks: finish the email being sent, record it, stop."""
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        if not stop.is_set():
+            print(
+                f"digest: {signal.Signals(signum).name} received: finishing the email being sent, then stopping",
+                file=sys.stderr,
+            )
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@app.command()
+def run(
+    day: Annotated[
+        str | None, typer.Option("--date", metavar="YYYY-MM-DD", help="Run as of this day (at most tomorrow).")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Render and report; send and record nothing.")] = False,
+) -> None:
+    """Run one full daily cycle now: fetch, diff, match, render, deliver.
+
+    A second run while one is running exits 1 with a message (the store is locked). SIGTERM or
+    SIGINT finish the email being sent, record it and exit 0; the rest goes out next cycle. A
+    --date past tomorrow exits 2 and changes nothing. Days older than catchup_days that no cycle
+    fetched are named on stderr (and in the digest and `digest status`); they are not retried, so
+    they alone do not make the exit status 1.
+    """
+    settings = settings_or_exit(write=True)
+    as_of = parse_day(day)
+    try:
+        check_secrets(settings)
+    except DigestError as exc:
+        fail(exc)
+    with stop_requested_by_signals() as stop, send_progress() as progress:
+        try:
+            if as_of is not None:
+                check_as_of(settings, as_of, "--date")  # before anything is opened: the store stays as it is
+            report = run_once(settings, as_of, dry_run=dry_run, stop=stop, progress=progress)
+        except DigestError as exc:
+            fail(exc)
+    out.print(report.summary())
+    for problem in report.errors:
+        print(f"digest: {problem}", file=sys.stderr)
+    stopped_cleanly = report.stopped and report.failed == 0 and all(s.ok for s in report.sources)
+    raise typer.Exit(0 if report.ok or stopped_cleanly else 1)
+
+
+@app.command()
+def serve() -> None:
+    """The long-running service: the daily cycle on schedule.cron, and the web pages."""
+    from digest.ops.service import serve as run_service
+
+    settings = settings_or_exit(logging.INFO, write=True)
+    logging.getLogger("digest.ops.service").info(
+        "digest %s starting; %s; data_dir %s",
+        digest_version(),
+        settings_file_description(),
+        settings.data_dir.absolute(),
+    )
+    try:
+        check_secrets(settings)
+        run_service(settings)
+    except DigestError as exc:
+        fail(exc)
+
+
+@app.command()
+def subscribe(
+    email: Annotated[str, typer.Argument(help="The subscriber's email address.")],
+    rule: Annotated[list[str], typer.Option("--keyword", "-k", help="A keyword rule; repeat for more.")],
+    name: Annotated[str | None, typer.Option("--name", help="How to address them.")] = None,
+    layout: Annotated[
+        str | None,
+        typer.Option("--layout", help="How their email shows each paper: full (with the abstract) or compact."),
+    ] = None,
+) -> None:
+    """Add or replace an active subscriber (no confirmation mail: this is the operator's path)."""
+    settings = settings_or_exit(write=True)
+    if layout is not None and layout not in LAYOUTS:
+        fail(f"--layout {layout!r}: use one of {', '.join(LAYOUTS)}", 2)
+    try:
+        address = normalize_email(email)
+        try:
+            parsed = parse_rules(rule)
+        except RuleError as exc:
+            from digest.matching.syntax import pointer
+
+            print(pointer(exc), file=sys.stderr)  # the rule, and a caret under the column
+            raise
+        for warning in (warning for one in parsed for warning in one.warnings):
+            print(f"digest: note: {warning}", file=sys.stderr)  # a warning, not a refusal
+        with open_store(settings.data_dir) as store:
+            existing = store.subscriber(address)
+            subscriber = Subscriber(
+                email=address,
+                rules=tuple(r.strip() for r in rule),
+                name=name if name is not None else (existing.name if existing else None),
+                active=True,
+                subscribed_at=existing.subscribed_at if existing else utc_now(),
+                last_delivery_at=existing.last_delivery_at if existing else None,
+                caught_up_to=existing.caught_up_to if existing else None,
+                layout=layout or (existing.layout if existing else "full"),
+            )
+            store.save_subscriber(subscriber)
+    except DigestError as exc:
+        fail(exc)
+    verb = "updated" if existing else "subscribed"
+    out.print(f"{verb} {address} with {len(subscriber.rules)} rule(s): {', '.join(subscriber.rules)}", markup=False)
+
+
+@app.command()
+def unsubscribe(email: Annotated[str, typer.Argument(help="The subscriber's email address.")]) -> None:
+    """Remove a subscriber; their delivery history is kept so nothing is ever re-sent."""
+    settings = settings_or_exit(write=True)
+    address = email.strip().lower()
+    try:
+        with open_store(settings.data_dir, wait_seconds=UNSUBSCRIBE_WAIT_SECONDS) as store:
+            removed = store.remove_subscriber(address)
+    except CycleLockedError:
+        removed = unsubscribe_beside_a_cycle(settings.data_dir, address)
+    except DigestError as exc:
+        fail(exc)
+    if not removed:
+        fail(f"no subscriber {email!r}: `digest subscribers` lists them", 2)
+    out.print(f"unsubscribed {email}")
+
+
+UNSUBSCRIBE_WAIT_SECONDS = 5.0  # then a cycle holds the store: record the unsubscribe beside it
+
+
+def unsubscribe_beside_a_cycle(data_dir: Path, address: str) -> bool:
+    """A cycle (``digest run`` or ``serve``'s) holds the store: a person who asks to leave is not
+    refused. The line goes to ``unsubscribes.pending`` (:mod:`digest.state.departures`), which that cycle
+    checks before each email it sends and every process applies when it reads the store."""
+    from digest.state.departures import PENDING_FILE, append_departure
+
+    try:
+        known = Store(data_dir, writable=False).subscriber(address) is not None
+        if known:
+            append_departure(data_dir, address, datetime.now(UTC))
+    except DigestError as exc:
+        fail(exc)
+    except OSError as exc:
+        fail(describe_os_error(exc, "record the unsubscribe in", data_dir / PENDING_FILE))
+    if known:
+        print(
+            f"digest: a cycle holds the store: the unsubscribe is recorded in {PENDING_FILE}; "
+            "that cycle sends them nothing more",
+            file=sys.stderr,
+        )
+    return known
+
+
+@app.command()
+def subscribers() -> None:
+    """List subscribers, their rules and their last delivery."""
+    settings = settings_or_exit()
+    try:
+        with open_store(settings.data_dir, write=False) as store:
+            people = sorted(store.subscribers(), key=lambda s: s.email)
+    except DigestError as exc:
+        fail(exc)
+    if not people:
+        out.print("no subscribers yet: add one with `digest subscribe EMAIL -k RULE`")
+        return
+    from digest.ops.status import format_time
+
+    table = Table("email", "name", "rules", "active", "last delivery")
+    from digest.mail.bounces import read_state as bounce_state
+
+    try:
+        suspended = bounce_state(settings.data_dir)["suspended"]
+    except DigestError as exc:
+        fail(exc)
+    for person in people:
+        last = format_time(person.last_delivery_at, settings.schedule.timezone)
+        active = "yes" if person.active else "no"
+        if not person.active and person.email.lower() in suspended:  # digest resume EMAIL
+            active = f"suspended: {suspended[person.email.lower()]['why']}"
+        # Text, not markup: a rule such as /[a-z]+/ must print as written.
+        cells = (person.email, person.name or "", "; ".join(person.rules), active, last)
+        table.add_row(*(Text(cell) for cell in cells))
+    out.print(table)
+
+
+@app.command()
+def bounces() -> None:
+    """Read the bounce mailbox (bounces.imap_*): suspend addresses that bounce, unsubscribe complaints."""
+    from digest.mail.bounces import apply_reports, mark_read, parse_report, read_mailbox
+
+    settings = settings_or_exit()
+    if not settings.bounces.imap_host:
+        fail("bounces.imap_host is not set: name the IMAP server that receives bounces (DIGEST_BOUNCES__IMAP_HOST)", 2)
+    try:
+        imap, messages = read_mailbox(settings.bounces)
+        reports = [report for _, message in messages for report in parse_report(message)]
+        with open_store(settings.data_dir) as store:
+            done = apply_reports(
+                store,
+                settings.data_dir,
+                settings.resolved_secret_key(),
+                reports,
+                settings.bounces.soft_limit,
+                utc_now(),
+            )
+            store.flush()
+        mark_read(imap, [uid for uid, _ in messages])
+    except DigestError as exc:
+        fail(exc)
+    out.print(
+        f"read {len(messages)} message(s), {len(reports)} report(s): suspended {len(done.suspended)}, "
+        f"unsubscribed {len(done.unsubscribed)} (complaints), soft bounces {len(done.soft)}, "
+        f"about nobody we send to {done.unknown}",
+        markup=False,
+    )
+    for email in done.suspended:
+        out.print(f"  suspended {email} (digest resume {email})", markup=False)
+    for email in done.unsubscribed:
+        out.print(f"  unsubscribed {email} (complaint)", markup=False)
+
+
+@app.command()
+def resume(email: Annotated[str, typer.Argument(help="The subscriber's email address.")]) -> None:
+    """Send to a paused or suspended (bounced) subscriber again, from the current look-back window."""
+    from digest.mail.bounces import resume as resume_subscriber
+
+    settings = settings_or_exit()
+    try:
+        with open_store(settings.data_dir) as store:
+            found = resume_subscriber(store, settings.data_dir, email)
+    except DigestError as exc:
+        fail(exc)
+    if not found:
+        fail(f"no subscriber {email!r}", 1)
+    out.print(f"resumed {email.strip().lower()}", markup=False)
+
+
+@app.command()
+def preview(
+    email: Annotated[str, typer.Argument(help="The subscriber whose digest to render.")],
+    day: Annotated[str | None, typer.Option("--date", metavar="YYYY-MM-DD", help="As of this day.")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", metavar="FILE.html", help="Write the HTML here.")] = None,
+) -> None:
+    """Render a subscriber's digest from stored items without sending or recording anything."""
+    settings = settings_or_exit(write=out_file is None)  # the HTML goes to data_dir/preview/ by default
+    as_of = parse_day(day) or today_in(settings.schedule.timezone)
+    try:
+        store = Store(settings.data_dir, writable=False)
+        person = store.subscriber(email.strip().lower())
+        if person is None:
+            fail(f"no subscriber {email!r}: `digest subscribers` lists them", 2)
+        with make_client() as client, OutboxMailer(settings.data_dir / "outbox") as mailer:
+            cycle = Cycle(settings, store, [], mailer, client, utc_now)
+            report = cycle.run(as_of, dry_run=True)
+    except DigestError as exc:
+        fail(exc)
+    digest = next((d for d in cycle.dry_run_plan.digests if d.subscriber.email == person.email), None)
+    if digest is None:
+        written = f"; {out_file} not written" if out_file else ""
+        out.print(f"nothing new for {person.email} as of {as_of}{written} ({report.summary()})")
+        return
+    html, message = cycle.compose(digest)
+    target = out_file or settings.data_dir / "preview" / f"{person.email}-{as_of}.html"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(target, html)  # whole or not at all, 0600: it shows the subscriber's address
+    except OSError as exc:
+        fail(f"preview: {describe_os_error(exc, 'write', target)}", 2)
+    out.print(f"{message.subject}\nHTML written to {target}")
+
+
+@app.command("try", context_settings={"ignore_unknown_options": True})
+def try_command(
+    rule: Annotated[str, typer.Argument(help="The rule to try, such as 'title:4090 OR \"video diffusion\"'.")],
+    days: Annotated[int, typer.Option("--days", min=1, help="Look at papers listed in the last N days.")] = 7,
+    day: Annotated[str | None, typer.Option("--date", help="The last day of the window (YYYY-MM-DD).")] = None,
+) -> None:
+    """Show which stored papers of the last N days a rule matches, and why; changes nothing.
+
+    A rule that starts with '-' goes after '--': digest try --days 7 -- -survey
+    """
+    from digest.matching.syntax import pointer
+
+    settings = settings_or_exit()
+    try:
+        parsed = parse_rule(rule)
+    except RuleError as exc:
+        print(pointer(exc), file=sys.stderr)
+        fail(exc)
+    end = parse_day(day) or today_in(settings.schedule.timezone)
+    start = end - timedelta(days=days - 1)
+    if not (settings.data_dir / STORE_FILE).exists():
+        out.print(f"no papers stored yet in {settings.data_dir}: run `digest run` first, then try again", markup=False)
+        return
+    try:
+        items = Store(settings.data_dir, writable=False).items_listed_between(start, end)
+    except DigestError as exc:
+        fail(exc)
+    result = try_rule(parsed, items)
+    plain = not out.is_terminal  # piped: no colour, matches marked [[so]]
+    out.print(f"rule: {parsed.canonical}", markup=False)
+    for warning in parsed.warnings:
+        out.print(f"note: {warning}", markup=False)
+    if parsed.is_exclusion:
+        out.print("an exclusion: the papers it names are removed from the matches of your other rules")
+    for number, entry in enumerate(result.entries, start=1):
+        lines = describe(entry, plain)
+        out.print()
+        out.print(f"{number}. ", lines[0], sep="", end="\n")
+        for line in lines[1:]:
+            out.print("   ", line, sep="")
+    out.print()
+    out.print(summary(result, start.isoformat(), end.isoformat()), markup=False)
+    if result.silent:
+        out.print("found nothing: " + ", ".join(result.silent), markup=False)
+
+
+@app.command()
+def demo() -> None:
+    """Quick start: a throw-away subscriber and one cycle on embedded defaults; prints the email's path."""
+    settings = settings_or_exit(write=True)
+    demo_dir = settings.data_dir / "demo"
+    shutil.rmtree(demo_dir, ignore_errors=True)
+    demo_settings = settings.model_copy(update={"data_dir": demo_dir})
+    live = HfPapersSource(settings.sources.hf_papers)
+    as_of = today_in(settings.schedule.timezone)
+    with make_client(timeout=10) as client:
+        try:
+            live.fetch_day(client, as_of)
+            reachable = True
+        except Exception as exc:  # any failure at all means: use the sample
+            reachable = False
+            reason = str(exc) or type(exc).__name__
+    if reachable:
+        out.print(f"Using the live Hugging Face Daily Papers feed at {settings.sources.hf_papers.base_url}.")
+        sources = None
+    else:
+        as_of = sample_last_day()
+        out.print(f"Hugging Face is not reachable ({reason}); using the bundled sample of real listings as of {as_of}.")
+        sources = [SampleSource()]
+    try:
+        with open_store(demo_dir) as store:
+            store.save_subscriber(Subscriber(DEMO_EMAIL, DEMO_RULES, "Demo", subscribed_at=utc_now()))
+        outbox = demo_dir / "outbox"
+        report = run_once(demo_settings, as_of, sources=sources, mailer=OutboxMailer(outbox))
+    except DigestError as exc:
+        fail(exc)
+    out.print(f"Rules: {', '.join(DEMO_RULES)}\n{report.summary()}")
+    emails = sorted(outbox.glob("*.eml"))
+    if not emails:
+        out.print("No paper matched the demo rules today, so no email was written.")
+        return
+    html_path = extract_html(emails[-1])
+    out.print(f"Email (.eml): {emails[-1].resolve()}\nOpen this in a browser: {html_path.resolve()}")
+    if in_container() and Path("/data") in emails[-1].resolve().parents:  # the image's volume, not a dev container
+        show_email_from_container(emails[-1])
+
+
+def show_email_from_container(eml: Path) -> None:
+    """In a container (``docker run --rm IMAGE demo``) those paths die with it: show the email here,
+    and say how to get the files out."""
+    message = BytesParser(policy=default_policy).parsebytes(eml.read_bytes())
+    assert isinstance(message, EmailMessage)
+    part = message.get_body(preferencelist=("plain",))
+    text = str(part.get_content()).replace("\r\n", "\n") if part else ""
+    out.print(f"\n--- the email (text part; Subject: {message['Subject']}) ---\n{text.rstrip()}\n---", markup=False)
+    out.print(
+        "These files are inside the container and go with it unless /data is mounted. To keep them: "
+        'mkdir -p demo && docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/demo:/data" IMAGE demo',
+        markup=False,
+    )
+
+
+def extract_html(eml: Path) -> Path:
+    message = BytesParser(policy=default_policy).parsebytes(eml.read_bytes())
+    assert isinstance(message, EmailMessage)
+    part = message.get_body(preferencelist=("html",))
+    html_path = eml.with_suffix(".html")
+    # A 7-bit part reads back with the wire's CRLF line ends; the file gets plain ones.
+    html = str(part.get_content()).replace("\r\n", "\n") if part else ""
+    html_path.write_text(html, encoding="utf-8")
+    return html_path
+
+
+@app.command("export")
+def export_subscribers(
+    file: Annotated[Path | None, typer.Argument(help="Write here instead of standard output (- is that too).")] = None,
+) -> None:
+    """Write subscribers and their rules as JSON lines, for backup and migration.
+
+    FILE is written whole or not at all, mode 0600 (it holds every subscriber's address).
+    """
+    settings = settings_or_exit()
+    if file is not None and str(file) == "-":  # as `digest backup -`: standard output
+        file = None
+    if file is not None and file.is_dir():
+        fail(f"export: {file} is a directory: name a file, e.g. {file / 'subscribers.jsonl'}", 2)
+    try:
+        store = Store(settings.data_dir, writable=False)
+    except DigestError as exc:
+        fail(exc)
+    lines = [
+        json.dumps({"email": s.email, "rules": list(s.rules), "name": s.name, "layout": s.layout}, ensure_ascii=False)
+        for s in sorted(store.subscribers(), key=lambda s: s.email)
+    ]
+    text = "".join(line + "\n" for line in lines)
+    if file is None:
+        sys.stdout.write(text)
+    else:
+        try:
+            write_atomically(file, text.encode("utf-8"))
+        except OSError as exc:
+            fail(f"export: {describe_os_error(exc, 'write', file)}", 2)
+        out.print(f"exported {len(lines)} subscriber(s) to {file}")
+
+
+@app.command("import")
+def import_subscribers(file: Annotated[Path, typer.Argument(help="JSON lines as written by export.")]) -> None:
+    """Add or replace subscribers from JSON lines; all or nothing, every bad line reported."""
+    settings = settings_or_exit(write=True)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"cannot read {file}: {exc}", 2)
+    people: dict[str, Subscriber] = {}
+    first_line: dict[str, int] = {}
+    problems: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError("expected a JSON object")
+            rules = record.get("rules")
+            if not isinstance(rules, list) or not all(isinstance(r, str) for r in rules):
+                raise ValueError('"rules" must be a list of strings')
+            name = record.get("name")
+            if name is not None and not isinstance(name, str):
+                raise ValueError('"name" must be a string or null')
+            layout = record.get("layout") or "full"  # absent in files exported before layouts
+            if layout not in LAYOUTS:
+                raise ValueError(f'"layout" must be one of {", ".join(LAYOUTS)}')
+            address = normalize_email(str(record.get("email", "")))
+            if address in first_line:
+                raise ValueError(f"{address} is already on line {first_line[address]}")
+            first_line[address] = number
+            parse_rules(rules)
+            people[address] = Subscriber(
+                address, tuple(r.strip() for r in rules), name, subscribed_at=utc_now(), layout=layout
+            )
+        except (ValueError, DigestError) as exc:
+            problems.append(f"{file}:{number}: {exc}")
+    if problems:
+        for problem in problems:
+            print(f"digest: {problem}", file=sys.stderr)
+        fail(f"import refused: {len(problems)} bad line(s); nothing was imported", 2)
+    try:
+        with open_store(settings.data_dir) as store:
+            merged = []
+            for person in people.values():
+                existing = store.subscriber(person.email)
+                merged.append(
+                    replace(
+                        person,
+                        subscribed_at=existing.subscribed_at if existing else person.subscribed_at,
+                        last_delivery_at=existing.last_delivery_at if existing else None,
+                        caught_up_to=existing.caught_up_to if existing else None,
+                    )
+                )
+            store.save_subscribers(merged)
+    except DigestError as exc:
+        fail(exc)
+    out.print(f"imported {len(people)} subscriber(s)")
+
+
+def outcome(cycle: dict[str, object]) -> str:
+    if cycle.get("dry_run"):
+        return "dry run"
+    if cycle.get("ok"):
+        return "ok"
+    if cycle.get("stopped"):
+        return f"stopped, {cycle.get('pending', 0)} digest(s) left"
+    return "failed"
+
+
+@app.command()
+def status(
+    last: Annotated[int, typer.Option("--last", "-n", min=1, help="How many cycles to show.")] = 10,
+) -> None:
+    """The last cycles (fetched, new, matched, sent, failed, per source), pending deliveries, next run."""
+    from digest.ops.status import format_time, gather, source_notes
+
+    settings = settings_or_exit()
+    try:
+        store = Store(settings.data_dir, writable=False)
+        state = gather(settings, store, today_in(settings.schedule.timezone), utc_now(), last)
+    except DigestError as exc:
+        fail(exc)
+    zone = settings.schedule.timezone
+    out.print(f"{settings_file_description()}; data_dir {settings.data_dir.absolute()}", markup=False)
+    out.print(f"last {len(state.cycles)} cycle(s):" if state.cycles else "no cycle has run yet")
+    for cycle in state.cycles:
+        sources = ", ".join(
+            f"{s['name']} ok" if s["ok"] else f"{s['name']} down ({', '.join(s['days_failed'])})"
+            for s in cycle["sources"]
+        )
+        numbers = ", ".join(f"{k} {cycle[k]}" for k in ("fetched", "new", "matched", "sent", "failed"))
+        out.print(
+            f"  {format_time(cycle['started_at'], zone)} {cycle.get('trigger', 'manual')} as of {cycle['as_of']}: "
+            f"{outcome(cycle)}; {numbers}; sources: {sources or 'none'}"
+        )
+    for source in state.sources:
+        waiting = source.get("failed_days") or []
+        line = f"source {source['name']}: last success {format_time(source.get('last_ok_at'), zone)}"
+        if waiting:
+            line += f"; days to fetch again: {', '.join(waiting)} (last error: {source.get('last_error')})"
+        out.print(line)
+        for note in source_notes(source):
+            out.print(f"  {note}")
+    for name, why in quiet_sources(
+        store.cycles(last=HISTORY_CYCLES), settings.sources.hf_papers.lookback_days, settings.sources.arxiv.categories
+    ).items():
+        out.print(f"source {name}: unusually empty: {why}", markup=False)
+    if state.pending:
+        out.print(f"pending: {sum(p.papers for p in state.pending)} paper(s) for {len(state.pending)} subscriber(s)")
+        if state.waiting:  # left by the last cycle because of a quota or throttling (digest.mail.quota)
+            waiting = state.waiting
+            out.print(f"  {waiting['count']} digest(s) wait for the next cycle: {waiting['why']}", markup=False)
+        for item in state.pending:
+            why = f" — last refusal: {item.failure['reason']}" if item.failure else ""
+            out.print(f"  {item.email}: {item.papers} paper(s){why}")
+    else:
+        out.print("pending: nothing (every matched paper has been delivered)")
+    for email, why in sorted(state.suspended.items()):  # after bounces; digest resume EMAIL
+        out.print(f"suspended: {email} since {why['at'][:16]}: {why['why']} (digest resume {email})", markup=False)
+    next_run = format_time(state.next_run, zone)
+    out.print(f"next scheduled run: {next_run} (schedule.cron {settings.schedule.cron!r})")
+
+
+@app.command()
+def doctor(
+    repair: Annotated[
+        bool, typer.Option("--repair", help="Restore a damaged store from its last good backup.")
+    ] = False,
+) -> None:
+    """Check the store, its backup and the delivery journal; --repair restores a damaged store."""
+    from digest.ops import doctor as checkup
+
+    settings = settings_or_exit()
+    found = checkup.examine(settings.data_dir)
+    for note in found.notes:
+        out.print(note)
+    if not found.writable:  # the first problem says why and what to do; nothing else matters before it
+        fail(found.problems[0], 2)
+    for problem in found.problems:
+        print(f"digest: problem: {problem}", file=sys.stderr)
+    if not repair:
+        if found.problems:
+            hint = "run `digest doctor --repair`" if found.backup_ok else "no good backup to restore from"
+            fail(f"{len(found.problems)} problem(s) found; {hint}", 1)
+        out.print("no problems found")
+        return
+    try:
+        out.print(checkup.repair(settings.data_dir))
+    except DigestError as exc:
+        fail(exc)
+
+
+@app.command("backup")
+def backup_command(
+    file: Annotated[Path, typer.Argument(help="The archive to write (.tar.gz), outside data_dir; - for stdout.")],
+) -> None:
+    """Write the whole data dir to FILE (tar.gz, mode 0600), consistent also while `digest serve` runs."""
+    from digest.ops.backup import backup
+
+    settings = settings_or_exit()
+    try:
+        files = backup(settings.data_dir, file)
+    except DigestError as exc:
+        fail(exc)
+    done = f"backed up {files} file(s) of {settings.data_dir} to {file}"
+    if str(file) == "-":  # standard output carries the archive
+        print(done, file=sys.stderr)
+    else:
+        out.print(done, markup=False)
+
+
+@app.command("restore")
+def restore_command(file: Annotated[Path, typer.Argument(help="An archive written by `digest backup`.")]) -> None:
+    """Unpack a backup into data_dir, which must be empty or missing; then start digest as usual."""
+    from digest.ops.backup import restore
+
+    settings = settings_or_exit()
+    try:
+        files = restore(file, settings.data_dir)
+    except DigestError as exc:
+        fail(exc)
+    out.print(f"restored {files} file(s) from {file} into {settings.data_dir}", markup=False)
+
+
+def main() -> None:
+    try:
+        app()
+    except OSError as exc:  # a last net: a full or read-only disk met somewhere no command expected
+        print(f"digest: error: {describe_os_error(exc, 'read or write')}", file=sys.stderr)
+        sys.exit(1)
+    except RuleError as exc:  # pragma: no cover - commands catch their own; a last net
+        print(f"digest: error: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,188 @@
+"""``digest serve``: the daily cycle on a schedule (APScheduler) and the web pages (uvicorn), in one process.
+
+The main thread owns the signals: SIGTERM/SIGINT set one stop event. The running cycle sees it
+(retry waits end, the send loop stops after the email being handed over and records it), uvicorn
+is told to exit, the scheduler is shut down waiting for that cycle, and ``serve`` returns, so the
+process exits 0 within a few seconds. uvicorn therefore runs in a worker thread, where it installs
+no signal handlers of its own.
+
+On start, if a cycle was recorded before but none succeeded since the last scheduled time (the
+container was stopped, the machine was off, or the last cycle failed), one runs at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+import uvicorn
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from digest.clock import cron_trigger, last_fire, utc_now
+from digest.cycle.run import run_once
+from digest.cycle.schedule import cycle_left_traces, needs_catch_up
+from digest.errors import DigestError
+from digest.ops.status import format_time
+from digest.settings import Settings
+from digest.state.keeper import StoreKeeper
+from digest.state.store import CYCLES_KEPT, Store, journaled_deliveries
+from digest.web.app import create_app
+
+log = logging.getLogger(__name__)
+
+CYCLE_JOB_ID = "daily-cycle"
+LOCK_WAIT_SECONDS = 600
+WEB_STOP_SECONDS = 5.0
+
+
+class CycleJob:
+    """The scheduler's job: one cycle; errors are logged, never raised into the scheduler."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        stop: threading.Event,
+        catch_up_first: bool = False,
+        keeper: StoreKeeper | None = None,
+    ) -> None:
+        self.settings = settings
+        self.stop = stop
+        self.catch_up_first = catch_up_first
+        self.keeper = keeper
+
+    def __call__(self) -> None:
+        trigger = "catch-up" if self.catch_up_first else "scheduled"
+        self.catch_up_first = False
+        if self.stop.is_set():
+            return
+        log.info("cycle starting", extra={"fields": {"trigger": trigger}})
+        try:
+            report = run_once(
+                self.settings, lock_wait_seconds=LOCK_WAIT_SECONDS, stop=self.stop, trigger=trigger, keeper=self.keeper
+            )
+        except DigestError as exc:
+            log.error("%s cycle failed: %s", trigger, exc)
+            return
+        except Exception:
+            log.exception("%s cycle crashed", trigger)
+            return
+        record = report.to_record()
+        fields = {k: record[k] for k in ("trigger", "as_of", "fetched", "new", "matched", "sent", "failed", "ok")}
+        log.log(
+            logging.INFO if report.ok else logging.WARNING, "cycle done: %s", report.summary(), extra={"fields": fields}
+        )
+
+
+def make_scheduler(
+    settings: Settings, stop: threading.Event, catch_up: bool, keeper: StoreKeeper | None = None
+) -> BackgroundScheduler:
+    trigger = cron_trigger(settings.schedule.cron, settings.schedule.timezone)
+    scheduler = BackgroundScheduler(timezone=settings.schedule.timezone)
+    extra = {"next_run_time": utc_now()} if catch_up else {}
+    scheduler.add_job(
+        CycleJob(settings, stop, catch_up_first=catch_up, keeper=keeper),
+        trigger,
+        id=CYCLE_JOB_ID,
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=settings.schedule.misfire_grace_seconds,
+        **extra,
+    )
+    return scheduler
+
+
+def must_catch_up(settings: Settings) -> bool:
+    """Read the store once at start-up: a damaged store stops ``serve`` here, with its path.
+
+    With no cycle recorded, the traces of one killed before its end (fetched sources, papers, a
+    delivery journal) count as a failed cycle, so a killed first-ever cycle is caught up too.
+    """
+    store = Store(settings.data_dir, writable=False)
+    cycles = store.cycles(last=CYCLES_KEPT)
+    unrecorded = not cycles and cycle_left_traces(
+        store.source_states(),
+        store.seen_count,
+        journaled_deliveries(settings.data_dir),
+    )
+    trigger = cron_trigger(settings.schedule.cron, settings.schedule.timezone)
+    return needs_catch_up(cycles, last_fire(trigger, utc_now()), unrecorded_cycle=unrecorded)
+
+
+@contextmanager
+def stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        if stop.is_set():
+            return
+        log.info("received %s: finishing the email being sent, then stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def start_web(
+    settings: Settings, stop: threading.Event, keeper: StoreKeeper | None = None
+) -> tuple[uvicorn.Server, threading.Thread]:
+    config = uvicorn.Config(
+        create_app(settings, keeper=keeper),
+        host=settings.web.host,
+        port=settings.web.port,
+        log_config=None,  # uvicorn's records go through digest's structured logging
+        access_log=settings.web.access_log,  # tokens redacted: digest.web.app.TokenRedactingFilter
+        # The app reads X-Forwarded-For itself, and only from web.trusted_proxies: uvicorn's default
+        # would believe it from any client on 127.0.0.1 (FORWARDED_ALLOW_IPS), e.g. a direct one.
+        proxy_headers=False,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="web", daemon=True)
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise DigestError(
+                f"cannot serve the web pages on {settings.web.host}:{settings.web.port} "
+                "(is the port in use? set web.port); see the log above"
+            )
+        if stop.wait(0.05):
+            break
+    return server, thread
+
+
+def serve(settings: Settings) -> None:
+    catch_up = must_catch_up(settings)
+    # One store in memory, shared by the pages, /healthz and the cycle (see digest.state.keeper); read
+    # now, so that the first request does not pay for it.
+    keeper = StoreKeeper(settings.data_dir)
+    keeper.store()
+    stop = threading.Event()
+    with stop_on_signals(stop):
+        server, web = start_web(settings, stop, keeper)
+        scheduler = make_scheduler(settings, stop, catch_up, keeper)
+        scheduler.start()
+        job = scheduler.get_job(CYCLE_JOB_ID)
+        log.info(
+            "serving on http://%s:%d; %s",
+            settings.web.host,
+            settings.web.port,
+            "catching up now: the last scheduled cycle was missed or failed"
+            if catch_up
+            else f"next cycle at {format_time(job.next_run_time, settings.schedule.timezone) if job else '?'}",
+        )
+        try:
+            while not stop.wait(0.5):
+                if not web.is_alive():
+                    log.error("the web server stopped; stopping")
+                    stop.set()
+        finally:
+            server.should_exit = True
+            scheduler.shutdown(wait=True)
+            web.join(WEB_STOP_SECONDS)
+            keeper.close()  # folds the web's journalled changes into the store file
+    log.info("stopped cleanly")

@@ -1,18 +1,28 @@
 """Every error digest raises on purpose, in one tree, so callers can catch at the right depth.
 
-DigestError                  base: the CLI turns it into a message and an exit status
-├── SettingsError            a bad settings file or value (exit 2), names the key
-├── RuleError                a rule that does not parse (exit 2), names rule and column
-├── SubscriberError          a bad email address or subscriber record (exit 2)
-├── StoreError               the store cannot be used
-│   ├── StoreCorruptError    the store file does not parse or has the wrong shape; left untouched
-│   └── StoreWriteError      a write failed (disk full, read-only): the cycle stops, nothing lost
-├── DataDirError             the data directory cannot be used at all (exit 2)
-├── CycleLockedError         another cycle holds the lock
-├── SourceError              a source could not be fetched or parsed (cycle goes on)
-└── DeliveryError            an email could not be handed over
-    ├── TransientDeliveryError   retry later (4xx, dropped connection)
-    └── PermanentDeliveryError   the server refused this recipient for good (5xx)
+DigestError                    base: the CLI turns it into a message and an exit status
+├── SettingsError              a bad settings file or value (exit 2), names the key
+├── RuleError                  a rule that does not parse (exit 2), names rule and column
+├── SubscriberError            a bad email address or subscriber record (exit 2)
+├── DataDirError               the data directory cannot be used at all (exit 2)
+├── TokenError                 a link token tampered with, expired, or made for another purpose
+├── FeedFormatError            a payload that is not a feed (also a ValueError); its day is retried
+├── HeaderValueError           a value that cannot go into a mail header (also a ValueError)
+├── StoreError                 the store cannot be used
+│   ├── StoreCorruptError      the store file does not parse or has the wrong shape; left untouched
+│   └── StoreWriteError        a write failed (disk full, read-only): the cycle stops, nothing lost
+├── BusyError                  someone else has what was asked for: nothing was done, try again shortly
+│   ├── CycleLockedError       another process (a cycle, a CLI command) holds the store lock
+│   └── PreviewBusy            more previews are waiting than the preview worker queues
+└── DeliveryError              an email could not be handed over
+    ├── TransientDeliveryError     retry later (4xx, dropped connection)
+    │   ├── UnresponsiveServerError    (digest.mail.mailer) no answer within smtp.timeout_seconds
+    │   └── ThrottledError             (digest.mail.mailer) "421/450 too many": slow down
+    └── PermanentDeliveryError     the server refused this recipient for good (5xx)
+
+Errors of one command stay beside it: BackupError (digest.ops.backup), BounceMailboxError
+(digest.mail.bounces). Exceptions that only steer control flow inside one module (a budget
+overrun, a stop request, an incomplete day) are not errors and are not in the tree.
 """
 
 from __future__ import annotations
@@ -96,12 +106,34 @@ def describe_os_error(exc: OSError, doing: str, path: object = None) -> str:
     return f"cannot {doing}{where}: {reason}" + (f"; {hint}" if hint else "")
 
 
-class CycleLockedError(DigestError):
+class TokenError(DigestError):
+    """A token that is tampered with, expired, or made for another purpose."""
+
+    def __init__(self, message: str, expired: bool = False) -> None:
+        super().__init__(message)
+        self.expired = expired
+
+
+class FeedFormatError(DigestError, ValueError):
+    """The payload is not an RSS, Atom or JSON feed."""
+
+
+class HeaderValueError(DigestError, ValueError):
+    """A value that cannot go into a header as it is (a line break, or longer than a line may be)."""
+
+
+class BusyError(DigestError):
+    """Someone else has what was asked for; nothing was done, and asking again shortly may work."""
+
     exit_code = 1
 
 
-class SourceError(DigestError):
-    exit_code = 1
+class CycleLockedError(BusyError):
+    pass
+
+
+class PreviewBusy(BusyError):
+    """More previews are waiting than the worker queues: the person is asked to wait a moment."""
 
 
 class DeliveryError(DigestError):

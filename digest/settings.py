@@ -4,6 +4,8 @@ The file is ``config/digest.toml`` or the one named by ``DIGEST_CONFIG_FILE``. N
 ``__`` in the environment (``smtp.host`` is ``DIGEST_SMTP__HOST``). A wrong value raises
 :class:`SettingsError` naming the key, so start-up stops before anything is fetched or sent; so
 does a ``DIGEST_*`` variable that names no setting (a typo would otherwise be ignored in silence).
+A key that has moved (:data:`MOVED_KEYS`) is still read at its old place for one release, with a
+warning naming the old key and the new one; given at both, the new one wins.
 
 Relative paths (``data_dir``, ``smtp.password_file``, ``dkim.private_key_file``, the settings file
 itself) are relative to the working directory digest runs in, wherever they are written, as in
@@ -16,6 +18,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import json
+import logging
 import os
 import re
 import secrets
@@ -38,9 +41,18 @@ from pydantic_settings import (
 )
 
 from digest.errors import DataDirError, SettingsError, describe_os_error
+from digest.paths import JOURNAL_FILE, LOCK_FILE, SECRET_KEY_FILE, STORE_FILE
 from digest.retry import RetryPolicy
 
 DEFAULT_CONFIG_FILE = Path("config/digest.toml")
+# Old key -> new key: read at the old place until the next release (``lookback_days`` and the HTTP
+# timeout govern every source, the web form and ``status``, not Hugging Face alone).
+MOVED_KEYS = {
+    "sources.hf_papers.lookback_days": "lookback_days",
+    "sources.hf_papers.timeout_seconds": "http.timeout_seconds",
+}
+
+log = logging.getLogger(__name__)
 
 
 def _http_base(value: str) -> str:
@@ -108,9 +120,7 @@ class SmtpSettings(_Section):
 class HfPapersSettings(_Section):
     enabled: bool = True
     base_url: str = "https://huggingface.co"
-    lookback_days: int = Field(default=2, ge=1, le=30)
     page_size: int = Field(default=50, ge=1, le=100)
-    timeout_seconds: float = Field(default=20.0, gt=0)
 
     _base_url = field_validator("base_url")(_http_base)
 
@@ -233,6 +243,12 @@ class SourcesSettings(_Section):
         return value
 
 
+class HttpSettings(_Section):
+    """The one HTTP client every source fetches with."""
+
+    timeout_seconds: float = Field(default=20.0, gt=0)
+
+
 class RetrySettings(_Section):
     """Transient failures (network errors, HTTP 429/5xx, SMTP 4xx, dropped connections) are retried."""
 
@@ -300,6 +316,7 @@ class Settings(BaseSettings):
     secret_key: SecretStr | None = None
     retention_days: int = Field(default=30, ge=7)
     catchup_days: int = Field(default=14, ge=1, le=365)
+    lookback_days: int = Field(default=2, ge=1, le=30)
     log_format: Literal["keyvalue", "json"] = "keyvalue"
     # What the emails (From name, subject, header, footer) and web pages call this service; the
     # sender name is the From display name, the site name when unset. No line breaks: a header.
@@ -310,20 +327,25 @@ class Settings(BaseSettings):
     dkim: DkimSettings = DkimSettings()
     bounces: BouncesSettings = BouncesSettings()
     sources: SourcesSettings = SourcesSettings()
+    http: HttpSettings = HttpSettings()
     web: WebSettings = WebSettings()
     retry: RetrySettings = RetrySettings()
 
     _public_url = field_validator("public_url")(_http_base)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _read_moved_keys(cls, data: Any) -> Any:
+        return move_old_keys(data) if isinstance(data, dict) else data
+
     @model_validator(mode="after")
     def _retention_covers_catch_up(self) -> Settings:
         """Papers listed before the retention horizon are never delivered again (that is what keeps
         "at most once" true after pruning), so the horizon must lie behind every day still fetched."""
-        needed = self.catchup_days + self.sources.hf_papers.lookback_days
+        needed = self.catchup_days + self.lookback_days
         if self.retention_days <= needed:
             raise ValueError(
-                f"retention_days ({self.retention_days}) must be more than catchup_days + "
-                f"sources.hf_papers.lookback_days ({needed})"
+                f"retention_days ({self.retention_days}) must be more than catchup_days + lookback_days ({needed})"
             )
         return self
 
@@ -346,7 +368,7 @@ class Settings(BaseSettings):
         """The signing key: configured, or generated once into ``data_dir`` and kept there."""
         if self.secret_key is not None:
             return self.secret_key.get_secret_value()
-        path = self.data_dir / "secret_key"
+        path = self.data_dir / SECRET_KEY_FILE
         try:
             if path.is_file():
                 return read_secret_file(path, "secret_key")
@@ -358,6 +380,62 @@ class Settings(BaseSettings):
         except OSError as exc:  # a read-only or foreign data_dir: one line, not a traceback
             raise DataDirError(describe_os_error(exc, "keep the generated secret key", path)) from None
         return key
+
+
+_ABSENT = object()
+
+
+def move_old_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (the merged file, environment and arguments) with each old key of :data:`MOVED_KEYS`
+    taken to its new place, and one warning line for each old key found. Copies what it changes."""
+    for old, new in MOVED_KEYS.items():
+        data, value = _without(data, old.split("."))
+        if value is _ABSENT:
+            continue
+        was, now = f"{old} ({env_name(old)})", f"{new} ({env_name(new)})"
+        if _lookup(data, new.split(".")) is not _ABSENT:
+            log.warning("settings: %s is ignored: %s is also set and wins; remove the old key", was, now)
+        else:
+            log.warning("settings: %s is now %s: rename it; the old name is read until the next release", was, now)
+            data = _with(data, new.split("."), value)
+    return data
+
+
+def _lookup(data: Any, parts: list[str]) -> Any:
+    """The value at ``parts`` (a section given as a model counts as holding all its keys)."""
+    for part in parts:
+        if isinstance(data, BaseModel):
+            return data
+        if not isinstance(data, dict) or part not in data:
+            return _ABSENT
+        data = data[part]
+    return data
+
+
+def _without(data: dict[str, Any], parts: list[str]) -> tuple[dict[str, Any], Any]:
+    """A copy of ``data`` without the key at ``parts``, and its value (``_ABSENT`` if there was none)."""
+    head, *rest = parts
+    inner = data.get(head, _ABSENT)
+    if not rest:
+        return ({k: v for k, v in data.items() if k != head}, inner) if inner is not _ABSENT else (data, _ABSENT)
+    if not isinstance(inner, dict):
+        return data, _ABSENT
+    smaller, value = _without(inner, rest)
+    return ({**data, head: smaller}, value) if value is not _ABSENT else (data, _ABSENT)
+
+
+def _with(data: dict[str, Any], parts: list[str], value: Any) -> dict[str, Any]:
+    """A copy of ``data`` with ``value`` at ``parts``, making the sections on the way."""
+    head, *rest = parts
+    if not rest:
+        return {**data, head: value}
+    inner = data.get(head)
+    return {**data, head: _with(inner if isinstance(inner, dict) else {}, rest, value)}
+
+
+def env_name(key: str) -> str:
+    """The environment variable that sets ``key``: ``smtp.host`` is ``DIGEST_SMTP__HOST``."""
+    return "DIGEST_" + key.replace(".", "__").upper()
 
 
 def config_file_path() -> Path:
@@ -402,7 +480,7 @@ def _describe(exc: ValidationError, path: Path) -> str:
     for error in exc.errors():
         message = error["msg"].removeprefix("Value error, ")
         key = _key_for(".".join(str(part) for part in error["loc"]), message)
-        env = "DIGEST_" + key.replace(".", "__").upper()
+        env = env_name(key)
         given = error.get("input")
         shown = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
         if key.endswith(("password", "secret_key", "private_key")) or key.startswith("dkim") or repr(given) in message:
@@ -411,6 +489,7 @@ def _describe(exc: ValidationError, path: Path) -> str:
             nearest = difflib.get_close_matches(key, setting_paths(), n=1, cutoff=0.6)
             message = "unknown setting" + (f" (did you mean {nearest[0]}?)" if nearest else "")
         where = f"{path} or {env}" if path.exists() else env  # no settings file: only the variable
+        where += "".join(f", or the old {old} / {env_name(old)}" for old, moved in MOVED_KEYS.items() if moved == key)
         lines.append(f"{key}: {message}{shown} [set in {where}]")
     return "bad settings: " + lines[0] if len(lines) == 1 else "bad settings:\n  " + "\n  ".join(lines)
 
@@ -444,7 +523,7 @@ OTHER_VARIABLES = ("DIGEST_CONFIG_FILE",)
 def check_environment(environ: dict[str, str] | None = None) -> None:
     """Refuse a ``DIGEST_*`` variable that names no setting: ``DIGEST_PUBLIC_URLL=...`` would
     otherwise be ignored without a word, and the typo found only when an email has the wrong links."""
-    known = {"DIGEST_" + path.replace(".", "__").upper() for path in setting_paths()} | set(OTHER_VARIABLES)
+    known = {env_name(path) for path in [*setting_paths(), *MOVED_KEYS]} | set(OTHER_VARIABLES)
     variables = os.environ if environ is None else environ
     unknown = sorted(key for key in variables if key.upper().startswith("DIGEST_") and key.upper() not in known)
     if not unknown:
@@ -494,7 +573,7 @@ def data_dir_problem(data_dir: Path, write: bool) -> str | None:
         return describe_os_error(exc, "create the data directory", data_dir)
     uid, gid = os.getuid(), os.getgid()
     blocked = [data_dir] if not os.access(data_dir, os.W_OK | os.X_OK) else []
-    for name in ("digest.json", "deliveries.journal", "digest.lock", "secret_key"):
+    for name in (STORE_FILE, JOURNAL_FILE, LOCK_FILE, SECRET_KEY_FILE):
         if (data_dir / name).exists() and not os.access(data_dir / name, os.R_OK | os.W_OK):
             blocked.append(data_dir / name)
     if not blocked:

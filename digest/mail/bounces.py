@@ -38,13 +38,13 @@ from typing import Any
 
 from digest.errors import DigestError
 from digest.mail.quota import write_private
+from digest.paths import BOUNCES_FILE
 from digest.settings import BouncesSettings
 from digest.state.store import Store
 from digest.state.subscriptions import paused, resumed
 
 log = logging.getLogger(__name__)
 
-BOUNCES_FILE = "bounces.json"
 SOFT_RESET_DAYS = 7  # soft bounces further apart than this are not "in a row"
 TOKEN_CHARS = 16  # 80 bits; with "bounces+" the local part stays far below SMTP's 64 characters
 VERP = re.compile(r"\+([a-z2-7]{16})@", re.IGNORECASE)

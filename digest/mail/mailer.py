@@ -30,7 +30,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from digest.errors import PermanentDeliveryError, TransientDeliveryError
-from digest.mail.message import OutgoingEmail, needs_dot_stuffing
+from digest.mail.message import OutgoingEmail
 from digest.mail.quota import is_throttling
 from digest.settings import SmtpSettings
 from digest.state.files import write_atomically
@@ -46,6 +46,16 @@ Sendable = EmailMessage | OutgoingEmail
 # hanging up: a working server answers in milliseconds, a hung one would hold SIGTERM for
 # smtp.timeout_seconds (or, trickling, forever).
 STOP_GRACE_SECONDS = 5.0
+
+# A line of a message that starts with "." (RFC 5321 4.5.2): found by one scan for a literal, where
+# smtplib's own pattern (a multi-line "^") is tried at every byte of the message.
+_DOT_LINE = re.compile(rb"\n\.")
+
+
+def dot_stuffed(msg: bytes) -> bytes:
+    """``msg`` as DATA sends it, each line that starts with "." given a second one; ``msg`` itself
+    (no copy) when no line does, as in a digest: headers, base64, boundaries and the 7-bit HTML."""
+    return _DOT_LINE.sub(b"\n..", b"." + msg if msg.startswith(b".") else msg)
 
 
 class UnresponsiveServerError(TransientDeliveryError):
@@ -136,25 +146,18 @@ def _run_while_waiting(work: Callable[[], None] | None) -> None:
 
 
 class SmtpConnection(smtplib.SMTP):
-    """``DATA`` without smtplib's dot-stuffing pass when no line starts with a dot.
+    """smtplib's client, the message of ``DATA`` sent by :meth:`_message` whether pipelined or not.
 
-    smtplib runs a multi-line regular expression over every message to double leading dots:
-    about 1 ms for a 100 KB digest, in the send loop, for nothing: a digest's lines are headers,
-    base64 and MIME boundaries, none of which starts with a dot. One substring search decides;
-    a message that does have such a line goes through smtplib's own ``data`` unchanged.
-
-    Between sending the message and reading the reply that accepts it, ``while_waiting`` (set by
-    :meth:`SmtpMailer.send` for one message) runs: the server takes milliseconds to read a digest,
-    and the caller can use them.
+    Why its own ``data``: between sending the message and reading the reply that accepts it,
+    ``while_waiting`` (set by :meth:`SmtpMailer.send` for one message) runs, as the server takes
+    milliseconds to read a digest and the caller can use them; and :func:`dot_stuffed` is a
+    fraction of smtplib's pass.
     """
 
     while_waiting: Callable[[], None] | None = None
     # Told of the socket as soon as it is connected (before the greeting is read), so that
     # SmtpMailer.hang_up can shut it from another thread.
     on_socket: Callable[[socket.socket], None] | None = None
-    # Whether the message being sent needs dot-stuffing, when its maker found out already (an
-    # OutgoingEmail's dot_stuffing): None, and data searches the message itself.
-    dot_stuffing: bool | None = None
 
     def __init__(self, *args: Any, on_socket: Callable[[socket.socket], None] | None = None, **kwargs: Any) -> None:
         self.on_socket = on_socket
@@ -173,17 +176,18 @@ class SmtpConnection(smtplib.SMTP):
     def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
         if not isinstance(msg, bytes):
             return super().data(msg)
-        stuffing = self.dot_stuffing if self.dot_stuffing is not None else needs_dot_stuffing(msg)
-        if stuffing:
-            return super().data(msg)
         self.putcmd("data")
         code, reply = self.getreply()
         if code != 354:
             raise smtplib.SMTPDataError(code, reply)
+        return self._message(msg)
+
+    def _message(self, msg: bytes) -> tuple[int, bytes]:
+        """Send the message after a 354 and its end, run ``while_waiting``, and read the reply."""
+        msg = dot_stuffed(msg)
         self.send(msg + (b".\r\n" if msg.endswith(b"\r\n") else b"\r\n.\r\n"))
         _run_while_waiting(self.while_waiting)
-        code, reply = self.getreply()
-        return code, reply
+        return self.getreply()
 
     def pipelined_sendmail(self, from_address: str, to_address: str, msg: bytes, options: list[str]) -> None:
         """One email in two round trips (RFC 2920): MAIL, RCPT and DATA in one flight, then the message.
@@ -217,12 +221,7 @@ class SmtpConnection(smtplib.SMTP):
                 with contextlib.suppress(smtplib.SMTPException, OSError):
                     self.rset()
             raise failed
-        stuffing = self.dot_stuffing if self.dot_stuffing is not None else needs_dot_stuffing(msg)
-        if stuffing:
-            msg = smtplib._quote_periods(msg)  # type: ignore[attr-defined]  # smtplib's own, as data() uses
-        self.send(msg + (b".\r\n" if msg.endswith(b"\r\n") else b"\r\n.\r\n"))
-        _run_while_waiting(self.while_waiting)
-        code, reply = self.getreply()
+        code, reply = self._message(msg)
         if code != 250:
             if code == 421:
                 self.close()
@@ -323,7 +322,6 @@ class SmtpMailer:
         connection = self._connection
         if isinstance(connection, SmtpConnection):
             connection.while_waiting = while_waiting  # run by its DATA, once the message is out
-            connection.dot_stuffing = message.dot_stuffing if isinstance(message, OutgoingEmail) else None
         try:
             if isinstance(message, OutgoingEmail) and self._pipelining(connection):
                 assert isinstance(connection, SmtpConnection)
@@ -360,7 +358,7 @@ class SmtpMailer:
             raise TransientDeliveryError(f"SMTP error: {exc}") from exc
         finally:
             if isinstance(connection, SmtpConnection):
-                connection.while_waiting, connection.dot_stuffing = None, None
+                connection.while_waiting = None
         if refused:
             code, text = next(iter(refused.values()))
             raise _classified(code, text, message)

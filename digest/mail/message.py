@@ -14,8 +14,7 @@ again for the same day has the same Message-ID, and receiving servers that de-du
 from __future__ import annotations
 
 import hashlib
-import re
-from dataclasses import InitVar, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
 
@@ -103,24 +102,9 @@ def load_dkim_key(settings: DkimSettings, from_address: str) -> DkimKey | None:
     return DkimKey(settings.selector, settings.domain or sender_domain(from_address), pem)
 
 
-# A regular expression, not ``b"\n." in raw``: a two-byte search in bytes went at half the speed.
-_DOT_LINE = re.compile(rb"\n\.")
-
-
-def needs_dot_stuffing(raw: bytes) -> bool:
-    """Whether a line of ``raw`` starts with ".", which the DATA command must send as ".."."""
-    return raw.startswith(b".") or _DOT_LINE.search(raw) is not None
-
-
 @dataclass(frozen=True, slots=True)
 class OutgoingEmail:
-    """A message ready for the wire: its bytes (CRLF line ends) and the envelope to send them with.
-
-    ``dot_stuffing`` is found when the message is made (in a cycle, in the render process, off the
-    send loop), and again whenever ``raw`` is replaced. A maker that knows which part alone can
-    start a line with "." passes ``known_dot_stuffing`` (:func:`build_message`: the HTML part),
-    sparing a search through the whole message; ``replace`` forgets it, as it must.
-    """
+    """A message ready for the wire: its bytes (CRLF line ends) and the envelope to send them with."""
 
     from_address: str
     to_address: str
@@ -128,12 +112,6 @@ class OutgoingEmail:
     message_id: str
     raw: bytes
     smtputf8: bool = False  # an address is not ASCII: the SMTP server must accept SMTPUTF8 (RFC 6531)
-    dot_stuffing: bool = field(init=False)  # a line starts with "." (see needs_dot_stuffing)
-    known_dot_stuffing: InitVar[bool | None] = None
-
-    def __post_init__(self, known_dot_stuffing: bool | None) -> None:
-        found = needs_dot_stuffing(self.raw) if known_dot_stuffing is None else known_dot_stuffing
-        object.__setattr__(self, "dot_stuffing", found)
 
     def as_bytes(self) -> bytes:
         return self.raw
@@ -147,6 +125,60 @@ def message_id(digest_id: str, recipient: str, domain: str) -> str:
     """
     person = hashlib.sha256(f"{digest_id}|{recipient.lower()}".encode()).hexdigest()[:16]
     return f"<digest.{mime.bare(digest_id, 'digest id')}.{person}@{domain}>"
+
+
+def _head(
+    rendered: RenderedDigest,
+    to: tuple[str, str | None],
+    sender: tuple[str, str],
+    msgid: str,
+    *,
+    unsubscribe_url: str,
+    list_id: str,
+    now: datetime,
+    boundary: str,
+) -> bytes:
+    """The message's header lines, RFC 8058's one-click unsubscribe among them, and the blank line."""
+    (to_address, to_name), (from_address, from_name) = to, sender
+    lines = (
+        mime.header("From", mime.address(from_name, from_address)),
+        mime.header("To", mime.address(to_name, to_address)),
+        mime.header("Subject", mime.unstructured(rendered.subject)),
+        f"Date: {format_datetime(now)}\r\n",
+        f"Message-ID: {msgid}\r\n",
+        mime.header("List-Id", ["Paper", "digest", f"<{mime.bare(list_id, 'List-Id')}>"]),
+        mime.header("List-Unsubscribe", [f"<{mime.bare(unsubscribe_url, 'List-Unsubscribe')}>"]),
+        "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
+        "Auto-Submitted: auto-generated\r\n",
+        "Precedence: bulk\r\n",
+        f"Feedback-ID: digest:{mime.bare(sender_domain(from_address), 'Feedback-ID')}\r\n",
+        "MIME-Version: 1.0\r\n",
+        f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n',
+        "\r\n",
+    )
+    return "".join(lines).encode("utf-8")
+
+
+def _body(rendered: RenderedDigest, boundary: str) -> bytes:
+    """The text part, then the HTML part: in 7-bit as render wrote it where it can go so, else base64."""
+    delimiter = f"\r\n--{boundary}\r\n".encode("ascii")
+    html = rendered.html_bytes()
+    # Render made the 7-bit body already, to measure the part as sent (see render_digest).
+    made = rendered.html_wire
+    html_body = made if made and delimiter[2:-2] not in made else mime.seven_bit_html(html, delimiter[2:-2])
+    return b"".join(
+        (
+            delimiter[2:],
+            b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n',
+            mime.base64_body(rendered.text.encode("utf-8")),
+            delimiter,
+            b'Content-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: ',
+            b"7bit\r\n\r\n" if html_body is not None else b"base64\r\n\r\n",
+            html_body if html_body is not None else mime.base64_body(html),
+            delimiter[:-2],
+            b"--\r\n",
+        )
+    )
 
 
 def build_message(
@@ -167,59 +199,26 @@ def build_message(
     ``Feedback-ID`` (``digest:<sender domain>``) lets Gmail's postmaster tools report complaints
     about the digest apart from other mail of the same domain.
     """
-    domain = sender_domain(from_address)
-    msgid = message_id(digest_id, to_address, domain)
+    msgid = message_id(digest_id, to_address, sender_domain(from_address))
     # A fixed boundary per message keeps the bytes reproducible. A base64 line never starts with
     # "--"; the 7-bit HTML part is checked not to hold the boundary (else it goes in base64).
     boundary = "=_" + hashlib.sha256(msgid.encode()).hexdigest()[:28]
-    head = "".join(
-        (
-            mime.header("From", mime.address(from_name, from_address)),
-            mime.header("To", mime.address(to_name, to_address)),
-            mime.header("Subject", mime.unstructured(rendered.subject)),
-            f"Date: {format_datetime(now)}\r\n",
-            f"Message-ID: {msgid}\r\n",
-            mime.header("List-Id", ["Paper", "digest", f"<{mime.bare(list_id, 'List-Id')}>"]),
-            mime.header("List-Unsubscribe", [f"<{mime.bare(unsubscribe_url, 'List-Unsubscribe')}>"]),
-            "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n",
-            "Auto-Submitted: auto-generated\r\n",
-            "Precedence: bulk\r\n",
-            f"Feedback-ID: digest:{mime.bare(domain, 'Feedback-ID')}\r\n",
-            "MIME-Version: 1.0\r\n",
-            f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n',
-            "\r\n",
-        )
+    head = _head(
+        rendered,
+        (to_address, to_name),
+        (from_address, from_name),
+        msgid,
+        unsubscribe_url=unsubscribe_url,
+        list_id=list_id,
+        now=now,
+        boundary=boundary,
     )
-    delimiter = f"\r\n--{boundary}\r\n".encode("ascii")
-    html = rendered.html_bytes()
-    # Render made the 7-bit body already, to measure the part as sent (see render_digest).
-    made = rendered.html_wire
-    html_body = made if made and delimiter[2:-2] not in made else mime.seven_bit_html(html, delimiter[2:-2])
-    raw = b"".join(
-        (
-            head.encode("utf-8"),
-            delimiter[2:],
-            b'Content-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: base64\r\n\r\n',
-            mime.base64_body(rendered.text.encode("utf-8")),
-            delimiter,
-            b'Content-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: ',
-            b"7bit\r\n\r\n" if html_body is not None else b"base64\r\n\r\n",
-            html_body if html_body is not None else mime.base64_body(html),
-            delimiter[:-2],
-            b"--\r\n",
-        )
-    )
-    # Only the 7-bit HTML can start a line with ".": a header line starts with its name or a space,
-    # base64 has no ".", a boundary line starts with "--". A signed message is searched whole.
-    dot_lines = None if dkim_key is not None else html_body is not None and needs_dot_stuffing(html_body)
-    if dkim_key is not None:
-        raw = dkim_key.sign(raw)
+    raw = head + _body(rendered, boundary)
     return OutgoingEmail(
         from_address=from_address,
         to_address=to_address,
         subject=rendered.subject,
         message_id=msgid,
-        raw=raw,
+        raw=dkim_key.sign(raw) if dkim_key is not None else raw,
         smtputf8=not (from_address.isascii() and to_address.isascii()),
-        known_dot_stuffing=dot_lines,
     )

@@ -27,6 +27,7 @@ from __future__ import annotations
 import binascii
 import re
 
+from digest.errors import HeaderValueError
 from digest.mail.html_lines import break_long_lines
 
 MAX_LINE = 78  # RFC 5322's "SHOULD"; the hard limit is 998
@@ -37,10 +38,6 @@ _WORD_BYTES = 45
 _RAW_WORD_MAX = 60  # longer raw words go into encoded-words, which can be folded
 _SPECIALS = re.compile(r'[][()<>@,;:\\".]')
 _BASE64_LINES = re.compile(rb".{1,76}", re.DOTALL)
-
-
-class HeaderValueError(ValueError):
-    """A value that cannot go into a header as it is (a line break, or longer than a line may be)."""
 
 
 def _raw_ok(word: str) -> bool:

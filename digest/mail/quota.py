@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from digest.paths import QUOTA_FILE
+
 log = logging.getLogger(__name__)
 
-QUOTA_FILE = "send_quota.json"
 RESERVE = 16  # emails counted in the file before they are sent: a crash over-counts by at most this
 HOUR, DAY = 3600, 86400
 

@@ -8,10 +8,14 @@ from contextlib import contextmanager
 from datetime import date, timedelta
 
 from digest.clock import today_in, utc_now
+from digest.cycle.config import CycleConfig
 from digest.cycle.steps import Cycle
 from digest.errors import SettingsError
 from digest.mail.mailer import Mailer, make_mailer
+from digest.mail.message import load_dkim_key
+from digest.mail.quota import Limits
 from digest.models import CycleReport
+from digest.paths import OUTBOX_DIR
 from digest.retry import Retrier
 from digest.settings import Settings
 from digest.sources import Source, make_client, registry
@@ -36,6 +40,32 @@ def check_as_of(settings: Settings, as_of: date, what: str = "as-of date") -> No
             f"(today is {(latest - timedelta(days=1)).isoformat()} in {settings.schedule.timezone}); "
             "give an earlier date or fix the system clock"
         )
+
+
+def cycle_config(settings: Settings) -> CycleConfig:
+    """The few values a cycle's steps read, from the settings; the one place that knows where each
+    sits in the settings file. Resolving the secret key may create it; a bad DKIM key stops here,
+    before anything is sent."""
+    smtp, retry = settings.smtp, settings.retry
+    return CycleConfig(
+        data_dir=settings.data_dir,
+        public_url=settings.public_url,
+        site_name=settings.site_name,
+        sender_name=settings.sender_name or settings.site_name,
+        from_address=smtp.from_address,
+        secret_key=settings.resolved_secret_key(),
+        dkim_key=load_dkim_key(settings.dkim, smtp.from_address),
+        lookback_days=settings.lookback_days,
+        catchup_days=settings.catchup_days,
+        retention_days=settings.retention_days,
+        arxiv_categories=tuple(settings.sources.arxiv.categories),
+        limits=Limits(smtp.max_per_second, smtp.max_per_hour, smtp.max_per_day),
+        connections=smtp.connections,
+        throttle_budget_seconds=smtp.throttle_budget_seconds,
+        send_retry=retry.policy(retry.send_budget_seconds),
+        http_timeout_seconds=settings.http.timeout_seconds,
+        bounces_address=settings.bounces.address,
+    )
 
 
 def configured_sources(settings: Settings, book: StateBook | None = None) -> list[Source]:
@@ -67,16 +97,17 @@ def run_once(
     day = as_of or today_in(settings.schedule.timezone)
     check_as_of(settings, day)
     stop = stop or threading.Event()
-    chosen_mailer = mailer or make_mailer(settings.smtp, settings.data_dir / "outbox")
+    config = cycle_config(settings)
+    chosen_mailer = mailer or make_mailer(settings.smtp, settings.data_dir / OUTBOX_DIR)
     fetch_retrier = Retrier(settings.retry.policy(settings.retry.fetch_budget_seconds), stop=stop)
     with (
         cycle_store(settings, keeper, dry_run, lock_wait_seconds, stop) as store,
-        make_client(settings.sources.hf_papers.timeout_seconds, retrier=fetch_retrier) as client,
+        make_client(config.http_timeout_seconds, retrier=fetch_retrier) as client,
         chosen_mailer as active_mailer,
     ):
         chosen_sources = list(sources) if sources is not None else configured_sources(settings, store)
         cycle = Cycle(
-            settings,
+            config,
             store,
             chosen_sources,
             active_mailer,

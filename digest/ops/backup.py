@@ -28,7 +28,8 @@ from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from digest.errors import DigestError, describe_os_error
-from digest.state.store import LOCK_FILE, STORE_FILE, Store, store_lock
+from digest.paths import LOCK_FILE, STORE_FILE
+from digest.state.store import Store, store_lock
 
 LOCK_WAIT_SECONDS = 600.0  # a running cycle finishes first; longer than any healthy cycle
 

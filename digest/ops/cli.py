@@ -7,44 +7,33 @@ retried, 2 bad usage, bad settings or a bad rule, with a message naming the offe
 from __future__ import annotations
 
 import importlib.metadata
-import json
 import logging
 import os
 import re
-import shutil
-import signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
-from email.message import EmailMessage
-from email.parser import BytesParser
-from email.policy import default as default_policy
 from pathlib import Path
-from types import FrameType
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, NoReturn
 
 import typer
-import typer.core
-from email_validator import EmailNotValidError, validate_email
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
 from digest.clock import today_in, utc_now
-from digest.cycle.coverage import HISTORY_CYCLES, quiet_sources
 from digest.cycle.run import check_as_of, run_once
-from digest.cycle.steps import Cycle
-from digest.errors import CycleLockedError, DigestError, RuleError, SubscriberError, describe_os_error
-from digest.mail.mailer import OutboxMailer
+from digest.errors import CycleLockedError, DigestError, RuleError, describe_os_error
 from digest.matching.explain import describe, summary, try_rule
-from digest.matching.rules import parse_rule, parse_rules
-from digest.models import LAYOUTS, Subscriber
+from digest.matching.rules import parse_rule
+from digest.models import LAYOUTS
+from digest.ops.demo import DEMO_RULES, choose_day, email_part, extract_html, run_demo
+from digest.ops.help import DigestGroup
 from digest.ops.logs import configure_logging
+from digest.ops.preview import next_digest, render_preview
 from digest.ops.progress import send_progress
+from digest.ops.signals import stop_on_signals
 from digest.ops.startup import check_secrets
+from digest.paths import PENDING_FILE, PREVIEW_DIR, STORE_FILE
 from digest.settings import (
     Settings,
     check_data_dir,
@@ -52,56 +41,9 @@ from digest.settings import (
     load_settings,
     settings_file_description,
 )
-from digest.sources import make_client
-from digest.sources.hf_papers import HfPapersSource
-from digest.sources.sample import SampleSource, sample_last_day
+from digest.state import transfer
 from digest.state.files import write_atomically
-from digest.state.store import STORE_FILE, Store, open_store
-
-
-class DigestCommand(typer.core.TyperCommand):
-    """Help as people read it: ``digest subscribe [OPTIONS] EMAIL``, not typer's ``{email}`` and
-    ``<str>``/``<bool>`` type labels (every value option names its own metavar instead)."""
-
-    # Any: typer carries its own copy of click, whose types are private to it.
-    def collect_usage_pieces(self, ctx: Any) -> list[str]:
-        pieces = ["[OPTIONS]"]
-        for param in self.get_params(ctx):
-            if param.param_type_name == "argument":
-                name = param.metavar or (param.name or "").upper()
-                pieces.append(name if param.required else f"[{name}]")
-        return pieces
-
-    def format_options(self, ctx: Any, formatter: Any) -> None:
-        arguments = [
-            (param.metavar or (param.name or "").upper(), getattr(param, "help", None) or "")
-            for param in self.get_params(ctx)
-            if param.param_type_name == "argument"
-        ]
-        options = [
-            record
-            for param in self.get_params(ctx)
-            if param.param_type_name == "option" and (record := param.get_help_record(ctx)) is not None
-        ]
-        for title, rows in (("Arguments", arguments), ("Options", options)):
-            if rows:
-                with formatter.section(title):
-                    formatter.write_dl(rows)
-
-
-class DigestGroup(typer.core.TyperGroup):
-    """Gives every command (also ones added later) :class:`DigestCommand`'s help, and every value
-    a name for it (``--last LAST``) where typer would show its type."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        for command in self.commands.values():
-            if type(command) is typer.core.TyperCommand:
-                command.__class__ = DigestCommand
-            for param in command.params:
-                if param.metavar is None and not getattr(param, "is_flag", False):
-                    param.metavar = (param.name or "").upper()
-
+from digest.state.store import Store, open_store
 
 app = typer.Typer(
     name="digest",
@@ -113,9 +55,6 @@ app = typer.Typer(
     cls=DigestGroup,
 )
 out = Console(highlight=False, soft_wrap=True)
-
-DEMO_RULES = ("4090", "video diffusion", "gaussian splatting", "real-time")
-DEMO_EMAIL = "demo@example.com"
 
 
 def fail(error: DigestError | str, code: int | None = None) -> NoReturn:
@@ -139,13 +78,6 @@ def parse_day(value: str | None) -> date | None:
     if day < EARLIEST_DAY:
         fail(f"--date {value} is before {EARLIEST_DAY.isoformat()}: no source lists papers that old", 2)
     return day
-
-
-def normalize_email(value: str) -> str:
-    try:
-        return str(validate_email(value, check_deliverability=False).normalized).lower()
-    except EmailNotValidError as exc:
-        raise SubscriberError(f"{value!r} is not a valid email address: {exc}") from exc
 
 
 _verbose = False
@@ -206,25 +138,8 @@ def settings_or_exit(level: int | None = None, write: bool = False) -> Settings:
     return settings
 
 
-@contextmanager
-def stop_requested_by_signals() -> Iterator[threading.Event]:
-    """SIGTERM/SIGINT set the event the cycle checks: finish the email being sent, record it, stop."""
-    stop = threading.Event()
-
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        if not stop.is_set():
-            print(
-                f"digest: {signal.Signals(signum).name} received: finishing the email being sent, then stopping",
-                file=sys.stderr,
-            )
-        stop.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield stop
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+def announce_stop(signal_name: str) -> None:
+    print(f"digest: {signal_name} received: finishing the email being sent, then stopping", file=sys.stderr)
 
 
 @app.command()
@@ -248,7 +163,7 @@ def run(
         check_secrets(settings)
     except DigestError as exc:
         fail(exc)
-    with stop_requested_by_signals() as stop, send_progress() as progress:
+    with stop_on_signals(announce_stop) as stop, send_progress() as progress:
         try:
             if as_of is not None:
                 check_as_of(settings, as_of, "--date")  # before anything is opened: the store stays as it is
@@ -296,33 +211,21 @@ def subscribe(
     if layout is not None and layout not in LAYOUTS:
         fail(f"--layout {layout!r}: use one of {', '.join(LAYOUTS)}", 2)
     try:
-        address = normalize_email(email)
-        try:
-            parsed = parse_rules(rule)
-        except RuleError as exc:
-            from digest.matching.syntax import pointer
-
-            print(pointer(exc), file=sys.stderr)  # the rule, and a caret under the column
-            raise
-        for warning in (warning for one in parsed for warning in one.warnings):
+        request = transfer.check_request(email, rule)
+        for warning in request.warnings:
             print(f"digest: note: {warning}", file=sys.stderr)  # a warning, not a refusal
         with open_store(settings.data_dir) as store:
-            existing = store.subscriber(address)
-            subscriber = Subscriber(
-                email=address,
-                rules=tuple(r.strip() for r in rule),
-                name=name if name is not None else (existing.name if existing else None),
-                active=True,
-                subscribed_at=existing.subscribed_at if existing else utc_now(),
-                last_delivery_at=existing.last_delivery_at if existing else None,
-                caught_up_to=existing.caught_up_to if existing else None,
-                layout=layout or (existing.layout if existing else "full"),
-            )
-            store.save_subscriber(subscriber)
+            subscriber, existed = transfer.subscribe(store, request, name, layout, utc_now())
+    except RuleError as exc:
+        from digest.matching.syntax import pointer
+
+        print(pointer(exc), file=sys.stderr)  # the rule, and a caret under the column
+        fail(exc)
     except DigestError as exc:
         fail(exc)
-    verb = "updated" if existing else "subscribed"
-    out.print(f"{verb} {address} with {len(subscriber.rules)} rule(s): {', '.join(subscriber.rules)}", markup=False)
+    verb = "updated" if existed else "subscribed"
+    rules = ", ".join(subscriber.rules)
+    out.print(f"{verb} {subscriber.email} with {len(subscriber.rules)} rule(s): {rules}", markup=False)
 
 
 @app.command()
@@ -349,7 +252,7 @@ def unsubscribe_beside_a_cycle(data_dir: Path, address: str) -> bool:
     """A cycle (``digest run`` or ``serve``'s) holds the store: a person who asks to leave is not
     refused. The line goes to ``unsubscribes.pending`` (:mod:`digest.state.departures`), which that cycle
     checks before each email it sends and every process applies when it reads the store."""
-    from digest.state.departures import PENDING_FILE, append_departure
+    from digest.state.departures import append_departure
 
     try:
         known = Store(data_dir, writable=False).subscriber(address) is not None
@@ -466,24 +369,21 @@ def preview(
         person = store.subscriber(email.strip().lower())
         if person is None:
             fail(f"no subscriber {email!r}: `digest subscribers` lists them", 2)
-        with make_client() as client, OutboxMailer(settings.data_dir / "outbox") as mailer:
-            cycle = Cycle(settings, store, [], mailer, client, utc_now)
-            report = cycle.run(as_of, dry_run=True)
+        digest = next_digest(store, person.email, as_of, settings.lookback_days)
+        if digest is None:
+            written = f"; {out_file} not written" if out_file else ""
+            out.print(f"nothing new for {person.email} as of {as_of}{written}")
+            return
+        html, message = render_preview(settings, digest)
     except DigestError as exc:
         fail(exc)
-    digest = next((d for d in cycle.dry_run_plan.digests if d.subscriber.email == person.email), None)
-    if digest is None:
-        written = f"; {out_file} not written" if out_file else ""
-        out.print(f"nothing new for {person.email} as of {as_of}{written} ({report.summary()})")
-        return
-    html, message = cycle.compose(digest)
-    target = out_file or settings.data_dir / "preview" / f"{person.email}-{as_of}.html"
+    target = out_file or settings.data_dir / PREVIEW_DIR / f"{person.email}-{as_of}.html"
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(target, html)  # whole or not at all, 0600: it shows the subscriber's address
     except OSError as exc:
         fail(f"preview: {describe_os_error(exc, 'write', target)}", 2)
-    out.print(f"{message.subject}\nHTML written to {target}")
+    out.print(f"{message.subject}\nHTML written to {target}", markup=False)
 
 
 @app.command("try", context_settings={"ignore_unknown_options": True})
@@ -536,67 +436,32 @@ def try_command(
 def demo() -> None:
     """Quick start: a throw-away subscriber and one cycle on embedded defaults; prints the email's path."""
     settings = settings_or_exit(write=True)
-    demo_dir = settings.data_dir / "demo"
-    shutil.rmtree(demo_dir, ignore_errors=True)
-    demo_settings = settings.model_copy(update={"data_dir": demo_dir})
-    live = HfPapersSource(settings.sources.hf_papers)
-    as_of = today_in(settings.schedule.timezone)
-    with make_client(timeout=10) as client:
-        try:
-            live.fetch_day(client, as_of)
-            reachable = True
-        except Exception as exc:  # any failure at all means: use the sample
-            reachable = False
-            reason = str(exc) or type(exc).__name__
-    if reachable:
+    day = choose_day(settings)
+    if day.unreachable is None:
         out.print(f"Using the live Hugging Face Daily Papers feed at {settings.sources.hf_papers.base_url}.")
-        sources = None
     else:
-        as_of = sample_last_day()
-        out.print(f"Hugging Face is not reachable ({reason}); using the bundled sample of real listings as of {as_of}.")
-        sources = [SampleSource()]
+        out.print(
+            f"Hugging Face is not reachable ({day.unreachable}); "
+            f"using the bundled sample of real listings as of {day.as_of}."
+        )
     try:
-        with open_store(demo_dir) as store:
-            store.save_subscriber(Subscriber(DEMO_EMAIL, DEMO_RULES, "Demo", subscribed_at=utc_now()))
-        outbox = demo_dir / "outbox"
-        report = run_once(demo_settings, as_of, sources=sources, mailer=OutboxMailer(outbox))
+        report, emails = run_demo(settings, day)
     except DigestError as exc:
         fail(exc)
     out.print(f"Rules: {', '.join(DEMO_RULES)}\n{report.summary()}")
-    emails = sorted(outbox.glob("*.eml"))
     if not emails:
         out.print("No paper matched the demo rules today, so no email was written.")
         return
     html_path = extract_html(emails[-1])
     out.print(f"Email (.eml): {emails[-1].resolve()}\nOpen this in a browser: {html_path.resolve()}")
     if in_container() and Path("/data") in emails[-1].resolve().parents:  # the image's volume, not a dev container
-        show_email_from_container(emails[-1])
-
-
-def show_email_from_container(eml: Path) -> None:
-    """In a container (``docker run --rm IMAGE demo``) those paths die with it: show the email here,
-    and say how to get the files out."""
-    message = BytesParser(policy=default_policy).parsebytes(eml.read_bytes())
-    assert isinstance(message, EmailMessage)
-    part = message.get_body(preferencelist=("plain",))
-    text = str(part.get_content()).replace("\r\n", "\n") if part else ""
-    out.print(f"\n--- the email (text part; Subject: {message['Subject']}) ---\n{text.rstrip()}\n---", markup=False)
-    out.print(
-        "These files are inside the container and go with it unless /data is mounted. To keep them: "
-        'mkdir -p demo && docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/demo:/data" IMAGE demo',
-        markup=False,
-    )
-
-
-def extract_html(eml: Path) -> Path:
-    message = BytesParser(policy=default_policy).parsebytes(eml.read_bytes())
-    assert isinstance(message, EmailMessage)
-    part = message.get_body(preferencelist=("html",))
-    html_path = eml.with_suffix(".html")
-    # A 7-bit part reads back with the wire's CRLF line ends; the file gets plain ones.
-    html = str(part.get_content()).replace("\r\n", "\n") if part else ""
-    html_path.write_text(html, encoding="utf-8")
-    return html_path
+        subject, text = email_part(emails[-1], "plain")
+        out.print(f"\n--- the email (text part; Subject: {subject}) ---\n{text.rstrip()}\n---", markup=False)
+        out.print(  # in a container (docker run --rm IMAGE demo) those paths die with it
+            "These files are inside the container and go with it unless /data is mounted. To keep them: "
+            'mkdir -p demo && docker run --rm --user "$(id -u):$(id -g)" -v "$PWD/demo:/data" IMAGE demo',
+            markup=False,
+        )
 
 
 @app.command("export")
@@ -616,11 +481,8 @@ def export_subscribers(
         store = Store(settings.data_dir, writable=False)
     except DigestError as exc:
         fail(exc)
-    lines = [
-        json.dumps({"email": s.email, "rules": list(s.rules), "name": s.name, "layout": s.layout}, ensure_ascii=False)
-        for s in sorted(store.subscribers(), key=lambda s: s.email)
-    ]
-    text = "".join(line + "\n" for line in lines)
+    people = store.subscribers()
+    text = transfer.export_lines(people)
     if file is None:
         sys.stdout.write(text)
     else:
@@ -628,7 +490,7 @@ def export_subscribers(
             write_atomically(file, text.encode("utf-8"))
         except OSError as exc:
             fail(f"export: {describe_os_error(exc, 'write', file)}", 2)
-        out.print(f"exported {len(lines)} subscriber(s) to {file}")
+        out.print(f"exported {len(people)} subscriber(s) to {file}")
 
 
 @app.command("import")
@@ -639,66 +501,17 @@ def import_subscribers(file: Annotated[Path, typer.Argument(help="JSON lines as 
         text = file.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         fail(f"cannot read {file}: {exc}", 2)
-    people: dict[str, Subscriber] = {}
-    first_line: dict[str, int] = {}
-    problems: list[str] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            if not isinstance(record, dict):
-                raise ValueError("expected a JSON object")
-            rules = record.get("rules")
-            if not isinstance(rules, list) or not all(isinstance(r, str) for r in rules):
-                raise ValueError('"rules" must be a list of strings')
-            name = record.get("name")
-            if name is not None and not isinstance(name, str):
-                raise ValueError('"name" must be a string or null')
-            layout = record.get("layout") or "full"  # absent in files exported before layouts
-            if layout not in LAYOUTS:
-                raise ValueError(f'"layout" must be one of {", ".join(LAYOUTS)}')
-            address = normalize_email(str(record.get("email", "")))
-            if address in first_line:
-                raise ValueError(f"{address} is already on line {first_line[address]}")
-            first_line[address] = number
-            parse_rules(rules)
-            people[address] = Subscriber(
-                address, tuple(r.strip() for r in rules), name, subscribed_at=utc_now(), layout=layout
-            )
-        except (ValueError, DigestError) as exc:
-            problems.append(f"{file}:{number}: {exc}")
-    if problems:
-        for problem in problems:
-            print(f"digest: {problem}", file=sys.stderr)
-        fail(f"import refused: {len(problems)} bad line(s); nothing was imported", 2)
     try:
+        people = transfer.parse_export(text, str(file), utc_now())
         with open_store(settings.data_dir) as store:
-            merged = []
-            for person in people.values():
-                existing = store.subscriber(person.email)
-                merged.append(
-                    replace(
-                        person,
-                        subscribed_at=existing.subscribed_at if existing else person.subscribed_at,
-                        last_delivery_at=existing.last_delivery_at if existing else None,
-                        caught_up_to=existing.caught_up_to if existing else None,
-                    )
-                )
-            store.save_subscribers(merged)
+            imported = transfer.import_subscribers(store, people)
+    except transfer.ImportRefused as exc:
+        for problem in exc.problems:
+            print(f"digest: {problem}", file=sys.stderr)
+        fail(exc)
     except DigestError as exc:
         fail(exc)
-    out.print(f"imported {len(people)} subscriber(s)")
-
-
-def outcome(cycle: dict[str, object]) -> str:
-    if cycle.get("dry_run"):
-        return "dry run"
-    if cycle.get("ok"):
-        return "ok"
-    if cycle.get("stopped"):
-        return f"stopped, {cycle.get('pending', 0)} digest(s) left"
-    return "failed"
+    out.print(f"imported {imported} subscriber(s)")
 
 
 @app.command()
@@ -706,7 +519,7 @@ def status(
     last: Annotated[int, typer.Option("--last", "-n", min=1, help="How many cycles to show.")] = 10,
 ) -> None:
     """The last cycles (fetched, new, matched, sent, failed, per source), pending deliveries, next run."""
-    from digest.ops.status import format_time, gather, source_notes
+    from digest.ops.status import gather, status_lines
 
     settings = settings_or_exit()
     try:
@@ -714,45 +527,8 @@ def status(
         state = gather(settings, store, today_in(settings.schedule.timezone), utc_now(), last)
     except DigestError as exc:
         fail(exc)
-    zone = settings.schedule.timezone
-    out.print(f"{settings_file_description()}; data_dir {settings.data_dir.absolute()}", markup=False)
-    out.print(f"last {len(state.cycles)} cycle(s):" if state.cycles else "no cycle has run yet")
-    for cycle in state.cycles:
-        sources = ", ".join(
-            f"{s['name']} ok" if s["ok"] else f"{s['name']} down ({', '.join(s['days_failed'])})"
-            for s in cycle["sources"]
-        )
-        numbers = ", ".join(f"{k} {cycle[k]}" for k in ("fetched", "new", "matched", "sent", "failed"))
-        out.print(
-            f"  {format_time(cycle['started_at'], zone)} {cycle.get('trigger', 'manual')} as of {cycle['as_of']}: "
-            f"{outcome(cycle)}; {numbers}; sources: {sources or 'none'}"
-        )
-    for source in state.sources:
-        waiting = source.get("failed_days") or []
-        line = f"source {source['name']}: last success {format_time(source.get('last_ok_at'), zone)}"
-        if waiting:
-            line += f"; days to fetch again: {', '.join(waiting)} (last error: {source.get('last_error')})"
-        out.print(line)
-        for note in source_notes(source):
-            out.print(f"  {note}")
-    for name, why in quiet_sources(
-        store.cycles(last=HISTORY_CYCLES), settings.sources.hf_papers.lookback_days, settings.sources.arxiv.categories
-    ).items():
-        out.print(f"source {name}: unusually empty: {why}", markup=False)
-    if state.pending:
-        out.print(f"pending: {sum(p.papers for p in state.pending)} paper(s) for {len(state.pending)} subscriber(s)")
-        if state.waiting:  # left by the last cycle because of a quota or throttling (digest.mail.quota)
-            waiting = state.waiting
-            out.print(f"  {waiting['count']} digest(s) wait for the next cycle: {waiting['why']}", markup=False)
-        for item in state.pending:
-            why = f" — last refusal: {item.failure['reason']}" if item.failure else ""
-            out.print(f"  {item.email}: {item.papers} paper(s){why}")
-    else:
-        out.print("pending: nothing (every matched paper has been delivered)")
-    for email, why in sorted(state.suspended.items()):  # after bounces; digest resume EMAIL
-        out.print(f"suspended: {email} since {why['at'][:16]}: {why['why']} (digest resume {email})", markup=False)
-    next_run = format_time(state.next_run, zone)
-    out.print(f"next scheduled run: {next_run} (schedule.cron {settings.schedule.cron!r})")
+    for line in status_lines(settings, state):
+        out.print(line, markup=False)
 
 
 @app.command()

@@ -16,11 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from digest.errors import StoreCorruptError, StoreError
+from digest.paths import FOLDED_JOURNAL_FILE, JOURNAL_FILE, STORE_FILE
 from digest.settings import data_dir_problem
 from digest.state.files import read_json_file, remove_stale_temp_files, write_atomically
 from digest.state.migrations import SCHEMA_VERSION, migrate, schema_version
 from digest.state.shape import shape_problems
-from digest.state.store import FOLDED_JOURNAL_FILE, JOURNAL_FILE, STORE_FILE, Store, journal_entry_ok, store_lock
+from digest.state.store import Store, journal_entry_ok, store_lock
 
 
 @dataclass(slots=True)

@@ -13,11 +13,7 @@ container was stopped, the machine was off, or the last cycle failed), one runs 
 from __future__ import annotations
 
 import logging
-import signal
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
 
 import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -26,6 +22,7 @@ from digest.clock import cron_trigger, last_fire, utc_now
 from digest.cycle.run import run_once
 from digest.cycle.schedule import cycle_left_traces, needs_catch_up
 from digest.errors import DigestError
+from digest.ops.signals import stop_on_signals
 from digest.ops.status import format_time
 from digest.settings import Settings
 from digest.state.keeper import StoreKeeper
@@ -112,22 +109,6 @@ def must_catch_up(settings: Settings) -> bool:
     return needs_catch_up(cycles, last_fire(trigger, utc_now()), unrecorded_cycle=unrecorded)
 
 
-@contextmanager
-def stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    def request_stop(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():
-            return
-        log.info("received %s: finishing the email being sent, then stopping", signal.Signals(signum).name)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 def start_web(
     settings: Settings, stop: threading.Event, keeper: StoreKeeper | None = None
 ) -> tuple[uvicorn.Server, threading.Thread]:
@@ -155,14 +136,17 @@ def start_web(
     return server, thread
 
 
+def announce_stop(signal_name: str) -> None:
+    log.info("received %s: finishing the email being sent, then stopping", signal_name)
+
+
 def serve(settings: Settings) -> None:
     catch_up = must_catch_up(settings)
     # One store in memory, shared by the pages, /healthz and the cycle (see digest.state.keeper); read
     # now, so that the first request does not pay for it.
     keeper = StoreKeeper(settings.data_dir)
     keeper.store()
-    stop = threading.Event()
-    with stop_on_signals(stop):
+    with stop_on_signals(announce_stop) as stop:
         server, web = start_web(settings, stop, keeper)
         scheduler = make_scheduler(settings, stop, catch_up, keeper)
         scheduler.start()

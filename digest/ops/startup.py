@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from digest.mail.message import load_dkim_key
+from digest.paths import SECRET_KEY_FILE
 from digest.settings import Settings, read_secret_file
 
 
@@ -12,5 +13,5 @@ def check_secrets(settings: Settings) -> None:
     if settings.smtp.password_file is not None:
         read_secret_file(settings.smtp.password_file, "smtp.password_file")
     load_dkim_key(settings.dkim, settings.smtp.from_address)
-    if settings.secret_key is None and (settings.data_dir / "secret_key").exists():
-        read_secret_file(settings.data_dir / "secret_key", "secret_key")
+    if settings.secret_key is None and (settings.data_dir / SECRET_KEY_FILE).exists():
+        read_secret_file(settings.data_dir / SECRET_KEY_FILE, "secret_key")

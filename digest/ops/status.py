@@ -15,10 +15,12 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from digest.clock import cron_trigger, next_fire
-from digest.cycle.steps import plan_from_store, window_days
+from digest.cycle.coverage import HISTORY_CYCLES, quiet_sources
+from digest.cycle.days import window_days
+from digest.cycle.plan import plan_from_store
 from digest.mail.bounces import read_state as bounce_state
 from digest.mail.quota import read_state
-from digest.settings import Settings
+from digest.settings import Settings, settings_file_description
 from digest.state.store import Store
 
 
@@ -40,6 +42,8 @@ class Status:
     waiting: dict[str, Any] | None = None
     # Subscribers suspended after bounces (digest.mail.bounces): address → {"at", "why"}; `digest resume`.
     suspended: dict[str, Any] = field(default_factory=dict)
+    # Sources that answered the last cycle with nothing though they usually list papers: name → why.
+    quiet: dict[str, str] = field(default_factory=dict)
 
 
 def format_time(moment: datetime | str | None, zone: str = "UTC") -> str:
@@ -74,7 +78,7 @@ def span(run: dict[str, Any]) -> str:
 
 
 def gather(settings: Settings, store: Store, today: date, now: datetime, last: int = 10) -> Status:
-    window_start = min(window_days(today, settings.sources.hf_papers.lookback_days))
+    window_start = min(window_days(today, settings.lookback_days))
     plan = plan_from_store(store, window_start, today)
     failures = {f["email"]: f for f in store.failures()}
     pending = [Pending(d.subscriber.email, len(d.entries), failures.get(d.subscriber.email)) for d in plan.digests]
@@ -87,4 +91,75 @@ def gather(settings: Settings, store: Store, today: date, now: datetime, last: i
         next_run=next_fire(trigger, now),
         waiting=read_state(settings.data_dir).get("waiting") if pending else None,
         suspended=bounce_state(settings.data_dir)["suspended"],
+        quiet=quiet_sources(
+            store.cycles(last=HISTORY_CYCLES),
+            settings.lookback_days,
+            settings.sources.arxiv.categories,
+        ),
     )
+
+
+def outcome(cycle: dict[str, Any]) -> str:
+    if cycle.get("dry_run"):
+        return "dry run"
+    if cycle.get("ok"):
+        return "ok"
+    if cycle.get("stopped"):
+        return f"stopped, {cycle.get('pending', 0)} digest(s) left"
+    return "failed"
+
+
+def cycle_lines(cycles: list[dict[str, Any]], zone: str) -> list[str]:
+    lines = [f"last {len(cycles)} cycle(s):" if cycles else "no cycle has run yet"]
+    for cycle in cycles:
+        sources = ", ".join(
+            f"{s['name']} ok" if s["ok"] else f"{s['name']} down ({', '.join(s['days_failed'])})"
+            for s in cycle["sources"]
+        )
+        numbers = ", ".join(f"{k} {cycle[k]}" for k in ("fetched", "new", "matched", "sent", "failed"))
+        lines.append(
+            f"  {format_time(cycle['started_at'], zone)} {cycle.get('trigger', 'manual')} as of {cycle['as_of']}: "
+            f"{outcome(cycle)}; {numbers}; sources: {sources or 'none'}"
+        )
+    return lines
+
+
+def source_lines(state: Status, zone: str) -> list[str]:
+    lines = []
+    for source in state.sources:
+        waiting = source.get("failed_days") or []
+        line = f"source {source['name']}: last success {format_time(source.get('last_ok_at'), zone)}"
+        if waiting:
+            line += f"; days to fetch again: {', '.join(waiting)} (last error: {source.get('last_error')})"
+        lines.append(line)
+        lines.extend(f"  {note}" for note in source_notes(source))
+    lines.extend(f"source {name}: unusually empty: {why}" for name, why in state.quiet.items())
+    return lines
+
+
+def pending_lines(state: Status) -> list[str]:
+    if not state.pending:
+        return ["pending: nothing (every matched paper has been delivered)"]
+    lines = [f"pending: {sum(p.papers for p in state.pending)} paper(s) for {len(state.pending)} subscriber(s)"]
+    if state.waiting:  # left by the last cycle because of a quota or throttling (digest.mail.quota)
+        lines.append(f"  {state.waiting['count']} digest(s) wait for the next cycle: {state.waiting['why']}")
+    for item in state.pending:
+        why = f" — last refusal: {item.failure['reason']}" if item.failure else ""
+        lines.append(f"  {item.email}: {item.papers} paper(s){why}")
+    return lines
+
+
+def status_lines(settings: Settings, state: Status) -> list[str]:
+    """``digest status``'s output, line by line: settings, cycles, sources, pending, suspended, next run."""
+    zone = settings.schedule.timezone
+    return [
+        f"{settings_file_description()}; data_dir {settings.data_dir.absolute()}",
+        *cycle_lines(state.cycles, zone),
+        *source_lines(state, zone),
+        *pending_lines(state),
+        *(
+            f"suspended: {email} since {why['at'][:16]}: {why['why']} (digest resume {email})"
+            for email, why in sorted(state.suspended.items())  # after bounces; digest resume EMAIL
+        ),
+        f"next scheduled run: {format_time(state.next_run, zone)} (schedule.cron {settings.schedule.cron!r})",
+    ]

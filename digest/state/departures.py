@@ -23,9 +23,8 @@ from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
+from digest.paths import PENDING_FILE
 from digest.state.shape import is_iso_time
-
-PENDING_FILE = "unsubscribes.pending"
 
 Departure = tuple[str, str]  # (lower-case address, ISO time)
 

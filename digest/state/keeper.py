@@ -34,9 +34,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from digest.errors import CycleLockedError, DigestError, StoreWriteError, describe_os_error
-from digest.state.departures import PENDING_FILE, append_departure
+from digest.paths import FOLDED_JOURNAL_FILE, JOURNAL_FILE, PENDING_FILE, STORE_FILE
+from digest.state.departures import append_departure
 from digest.state.files import remove_stale_temp_files
-from digest.state.store import FOLDED_JOURNAL_FILE, JOURNAL_FILE, STORE_FILE, Store, store_lock
+from digest.state.store import Store, store_lock
 
 log = logging.getLogger(__name__)
 

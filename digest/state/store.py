@@ -51,16 +51,13 @@ from tinydb import Query, TinyDB
 
 from digest.errors import CycleLockedError, DataDirError, StoreCorruptError, StoreWriteError, describe_os_error
 from digest.models import CycleReport, Item, SourceReport, Subscriber
+from digest.paths import FOLDED_JOURNAL_FILE, JOURNAL_FILE, LOCK_FILE, STORE_FILE
 from digest.state.departures import Departure, read_departures, take_departures
 from digest.state.files import REPAIR_HINT, BufferedAtomicStorage, keep_copy, remove_stale_temp_files
 from digest.state.ledger import Ledger
 from digest.state.migrations import SCHEMA_VERSION, migrate
 from digest.state.shape import document_problem, is_iso_date, is_iso_time, shape_problems
 
-STORE_FILE = "digest.json"
-JOURNAL_FILE = "deliveries.journal"
-FOLDED_JOURNAL_FILE = "deliveries.journal.1"
-LOCK_FILE = "digest.lock"
 CYCLES_KEPT = 200
 JOURNAL_SYNC_LINES = 64
 JOURNAL_SYNC_SECONDS = 0.5
@@ -70,7 +67,7 @@ JOURNAL_SYNC_SECONDS = 0.5
 class DeliveryNote:
     """What recording one delivery needs but its time, made before the email is handed over.
 
-    Why apart from :meth:`Store.record_delivery`: a cycle makes it in the render process, with the
+    Why apart from :meth:`Store.record_note`: a cycle makes it in the render process, with the
     email, so that between the server's "accepted" and the next send the sender only appends a
     line it has ready (the JSON of a digest's papers is most of the recording's cost).
     """
@@ -228,11 +225,6 @@ class Store:
         self.db.table("meta").update(values, doc_ids=[1])
 
     # -- items --------------------------------------------------------------------------------
-    @_locked
-    def first_listed(self, item_id: str) -> date | None:
-        value = self._seen.get(item_id)
-        return date.fromisoformat(value) if value else None
-
     def _ordinal_of(self, item_id: str, listed_on: str) -> int:
         """The item's ordinal, giving it one (and a place in ``seen``) if it has none yet."""
         ordinal = self._ordinal.get(item_id)
@@ -392,10 +384,6 @@ class Store:
         return {self._ids[n] for n in ordinals}
 
     @_locked
-    def was_delivered(self, email: str, item_id: str) -> bool:
-        return item_id in self.delivered_ids(email)
-
-    @_locked
     def delivery_note(self, email: str, items: Iterable[Item], digest_id: str) -> DeliveryNote:
         """:func:`delivery_note` with the items' ordinals, looked up and never given: this may run
         in the render process, whose copy of the store is thrown away."""
@@ -420,13 +408,9 @@ class Store:
         self._changed()
 
     @_locked
-    def record_delivery(self, email: str, items: Iterable[Item], at: datetime, digest_id: str) -> None:
-        """Durably note that ``email`` has these items, right after the SMTP server accepted them."""
-        self.record_note(delivery_note(email, items, digest_id), at)
-
-    @_locked
     def record_note(self, note: DeliveryNote, at: datetime) -> None:
-        """:meth:`record_delivery` from a note made in advance (see :class:`DeliveryNote`)."""
+        """Durably note that ``note.email`` has ``note.items``, right after the SMTP server accepted
+        them, from a note made in advance (:class:`DeliveryNote`, :func:`delivery_note`)."""
         # An ISO time is digits and "-:.+T": a JSON string as it is.
         line = f'{note.journal_head}"{at.isoformat()}"}}\n'
         self._append(line.encode("utf-8"), f"record the email to {note.email} (accepted by the server) in")
@@ -589,12 +573,6 @@ class Store:
     @_locked
     def failed_days(self, source: str) -> list[date]:
         return [date.fromisoformat(d) for d in self._source_record(source).get("failed_days", [])]
-
-    @_locked
-    def set_failed_days(self, source: str, days: Iterable[date]) -> None:
-        state = self._source_record(source)
-        state["failed_days"] = sorted({d.isoformat() for d in days})
-        self.db.table("sources").upsert(state, Query().name == source)
 
     @_locked
     def fetched_through(self, source: str) -> date | None:

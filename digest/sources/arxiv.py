@@ -39,11 +39,12 @@ from typing import Any
 
 import httpx
 
+from digest.errors import FeedFormatError
 from digest.models import Item
 from digest.settings import ArxivSettings
 from digest.sources import FetchResult
 from digest.sources.conditional import ConditionalFetcher, StateBook
-from digest.sources.feed import FeedFormatError, describe, read_xml
+from digest.sources.feed import describe, read_xml
 from digest.text import squash_whitespace
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ _ANNOUNCE = re.compile(r"Announce Type:\s*([a-z-]+)", re.IGNORECASE)
 _ABSTRACT = re.compile(r"^\s*arXiv:\S+\s+Announce Type:\s*[a-z-]+\s*(?:Abstract:\s*)?", re.IGNORECASE)
 
 
-class Gate:
+class RequestSpacer:
     """One request at a time, and ``interval`` seconds from the end of one to the start of the next.
 
     Measuring from the end (not the start) keeps the spacing even when a response is slow, and the
@@ -86,7 +87,7 @@ class Gate:
                 self._last_end = self.clock()
 
 
-GATE = Gate()
+GATE = RequestSpacer()
 
 
 def feed_url(base_url: str, categories: Sequence[str]) -> str:
@@ -192,7 +193,7 @@ class ArxivSource:
         settings: ArxivSettings,
         book: StateBook | None = None,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
-        gate: Gate = GATE,
+        gate: RequestSpacer = GATE,
     ) -> None:
         self.settings = settings
         self.gate = gate

@@ -28,6 +28,7 @@ from typing import Any
 import feedparser
 import httpx
 
+from digest.errors import FeedFormatError
 from digest.models import Item
 from digest.settings import FeedSettings
 from digest.sources import FetchResult
@@ -41,10 +42,6 @@ ABSTRACT_CHARS = 5000  # enough to match rules on; a whole blog post would only 
 UNTITLED_CHARS = 90
 CATEGORIES_KEPT = 20
 _HTML_TYPES = ("text/html", "application/xhtml+xml", "html", "xhtml")
-
-
-class FeedFormatError(ValueError):
-    """The payload is not an RSS, Atom or JSON feed."""
 
 
 @dataclass(slots=True)

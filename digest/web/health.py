@@ -128,7 +128,7 @@ def health_status(
         timedelta(seconds=settings.schedule.misfire_grace_seconds),
         serving_since,
     )
-    quiet = quiet_sources(cycles, settings.sources.hf_papers.lookback_days, settings.sources.arxiv.categories)
+    quiet = quiet_sources(cycles, settings.lookback_days, settings.sources.arxiv.categories)
     if quiet and status == 200:  # answered, but with nothing on a day it usually lists papers
         body["status"] = "degraded"
         body["problem"] = "; ".join([*([body["problem"]] if body.get("problem") else []), *quiet.values()])

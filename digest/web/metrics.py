@@ -66,7 +66,7 @@ def take_snapshot(store: Store, settings: Settings, now: datetime) -> Snapshot:
         sources=store.source_states(),
         subscribers={"active": active, "paused": len(people) - active, "unsubscribed": store.departed_count()},
         failing=len(store.failures()),
-        quiet=quiet_sources(cycles, settings.sources.hf_papers.lookback_days, settings.sources.arxiv.categories),
+        quiet=quiet_sources(cycles, settings.lookback_days, settings.sources.arxiv.categories),
         next_run=next_fire(cron_trigger(settings.schedule.cron, settings.schedule.timezone), now),
     )
 
@@ -89,60 +89,9 @@ def _seconds(text: Any) -> float | None:
 def families(snapshot: Snapshot) -> Iterable[Metric]:
     """The metric families of ``snapshot``. Pure."""
     cycles = sorted(snapshot.cycles, key=started)
-    last = cycles[-1] if cycles else None
-    if last is not None:
-        began, ended = _seconds(last.get("started_at")), _seconds(last.get("finished_at"))
-        outcome = "ok" if last.get("ok") else ("stopped" if last.get("stopped") else "failed")
-        yield _gauge(
-            "digest_last_cycle_timestamp_seconds", "When the last cycle ended (Unix time).", ended or began or 0
-        )
-        yield _gauge(
-            "digest_last_cycle_success", "1 if the last cycle kept every promise, else 0.", int(outcome == "ok")
-        )
-        yield _labelled(
-            "digest_last_cycle_outcome",
-            "How the last cycle ended: 1 for its outcome (ok, failed, stopped), 0 for the others.",
-            "outcome",
-            {name: int(name == outcome) for name in ("ok", "failed", "stopped")},
-        )
-        if began is not None and ended is not None:
-            yield _gauge("digest_last_cycle_duration_seconds", "How long the last cycle took.", ended - began)
-        yield _labelled(
-            "digest_last_cycle_papers",
-            "Papers in the last cycle: fetched, new (not stored before), matched (for some subscriber).",
-            "stage",
-            {key: int(last.get(key) or 0) for key in ("fetched", "new", "matched")},
-        )
-        yield _labelled(
-            "digest_last_cycle_emails",
-            "Digests of the last cycle: sent, failed (retried next cycle), refused (of the failed, for good).",
-            "result",
-            {key: int(last.get(key) or 0) for key in ("sent", "failed", "refused")},
-        )
-        yield _gauge(
-            "digest_last_cycle_pending_digests",
-            "Digests the last cycle left for the next one (it was stopped).",
-            int(last.get("pending") or 0),
-        )
-        reports = {str(s.get("name")): s for s in last.get("sources", [])}
-        yield _labelled(
-            "digest_source_up",
-            "1 if the source answered for every day in the last cycle.",
-            "source",
-            {name: int(bool(s.get("ok", True))) for name, s in reports.items()},
-        )
-        yield _labelled(
-            "digest_source_fetched_papers",
-            "Papers the source listed in the last cycle.",
-            "source",
-            {name: int(s.get("fetched") or 0) for name, s in reports.items()},
-        )
-        yield _labelled(
-            "digest_source_unusually_empty",
-            "1 if the source answered the last cycle with no papers though it usually lists some.",
-            "source",
-            {name: int(name in snapshot.quiet) for name in reports},
-        )
+    if cycles:
+        yield from _last_cycle(cycles[-1])
+        yield from _last_sources(cycles[-1], snapshot.quiet)
     good = [c for c in cycles if c.get("ok")]
     if good:
         at = _seconds(good[-1].get("finished_at")) or _seconds(good[-1].get("started_at")) or 0
@@ -170,6 +119,62 @@ def families(snapshot: Snapshot) -> Iterable[Metric]:
             "When the next scheduled cycle starts.",
             snapshot.next_run.timestamp(),
         )
+
+
+def _last_cycle(last: Mapping[str, Any]) -> Iterable[Metric]:
+    """How the last cycle went: when it ended, its outcome, duration and counts."""
+    began, ended = _seconds(last.get("started_at")), _seconds(last.get("finished_at"))
+    outcome = "ok" if last.get("ok") else ("stopped" if last.get("stopped") else "failed")
+    yield _gauge("digest_last_cycle_timestamp_seconds", "When the last cycle ended (Unix time).", ended or began or 0)
+    yield _gauge("digest_last_cycle_success", "1 if the last cycle kept every promise, else 0.", int(outcome == "ok"))
+    yield _labelled(
+        "digest_last_cycle_outcome",
+        "How the last cycle ended: 1 for its outcome (ok, failed, stopped), 0 for the others.",
+        "outcome",
+        {name: int(name == outcome) for name in ("ok", "failed", "stopped")},
+    )
+    if began is not None and ended is not None:
+        yield _gauge("digest_last_cycle_duration_seconds", "How long the last cycle took.", ended - began)
+    yield _labelled(
+        "digest_last_cycle_papers",
+        "Papers in the last cycle: fetched, new (not stored before), matched (for some subscriber).",
+        "stage",
+        {key: int(last.get(key) or 0) for key in ("fetched", "new", "matched")},
+    )
+    yield _labelled(
+        "digest_last_cycle_emails",
+        "Digests of the last cycle: sent, failed (retried next cycle), refused (of the failed, for good).",
+        "result",
+        {key: int(last.get(key) or 0) for key in ("sent", "failed", "refused")},
+    )
+    yield _gauge(
+        "digest_last_cycle_pending_digests",
+        "Digests the last cycle left for the next one (it was stopped).",
+        int(last.get("pending") or 0),
+    )
+
+
+def _last_sources(last: Mapping[str, Any], quiet: Mapping[str, str]) -> Iterable[Metric]:
+    """Each source's state in the last cycle."""
+    reports = {str(s.get("name")): s for s in last.get("sources", [])}
+    yield _labelled(
+        "digest_source_up",
+        "1 if the source answered for every day in the last cycle.",
+        "source",
+        {name: int(bool(s.get("ok", True))) for name, s in reports.items()},
+    )
+    yield _labelled(
+        "digest_source_fetched_papers",
+        "Papers the source listed in the last cycle.",
+        "source",
+        {name: int(s.get("fetched") or 0) for name, s in reports.items()},
+    )
+    yield _labelled(
+        "digest_source_unusually_empty",
+        "1 if the source answered the last cycle with no papers though it usually lists some.",
+        "source",
+        {name: int(name in quiet) for name in reports},
+    )
 
 
 class _Fixed(Collector):

@@ -30,7 +30,7 @@ from typing import ParamSpec, TypeVar
 
 from markupsafe import Markup
 
-from digest.errors import RuleError
+from digest.errors import PreviewBusy, RuleError
 from digest.matching.highlight import mark, spans_for
 from digest.matching.ranking import rank_key
 from digest.matching.rules import (
@@ -63,6 +63,7 @@ SWITCH_SECONDS = 0.001  # how often the interpreter hands the GIL over while pre
 
 P = ParamSpec("P")
 T = TypeVar("T")
+Decision = tuple[Rule, Decided]  # a rule and the papers it matches
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,45 +175,59 @@ def build_preview(
     """
     kept, notes = within_caps(rules)
     started = clock()
-    decider = Decider(index, Budget(deadline=started + seconds))
-    done: list[tuple[Rule, Decided]] = []
+    done, late = _decide(index, kept, started + seconds)
+    order = _ranked(index, done)
+    budget = Budget(deadline=max(clock(), started + seconds) + SHOW_SECONDS, spans=SHOWN_SPANS)
+    shown = [index.items[doc] for doc in order[:limit]]
+    matches, unmarked = _highlighted(shown, order[:limit], done, budget)
+    entries = [_entry(item, matched) for item, matched in zip(shown, matches, strict=True)]
+    return Preview(tuple(entries), matched=len(order), considered=len(index.items), notes=notes + late + unmarked)
+
+
+def _decide(index: ItemIndex, rules: Sequence[Rule], deadline: float) -> tuple[list[Decision], tuple[str, ...]]:
+    """Each rule's papers, in order, until ``deadline``; then a note naming the rules left unchecked."""
+    decider = Decider(index, Budget(deadline=deadline))
+    done: list[Decision] = []
     try:
-        for rule in kept:
+        for rule in rules:
             done.append((rule, decider.decide(rule.excludes if rule.excludes is not None else rule.node)))
     except OverBudget:
-        notes += (_left_out(kept[len(done) :], "checking it would take too long here"),)
+        return done, (_left_out(rules[len(done) :], "checking it would take too long here"),)
+    return done, ()
+
+
+def _ranked(index: ItemIndex, done: Sequence[Decision]) -> list[int]:
+    """The papers matched and not excluded (nor withdrawn), as :func:`digest.matching.ranking.rank_key`
+    orders them: more rules matched, then a title match, then upvotes, then title."""
     dropped = {doc for doc, item in enumerate(index.items) if item.withdrawn}
     dropped.update(*(decided.docs for rule, decided in done if rule.is_exclusion))
-    ranks: dict[int, list[int]] = {}  # doc → [rules matched, matched in the title, first rule]
+    ranks: dict[int, list[int]] = {}  # doc → [rules matched, matched in the title]
     seen: set[str] = set()
-    for number, (rule, decided) in enumerate(done):
+    for rule, decided in done:
         text = rule.text.strip()
         if rule.is_exclusion or text in seen:
             continue
         seen.add(text)
         for doc in decided.docs - dropped:
-            rank = ranks.get(doc)
-            if rank is None:
-                ranks[doc] = [1, doc in decided.in_title, number]
-            else:
-                rank[0] += 1
-                rank[1] |= doc in decided.in_title
-    # ranking.rank_key: more rules matched, then a title match, then upvotes, then title.
-    order = sorted(ranks, key=lambda doc: (-ranks[doc][0], not ranks[doc][1], *_paper_key(index.items[doc]), doc))
-    shown = [index.items[doc] for doc in order[:limit]]
-    checked = [rule for rule, _ in done]
-    budget = Budget(deadline=max(clock(), started + seconds) + SHOW_SECONDS, spans=SHOWN_SPANS)
+            rank = ranks.setdefault(doc, [0, False])
+            rank[0] += 1
+            rank[1] |= doc in decided.in_title
+    return sorted(ranks, key=lambda doc: (-ranks[doc][0], not ranks[doc][1], *_paper_key(index.items[doc]), doc))
+
+
+def _highlighted(
+    shown: Sequence[Item], docs: Sequence[int], done: Sequence[Decision], budget: Budget
+) -> tuple[list[Sequence[RuleMatch]], tuple[str, ...]]:
+    """The rules each paper shown matches, with their highlights; without them (and a note saying
+    so) when marking them would go past ``budget``."""
     try:
-        found = Matcher(ItemIndex(shown), budget).match(checked)
-        matches = [found.get(doc, ()) for doc in range(len(shown))]
+        found = Matcher(ItemIndex(shown), budget).match([rule for rule, _ in done])
+        return [found.get(doc, ()) for doc in range(len(shown))], ()
     except OverBudget:
-        notes += ("The matched words are not marked: that would take too long here.",)
-        matches = [
-            tuple(RuleMatch(rule.text.strip(), ()) for rule, decided in done if doc in decided.docs)
-            for doc in order[:limit]
+        matches: list[Sequence[RuleMatch]] = [
+            tuple(RuleMatch(rule.text.strip(), ()) for rule, decided in done if doc in decided.docs) for doc in docs
         ]
-    entries = [_entry(item, matched) for item, matched in zip(shown, matches, strict=True)]
-    return Preview(tuple(entries), matched=len(ranks), considered=len(index.items), notes=notes)
+        return matches, ("The matched words are not marked: that would take too long here.",)
 
 
 def _paper_key(item: Item) -> tuple[int, str]:
@@ -257,10 +272,6 @@ def _parses(rule: str) -> bool:
 
 
 PREVIEW_BUSY = "Many previews are being computed right now: yours will show in a moment."
-
-
-class PreviewBusy(Exception):
-    """More previews are waiting than :data:`MAX_WAITING`: the person is asked to wait a moment."""
 
 
 class PreviewWorker:

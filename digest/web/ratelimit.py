@@ -53,14 +53,6 @@ class RateLimit:
             if hits:
                 hits.pop()
 
-    def retry_after(self, key: str, now: float) -> float:
-        """Seconds until ``key`` may hit again (0 when it may now)."""
-        with self._lock:
-            hits = self._recent(key, now)
-            if len(hits) < self.limit:
-                return 0.0
-            return max(0.0, hits[0] + self.window - now)
-
     def _sweep(self, now: float) -> None:
         """Drop keys whose hits have all expired, so memory stays bounded by recent traffic."""
         for key in [k for k, hits in self._hits.items() if not hits or hits[-1] <= now - self.window]:

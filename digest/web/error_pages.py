@@ -1,0 +1,42 @@
+"""The pages for an unknown address, a wrong method and a server error: plain pages, never a stack trace."""
+
+from __future__ import annotations
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from digest.web.front import Front
+from digest.web.pages import render_page
+from digest.web.security import CSRF_FIELD, SECURITY_HEADERS
+
+TITLES = {404: "Page not found", 405: "Not allowed"}
+
+
+class ErrorPages:
+    """Starlette's exception handlers: :meth:`http_error` for HTTP errors, :meth:`server_error` for the rest."""
+
+    def __init__(self, front: Front) -> None:
+        self.front = front
+
+    async def http_error(self, request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        title = TITLES.get(status, "Something went wrong")
+        return self.front.message(title, "There is nothing to see at this address.", status, show_home=True)
+
+    async def server_error(self, request: Request, exc: Exception) -> Response:
+        """No stack trace to the browser: a plain page; the details go to the log (uvicorn logs it).
+
+        Rendered without the shared page helpers, so an error in them still gets this page.
+        """
+        html = render_page(
+            "message.html",
+            title="Something went wrong",
+            text="Something went wrong on our side, and what you sent may not have been saved. "
+            "The error is logged for the operator; please try again later.",
+            csrf="",
+            csrf_field=CSRF_FIELD,
+            show_home=True,
+            site_name=self.front.settings.site_name,
+        )
+        return HTMLResponse(html, status_code=500, headers=dict(SECURITY_HEADERS))

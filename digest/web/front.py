@@ -1,0 +1,145 @@
+"""What every page of the web front shares: settings, the store, link signing, the clock, the limits.
+
+The pages (:mod:`~digest.web.subscribe`, :mod:`~digest.web.confirm`, :mod:`~digest.web.manage`, …) each
+hold one :class:`Front` and go through it for the store (never on the event loop), for signed links
+and for rendering, so each of them reads as what its page does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from datetime import date, datetime
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from digest.clock import cron_trigger, next_fire
+from digest.errors import TokenError
+from digest.settings import Settings
+from digest.signing import Purpose, Signer
+from digest.state.keeper import StoreKeeper
+from digest.state.store import Store
+from digest.web.forms import form_refusal
+from digest.web.limits import FormLimits, WebLimits
+from digest.web.pages import render_page
+from digest.web.security import CSRF_FIELD, client_address, form_token, rate_key, trusted_networks
+
+T = TypeVar("T")
+
+
+class Front:
+    """The web front's shared state and the helpers every page uses."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Callable[[], datetime],
+        today: Callable[[], date],
+        limits: WebLimits,
+        keeper: StoreKeeper,
+    ) -> None:
+        self.settings = settings
+        # The process's one in-memory store (``digest serve`` shares it with the cycle).
+        self.keeper = keeper
+        self.secret = settings.resolved_secret_key()
+        self.signer = Signer(self.secret)
+        self.clock = clock
+        self.today = today
+        self.limits = FormLimits(limits, settings.data_dir, self.now_seconds())
+        self.trusted = trusted_networks(settings.web.trusted_proxies)
+
+    def now_seconds(self) -> float:
+        return self.clock().timestamp()
+
+    # -- pages ------------------------------------------------------------------------------------
+    def link(self, path: str, **query: str) -> str:
+        """An absolute link for emails, built from ``public_url``."""
+        return f"{self.settings.public_url}{path}" + (f"?{urlencode(query)}" if query else "")
+
+    def page(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
+        """Render a page; its forms get a fresh form token (no cookie: see :mod:`digest.web.security`).
+
+        ``next_run`` is passed uncalled: only a page that says when the next digest goes out pays for it.
+        """
+        csrf = form_token(self.secret, self.now_seconds())
+        html = render_page(
+            template,
+            csrf=csrf,
+            csrf_field=CSRF_FIELD,
+            next_run=self.next_run,
+            site_name=self.settings.site_name,
+            **context,
+        )
+        return HTMLResponse(html, status_code=status, headers={"cache-control": "no-store"})
+
+    def next_run(self) -> str:
+        """When the schedule fires next, as a person reads it: "Sat Nov 21 at 07:00 CET (Europe/Paris)".
+
+        "The next daily run" alone leaves a new subscriber guessing whether it is in an hour or tomorrow,
+        and in which time zone; "" if the schedule has no fire within a year.
+        """
+        schedule = self.settings.schedule
+        fire = next_fire(cron_trigger(schedule.cron, schedule.timezone), self.clock())
+        if fire is None:
+            return ""
+        zone = fire.tzname() or schedule.timezone
+        named = zone if zone == schedule.timezone else f"{zone} ({schedule.timezone})"
+        return f"{fire:%a %b} {fire.day} at {fire:%H:%M} {named}"
+
+    def message(self, title: str, text: str, status: int, **extra: Any) -> HTMLResponse:
+        return self.page("message.html", status=status, title=title, text=text, **extra)
+
+    def bad_link(self, exc: TokenError, purpose: str) -> HTMLResponse:
+        if exc.expired and purpose == "confirm":
+            text = "This confirmation link has expired. Sign up again and you will get a fresh one."
+        else:
+            text = "This link is not valid. Please use the latest link from your email, copied in full."
+        return self.message("This link does not work", text, 400, show_home=True)
+
+    @staticmethod
+    def retry_later(response: Response) -> Response:
+        """A 503 page that shows its form again (with :data:`~digest.web.forms.BUSY`), so "try again" has its button."""
+        response.headers["retry-after"] = "30"
+        return response
+
+    # -- requests ---------------------------------------------------------------------------------
+    def form_problem(self, request: Request, form: FormData) -> str | None:
+        """Why a form post is refused (another site sent it, or its form token is not ours or too old)."""
+        return form_refusal(request.headers, form, self.secret, self.settings.public_url, self.now_seconds())
+
+    def client_ip(self, request: Request) -> str:
+        """The client's rate-limit bucket: its IP (X-Forwarded-For only from ``web.trusted_proxies``)."""
+        peer = request.client.host if request.client else None
+        forwarded = ",".join(request.headers.getlist("x-forwarded-for"))
+        return rate_key(client_address(peer, forwarded, self.trusted))
+
+    def token_data(self, purpose: Purpose, token: str | None) -> dict[str, Any]:
+        if not token:
+            raise TokenError("this link is incomplete")
+        return self.signer.verify(purpose, token)
+
+    # -- the store --------------------------------------------------------------------------------
+    async def write(self, change: Callable[[Store], Any], departure: str | None = None) -> Any:
+        """Run ``change`` on the shared store (by the keeper's writer thread): journalled and fsynced
+        before it returns, also while this process's cycle sends; :class:`~digest.errors.CycleLockedError`
+        only if another process (a CLI ``digest run``) holds the file lock for the keeper's
+        ``write_wait_seconds``: the person is asked to try again shortly."""
+        return await asyncio.wrap_future(self.keeper.submit(change, departure))
+
+    async def read(self, fn: Callable[[Store], T]) -> T:
+        """``fn`` on the shared store: at once when memory is current and no lock is taken
+        (:meth:`~digest.state.keeper.StoreKeeper.read_now`), else in a worker thread."""
+        done, value = self.keeper.read_now(fn)
+        if done:
+            return value  # type: ignore[return-value]
+        return await run_in_threadpool(self.keeper.read, fn)
+
+    def read_store(self) -> Store:
+        """The shared in-memory store, read again first if another process wrote (call it in a
+        worker thread). Pages only read from it: every change goes through :meth:`write`."""
+        return self.keeper.store()

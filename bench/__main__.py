@@ -35,7 +35,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.workload import history_days, items_for_day, subscribers, vocabulary
-from digest.cycle.steps import candidate_start, digest_links, digest_message, plan_digests, window_days
+from digest.cycle.compose import digest_message
+from digest.cycle.days import window_days
+from digest.cycle.links import digest_links
+from digest.cycle.plan import candidate_start, plan_digests
 from digest.mail.mailer import SmtpConnection
 from digest.mail.render import render_digest
 from digest.settings import Settings
@@ -128,7 +131,7 @@ def build_history(data_dir: Path, vocab: list[str], people: list[dict[str, Any]]
             by_day.setdefault(item.listed_on.isoformat(), []).append(item.id)
         for person in people:
             got = {item_id: day for day, ids in by_day.items() for item_id in rng.sample(ids, min(20, len(ids)))}
-            # What a year of record_delivery calls would have left, without a year of journal lines.
+            # What a year of recorded deliveries (Store.record_note) would have left, without a year of journal lines.
             store._add_to_ledger(person["email"], got)
         store.prune(TODAY - timedelta(days=retention))
 
@@ -204,7 +207,7 @@ def sample_messages(data_dir: Path, entries: list[dict[str, Any]], count: int = 
     store.upsert_items(items, datetime.now(UTC))
     people = store.subscribers(active_only=True)
     readers = people[:: max(1, len(people) // count)][:count]
-    window_start = window_days(TODAY, Settings(data_dir=data_dir).sources.hf_papers.lookback_days)[0]
+    window_start = window_days(TODAY, Settings(data_dir=data_dir).lookback_days)[0]
     floor = store.candidate_floor()
     candidates = store.items_listed_between(candidate_start(readers, window_start, floor), TODAY)
     plan = plan_digests(readers, candidates, store.delivered_ids, window_start, floor, TODAY)

@@ -20,8 +20,10 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 
 from bench.workload import items_for_day, subscribers, vocabulary
-from digest.cycle.steps import digest_message, plan_digests
-from digest.mail.render import PAPERS, Links, render_digest
+from digest.cycle.compose import digest_message
+from digest.cycle.plan import plan_digests
+from digest.mail.paper_cache import PAPERS
+from digest.mail.render import Links, render_digest
 from digest.models import Subscriber
 from digest.sources.hf_papers import parse
 

@@ -37,9 +37,11 @@ from email.policy import SMTP
 from email.utils import format_datetime, make_msgid
 from pathlib import Path
 
-from digest.cycle.steps import digest_message
+from digest.cycle.compose import digest_message
 from digest.mail.message import DkimKey, load_dkim_key
-from digest.mail.render import PAPERS, Links, RenderedDigest, item_view, render_digest
+from digest.mail.paper_cache import PAPERS
+from digest.mail.render import Links, RenderedDigest, render_digest
+from digest.mail.views import item_view
 from digest.matching.ranking import rank_entries
 from digest.matching.rules import ItemIndex, Matcher, parse_rules
 from digest.models import Digest, DigestEntry, Item, Subscriber

@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TypeVar
 
+from bench.workload import terms
 from digest.cycle.gc_pause import collector_paused
 from digest.matching.rules import TEXT_FIELDS, ItemIndex, Matcher, parse_rules
 from digest.models import Item, RuleMatch
-from digest.text import terms
 
 T = TypeVar("T")
 Matches = dict[int, tuple[RuleMatch, ...]]

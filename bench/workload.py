@@ -14,7 +14,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from digest.sources.sample import sample_days
-from digest.text import terms
+from digest.text import cut_words, fold
 
 STOP = frozenset(
     re.findall(
@@ -31,6 +31,11 @@ def _corpus() -> list[dict[str, Any]]:
         for entry in entries:
             seen.setdefault(entry["paper"]["id"], entry)
     return list(seen.values())
+
+
+def terms(text: str) -> list[str]:
+    """The words of ``text`` as rules read them, each cut to one singular (:func:`digest.text.fold`)."""
+    return [fold(word) for word in cut_words(text)[0]]
 
 
 def vocabulary(size: int = 500, seed: int = 7) -> list[str]:

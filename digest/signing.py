@@ -13,6 +13,8 @@ from typing import Any, Literal, get_args
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
+from digest.errors import TokenError
+
 Purpose = Literal["confirm", "manage", "unsubscribe", "digest", "inbox"]
 
 MAX_AGE_SECONDS: dict[str, int | None] = {
@@ -22,14 +24,6 @@ MAX_AGE_SECONDS: dict[str, int | None] = {
     "digest": None,
     "inbox": 3600,
 }
-
-
-class TokenError(Exception):
-    """A token that is tampered with, expired, or made for another purpose."""
-
-    def __init__(self, message: str, expired: bool = False) -> None:
-        super().__init__(message)
-        self.expired = expired
 
 
 class Signer:

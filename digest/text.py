@@ -167,11 +167,6 @@ def cut_words(text: str) -> tuple[list[str], list[int]]:
     return parts[1::2], list(accumulate(map(len, parts)))
 
 
-def terms(text: str) -> list[str]:
-    """The words of ``text``, each through :func:`fold`."""
-    return [fold(m.group()) for m in _TOKEN.finditer(text)]
-
-
 def squash_whitespace(text: str) -> str:
     """Fold hard line breaks and runs of spaces (abstracts come with them) into single spaces."""
     return _WHITESPACE.sub(" ", text).strip()

@@ -24,7 +24,8 @@ from pathlib import Path
 import pytest
 
 from digest.mail.bounces import parse_report, verp_address, verp_token
-from digest.state.store import STORE_FILE, open_store
+from digest.paths import STORE_FILE
+from digest.state.store import open_store
 from tests.conftest import cli_env, run_cli
 from tests.servers import FakeHfApi, SmtpSink, free_port
 

@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlparse
 import httpx
 import pytest
 
-from digest.cycle.steps import digest_links
+from digest.cycle.links import digest_links
 from digest.mail.render import render_digest
 from digest.models import Subscriber
 from digest.settings import ScheduleSettings, Settings

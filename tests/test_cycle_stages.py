@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from digest.cycle.archive import prune_archive
 from digest.cycle.render_ahead import can_fork
 from digest.cycle.run import run_once
-from digest.cycle.steps import prune_archive
 from digest.models import Subscriber
 from digest.settings import load_settings
 from digest.sources.sample import SampleSource

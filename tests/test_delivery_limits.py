@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +129,7 @@ def test_2000_subscribers_under_500_a_day_get_their_digest_over_four_days_once_e
     sink, _ = make_relay()
     settings = settings_for(tmp_path, sink, monkeypatch, max_per_day="500")
     people = subscribe(settings, 2000)
-    clock = [datetime.now(runner.UTC)]
+    clock = [datetime.now(UTC)]
     monkeypatch.setattr(runner, "utc_now", lambda: clock[0])
 
     sent_per_day = []
@@ -169,7 +169,7 @@ def test_the_hourly_window_rolls(tmp_path: Path, make_relay: Any, monkeypatch: p
     sink, _ = make_relay()
     settings = settings_for(tmp_path, sink, monkeypatch, max_per_hour="3")
     subscribe(settings, 7)
-    clock = [datetime.now(runner.UTC)]
+    clock = [datetime.now(UTC)]
     monkeypatch.setattr(runner, "utc_now", lambda: clock[0])
     assert run_once(settings, AS_OF, sources=[SampleSource()]).sent == 3
     clock[0] += timedelta(minutes=30)
@@ -218,7 +218,7 @@ def test_throttling_past_its_budget_leaves_the_rest_pending(
     report = run_once(settings, AS_OF, sources=[SampleSource()])
     assert report.sent == 3 and report.failed == 0
     assert "5 digest(s) wait for the next cycle: the SMTP server kept asking to slow down" in " ".join(report.errors)
-    state = gather(settings, Store(settings.data_dir, writable=False), AS_OF, datetime.now(runner.UTC))
+    state = gather(settings, Store(settings.data_dir, writable=False), AS_OF, datetime.now(UTC))
     assert len(state.pending) == 5
     shown = run_cli("status", env={**os.environ, "COLUMNS": "300"}).stdout
     assert "5 digest(s) wait for the next cycle: the SMTP server kept asking to slow down" in shown

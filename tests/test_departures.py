@@ -15,10 +15,11 @@ import pytest
 
 from digest.errors import CycleLockedError
 from digest.models import Subscriber
+from digest.paths import JOURNAL_FILE, PENDING_FILE
 from digest.signing import Signer
-from digest.state.departures import PENDING_FILE, append_departure, read_departures, take_departures
+from digest.state.departures import append_departure, read_departures, take_departures
 from digest.state.keeper import StoreKeeper
-from digest.state.store import JOURNAL_FILE, Store, open_store, store_lock
+from digest.state.store import Store, open_store, store_lock
 from tests.conftest import cli_env, run_cli
 from tests.servers import SmtpSink
 from tests.test_end_to_end import EXPECTED, expected_ids

@@ -31,21 +31,15 @@ from digest.cycle.coverage import coverage
 from digest.mail.html_lines import break_long_lines
 from digest.mail.message import DEFAULT_SENDER_NAME, DkimKey, build_message, load_dkim_key
 from digest.mail.mime import has_long_line, html_part_bound, html_part_size, seven_bit_html
-from digest.mail.render import (
-    HTML_LIMIT_BYTES,
-    SITE_NAME,
-    SNIPPET_CHARS,
-    TOP_PICKS,
-    RenderedDigest,
-    paper_cache,
-    render_digest,
-)
+from digest.mail.paper_cache import paper_cache
+from digest.mail.papers import SNIPPET_CHARS
+from digest.mail.render import HTML_LIMIT_BYTES, SITE_NAME, TOP_PICKS, RenderedDigest, render_digest
 from digest.matching.highlight import email_html, tidy
 from digest.models import Digest, DigestEntry, Item, RuleMatch, SourceReport, Subscriber
 from digest.settings import DkimSettings, Settings
 from digest.sources.sample import SampleSource, sample_last_day
 from digest.state import shape as store_shape
-from digest.text import terms
+from digest.text import fold, tokenize
 from tests.conftest import cli_env, run_cli
 from tests.email_fixtures import (
     AS_OF,
@@ -112,6 +106,11 @@ def block_of(html: str, anchor: str) -> str:
     """One paper's block in the email's HTML, found by its id."""
     start = html.index(f'id="{anchor}"')
     return html[start : html.index("</div>", start)]
+
+
+def terms(text: str) -> list[str]:
+    """The words of ``text`` as the rules read them, plurals folded."""
+    return [fold(token.term) for token in tokenize(text)]
 
 
 def marked_words(block: str) -> set[str]:

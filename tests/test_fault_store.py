@@ -17,7 +17,8 @@ import pytest
 
 from digest.errors import StoreError, StoreWriteError
 from digest.models import Item, Subscriber
-from digest.state.store import JOURNAL_FILE, STORE_FILE, Store, delivery_note, open_store
+from digest.paths import JOURNAL_FILE, STORE_FILE
+from digest.state.store import Store, delivery_note, open_store
 from tests.conftest import cli_env, run_cli, tmpfs
 from tests.servers import FakeHfApi, SmtpSink
 from tests.test_end_to_end import DAY1, DAY2, EXPECTED, expected_ids, ids_in
@@ -315,8 +316,8 @@ def test_a_torn_journal_line_does_not_swallow_the_next_one(tmp_path: Path) -> No
     lines = (tmp_path / JOURNAL_FILE).read_bytes().split(b"\n")
     assert json.loads(lines[1])["email"] == "bo@example.org"
     with open_store(tmp_path, write=False) as store:
-        assert store.was_delivered("bo@example.org", "b")
-        assert not store.was_delivered("ada@example.org", "a")
+        assert store.delivered_ids("bo@example.org") == {"b"}
+        assert store.delivered_ids("ada@example.org") == set()
 
 
 def test_a_leftover_temp_file_is_removed_by_the_next_writer(tmp_path: Path) -> None:

@@ -15,8 +15,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 import digest.cycle.run
-from digest.cycle.run import check_as_of, run_once
-from digest.cycle.steps import (
+from digest.cycle.days import (
     capped_progress,
     day_ranges,
     describe_days,
@@ -26,6 +25,7 @@ from digest.cycle.steps import (
     source_days,
     window_days,
 )
+from digest.cycle.run import check_as_of, run_once
 from digest.errors import SettingsError
 from digest.models import Subscriber
 from digest.settings import Settings, load_settings

@@ -111,9 +111,7 @@ def test_an_unknown_digest_variable_is_refused_with_the_nearest_name(tmp_path: P
     nested = one_line_error(run_cli("status", env=cli_env(tmp_path / "data", DIGEST_SMTP__HOTS="mail")))
     assert "DIGEST_SMTP__HOTS (did you mean DIGEST_SMTP__HOST?)" in nested
     # What digest itself reads is known: the settings file's variable, and every nested key.
-    fine = cli_env(
-        tmp_path / "data", DIGEST_CONFIG_FILE=str(tmp_path / "none.toml"), DIGEST_SOURCES__HF_PAPERS__LOOKBACK_DAYS="3"
-    )
+    fine = cli_env(tmp_path / "data", DIGEST_CONFIG_FILE=str(tmp_path / "none.toml"), DIGEST_HTTP__TIMEOUT_SECONDS="3")
     (tmp_path / "none.toml").write_text("")
     assert run_cli("status", env=fine).returncode == 0
 

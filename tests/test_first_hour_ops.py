@@ -83,7 +83,7 @@ def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[
 
 
 def subscribed_env(tmp_path: Path, hf_api: FakeHfApi, smtp: SmtpSink, **extra: str) -> dict[str, str]:
-    env = cli_env(tmp_path / "data", hf_api, smtp, DIGEST_SOURCES__HF_PAPERS__LOOKBACK_DAYS="1", **extra)
+    env = cli_env(tmp_path / "data", hf_api, smtp, DIGEST_LOOKBACK_DAYS="1", **extra)
     ok(run_cli("subscribe", "ada@example.org", "-k", "diffusion", env=env))
     return env
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from digest.models import Item
 from digest.state.ledger import Ledger, _base36, _base36_digits, decode, encode
-from digest.state.store import JOURNAL_SYNC_LINES, Store, open_store
+from digest.state.store import JOURNAL_SYNC_LINES, Store, delivery_note, open_store
 
 NOW = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
 
@@ -62,8 +62,9 @@ def test_a_version_2_ledger_is_compacted_and_nothing_forgotten(tmp_path: Path) -
     with open_store(tmp_path) as store:
         assert store.delivered_ids("x@example.org") == {"a", "b", "z"}
         assert store.delivered_ids("x@example.org", since=date(2026, 11, 20)) == {"b", "z"}
-        assert store.first_listed("z") == date(2026, 11, 20)  # delivered but never seen: now it is
     written = json.loads((tmp_path / "digest.json").read_text())
+    seen = {doc["id"]: doc["listed_on"] for doc in written["seen"].values()}
+    assert seen["z"] == "2026-11-20"  # delivered but never seen: now it is
     (ledger,) = written["ledger"].values()
     assert "items" not in ledger and set(ledger["days"]) == {"2026-11-19", "2026-11-20"}
     assert sorted(doc["n"] for doc in written["seen"].values()) == [0, 1, 2]
@@ -73,10 +74,10 @@ def test_a_version_2_ledger_is_compacted_and_nothing_forgotten(tmp_path: Path) -
 def test_ordinals_survive_reopening_and_new_items_get_new_ones(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
         store.upsert_items([paper("a", date(2026, 11, 19)), paper("b", date(2026, 11, 20))], NOW)
-        store.record_delivery("x@example.org", [paper("b", date(2026, 11, 20))], NOW, "d1")
+        store.record_note(delivery_note("x@example.org", [paper("b", date(2026, 11, 20))], "d1"), NOW)
     with open_store(tmp_path) as store:
         store.upsert_items([paper("c", date(2026, 11, 21))], NOW)
-        store.record_delivery("x@example.org", [paper("c", date(2026, 11, 21))], NOW, "d2")
+        store.record_note(delivery_note("x@example.org", [paper("c", date(2026, 11, 21))], "d2"), NOW)
     again = Store(tmp_path, writable=False)
     assert again.delivered_ids("x@example.org") == {"b", "c"}
     seen = json.loads((tmp_path / "digest.json").read_text())["seen"].values()
@@ -90,7 +91,7 @@ def test_every_journal_line_is_in_the_file_before_the_next_send(
     monkeypatch.setattr("digest.state.store.JOURNAL_SYNC_SECONDS", 3600.0)  # only the count triggers a sync here
     store = Store(tmp_path)
     for n in range(JOURNAL_SYNC_LINES + 3):
-        store.record_delivery("x@example.org", [paper(f"p{n}", date(2026, 11, 20))], NOW, f"d{n}")
+        store.record_note(delivery_note("x@example.org", [paper(f"p{n}", date(2026, 11, 20))], f"d{n}"), NOW)
         lines = (tmp_path / "deliveries.journal").read_text().splitlines()
         assert len(lines) == n + 1
     assert store._journal_unsynced == 3  # one group of JOURNAL_SYNC_LINES was synced

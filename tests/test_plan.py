@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from digest.cycle.steps import plan_digests
+from digest.cycle.plan import plan_digests
 from digest.matching.ranking import rank_entries
 from digest.matching.rules import ItemIndex, Matcher, parse_rules
 from digest.models import DigestEntry, Subscriber

@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bench.bench_preview import inputs, week_of_papers
+from digest.errors import PreviewBusy
 from digest.matching.index import matches
 from digest.matching.rules import TEXT_FIELDS, Decider, ItemIndex, Matcher, parse_rule, parse_rules
 from digest.matching.syntax import compile_regex
@@ -32,7 +33,6 @@ from digest.web.preview import (
     MAX_PREFIXES,
     MAX_REGEXES,
     MAX_TERMS,
-    PreviewBusy,
     PreviewWorker,
     build_preview,
     preview_rules,

@@ -110,7 +110,7 @@ def test_throttled_api_is_retried_until_it_answers(env: dict[str, str], hf_api: 
 def test_a_day_the_api_was_down_is_fetched_later_and_the_digest_says_so(
     hf_api: FakeHfApi, smtp: SmtpSink, tmp_path: Path
 ) -> None:
-    env = cli_env(tmp_path / "data", hf_api, smtp, DIGEST_SOURCES__HF_PAPERS__LOOKBACK_DAYS="1")
+    env = cli_env(tmp_path / "data", hf_api, smtp, DIGEST_LOOKBACK_DAYS="1")
     subscribe_all(env)
     hf_api.down = True
     down = run_cli("run", "--date", DAY1, env=env)  # a whole cycle without the API

@@ -22,10 +22,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digest.mail import render
-from digest.mail.render import PAPERS, PaperCache, RenderedDigest, render_digest, wrap
-from digest.matching.highlight import escape_html, mark, merge_spans, replace_five, shorten, spans_for, tidy
-from digest.models import Digest, DigestEntry, Highlight, Item, RuleMatch, Subscriber
+from digest.mail import escape, papers, render, templates, views
+from digest.mail.paper_cache import COMPACT_PAPERS, PAPERS, PaperCache, paper_cache
+from digest.mail.render import RenderedDigest, render_digest
+from digest.mail.text_lines import wrap
+from digest.matching.highlight import escape_html, mark, merge_spans, shorten, spans_for, tidy
+from digest.models import LAYOUTS, Digest, DigestEntry, Highlight, Item, RuleMatch, Subscriber
 from tests.email_fixtures import LINKS, digest_for, hostile_digest, huge_digest, sample_digest, sample_items
 
 RULE_SETS = [
@@ -40,8 +42,8 @@ RULE_SETS = [
 def cold(digest: Digest) -> RenderedDigest:
     """A render with nothing cached, as the first digest of a process gets."""
     PAPERS.clear()
-    render.COMPACT_PAPERS.clear()
-    render.item_view.cache_clear()
+    COMPACT_PAPERS.clear()
+    views.item_view.cache_clear()
     return render_digest(digest, LINKS)
 
 
@@ -68,7 +70,7 @@ def test_the_same_paper_matched_otherwise_is_highlighted_otherwise() -> None:
     assert narrow_html == cold(narrow).html and wide_html == cold(wide).html
     assert ">video diffusion (" in narrow_html and ">video (" not in narrow_html
     assert ">video (" in wide_html and ">video diffusion (" not in wide_html
-    assert render.escaped(paper.url) in narrow_html and render.escaped(paper.url) in wide_html
+    assert escape.escaped(paper.url) in narrow_html and escape.escaped(paper.url) in wide_html
 
 
 def test_a_hit_reuses_the_rendered_paper_and_a_changed_item_is_rendered_anew() -> None:
@@ -132,17 +134,17 @@ def test_hostile_text_is_escaped_in_cached_blocks_too() -> None:
 
 def test_a_layout_without_the_paper_marks_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "email").mkdir()
-    layout = (render.templates_dir() / "email" / "digest.mjml").read_text(encoding="utf-8")
+    layout = (templates.templates_dir() / "email" / "digest.mjml").read_text(encoding="utf-8")
     (tmp_path / "email" / "digest.mjml").write_text(layout.replace("{# /paper #}", ""), encoding="utf-8")
     (tmp_path / "email" / "digest.txt.j2").write_text("x", encoding="utf-8")
-    monkeypatch.setattr(render, "templates_dir", lambda: tmp_path)
-    render._templates.cache_clear()
+    monkeypatch.setattr(templates, "templates_dir", lambda: tmp_path)
+    templates.email_templates.cache_clear()
     try:
         with pytest.raises(RuntimeError, match=r"digest\.mjml: the paper block lost its"):
-            render._templates()
+            templates.email_templates()
     finally:
         monkeypatch.undo()
-        render._templates.cache_clear()
+        templates.email_templates.cache_clear()
 
 
 def reference_wrap(text: str, width: int = 73, indent: str = "    ") -> str:
@@ -196,7 +198,7 @@ def test_wrap_is_the_greedy_word_wrap(text: str, width: int) -> None:
 @settings(max_examples=300, deadline=None)
 @given(text=st.text())
 def test_escape_html_is_markupsafes_escape(text: str) -> None:
-    assert escape_html(text) == replace_five(text) == str(markupsafe.escape(text))
+    assert escape_html(text) == str(markupsafe.escape(text))
     assert str(mark(text, [])) == str(markupsafe.escape(text))
 
 
@@ -204,17 +206,17 @@ def one_layout(source: str, layout: str = "full") -> str:
     """A template's source with the other layout's paper block left out: the loop over papers holds
     both blocks, and the split picks one per digest."""
     if layout == "full":
-        head, _, rest = source.partition(render.COMPACT_START)
-        return head + rest.partition(render.COMPACT_END)[2]
-    head, _, rest = source.partition(render.PAPER_START)
-    return head + rest.partition(render.PAPER_END)[2]
+        head, _, rest = source.partition(templates.COMPACT_START)
+        return head + rest.partition(templates.COMPACT_END)[2]
+    head, _, rest = source.partition(templates.PAPER_START)
+    return head + rest.partition(templates.PAPER_END)[2]
 
 
 def whole_text_template(layout: str = "full") -> jinja2.Template:
     """``digest.txt.j2`` as one template, its paper marks only comments: what the split must match."""
     env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
     env.filters["wrap"] = wrap
-    source = (render.templates_dir() / "email" / "digest.txt.j2").read_text(encoding="utf-8")
+    source = (templates.templates_dir() / "email" / "digest.txt.j2").read_text(encoding="utf-8")
     return env.from_string(one_layout(source, layout))
 
 
@@ -223,37 +225,37 @@ def in_layout(digest: Digest, layout: str) -> Digest:
     return digest
 
 
-@pytest.mark.parametrize("layout", render.LAYOUTS)
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("make", [sample_digest, hostile_digest, huge_digest])
 def test_the_text_part_is_what_the_whole_text_template_gives(make: Callable[[], Digest], layout: str) -> None:
     digest = in_layout(make(), layout)
     rendered = cold(digest)
-    papers = render.paper_cache(layout).views(digest.entries)
+    papers = paper_cache(layout).views(digest.entries)
     listed = min(len(papers) - rendered.papers_in_full, render.OVERFLOW_TITLES)
     context = render._context(digest, LINKS, papers, rendered.papers_in_full, listed)
     assert rendered.text == whole_text_template(layout).render(context)
-    assert render.TEXT_PAPER_SEPARATOR not in rendered.text
+    assert templates.TEXT_PAPER_SEPARATOR not in rendered.text
 
 
 def test_a_title_holding_the_text_separator_is_rendered_one_paper_at_a_time() -> None:
     """The text part escapes nothing, so a feed could in principle carry the separator of the
     batched text render; the blocks are then rendered one by one, and nothing is lost or shifted."""
     base = sample_digest()
-    odd = replace(base.entries[0].item, title=f"Before {render.TEXT_PAPER_SEPARATOR} after")
+    odd = replace(base.entries[0].item, title=f"Before {templates.TEXT_PAPER_SEPARATOR} after")
     base.entries = [DigestEntry(odd, base.entries[0].matches), *base.entries[1:]]
     rendered = cold(base)
     papers = PAPERS.views(base.entries)
     context = render._context(base, LINKS, papers, len(papers), 0)
     assert rendered.text == whole_text_template().render(context)
-    assert f"1.  Before {render.TEXT_PAPER_SEPARATOR} after" in rendered.text
+    assert f"1.  Before {templates.TEXT_PAPER_SEPARATOR} after" in rendered.text
     assert f"2.  {wrap(base.entries[1].item.title)}" in rendered.text
 
 
 def whole_html_template(layout: str = "full") -> jinja2.Template:
     """The compiled layout as one template with autoescape, every value as it came from the feed:
     what the paper blocks, rendered without autoescape from values escaped in advance, must give."""
-    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, finalize=render.ascii_html)
-    return env.from_string(one_layout(render.layout_html(), layout))
+    env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, finalize=escape.ascii_html)
+    return env.from_string(one_layout(templates.layout_html(), layout))
 
 
 def emphasised(text: str, spans: list[tuple[int, int]]) -> markupsafe.Markup:
@@ -269,13 +271,13 @@ def emphasised(text: str, spans: list[tuple[int, int]]) -> markupsafe.Markup:
 def raw_paper(entry: DigestEntry, layout: str = "full") -> SimpleNamespace:
     """A paper's values unescaped, only its matched words marked (escaped around them)."""
     item = entry.item
-    view = render.item_view(item)
+    view = views.item_view(item)
     highlights = [h for match in entry.matches for h in match.highlights]
     all_abstract = spans_for(highlights, "abstract")
     shown = view.summary_shown if layout == "compact" else view.abstract_shown
     in_view = [span for span in all_abstract if span[1] <= shown]
     snippets = []
-    for begin, end in render._snippets(entry, shown):
+    for begin, end in papers._snippets(entry, shown):
         inside = [(max(s, begin) - begin, min(e, end) - begin) for s, e in all_abstract if s < end and e > begin]
         body = emphasised(item.abstract[begin:end], inside)
         snippets.append(("… " if begin else "") + body + (" …" if end < len(item.abstract) else ""))
@@ -285,18 +287,18 @@ def raw_paper(entry: DigestEntry, layout: str = "full") -> SimpleNamespace:
         byline=view.byline,
         facts=view.facts,
         github_repo=item.github_repo,
-        rules=tuple(render._rule_label(match) for match in entry.matches),
+        rules=tuple(papers._rule_label(match) for match in entry.matches),
         abstract="" if layout == "compact" else emphasised(view.abstract, in_view),
         abstract_cut=view.abstract_cut,
         summary=emphasised(view.summary, in_view) if layout == "compact" else "",
         snippets=snippets,
-        anchor=render.anchor_for(item.id),
+        anchor=views.anchor_for(item.id),
     )
 
 
 def autoescaped_html(digest: Digest, rendered: RenderedDigest, receipt: str = "") -> str:
     layout = digest.subscriber.layout
-    papers = render.paper_cache(layout).views(digest.entries)
+    papers = paper_cache(layout).views(digest.entries)
     full = rendered.papers_in_full
     listed = min(len(papers) - full, render.OVERFLOW_TITLES)
     context = render._context(digest, LINKS, papers, full, listed, receipt=receipt)
@@ -304,7 +306,7 @@ def autoescaped_html(digest: Digest, rendered: RenderedDigest, receipt: str = ""
     return whole_html_template(layout).render(context)
 
 
-@pytest.mark.parametrize("layout", render.LAYOUTS)
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("make", [sample_digest, hostile_digest, huge_digest])
 def test_the_html_is_what_the_whole_layout_gives_with_autoescape(make: Callable[[], Digest], layout: str) -> None:
     digest = in_layout(make(), layout)
@@ -354,7 +356,7 @@ def hostile_entries(draw: st.DrawFn) -> DigestEntry:
 @given(entries=st.lists(hostile_entries(), min_size=1, max_size=4, unique_by=lambda e: e.item.id))
 def test_values_escaped_in_advance_give_what_autoescape_gives(entries: list[DigestEntry]) -> None:
     rules = tuple(dict.fromkeys(match.rule for entry in entries for match in entry.matches))
-    for layout in render.LAYOUTS:
+    for layout in LAYOUTS:
         digest = Digest(Subscriber("a@example.org", rules, layout=layout), entries, date(2026, 11, 20), "abc")
         rendered = cold(digest)
         assert rendered.html == autoescaped_html(digest, rendered)

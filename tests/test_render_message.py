@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import smtplib
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,10 +30,9 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from digest.errors import PermanentDeliveryError, SettingsError
-from digest.mail.mailer import OutboxMailer, SmtpMailer, needs_dot_stuffing
+from digest.errors import HeaderValueError, PermanentDeliveryError, SettingsError
+from digest.mail.mailer import OutboxMailer, SmtpMailer, dot_stuffed
 from digest.mail.message import DkimKey, OutgoingEmail, build_message, load_dkim_key, message_id
-from digest.mail.mime import HeaderValueError
 from digest.mail.render import RenderedDigest, render_digest
 from digest.ops.cli import extract_html
 from digest.settings import DkimSettings, SmtpSettings, load_settings
@@ -307,48 +305,17 @@ def test_smtp_hands_over_the_exact_bytes(smtp: SmtpSink) -> None:
     assert smtp.raw[0].rstrip(b"\r\n") == built.as_bytes().rstrip(b"\r\n")
 
 
-def test_dot_stuffing_is_skipped_only_when_no_line_starts_with_a_dot(
-    smtp: SmtpSink, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A digest has no line starting with "." (headers, base64, boundaries), so the mailer spares
-    smtplib's pass over the whole message; a message that has such lines is still stuffed, or a
-    lone "." would end it early at the server."""
+def test_a_message_is_dot_stuffed_only_where_a_line_starts_with_a_dot(smtp: SmtpSink) -> None:
+    """A digest has no line starting with "." (headers, base64, boundaries): it goes as it is, not
+    copied; a message that has such lines is still stuffed, or a lone "." would end it early."""
     plain = message()
-    assert not needs_dot_stuffing(plain.raw)
+    assert dot_stuffed(plain.raw) is plain.raw
     dotted = replace(plain, raw=plain.raw.replace(b"\r\n\r\n", b"\r\n\r\n.\r\n..two dots\r\n.one\r\n", 1))
-    assert needs_dot_stuffing(dotted.raw)
-
-    def no_pass(data: bytes) -> bytes:
-        raise AssertionError("smtplib's dot-stuffing pass ran over a digest")
-
     with SmtpMailer(smtp_settings(smtp.port)) as mailer:
-        with monkeypatch.context() as patch:
-            patch.setattr(smtplib, "_quote_periods", no_pass)
-            mailer.send(plain)
+        mailer.send(plain)
         mailer.send(dotted)
     assert [raw.rstrip(b"\r\n") for raw in smtp.raw] == [plain.raw.rstrip(b"\r\n"), dotted.raw.rstrip(b"\r\n")]
     assert parse(smtp.raw[1]).get_body(("html",)) is not None
-
-
-_DOTTY = st.lists(st.sampled_from([".", "..", "\n", "\r\n", "\r", " ", "<p>", "x", "é", "=?", "-", "--"]), max_size=30)
-
-
-@settings(max_examples=200, deadline=None)
-@given(html=_DOTTY.map("".join), subject=_DOTTY.map("".join).map(lambda s: s.replace("\r", " ").replace("\n", " ")))
-def test_a_built_message_knows_whether_a_line_starts_with_a_dot(html: str, subject: str) -> None:
-    """build_message says so from the HTML part alone (the only part where a line can start with
-    "."), in 7-bit or base64; that must be what a search through the whole message finds."""
-    built = message(rendered=rendered_with(subject=subject.strip() or "x", html=html))
-    assert built.dot_stuffing == needs_dot_stuffing(built.raw)
-    again = replace(built, raw=built.raw + b".\r\n")  # replace() forgets what was known
-    assert again.dot_stuffing
-
-
-def test_a_signed_message_is_searched_whole() -> None:
-    key = load_dkim_key(DkimSettings(selector="mail", private_key_file=KEY_FILE), "papers@digest.example.org")
-    for html in ("<p>x</p>", "<p>x\n.y</p>"):
-        built = message(key, rendered=rendered_with(html=html))
-        assert built.dot_stuffing == needs_dot_stuffing(built.raw) == ("." in html)
 
 
 class _Recorder:

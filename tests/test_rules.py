@@ -12,7 +12,7 @@ import yaml
 from digest.errors import RuleError
 from digest.matching.rules import ItemIndex, Matcher, field_text, parse_rule, parse_rules
 from digest.models import Item
-from digest.text import fold, terms
+from digest.text import fold, tokenize
 
 CASES: list[dict[str, Any]] = yaml.safe_load((Path(__file__).parent / "data" / "rule_cases.yaml").read_text())
 
@@ -65,6 +65,9 @@ def test_rule_case(case: dict[str, Any]) -> None:
 
 
 def test_tokens_split_letters_from_digits() -> None:
+    def terms(text: str) -> list[str]:
+        return [token.term for token in tokenize(text)]
+
     assert terms("RTX4090") == ["rtx", "4090"]
     assert terms("4090D") == ["4090", "d"]
     assert terms("video-diffusion") == ["video", "diffusion"]

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 from digest.models import Item
-from digest.state.store import STORE_FILE, Store, open_store
+from digest.paths import STORE_FILE
+from digest.state.store import Store, open_store
 from tests.conftest import cli_env, run_cli
 from tests.servers import FakeHfApi, SmtpSink
 from tests.test_end_to_end import DAY1, DAY2, ids_in

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from digest.clock import cron_trigger, last_fire, next_fire
+from digest.cycle.days import catch_up_days
 from digest.cycle.schedule import needs_catch_up
-from digest.cycle.steps import catch_up_days
 from digest.web.health import assess
 
 NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)

@@ -28,8 +28,9 @@ from digest.clock import cron_trigger, last_fire, next_fire
 from digest.cycle.schedule import FireWindow, cycle_left_traces, needs_catch_up
 from digest.models import CycleReport, Item, SourceReport, Subscriber
 from digest.ops.service import CYCLE_JOB_ID, make_scheduler, must_catch_up
+from digest.paths import JOURNAL_FILE
 from digest.settings import Settings
-from digest.state.store import JOURNAL_FILE, Store, open_store
+from digest.state.store import Store, open_store
 from digest.web.health import health_status
 from tests.conftest import cli_env
 from tests.servers import FakeHfApi, SmtpSink

@@ -18,7 +18,8 @@ def test_defaults_match_the_spec() -> None:
     assert settings.smtp.host is None and settings.smtp.port == 587 and settings.smtp.security == "starttls"
     assert settings.smtp.from_address == "digest@localhost"
     hf = settings.sources.hf_papers
-    assert (hf.enabled, hf.base_url, hf.lookback_days) == (True, "https://huggingface.co", 2)
+    assert (hf.enabled, hf.base_url, settings.lookback_days) == (True, "https://huggingface.co", 2)
+    assert settings.http.timeout_seconds == 20
     assert (settings.web.host, settings.web.port) == ("127.0.0.1", 8080)
 
 
@@ -52,7 +53,8 @@ def test_config_file_named_by_environment(tmp_path: Path, monkeypatch: pytest.Mo
         ("DIGEST_SMTP__SECURITY", "tls", "smtp.security"),
         ("DIGEST_SCHEDULE__TIMEZONE", "Mars/Olympus", "schedule.timezone"),
         ("DIGEST_SCHEDULE__CRON", "every day", "schedule.cron"),
-        ("DIGEST_SOURCES__HF_PAPERS__LOOKBACK_DAYS", "0", "sources.hf_papers.lookback_days"),
+        ("DIGEST_LOOKBACK_DAYS", "0", "lookback_days"),
+        ("DIGEST_HTTP__TIMEOUT_SECONDS", "0", "http.timeout_seconds"),
         ("DIGEST_PUBLIC_URL", "localhost", "public_url"),
     ],
 )

@@ -11,7 +11,7 @@ import pytest
 
 from digest.settings import ArxivSettings, FeedSettings
 from digest.sources import make_client
-from digest.sources.arxiv import GATE, ArxivSource, Gate
+from digest.sources.arxiv import GATE, ArxivSource, RequestSpacer
 from digest.sources.feed import FeedSource
 from digest.state.store import Store
 from tests.feed_server import FeedServer, Route, fixture
@@ -36,7 +36,7 @@ def arxiv_settings(server: FeedServer, **extra: object) -> ArxivSettings:
 def test_arxiv_fetch_reads_the_category_feed(feeds: FeedServer) -> None:
     feeds.routes[ARXIV_PATH] = Route(fixture("arxiv_cs.xml"))
     with make_client() as client:
-        result = ArxivSource(arxiv_settings(feeds), gate=Gate()).fetch(client, [DAY])
+        result = ArxivSource(arxiv_settings(feeds), gate=RequestSpacer()).fetch(client, [DAY])
     assert [i.id for i in result.items] == ["2611.23289", "2611.30001"]
     assert result.errors == [] and result.failed_days == []
     (request,) = feeds.requests
@@ -48,14 +48,14 @@ def test_arxiv_fetch_reads_the_category_feed(feeds: FeedServer) -> None:
 def test_arxiv_weekend_is_not_an_error(feeds: FeedServer) -> None:
     feeds.routes[ARXIV_PATH] = Route(fixture("arxiv_weekend.xml"))
     with make_client() as client:
-        result = ArxivSource(arxiv_settings(feeds), gate=Gate()).fetch(client, [date(2026, 11, 22)])
+        result = ArxivSource(arxiv_settings(feeds), gate=RequestSpacer()).fetch(client, [date(2026, 11, 22)])
     assert (result.items, result.errors, result.failed_days, result.warnings) == ([], [], [], [])
 
 
 def test_arxiv_down_fails_the_day_with_a_clear_error(feeds: FeedServer) -> None:
     feeds.routes[ARXIV_PATH] = Route(b"Service Unavailable", "text/plain", status=503)
     with make_client() as client:
-        result = ArxivSource(arxiv_settings(feeds), gate=Gate()).fetch(client, [DAY, DAY])
+        result = ArxivSource(arxiv_settings(feeds), gate=RequestSpacer()).fetch(client, [DAY, DAY])
     assert result.failed_days == [DAY]
     assert result.errors == [f"arxiv ({feeds.url(ARXIV_PATH)}): HTTP 503"]
 
@@ -68,7 +68,7 @@ def test_arxiv_requests_are_three_seconds_apart_and_one_at_a_time(feeds: FeedSer
     """The real interval, checked by the server's own clock: two sources asking at the same moment."""
     feeds.routes[ARXIV_PATH] = Route(fixture("arxiv_cs.xml"))
     settings = arxiv_settings(feeds, min_interval_seconds=3.0)
-    gate = Gate()  # the process-wide GATE's behaviour, without waiting on other tests' requests
+    gate = RequestSpacer()  # the process-wide GATE's behaviour, without waiting on other tests' requests
     results = []
 
     def fetch() -> None:

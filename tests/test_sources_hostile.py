@@ -294,7 +294,7 @@ def test_a_repeated_page_through_the_cli_delivers_what_was_read_and_fails_the_da
 ) -> None:
     api = EchoApi().start()
     try:
-        env = cli_env(tmp_path / "data", api, smtp, DIGEST_SOURCES__HF_PAPERS__LOOKBACK_DAYS="1")
+        env = cli_env(tmp_path / "data", api, smtp, DIGEST_LOOKBACK_DAYS="1")
         subscribe(env, "paper")
         result = run_cli("run", "--date", RUN_DAY, env=env)
     finally:

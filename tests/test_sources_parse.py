@@ -7,12 +7,13 @@ from datetime import UTC, date, datetime, timedelta
 
 import pytest
 
+from digest.errors import FeedFormatError
 from digest.models import Item
 from digest.settings import FeedSettings, SourcesSettings
 from digest.sources import arxiv, feed
-from digest.sources.arxiv import Gate, bare_id
+from digest.sources.arxiv import RequestSpacer, bare_id
 from digest.sources.conditional import FRESHNESS_CAP, fresh_until, max_age, validators
-from digest.sources.feed import FeedFormatError, identity
+from digest.sources.feed import identity
 from digest.sources.markup import html_to_text, web_url
 from digest.sources.merge import combine, merge_items, with_stored
 from digest.sources.registry import enabled
@@ -238,7 +239,7 @@ def test_gate_spaces_requests_from_the_end_of_the_last_one() -> None:
         slept.append(seconds)
         clock[0] += seconds
 
-    gate = Gate(clock=lambda: clock[0], sleep=sleep)
+    gate = RequestSpacer(clock=lambda: clock[0], sleep=sleep)
     with gate.turn(3.0):
         clock[0] += 0.5  # the first request takes half a second
     with gate.turn(3.0):

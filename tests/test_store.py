@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from digest.errors import CycleLockedError, StoreCorruptError, StoreError
-from digest.models import Item, Subscriber
+from digest.models import Item, SourceReport, Subscriber
 from digest.ops.doctor import examine, repair
 from digest.state.files import BufferedAtomicStorage, json_pieces
 from digest.state.migrations import SCHEMA_VERSION
@@ -30,7 +30,7 @@ def test_items_keep_their_first_listing_date(tmp_path: Path) -> None:
         assert [i.id for i in store.upsert_items([paper("a", date(2026, 11, 19))], NOW)] == ["a"]
     with open_store(tmp_path) as store:
         assert store.upsert_items([paper("a", date(2026, 11, 20)), paper("b")], NOW) == [paper("b")]
-        assert store.first_listed("a") == date(2026, 11, 19)
+        assert store.item("a") == paper("a", date(2026, 11, 19))
         assert [i.id for i in store.items_listed_between(date(2026, 11, 19), date(2026, 11, 19))] == ["a"]
 
 
@@ -76,10 +76,10 @@ def test_a_truncated_store_is_reported_and_left_untouched(tmp_path: Path) -> Non
 
 def test_deliveries_survive_a_crash_through_the_journal(tmp_path: Path) -> None:
     store = Store(tmp_path)
-    store.record_delivery("A@example.org", [paper("x")], NOW, "d1")
+    store.record_note(delivery_note("A@example.org", [paper("x")], "d1"), NOW)
     del store  # the process dies before any flush
     again = Store(tmp_path)
-    assert again.was_delivered("a@example.org", "x")
+    assert again.delivered_ids("a@example.org") == {"x"}
     again.flush()
     assert not (tmp_path / "deliveries.journal").exists()
     assert Store(tmp_path).delivered_ids("a@example.org") == {"x"}
@@ -89,9 +89,9 @@ def test_deliveries_after_a_flush_start_a_new_journal(tmp_path: Path) -> None:
     """The journal stays open between deliveries; a flush folds it away, and the next delivery
     must land in a new ``deliveries.journal``, not in the folded copy kept beside the backup."""
     store = Store(tmp_path)
-    store.record_delivery("a@example.org", [paper("x")], NOW, "d1")
+    store.record_note(delivery_note("a@example.org", [paper("x")], "d1"), NOW)
     store.flush()
-    store.record_delivery("a@example.org", [paper("y")], NOW, "d2")
+    store.record_note(delivery_note("a@example.org", [paper("y")], "d2"), NOW)
     folded = (tmp_path / "deliveries.journal.1").read_text().splitlines()
     current = (tmp_path / "deliveries.journal").read_text().splitlines()
     assert [json.loads(line)["digest"] for line in folded] == ["d1"]
@@ -102,7 +102,7 @@ def test_deliveries_after_a_flush_start_a_new_journal(tmp_path: Path) -> None:
 
 def test_a_half_written_journal_line_is_ignored(tmp_path: Path) -> None:
     store = Store(tmp_path)
-    store.record_delivery("a@example.org", [paper("x")], NOW, "d1")
+    store.record_note(delivery_note("a@example.org", [paper("x")], "d1"), NOW)
     with open(tmp_path / "deliveries.journal", "a") as journal:
         journal.write('{"email": "a@example.org", "items": {"y"')
     assert Store(tmp_path).delivered_ids("a@example.org") == {"x"}
@@ -111,13 +111,13 @@ def test_a_half_written_journal_line_is_ignored(tmp_path: Path) -> None:
 def test_prune_never_lets_an_old_item_back(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
         store.upsert_items([paper("old", date(2026, 9, 1)), paper("new")], NOW)
-        store.record_delivery("a@example.org", [paper("old", date(2026, 9, 1)), paper("new")], NOW, "d")
+        store.record_note(delivery_note("a@example.org", [paper("old", date(2026, 9, 1)), paper("new")], "d"), NOW)
         store.prune(date(2026, 10, 1))
         assert store.delivered_ids("a@example.org") == {"new"}
         assert store.candidate_floor() == date(2026, 10, 1)
-        # Re-listed later, the old paper keeps its first listing date, so it stays below the floor.
-        store.upsert_items([paper("old", date(2026, 11, 20))], NOW)
-        assert store.first_listed("old") == date(2026, 9, 1)
+        # Re-listed later, the old paper keeps its first listing date, so it stays below the floor:
+        # not new again, and not stored again.
+        assert store.upsert_items([paper("old", date(2026, 11, 20))], NOW) == []
         assert store.item("old") is None
 
 
@@ -127,17 +127,17 @@ def test_a_write_that_changes_only_tinydb_tables_keeps_the_tables_the_store_hold
     with open_store(tmp_path) as store:
         store.upsert_items([paper("x"), paper("y", date(2026, 11, 19))], NOW)
         store.save_subscriber(Subscriber("a@example.org", ("4090",)))
-        store.record_delivery("a@example.org", [paper("x")], NOW, "d")
+        store.record_note(delivery_note("a@example.org", [paper("x")], "d"), NOW)
     before = json.loads((tmp_path / "digest.json").read_bytes())
     with open_store(tmp_path) as store:
-        store.set_failed_days("hf_papers", [date(2026, 11, 18)])
+        store.record_source(SourceReport(name="hf_papers", ok=False), [date(2026, 11, 18)], NOW)
     after = json.loads((tmp_path / "digest.json").read_bytes())
     assert after["sources"] and not before.get("sources")
     for table in ("seen", "items", "subscribers", "ledger"):
         assert after[table] == before[table] and after[table]
     with open_store(tmp_path, write=False) as store:
         assert store.delivered_ids("a@example.org") == {"x"}
-        assert store.first_listed("y") == date(2026, 11, 19)
+        assert store.item("y") == paper("y", date(2026, 11, 19))
         assert [s.email for s in store.subscribers()] == ["a@example.org"]
 
 
@@ -154,7 +154,7 @@ def test_opening_and_closing_without_a_change_writes_nothing(tmp_path: Path) -> 
 def test_unsubscribe_keeps_the_ledger(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
         store.save_subscriber(Subscriber("a@example.org", ("4090",)))
-        store.record_delivery("a@example.org", [paper("x")], NOW, "d")
+        store.record_note(delivery_note("a@example.org", [paper("x")], "d"), NOW)
         assert store.remove_subscriber("a@example.org")
     assert Store(tmp_path).delivered_ids("a@example.org") == {"x"}
 
@@ -199,10 +199,10 @@ def test_doctor_repairs_from_the_backup_without_forgetting_deliveries(tmp_path: 
         store.save_subscriber(Subscriber("a@example.org", ("4090",)))
         store.upsert_items([paper("x"), paper("y")], NOW)
         store.flush()
-        store.record_delivery("a@example.org", [paper("x")], NOW, "d1")
-        store.record_delivery("b@example.org", [paper("y")], NOW, "d2")
+        store.record_note(delivery_note("a@example.org", [paper("x")], "d1"), NOW)
+        store.record_note(delivery_note("b@example.org", [paper("y")], "d2"), NOW)
     crashed = Store(tmp_path)  # a later delivery, then the process dies before any flush
-    crashed.record_delivery("c@example.org", [paper("x")], NOW, "d3")
+    crashed.record_note(delivery_note("c@example.org", [paper("x")], "d3"), NOW)
     del crashed
     path = tmp_path / "digest.json"
     damaged = path.read_bytes()[: len(path.read_bytes()) // 2]
@@ -287,9 +287,9 @@ def test_a_delivery_noted_in_advance_is_recorded_whole(email: str, ids: list[str
     }
 
 
-def test_a_note_made_in_the_render_process_records_what_record_delivery_records(tmp_path: Path) -> None:
+def test_a_note_made_in_the_render_process_records_what_a_plain_note_records(tmp_path: Path) -> None:
     """The note carries the papers' ordinals, looked up in the render process's copy of the store;
-    recorded, it leaves the same ledger and journal as :meth:`Store.record_delivery`, and a paper
+    recorded, it leaves the same ledger and journal as a :func:`delivery_note` without them, and a paper
     with no ordinal yet (none looked up, none given there) gets one when it is recorded."""
     known = [paper("x"), paper("y", date(2026, 11, 19))]
     stores = {name: Store(tmp_path / name) for name in ("direct", "noted")}
@@ -302,8 +302,8 @@ def test_a_note_made_in_the_render_process_records_what_record_delivery_records(
     assert unknown.ordinals is None
     noted.record_note(note, NOW)
     noted.record_note(unknown, NOW)
-    stores["direct"].record_delivery("A@example.org", known, NOW, "d1")
-    stores["direct"].record_delivery("b@example.org", [paper("x"), paper("new")], NOW, "d2")
+    stores["direct"].record_note(delivery_note("A@example.org", known, "d1"), NOW)
+    stores["direct"].record_note(delivery_note("b@example.org", [paper("x"), paper("new")], "d2"), NOW)
     for store in stores.values():
         store.flush()
     direct, again = Store(tmp_path / "direct"), Store(tmp_path / "noted")

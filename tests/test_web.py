@@ -17,9 +17,10 @@ import pytest
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 
 from digest.models import Item, Subscriber
+from digest.paths import LIMITS_FILE
 from digest.settings import Settings
 from digest.signing import Signer
-from digest.state.store import Store, open_store, store_lock
+from digest.state.store import Store, delivery_note, open_store, store_lock
 from digest.state.subscriptions import MAX_RULES, MAX_RULES_CHARS, state_key
 from digest.web import app as web
 from digest.web.app import TokenRedactingFilter, WebLimits
@@ -215,7 +216,7 @@ def test_a_stranger_is_never_mailed_twice_within_the_window(settings: Settings, 
     with running(settings, clock) as restarted:  # the limit survives a restart of the service
         assert signup(restarted, "victim@example.org", "4090").status_code == 200
         assert len(smtp.to("victim@example.org")) == 1
-        limits_file = (settings.data_dir / web.LIMITS_FILE).read_text()
+        limits_file = (settings.data_dir / LIMITS_FILE).read_text()
         assert "victim" not in limits_file, "addresses are kept only as keyed hashes"
 
         clock.advance(minutes=31)
@@ -405,7 +406,8 @@ def test_unsubscribe_page_has_one_button_that_unsubscribes(
     client: httpx.Client, settings: Settings, ada: Subscriber
 ) -> None:
     with open_store(settings.data_dir) as store:
-        store.record_delivery(ADA, [Item("2611.00001", "hf_papers", "t", "a", "u", TODAY)], datetime.now(UTC), "d")
+        item = Item("2611.00001", "hf_papers", "t", "a", "u", TODAY)
+        store.record_note(delivery_note(ADA, [item], "d"), datetime.now(UTC))
     token = signer().sign("unsubscribe", ADA)
     page = client.get("/unsubscribe", params={"token": token})
     assert page.status_code == 200 and ADA in page.text

@@ -13,11 +13,12 @@ import pytest
 from starlette.datastructures import Headers
 
 from digest.models import Subscriber
+from digest.paths import JOURNAL_FILE, PENDING_FILE
 from digest.settings import Settings
 from digest.signing import Signer
-from digest.state.departures import PENDING_FILE, read_departures
+from digest.state.departures import read_departures
 from digest.state.keeper import StoreKeeper
-from digest.state.store import JOURNAL_FILE, open_store, store_lock
+from digest.state.store import open_store, store_lock
 from digest.state.subscriptions import MAX_FORM_REGEXES, check_rules
 from digest.web.app import TokenRedactingFilter, WebLimits
 from digest.web.security import operator_client, trusted_networks

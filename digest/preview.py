@@ -194,7 +194,8 @@ def build_preview(
     budget = Budget(deadline=max(clock(), started + seconds) + SHOW_SECONDS, spans=SHOWN_SPANS)
     try:
         found = Matcher(ItemIndex(shown), budget).match(checked)
-        matches = [found.get(doc, ()) for doc in range(len(shown))]
+        # Highlights are found when read: read here, under the budget.
+        matches = [tuple(RuleMatch(m.rule, m.highlights) for m in found.get(doc, ())) for doc in range(len(shown))]
     except OverBudget:
         notes += ("The matched words are not marked: that would take too long here.",)
         matches = [

@@ -2,12 +2,14 @@
 
 "No rule can stall a cycle" must hold for any rule the parser accepts (500 characters, at most
 3 regular expressions and 20 words ending in ``*``, nesting 24 deep): matches are decided by a
-search (postings, set operations, one RE2 search per value) and highlights are found only in the
-papers decided, at most ``MAX_SPANS`` per paper, field and part of the rule. Each rule below is
-timed as a cycle's match stage runs it (a fresh ``Matcher`` over an index whose titles and
-abstracts are already cut, as every rule shares that), best of ``--repeat`` runs. The papers are
-the bundled sample of real listings, repeated. Figures, never assertions: run it by hand
-(``python -m bench.bench_rule_cost`` or ``python -m bench rule-cost``); results in ``bench/rules.md``.
+search (postings, set operations, positions in numpy, one RE2 search per block of papers) and the
+highlights of a match are found when it is read, at most ``MAX_SPANS`` per field and part of the
+rule. Each rule below is timed as a cycle's match stage runs it (a fresh ``Matcher`` over an index
+whose titles and abstracts are already cut, as every rule shares that), best of ``--repeat`` runs;
+then, apart, reading the highlights of the first ``SHOWN`` papers it matched, as a digest that
+shows them does. The papers are the bundled sample of real listings, repeated. Figures, never
+assertions: run it by hand (``python -m bench.bench_rule_cost`` or ``python -m bench rule-cost``);
+results in ``bench/rules.md``.
 """
 
 from __future__ import annotations
@@ -43,7 +45,10 @@ RULES = {
     "deep nesting": "(" * 23 + "the" + " OR of)" * 23,
     "NOT everything": "upvotes>=0 NOT the AND NOT of AND NOT model AND NOT /./",
     "mixed worst": "/./ OR /[a-z]/ OR /\\w/ OR " + _PREFIXES.replace(" ", " OR ") + ' OR "the NEAR/50 of"',
+    # RE2's DFA cannot hold "an e, 30 characters, an e, 30 characters" and falls back to its NFA.
+    "regex past RE2's DFA": "/e.{30}e.{30}zq/i",
 }
+SHOWN = 50  # papers whose highlights are read after matching, about what a digest shows in full
 
 
 def papers(count: int) -> list[Item]:
@@ -56,18 +61,23 @@ def papers(count: int) -> list[Item]:
     return [replace(base[k % len(base)], id=f"2611.{k:05d}") for k in range(count)]
 
 
-def time_rule(index: ItemIndex, text: str, repeat: int) -> tuple[float, int, int]:
-    """Best milliseconds of ``repeat`` runs, docs matched and highlights built."""
+def time_rule(index: ItemIndex, text: str, repeat: int) -> tuple[float, float, int, int]:
+    """Best milliseconds of ``repeat`` runs of matching and of reading the first :data:`SHOWN`
+    matches' highlights, the docs matched and the highlights read."""
     rules = parse_rules([text])
-    best = float("inf")
+    best = shown = float("inf")
     found = {}
+    spans = 0
     for _ in range(repeat):
         with collector_paused():
             started = time.perf_counter()
             found = Matcher(index).match(rules)
-            best = min(best, time.perf_counter() - started)
-    spans = sum(len(match.highlights) for matches in found.values() for match in matches)
-    return best * 1000, len(found), spans
+            matched = time.perf_counter()
+            spans = sum(len(match.highlights) for doc in sorted(found)[:SHOWN] for match in found[doc])
+            read = time.perf_counter()
+        best = min(best, matched - started)
+        shown = min(shown, read - matched)
+    return best * 1000, shown * 1000, len(found), spans
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -79,12 +89,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     for name in TEXT_FIELDS:
         index.field(name)
     print(f"{args.papers:,} papers; each rule best of {args.repeat} (fresh Matcher, index built)")
+    print(f"   match   highlights of the first {SHOWN}")
     worst = 0.0
     for label, text in RULES.items():
         assert len(text) <= MAX_RULE_LENGTH, (label, len(text))
-        ms, docs, spans = time_rule(index, text, args.repeat)
+        ms, shown, docs, spans = time_rule(index, text, args.repeat)
         worst = max(worst, ms)
-        print(f"{ms:8.1f} ms  {docs:5,} papers  {spans:7,} highlights  {label} ({len(text)} chars)")
+        print(f"{ms:8.1f} ms  {shown:5.1f} ms ({spans:4,})  {docs:5,} papers  {label} ({len(text)} chars)")
     verdict = "within" if worst <= LIMIT_MS else "OVER"
     print(f"most expensive: {worst:.1f} ms — {verdict} the {LIMIT_MS:.0f} ms bound")
 

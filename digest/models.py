@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, Protocol
 
 LAYOUTS = ("full", "compact")  # Subscriber.layout: how the email shows each paper
 
@@ -141,20 +141,65 @@ class Highlight:
     end: int
 
 
-@dataclass(frozen=True, slots=True)
-class RuleMatch:
-    """Why an item is in a digest: which rule, and which words it matched where."""
+class HighlightSource(Protocol):
+    """Finds the highlights of one rule in one paper when they are first read (:class:`RuleMatch`)."""
 
-    rule: str
-    highlights: tuple[Highlight, ...]
+    def highlights(self, doc: int) -> tuple[Highlight, ...]: ...
+
+
+class RuleMatch:
+    """Why an item is in a digest: which rule, and which words it matched where.
+
+    A cycle decides thousands of matches and its digests show a few dozen papers each, so the
+    matcher's matches find their highlights only when first read (:meth:`lazy`), then keep them;
+    ``in_title`` (what ranking needs) is known without them. Equal, hashed and pickled by rule and
+    highlights, as an immutable value: a lazy match is pickled with its highlights found.
+    """
+
+    __slots__ = ("_doc", "_highlights", "_in_title", "_source", "rule")
+
+    def __init__(self, rule: str, highlights: tuple[Highlight, ...]) -> None:
+        self.rule = rule
+        self._highlights: tuple[Highlight, ...] | None = highlights
+        self._in_title: bool | None = None
+        self._source: HighlightSource | None = None
+        self._doc = 0
+
+    @classmethod
+    def lazy(cls, rule: str, in_title: bool, source: HighlightSource, doc: int) -> RuleMatch:
+        """A match whose highlights ``source`` finds in paper ``doc`` when they are first read."""
+        match = cls.__new__(cls)
+        match.rule, match._highlights, match._in_title, match._source, match._doc = rule, None, in_title, source, doc
+        return match
+
+    @property
+    def highlights(self) -> tuple[Highlight, ...]:
+        found = self._highlights
+        if found is None:  # two threads may both find them: the same highlights, kept once
+            assert self._source is not None
+            found = self._highlights = self._source.highlights(self._doc)
+        return found
+
+    @property
+    def in_title(self) -> bool:
+        if self._in_title is None:
+            self._in_title = any(h.field == "title" for h in self.highlights)
+        return self._in_title
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, RuleMatch):
+            return NotImplemented
+        return self is other or (self.rule == other.rule and self.highlights == other.highlights)
 
     def __hash__(self) -> int:
         """By rule and the first span (equality compares them all): cheap for the render cache."""
         return hash((self.rule, self.highlights[:1]))
 
-    @property
-    def in_title(self) -> bool:
-        return any(h.field == "title" for h in self.highlights)
+    def __repr__(self) -> str:
+        return f"RuleMatch(rule={self.rule!r}, highlights={self.highlights!r})"
+
+    def __reduce__(self) -> tuple[type[RuleMatch], tuple[str, tuple[Highlight, ...]]]:
+        return (RuleMatch, (self.rule, self.highlights))
 
 
 @dataclass(frozen=True, slots=True)

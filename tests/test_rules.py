@@ -83,13 +83,13 @@ def test_one_evaluation_per_distinct_rule_shared_by_subscribers() -> None:
     index = ItemIndex([item("RTX 4090 tricks", item_id="a"), item("Nothing here", item_id="b")])
     matcher = Matcher(index)
     calls: list[object] = []
-    original = index.phrase
+    original = index.phrase_docs  # the decision; highlights are found only when a match is read
 
     def counting_phrase(*args: Any) -> Any:
         calls.append(args)
         return original(*args)
 
-    index.phrase = counting_phrase  # type: ignore[method-assign]
+    index.phrase_docs = counting_phrase  # type: ignore[method-assign]
     first = matcher.match(parse_rules(["4090"]))
     second = matcher.match(parse_rules([" 4090 ", "Tricks"]))
     third = matcher.match(parse_rules(["tricks AND 4090"]))

@@ -11,9 +11,11 @@ their values apart, so a phrase never runs from one author's name into the next.
 
 A :class:`Budget` bounds one evaluation whatever the rules (the web preview answers strangers): a
 deadline, checked between units of work of bounded size, and a cap on highlights per item and field.
-The daily cycle runs unbounded, so its matches and highlights are complete. The preview decides its
-matches with :meth:`ItemIndex.phrase_docs` and :meth:`ItemIndex.regex_docs`: sets of docs, no
-highlights, one RE2 search per value and no more.
+The daily cycle runs unbounded, so its matches and highlights are complete. Matches are decided
+with :meth:`ItemIndex.phrase_docs`, :meth:`ItemIndex.near_docs` and :meth:`ItemIndex.regex_docs`:
+sets of docs, no highlights; a proximity, or a phrase to check in many papers, is found in all
+papers at once (:class:`Positions`), and a regular expression searches a block of papers at a
+time before it searches one value at a time.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import product
 
+import numpy as np
 import re2
 
 from digest.matching.syntax import FIELDS, Word, compile_regex
@@ -47,6 +50,9 @@ Docs = tuple[set[int], set[int]]  # the docs found, and those of them found in t
 # otherwise build a highlight for every character of every paper.
 MAX_SPANS = 4
 COMBINATIONS = 8  # a phrase searched for as this many joined-term strings at most, else token by token
+MANY_DOCS = 512  # a phrase in more candidate papers than this is found in all at once (Positions)
+REGEX_BLOCK = 64  # papers searched at once by a regular expression before one by one
+FEW_DOCS = 16  # papers searched as they are, not through postings (FieldIndex.candidates)
 MANY_TERMS = 8  # a word of more terms than this is found by a walk over the tokens, not a search per term
 
 
@@ -102,8 +108,22 @@ def matches(compiled: re2._Regexp, text: str) -> Iterator[tuple[int, int]]:
 
 
 def has_match(compiled: re2._Regexp, text: str) -> bool:
-    """Whether ``compiled`` finds a non-empty match in ``text`` (:func:`matches`, stopping at one)."""
-    return next(matches(compiled, text), None) is not None
+    """Whether ``compiled`` finds a non-empty match in ``text`` (:func:`matches`, stopping at one;
+    written out, as deciding a regular expression calls it for every paper)."""
+    raw = getattr(compiled, "_regexp", None)
+    if raw is None or _UNANCHORED is None or not text.isascii():
+        return next(matches(compiled, text), None) is not None
+    data = text.encode("ascii")
+    at, end = 0, len(data)
+    while True:
+        start, stop = raw.Match(_UNANCHORED, data, at, end)[0]
+        if start < 0:
+            return False
+        if stop > start:
+            return True
+        if at == end:
+            return False
+        at = at + 1 if at == stop else stop
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,19 +212,19 @@ class FieldTokens:
             self._joined = f" {' '.join(self.terms)} "
         return self._joined
 
-    def phrase_at(self, wanted: Sequence[Terms], limit: int) -> list[int]:
+    def phrase_at(self, wanted: Sequence[Terms], limit: int, needles: Sequence[str] | None = None) -> list[int]:
         """Up to ``limit`` positions, in order, where the words ``wanted`` stand one after another.
 
         Where every word stands for whole terms (nearly always), one substring search (in C) per
-        combination of their terms (" t1 t2 " in the joined terms; a value boundary joins as a
-        double space, which no phrase spans); otherwise each place the first word stands is checked.
+        combination of their terms (:func:`phrase_needles`, which a caller searching many papers
+        passes in); otherwise each place the first word stands is checked.
         """
-        combinations = math.prod(len(terms.whole) for terms in wanted)
-        if not any(terms.partial for terms in wanted) and combinations <= COMBINATIONS:
+        if needles is None:
+            needles = phrase_needles(wanted)
+        if needles is not None:
             found: list[int] = []
             joined = self.joined()
-            for combination in product(*(sorted(terms.whole) for terms in wanted)):
-                needle = f" {' '.join(combination)} "
+            for needle in needles:
                 at = joined.find(needle)
                 kept = position = counted = 0
                 while at >= 0 and kept < limit:
@@ -213,7 +233,7 @@ class FieldTokens:
                     found.append(position)
                     kept += 1
                     at = joined.find(needle, at + 1)
-            if combinations > 1:
+            if len(needles) > 1:
                 found.sort()
             return found[:limit]
         last = len(wanted) - 1
@@ -231,6 +251,15 @@ class FieldTokens:
                 if len(out) >= limit:
                     break
         return out
+
+
+def phrase_needles(wanted: Sequence[Terms]) -> list[str] | None:
+    """What a phrase is searched for in a paper's joined terms: " t1 t2 " for each combination of
+    its words' terms (a value boundary joins as a double space, which no phrase spans), or None
+    where it is checked token by token (an exact word, or more than :data:`COMBINATIONS`)."""
+    if any(terms.partial for terms in wanted) or math.prod(len(terms.whole) for terms in wanted) > COMBINATIONS:
+        return None
+    return [f" {' '.join(combination)} " for combination in product(*(sorted(terms.whole) for terms in wanted))]
 
 
 def field_tokens(values: Sequence[str]) -> FieldTokens:
@@ -253,6 +282,70 @@ def field_tokens(values: Sequence[str]) -> FieldTokens:
     return tokens
 
 
+class Positions:
+    """Every token of one field of every item, as one array of term numbers (built once per cycle,
+    when a proximity or a costly phrase is first decided): where a phrase stands is then found
+    in all papers at once in numpy, not paper by paper in Python.
+
+    Papers follow each other with a boundary token between them, as the values of a field are
+    kept apart (the "" term): two tokens are in one value when ``segment`` says so.
+    """
+
+    __slots__ = ("ids", "number", "segment", "starts")
+
+    def __init__(self, column: FieldIndex) -> None:
+        self.number = {term: k for k, term in enumerate(column.postings)}
+        boundary = self.number[""] = len(self.number)
+        terms: list[str] = []
+        starts = [0]
+        for tokens in column.tokens:
+            if tokens is not None:
+                terms.extend(tokens.terms)
+            terms.append("")
+            starts.append(len(terms))
+        self.ids = np.fromiter(map(self.number.__getitem__, terms), dtype=np.int32, count=len(terms))
+        self.starts = np.array(starts, dtype=np.int64)
+        self.segment = np.cumsum(self.ids == boundary, dtype=np.int32)
+
+    def table(self, terms: Terms) -> np.ndarray:
+        """Term number → whether it is one of ``terms`` (whole terms only)."""
+        table = np.zeros(len(self.number), dtype=bool)
+        table[[self.number[term] for term in terms.whole if term in self.number]] = True
+        return table
+
+    def phrase(self, wanted: Sequence[Terms]) -> np.ndarray:
+        """Where the words ``wanted`` stand one after another (token numbers, in order)."""
+        found = np.flatnonzero(self.table(wanted[0])[self.ids])
+        for k, terms in enumerate(wanted[1:], start=1):
+            found = found[found + k < len(self.ids)]
+            found = found[self.table(terms)[self.ids[found + k]]]
+        return found
+
+    def docs(self, places: np.ndarray) -> set[int]:
+        """The papers that token numbers ``places`` fall in."""
+        return set(np.unique(np.searchsorted(self.starts, places, side="right") - 1).tolist())
+
+    def near(self, left: Sequence[Terms], right: Sequence[Terms], distance: int) -> set[int]:
+        """The papers where the phrases stand within ``distance`` words of each other, in either
+        order, in one value: for each place of the left one, the nearest right one after it and
+        before it (a search in sorted arrays), which is the nearest a pair can be."""
+        lefts, rights = self.phrase(left), self.phrase(right)
+        if not len(lefts) or not len(rights):
+            return set()
+        found = []
+        for after in (True, False):
+            if after:  # left, then right: the first right one at or past the left one's end
+                k = np.searchsorted(rights, lefts + len(left))
+                keep = k < len(rights)
+            else:  # right, then left: the last right one that ends at or before the left one
+                k = np.searchsorted(rights, lefts - len(right), side="right") - 1
+                keep = k >= 0
+            a, b = lefts[keep], rights[k[keep]]
+            gap = b - (a + len(left)) if after else a - (b + len(right))
+            found.append(a[(gap <= distance) & (self.segment[a] == self.segment[b])])
+        return self.docs(np.concatenate(found))
+
+
 @dataclass(slots=True)
 class FieldIndex:
     """One field of every item: the tokens (None where an item has no value) and term → docs."""
@@ -261,6 +354,7 @@ class FieldIndex:
     postings: dict[str, array[int]]
     _vocabulary: list[str] = field(default_factory=list)  # sorted terms, on the first prefix
     _terms: dict[Word, Terms] = field(default_factory=dict)
+    _positions: Positions | None = None
 
     @classmethod
     def build(cls, items: Sequence[Item], name: str) -> FieldIndex:
@@ -318,6 +412,22 @@ class FieldIndex:
             found.update(self.postings.get(term, ()))
         return found
 
+    def positions(self) -> Positions:
+        if self._positions is None:
+            self._positions = Positions(self)
+        return self._positions
+
+    def candidates(self, terms: Terms, docs: Collection[int] | None) -> set[int]:
+        """The docs to search for ``terms`` in: those that hold them, within ``docs``. A few
+        ``docs`` (the papers a digest shows) are searched as they are: the postings of a common
+        word list nearly every paper, and a set of them would cost more than the search."""
+        if docs is not None and len(docs) <= FEW_DOCS:
+            return {doc for doc in docs if self.tokens[doc] is not None}
+        found = self.docs(terms)
+        if docs is not None:
+            found.intersection_update(docs)
+        return found
+
     def joined(self, doc: int) -> str:
         tokens = self.tokens[doc]
         return tokens.joined() if tokens is not None else ""
@@ -359,9 +469,7 @@ class ItemIndex:
             budget.check()
             column = self.field(name)
             wanted = [column.terms(word) for word in words]
-            candidates = column.docs(wanted[0])
-            if docs is not None:
-                candidates.intersection_update(docs)
+            candidates = column.candidates(wanted[0], docs)
             if len(wanted) == 1 and not wanted[0].partial:
                 # One word (most rules; its forms, such as patch and patches, are its terms):
                 # inline, a substring search per term, not a call per candidate.
@@ -401,10 +509,11 @@ class ItemIndex:
                         Highlight(name, bounds[2 * position], bounds[2 * position + 1]) for position in positions
                     )
                 continue
+            searched = phrase_needles(wanted)
             for doc in sorted(candidates):
                 tokens = column.tokens[doc]
                 assert tokens is not None
-                for position in tokens.phrase_at(wanted, cap):
+                for position in tokens.phrase_at(wanted, cap, searched):
                     found.setdefault(doc, []).append(
                         Highlight(name, tokens.start(position), tokens.end(position + last))
                     )
@@ -430,15 +539,14 @@ class ItemIndex:
             column = self.field(name)
             left = [column.terms(word) for word in pair[0]]
             right = [column.terms(word) for word in pair[1]]
-            candidates = column.docs(left[0]) & column.docs(right[0])
-            if docs is not None:
-                candidates.intersection_update(docs)
+            candidates = column.candidates(left[0], docs) & column.candidates(right[0], docs)
+            left_needles, right_needles = phrase_needles(left), phrase_needles(right)
             for doc in sorted(candidates):
                 budget.check()
                 tokens = column.tokens[doc]
                 assert tokens is not None
-                lefts = tokens.phrase_at(left, len(tokens.terms))
-                rights = tokens.phrase_at(right, len(tokens.terms)) if lefts else []
+                lefts = tokens.phrase_at(left, len(tokens.terms), left_needles)
+                rights = tokens.phrase_at(right, len(tokens.terms), right_needles) if lefts else []
                 places = _near(tokens, lefts, len(left), rights, len(right), distance, first_only=not spans)
                 if not places:
                     continue
@@ -489,52 +597,91 @@ class ItemIndex:
         for name in sorted(fields, key=FIELD_ORDER.__getitem__):
             budget.check()
             column = self.field(name)
-            wanted = [column.terms(word) for word in words]
-            holding = sorted((column.docs(terms) for terms in wanted), key=len)
-            candidates = holding[0].intersection(*holding[1:])
-            if len(words) == 1 and not wanted[0].partial:
-                docs = candidates
-            else:
-                docs = set()
-                for doc in candidates:
-                    tokens = column.tokens[doc]
-                    assert tokens is not None
-                    if tokens.phrase_at(wanted, 1):
-                        docs.add(doc)
+            docs = self._phrase_docs(column, [column.terms(word) for word in words], budget)
             found |= docs
             if name == "title":
                 in_title |= docs
         return found, in_title
 
+    @staticmethod
+    def _phrase_docs(column: FieldIndex, wanted: list[Terms], budget: Budget) -> set[int]:
+        """The docs of one field where ``wanted`` stand one after another: a doc must hold every
+        word (postings), and only then is the order checked in it, or in all papers at once
+        (:class:`Positions`) when many papers or a long phrase of prefixes would be checked."""
+        partial = any(terms.partial for terms in wanted)
+        if len(wanted) == 1 and not partial:
+            return column.docs(wanted[0])
+        if not partial and (len(wanted) > COMBINATIONS or any(len(terms.whole) > MANY_TERMS for terms in wanted)):
+            return column.positions().docs(column.positions().phrase(wanted))
+        distinct = {id(terms): terms for terms in wanted}.values()  # "of the of the …" looks each up once
+        holding = sorted((column.docs(terms) for terms in distinct), key=len)
+        candidates = holding[0].intersection(*holding[1:])
+        if not partial and len(candidates) > MANY_DOCS:
+            return column.positions().docs(column.positions().phrase(wanted))
+        docs = set()
+        needles = phrase_needles(wanted)
+        for number, doc in enumerate(candidates):
+            if number % 256 == 255:
+                budget.check()
+            tokens = column.tokens[doc]
+            assert tokens is not None
+            if tokens.phrase_at(wanted, 1, needles):
+                docs.add(doc)
+        return docs
+
     def near_docs(
         self, pair: tuple[Sequence[Word], Sequence[Word]], distance: int, fields: Iterable[str], budget: Budget
     ) -> Docs:
-        """The docs :meth:`near` finds, and those it finds in the title."""
+        """The docs :meth:`near` finds, and those it finds in the title: in all papers at once
+        (:meth:`Positions.near`), or paper by paper where a word is exact (``=SAM``)."""
         found: set[int] = set()
         in_title: set[int] = set()
         for name in sorted(fields, key=FIELD_ORDER.__getitem__):
-            docs = set(self.near(pair, distance, (name,), budget, spans=False))
+            budget.check()
+            column = self.field(name)
+            left = [column.terms(word) for word in pair[0]]
+            right = [column.terms(word) for word in pair[1]]
+            if any(terms.partial for terms in (*left, *right)):
+                docs = set(self.near(pair, distance, (name,), budget, spans=False))
+            else:
+                docs = column.positions().near(left, right, distance)
             found |= docs
             if name == "title":
                 in_title |= docs
         return found, in_title
 
     def regex_docs(self, pattern: str, ignore_case: bool, fields: Iterable[str], budget: Budget = UNBOUNDED) -> Docs:
-        """The docs :meth:`regex` finds, and those it finds in the title: one search per value."""
+        """The docs :meth:`regex` finds, and those it finds in the title: one search per value,
+        after one search of a block of papers at a time has found something in the block.
+
+        A match in one value is a match in the block (values joined by a line break, which no
+        word touches) at the same place, so a block without one holds no matching paper; a pattern
+        that could be anchored (``^``, ``$``, ``\\A``, ``\\z``) is searched value by value."""
         compiled = compile_regex(pattern, ignore_case)
+        blocks = not any(anchor in pattern for anchor in ("^", "$", "\\A", "\\z"))
         found: set[int] = set()
         in_title: set[int] = set()
         for name in sorted(fields, key=FIELD_ORDER.__getitem__):
             column = self.field(name).tokens
-            for doc, tokens in enumerate(column):
-                if tokens is None or (doc in found and name != "title"):
+            for first in range(0, len(column), REGEX_BLOCK):
+                budget.check()
+                todo = [
+                    (doc, tokens)
+                    for doc, tokens in enumerate(column[first : first + REGEX_BLOCK], start=first)
+                    if tokens is not None and (name == "title" or doc not in found)
+                ]
+                if not todo or (blocks and compiled.search(SEPARATOR.join(t.text for _, t in todo)) is None):
                     continue
-                if doc % 64 == 0:
-                    budget.check()
-                if any(has_match(compiled, tokens.text[start:end]) for start, end in tokens.segments):
-                    found.add(doc)
-                    if name == "title":
-                        in_title.add(doc)
+                for doc, tokens in todo:
+                    segments = tokens.segments
+                    if (
+                        has_match(compiled, tokens.text)
+                        if len(segments) == 1
+                        else any(has_match(compiled, tokens.text[start:end]) for start, end in segments)
+                    ):
+                        found.add(doc)
+                        if name == "title":
+                            in_title.add(doc)
         return found, in_title
 
     def where(self, admits: Callable[[Item], bool]) -> Hits:

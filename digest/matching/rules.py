@@ -8,9 +8,10 @@ rules × postings), not (subscribers × rules × items) string scans:
 
 * :class:`Decider` decides which papers an expression matches, from sets of papers alone (postings,
   set operations, one RE2 search per value): the one walk of the rule tree that decides;
-* :class:`Matcher` then finds the highlights, only in the papers decided and at most
-  :data:`~digest.matching.index.MAX_SPANS` per paper, field and part of the rule, so that the cost of
-  any rule within the limits stays bounded (``bench/rules.md``).
+* :class:`Matcher` then finds the highlights of a match when they are first read (a digest shows
+  a few dozen papers; the rest of a rule's matches never build one), a batch of that rule's papers
+  at a time and at most :data:`~digest.matching.index.MAX_SPANS` per field and part of the rule, so
+  that the cost of any rule within the limits stays bounded (``bench/rules.md``).
 
 A rule made only of negations (``-survey``, ``NOT survey``, ``-survey -review``) is a subscriber-level
 exclusion: what it names is removed from the matches of all of that subscriber's other rules.
@@ -18,6 +19,7 @@ exclusion: what it names is removed from the matches of all of that subscriber's
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -53,6 +55,8 @@ from digest.matching.syntax import (
 )
 from digest.models import Highlight, Item, RuleMatch
 
+SPANS_BATCH = 64  # matches whose highlights are found together (Spans)
+
 __all__ = [
     "FIELDS",
     "MAX_RULE_LENGTH",
@@ -67,6 +71,7 @@ __all__ = [
     "Near",
     "OverBudget",
     "Rule",
+    "Spans",
     "field_text",
     "field_values",
     "parse_rule",
@@ -116,7 +121,7 @@ def parse_rule(text: str) -> Rule:
     return Rule(
         text=text,
         canonical=show(node),
-        key=show(node, folded=True),
+        key=node_key(node),
         node=node,
         excludes=_excluded(node),
         warnings=warnings,
@@ -145,18 +150,20 @@ def parse_rules(texts: Sequence[str]) -> list[Rule]:
 
 
 class Matcher:
-    """Matches rules over one index: a :class:`Decider` decides, then highlights are found in the
-    papers decided only; every distinct expression once, shared by all subscribers.
+    """Matches rules over one index: a :class:`Decider` decides, and the highlights of a match are
+    found when first read (:class:`Spans`): a digest shows a few dozen of the papers a rule may
+    match. Every distinct expression is decided once, shared by all subscribers.
 
-    Under a :class:`Budget` (the web preview) each evaluation may raise :class:`OverBudget`; what
-    was complete before stays cached, so the rules evaluated so far can still be merged.
+    Under a :class:`Budget` (the web preview) deciding, and finding highlights, may raise
+    :class:`OverBudget`; what was complete before stays cached, so the rules evaluated so far
+    can still be merged.
     """
 
     def __init__(self, index: ItemIndex, budget: Budget = UNBOUNDED) -> None:
         self.index = index
         self.budget = budget
         self.decider = Decider(index, budget)
-        self._cache: dict[tuple[tuple[str, ...], str], Hits] = {}
+        self._spans: dict[tuple[tuple[str, ...], str], Spans] = {}
         self._explained: dict[str, dict[int, tuple[RuleMatch, ...]]] = {}  # by rule text, which fixes its key
 
     def rule_hits(self, rule: Rule) -> Hits:
@@ -197,63 +204,104 @@ class Matcher:
         return result
 
     def explained(self, rule: Rule) -> dict[int, tuple[RuleMatch, ...]]:
-        """Doc → why the rule matched it (a one-rule tuple); built once per rule text, shared."""
+        """Doc → why the rule matched it (a one-rule tuple); built once per rule text, shared.
+
+        Decided without a highlight: each match finds its own when first read."""
         found = self._explained.get(rule.text)
         if found is None:
             text = rule.text.strip()
-            hits = self.rule_hits(rule)
-            found = self._explained[rule.text] = {doc: (RuleMatch(text, _tidy(h)),) for doc, h in hits.items()}
+            decided = self.decider.decide(rule.node)
+            source, in_title, lazy = self.spans(rule.node), decided.in_title, RuleMatch.lazy
+            found = self._explained[rule.text] = {
+                doc: (lazy(text, doc in in_title, source, doc),) for doc in sorted(decided.docs)
+            }
         return found
 
     def hits(self, node: Node, fields: tuple[str, ...] = TEXT_FIELDS) -> Hits:
-        key = (fields, show(node, folded=True))
-        found = self._cache.get(key)
+        """Every doc ``node`` matches with its highlights, found now (``digest try``'s exclusions)."""
+        found = self.find(node, fields, self.decider.decide(node, fields).docs)
+        return {doc: list(found[doc]) for doc in sorted(found)}
+
+    def spans(self, node: Node, fields: tuple[str, ...] = TEXT_FIELDS) -> Spans:
+        """The highlights of ``node``, doc by doc, shared by every rule that has it."""
+        key = (fields, node_key(node))
+        found = self._spans.get(key)
         if found is None:
-            self.budget.check()
-            found = self._cache[key] = self._evaluate(node, fields)
+            found = self._spans[key] = Spans(self, node, fields)
         return found
 
-    def _evaluate(self, node: Node, fields: tuple[str, ...]) -> Hits:
-        if isinstance(node, Phrase):
-            # A phrase is found with its spans in one pass over the docs holding its first word;
-            # the decision is what it found (and is shared with the Decider).
-            hits = self.index.phrase(node.words, fields, self.budget)
-            in_title = {doc for doc, spans in hits.items() if spans[0].field == "title"}
-            self.decider.learn(node, fields, Decided(set(hits), in_title))
-            return hits
-        if isinstance(node, Scope):
-            return self.hits(node.child, (node.field,))
-        docs = self.decider.decide(node, fields).docs
-        found: Hits = {doc: [] for doc in sorted(docs)}
-        self._spans(node, fields, docs, found)
-        return found
+    def find(self, node: Node, fields: tuple[str, ...], docs: set[int]) -> dict[int, tuple[Highlight, ...]]:
+        """The highlights of ``node`` in each of ``docs``, all of which it matches: each span once,
+        title first. A doc's highlights do not depend on the other docs asked with it."""
+        out: Hits = {doc: [] for doc in docs}
+        self._spans_in(node, fields, docs, out)
+        return {doc: _tidy(spans) for doc, spans in out.items()}
 
-    def _spans(self, node: Node, fields: tuple[str, ...], docs: set[int], out: Hits) -> None:
+    def _spans_in(self, node: Node, fields: tuple[str, ...], docs: set[int], out: Hits) -> None:
         """Add to ``out`` the highlights of the parts of ``node`` that hold in ``docs`` (all of
-        which ``node`` matches): the second walk of the tree, over the decided docs only."""
+        which ``node`` matches): at most ``budget.spans`` per doc, field and part, and a doc marked
+        enough already is still searched in its title where a part matched there, so that a doc
+        has a title highlight exactly when :attr:`Decided.in_title` says so."""
         if not docs:
             return
         index, budget = self.index, self.budget
         found: Hits = {}
         match node:
             case Phrase(words):
-                whole = self._cache.get((fields, show(node, folded=True)))
-                found = whole if whole is not None else index.phrase(words, fields, budget, docs)
+                found = index.phrase(words, fields, budget, docs)
             case Near(left, right, distance):
                 found = index.near((left.words, right.words), distance, fields, budget, docs)
             case Regex(pattern, ignore_case):
                 found = index.regex(pattern, ignore_case, fields, budget, docs)
             case Scope(field, child):
-                self._spans(child, (field,), docs, out)
+                self._spans_in(child, (field,), docs, out)
             case Or(children) | And(children):
                 full = budget.spans * len(fields)  # a doc this rule has marked enough in already
                 for child in children:
+                    if isinstance(child, Not | Gate | HasCode):
+                        continue  # nothing to mark
+                    decided = self.decider.decide(child, fields)
                     wanted = {doc for doc in docs if len(out[doc]) < full}
                     if isinstance(node, Or):
-                        wanted &= self.decider.decide(child, fields).docs
-                    self._spans(child, fields, wanted, out)
+                        wanted &= decided.docs
+                    self._spans_in(child, fields, wanted, out)
+                    late = {
+                        doc
+                        for doc in (docs - wanted) & decided.in_title
+                        if not any(h.field == "title" for h in out[doc])
+                    }
+                    self._spans_in(child, ("title",), late, out)
         for doc in docs.intersection(found):
             out[doc].extend(found[doc])
+
+
+class Spans:
+    """The highlights of one expression, found when a match is first read, once each (the
+    :class:`~digest.models.HighlightSource` of :meth:`RuleMatch.lazy`).
+
+    They are found for :data:`SPANS_BATCH` of its papers at a time, the one read and those after
+    it: a search costs about as much for a few dozen papers as for one, and a cycle reads the
+    matches of a rule in many digests."""
+
+    __slots__ = ("docs", "fields", "found", "matcher", "node")
+
+    def __init__(self, matcher: Matcher, node: Node, fields: tuple[str, ...]) -> None:
+        self.matcher = matcher
+        self.node = node
+        self.fields = fields
+        self.found: dict[int, tuple[Highlight, ...]] = {}
+        self.docs: list[int] = []  # the docs it matches, in order, on first use
+
+    def highlights(self, doc: int) -> tuple[Highlight, ...]:
+        found = self.found.get(doc)
+        if found is None:
+            if not self.docs:
+                self.docs = sorted(self.matcher.decider.decide(self.node, self.fields).docs)
+            at = bisect.bisect_left(self.docs, doc)
+            batch = {doc, *(d for d in self.docs[at : at + SPANS_BATCH] if d not in self.found)}
+            self.found.update(self.matcher.find(self.node, self.fields, batch))
+            found = self.found[doc]
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,7 +318,7 @@ class Decider:
 
     Words and phrases are settled by postings and set operations in C, a regular expression by one
     search per value, and a :class:`Budget` bounds the whole. :class:`Matcher` uses it to decide,
-    then finds highlights in the docs decided; the web preview uses it alone and asks a Matcher
+    then finds highlights in the papers shown; the web preview uses it alone and asks a Matcher
     over the few items it shows.
     """
 
@@ -286,16 +334,12 @@ class Decider:
         return self._all
 
     def decide(self, node: Node, fields: tuple[str, ...] = TEXT_FIELDS) -> Decided:
-        key = (fields, show(node, folded=True))
+        key = (fields, node_key(node))
         found = self._cache.get(key)
         if found is None:
             self.budget.check()
             found = self._cache[key] = self._evaluate(node, fields)
         return found
-
-    def learn(self, node: Node, fields: tuple[str, ...], decided: Decided) -> None:
-        """Keep what a :class:`Matcher` found for ``node`` while finding its highlights."""
-        self._cache.setdefault((fields, show(node, folded=True)), decided)
 
     def _evaluate(self, node: Node, fields: tuple[str, ...]) -> Decided:
         index = self.index
@@ -330,6 +374,13 @@ class Decider:
                 docs.difference_update(*(n.docs for n in negative))
                 return Decided(docs, docs.intersection(set().union(*(p.in_title for p in positive))))
         raise AssertionError(f"unknown node {node!r}")
+
+
+@lru_cache(maxsize=65536)
+def node_key(node: Node) -> str:
+    """What an expression's evaluation is shared by (its folded canonical form), kept: finding a
+    match's highlights asks it for each part of the rule, paper by paper."""
+    return show(node, folded=True)
 
 
 def _number(item: Item, name: str) -> int:

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
 
 import re2
@@ -86,6 +86,9 @@ class Word:
 @dataclass(frozen=True)
 class Phrase:
     words: tuple[Word, ...]
+    # One bare word that is several (cs.CV, real-time) as written, so it prints back the same way;
+    # not compared: it means what its words mean.
+    written: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)
@@ -170,7 +173,9 @@ def show(node: Node, folded: bool = False) -> str:
     spelling; parsing it gives back the same tree, and so the same text.
     """
     match node:
-        case Phrase(words):
+        case Phrase(words, written):
+            if written and not folded:
+                return written
             # A word spelled like an operator ("AND" in quotes) prints in lower case: same term.
             text = " ".join(
                 w.show(folded).casefold() if w.surface in OPERATORS and not w.exact else w.show(folded) for w in words
@@ -547,7 +552,9 @@ class Parser:
             raise self.error(f"more than {MAX_PREFIXES} words ending in '*' in one rule", lexemes[-1])
         if first.kind == "WORD":
             self.warn_misreadings(lexemes)
-        return Phrase(tuple(words))
+        # cs.CV prints back as written; "video audio" for video|audio, to show how it was read
+        one = len(lexemes) == 1 and first.kind == "WORD" and len(words) > 1 and not set(first.text) & set("|,")
+        return Phrase(tuple(words), first.text if one else "")
 
     def warn_misreadings(self, lexemes: list[Lexeme]) -> None:
         """Bare words that people mean as operators: ``video or audio``, ``video | audio``,

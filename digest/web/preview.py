@@ -222,7 +222,8 @@ def _highlighted(
     so) when marking them would go past ``budget``."""
     try:
         found = Matcher(ItemIndex(shown), budget).match([rule for rule, _ in done])
-        return [found.get(doc, ()) for doc in range(len(shown))], ()
+        # Highlights are found when read: read here, under the budget.
+        return [tuple(RuleMatch(m.rule, m.highlights) for m in found.get(doc, ())) for doc in range(len(shown))], ()
     except OverBudget:
         matches: list[Sequence[RuleMatch]] = [
             tuple(RuleMatch(rule.text.strip(), ()) for rule, decided in done if doc in decided.docs) for doc in docs

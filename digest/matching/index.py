@@ -31,9 +31,8 @@ from dataclasses import dataclass, field
 from itertools import product
 
 import numpy as np
-import re2
 
-from digest.matching.syntax import FIELDS, Word, compile_regex
+from digest.matching.syntax import FIELDS, CompiledRegex, Word, compile_regex
 from digest.matching.word_batch import cut_many
 from digest.models import Highlight, Item
 from digest.text import cut_words, fold_all
@@ -77,53 +76,20 @@ class Budget:
 UNBOUNDED = Budget()
 
 
-_UNANCHORED = getattr(getattr(re2, "_Anchor", None), "UNANCHORED", None)  # google-re2's, for RE2::Match
+def matches(compiled: CompiledRegex, text: str) -> Iterator[tuple[int, int]]:
+    """The non-empty matches ``compiled.finditer(text)`` finds, as (start, end) offsets."""
+    for found in compiled.finditer(text):
+        if found.end() > found.start():
+            yield found.start(), found.end()
 
 
-def matches(compiled: re2._Regexp, text: str) -> Iterator[tuple[int, int]]:
-    """The non-empty matches ``compiled.finditer(text)`` finds, as (start, end) offsets.
-
-    google-re2's ``finditer`` spends microseconds of Python on each match; for ASCII text (byte
-    and character offsets agree) this asks RE2 itself, through the ``Match`` that ``finditer``
-    calls, stepping past an empty match as ``finditer`` does. Other text, or a google-re2 without
-    that method, goes through ``finditer``.
-    """
-    raw = getattr(compiled, "_regexp", None)
-    if raw is None or _UNANCHORED is None or not text.isascii():
-        for found in compiled.finditer(text):
-            if found.end() > found.start():
-                yield found.start(), found.end()
-        return
-    data = text.encode("ascii")
-    at, end = 0, len(data)
-    while True:
-        start, stop = raw.Match(_UNANCHORED, data, at, end)[0]
-        if start < 0:
-            return
-        if stop > start:
-            yield start, stop
-        if at == end:
-            return
-        at = at + 1 if at == stop else stop
-
-
-def has_match(compiled: re2._Regexp, text: str) -> bool:
-    """Whether ``compiled`` finds a non-empty match in ``text`` (:func:`matches`, stopping at one;
-    written out, as deciding a regular expression calls it for every paper)."""
-    raw = getattr(compiled, "_regexp", None)
-    if raw is None or _UNANCHORED is None or not text.isascii():
-        return next(matches(compiled, text), None) is not None
-    data = text.encode("ascii")
-    at, end = 0, len(data)
-    while True:
-        start, stop = raw.Match(_UNANCHORED, data, at, end)[0]
-        if start < 0:
-            return False
-        if stop > start:
-            return True
-        if at == end:
-            return False
-        at = at + 1 if at == stop else stop
+def has_match(compiled: CompiledRegex, text: str) -> bool:
+    """Whether ``compiled`` finds a non-empty match in ``text``. One search answers unless the
+    pattern matched empty text first (``/x*/``): then its matches are walked for a longer one."""
+    found = compiled.search(text)
+    if found is None:
+        return False
+    return found.end() > found.start() or next(matches(compiled, text), None) is not None
 
 
 @dataclass(frozen=True, slots=True)

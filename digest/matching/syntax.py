@@ -26,9 +26,10 @@ it read literally that are often meant otherwise.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property, lru_cache
+from typing import Any, Protocol
 
 import re2
 
@@ -206,14 +207,35 @@ def _grouped(node: Node, folded: bool, needs_parens: tuple[type, ...]) -> str:
 
 
 # -- regular expressions ---------------------------------------------------------------------
+class CompiledRegex(Protocol):
+    """The part of a compiled google-re2 pattern this module uses (its class is private)."""
+
+    def search(self, text: str) -> Any: ...
+
+    def finditer(self, text: str) -> Iterator[Any]: ...
+
+
 @lru_cache(maxsize=4096)
-def compile_regex(pattern: str, ignore_case: bool) -> re2._Regexp:
+def compile_regex(pattern: str, ignore_case: bool) -> CompiledRegex:
     """Compile with RE2 (linear time in the text, bounded memory); raises ``re2.error``."""
     options = re2.Options()
     options.log_errors = False
     options.max_mem = REGEX_MAX_MEM
     options.case_sensitive = not ignore_case
-    return re2.compile(pattern, options)
+    compiled: CompiledRegex = re2.compile(pattern, options)
+    return compiled
+
+
+_EMPTY_PROBES = ("", "a", " ", "a b", "0", "a\nb")
+
+
+def matches_empty_text(compiled: CompiledRegex) -> bool:
+    """Whether the pattern finds an empty match in a few short texts (``/x*/``, ``/(ab)?/``, ``/\\b/``).
+
+    Such a pattern finds an empty match at nearly every place of a paper, and a search for its
+    longer matches would step through them one by one; it is refused instead.
+    """
+    return any(found.end() == found.start() for probe in _EMPTY_PROBES for found in compiled.finditer(probe))
 
 
 # -- lexer -----------------------------------------------------------------------------------
@@ -298,10 +320,17 @@ def _lex_regex(rule: str, start: int) -> tuple[Lexeme, int]:
     if len(pattern) > MAX_REGEX_LENGTH:
         raise RuleError(f"regular expression longer than {MAX_REGEX_LENGTH} characters", rule, start + 1)
     try:
-        compile_regex(pattern, bool(flags))
+        compiled = compile_regex(pattern, bool(flags))
     except re2.error as exc:
         reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
         raise RuleError(f"bad regular expression: {reason}", rule, start + 1) from None
+    if matches_empty_text(compiled):
+        raise RuleError(
+            f"the regular expression /{pattern}/ matches empty text: make it match at least one character "
+            "(/x+/, not /x*/)",
+            rule,
+            start + 1,
+        )
     return Lexeme("REGEX", start, pattern, Regex(pattern, bool(flags))), i
 
 
@@ -598,6 +627,17 @@ def parse_with_warnings(rule: str, legacy: bool = False) -> tuple[Node, tuple[st
     parser = Parser(rule, legacy)
     node = parser.parse()
     return node, tuple(dict.fromkeys(parser.warnings))
+
+
+RULE_SYNTAX = 2  # 1: ``-`` negated the whole phrase after it; 2: the one word, phrase or group
+
+
+def upgraded_rules(rules: Sequence[str], syntax: int) -> list[str]:
+    """Rules written under rule syntax ``syntax``, as they read under :data:`RULE_SYNTAX` with the
+    meaning they had (a journal line or a confirm link older than the change)."""
+    if syntax >= RULE_SYNTAX:
+        return list(rules)
+    return [legacy_rewrite(rule) or rule for rule in rules]
 
 
 def legacy_rewrite(rule: str) -> str | None:

@@ -17,6 +17,7 @@ from digest.errors import StoreError
 Raw = dict[str, Any]
 
 SCHEMA_VERSION = 4
+RULES_BIND_ONE_WORD = 4  # the first schema whose rules read ``-`` as negating one word
 MIGRATIONS: dict[int, Callable[[Raw], None]] = {}
 
 

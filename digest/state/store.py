@@ -50,12 +50,13 @@ from filelock import FileLock, Timeout
 from tinydb import Query, TinyDB
 
 from digest.errors import CycleLockedError, DataDirError, StoreCorruptError, StoreWriteError, describe_os_error
+from digest.matching.syntax import RULE_SYNTAX, upgraded_rules
 from digest.models import CycleReport, Item, SourceReport, Subscriber
 from digest.paths import FOLDED_JOURNAL_FILE, JOURNAL_FILE, LOCK_FILE, STORE_FILE
 from digest.state.departures import Departure, read_departures, take_departures
 from digest.state.files import REPAIR_HINT, BufferedAtomicStorage, keep_copy, remove_stale_temp_files
 from digest.state.ledger import Ledger
-from digest.state.migrations import SCHEMA_VERSION, migrate
+from digest.state.migrations import RULES_BIND_ONE_WORD, SCHEMA_VERSION, migrate
 from digest.state.shape import document_problem, is_iso_date, is_iso_time, shape_problems
 
 CYCLES_KEPT = 200
@@ -193,6 +194,7 @@ class Store:
         as ``digest.json.v<old>.bak``, so a migration can always be undone by hand.
         """
         assert self._storage is not None
+        self._file_schema = SCHEMA_VERSION
         data = self._storage.read()
         if data is None:
             backup = self.path.with_name(self.path.name + ".bak")
@@ -203,6 +205,7 @@ class Store:
             self.db.table("meta").insert({"schema_version": SCHEMA_VERSION, "prune_horizon": None})
             return
         upgraded, old_version = migrate(data, str(self.path))
+        self._file_schema = old_version
         problems = shape_problems(upgraded)
         if problems:
             raise StoreCorruptError(
@@ -297,7 +300,8 @@ class Store:
         # One line for the lot: a line torn by a crash or a full disk is skipped whole, so an import
         # is all or nothing in the journal as it is in the store.
         records = [s.to_record() for s in changed]
-        self._log([{"subscriber": records[0]} if len(records) == 1 else {"subscribers": records}])
+        entry = {"subscriber": records[0]} if len(records) == 1 else {"subscribers": records}
+        self._log([{**entry, "syntax": RULE_SYNTAX}])
         for subscriber in changed:
             self._subscribers[subscriber.email.lower()] = subscriber
         self._changed()
@@ -501,9 +505,9 @@ class Store:
         """Apply one journal entry (a delivery, or a person's change) on top of the store as read."""
         if "subscribers" in entry:
             for record in entry["subscribers"]:
-                self._replay({"subscriber": record})
+                self._replay({"subscriber": record, "syntax": entry.get("syntax")})
         elif "subscriber" in entry:
-            logged = Subscriber.from_record(entry["subscriber"])
+            logged = self._logged_subscriber(entry)
             known = self._subscribers.get(logged.email.lower())
             if (
                 known is not None and str(entry.get("at", "")) <= self._written_at
@@ -521,6 +525,17 @@ class Store:
         else:
             self._add_to_ledger(entry["email"], entry["items"])
         self._changed()
+
+    def _logged_subscriber(self, entry: dict[str, Any]) -> Subscriber:
+        """A person's journalled record, its rules read as they were written: a line without a
+        syntax mark was written by the digest that wrote a file older than schema 4 (``-`` then
+        negated the whole phrase after it), and :mod:`digest.state.migrations` did not see it."""
+        logged = Subscriber.from_record(entry["subscriber"])
+        syntax = entry.get("syntax")
+        if not isinstance(syntax, int):
+            syntax = RULE_SYNTAX if self._file_schema >= RULES_BIND_ONE_WORD else 1
+        rules = upgraded_rules(logged.rules, syntax)
+        return logged if rules == list(logged.rules) else replace(logged, rules=tuple(rules))
 
     def _read_journal(self) -> list[dict[str, Any]]:
         entries = []

@@ -20,7 +20,7 @@ from datetime import datetime
 from email_validator import EmailNotValidError, validate_email
 
 from digest.errors import RuleError
-from digest.matching.rules import parse_rules
+from digest.matching.rules import parse_rule, parse_rules
 from digest.matching.syntax import Regex, leaves
 from digest.models import LAYOUTS, Subscriber
 
@@ -73,7 +73,7 @@ def check_rules(text: str) -> RulesCheck:
     regexes = 0
     for entry in lines:
         try:
-            regexes += sum(isinstance(leaf, Regex) for leaf in leaves(parse_rules([entry.text])[0].node))
+            regexes += sum(isinstance(leaf, Regex) for leaf in leaves(parse_rule(entry.text).node))
         except RuleError as exc:
             errors.append(describe_rule_error(entry.line, exc))
         if regexes > MAX_FORM_REGEXES:  # each costs a compile: a form stops before it costs many

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from digest.errors import CycleLockedError, TokenError
+from digest.matching.syntax import upgraded_rules
 from digest.models import LAYOUTS, Subscriber
 from digest.state.store import Store
 from digest.state.subscriptions import check_rules, confirmed, state_key
@@ -63,7 +64,10 @@ class Confirm:
             return self.front.bad_link(TokenError("malformed"), "confirm")
         if layout not in LAYOUTS:
             return self.front.bad_link(TokenError("malformed"), "confirm")
-        check = await run_in_threadpool(check_rules, "\n".join(rules))
+        syntax = data.get("y", 1)  # links sent before ``-`` negated one word carry none
+        if not isinstance(syntax, int):
+            return self.front.bad_link(TokenError("malformed"), "confirm")
+        check = await run_in_threadpool(check_rules, "\n".join(upgraded_rules(rules, syntax)))
         if check.errors:
             return self.front.message(
                 "These rules no longer work", " ".join(check.errors) + " Please sign up again.", 400, show_home=True

@@ -22,6 +22,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from digest.errors import DeliveryError, DigestError, PermanentDeliveryError, TokenError
 from digest.mail.mailer import make_mailer
+from digest.matching.syntax import RULE_SYNTAX
 from digest.paths import OUTBOX_DIR
 from digest.signing import MAX_AGE_SECONDS
 from digest.state.subscriptions import check_signup, mailbox_key, state_key
@@ -151,7 +152,7 @@ class Signup:
         store = front.read_store()
         existing = store.subscriber(email)
         key = state_key(existing, store.departed_at(email))
-        token = front.signer.sign("confirm", email, r=list(rules), s=key, l=layout)
+        token = front.signer.sign("confirm", email, r=list(rules), s=key, l=layout, y=RULE_SYNTAX)
         max_age = MAX_AGE_SECONDS["confirm"] or 0
         message = build_confirmation(
             to_address=email,

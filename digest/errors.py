@@ -4,10 +4,13 @@ DigestError                    base: the CLI turns it into a message and an exit
 ├── SettingsError              a bad settings file or value (exit 2), names the key
 ├── RuleError                  a rule that does not parse (exit 2), names rule and column
 ├── SubscriberError            a bad email address or subscriber record (exit 2)
+│   └── ImportRefused          an import file with bad lines (exit 2): nothing of it is imported
 ├── DataDirError               the data directory cannot be used at all (exit 2)
 ├── TokenError                 a link token tampered with, expired, or made for another purpose
 ├── FeedFormatError            a payload that is not a feed (also a ValueError); its day is retried
 ├── HeaderValueError           a value that cannot go into a mail header (also a ValueError)
+├── BackupError                a backup or restore that cannot be done as asked (exit 2)
+├── BounceMailboxError         the bounce mailbox cannot be read (connection, login, folder)
 ├── StoreError                 the store cannot be used
 │   ├── StoreCorruptError      the store file does not parse or has the wrong shape; left untouched
 │   └── StoreWriteError        a write failed (disk full, read-only): the cycle stops, nothing lost
@@ -16,19 +19,21 @@ DigestError                    base: the CLI turns it into a message and an exit
 │   └── PreviewBusy            more previews are waiting than the preview worker queues
 └── DeliveryError              an email could not be handed over
     ├── TransientDeliveryError     retry later (4xx, dropped connection)
-    │   ├── UnresponsiveServerError    (digest.mail.mailer) no answer within smtp.timeout_seconds
-    │   └── ThrottledError             (digest.mail.mailer) "421/450 too many": slow down
+    │   ├── UnresponsiveServerError    no answer within smtp.timeout_seconds: server-wide
+    │   └── ThrottledError             "421/450 too many": slow down, on its own budget
     └── PermanentDeliveryError     the server refused this recipient for good (5xx)
 
-Errors of one command stay beside it: BackupError (digest.ops.backup), BounceMailboxError
-(digest.mail.bounces). Exceptions that only steer control flow inside one module (a budget
-overrun, a stop request, an incomplete day) are not errors and are not in the tree.
+Every subclass of DigestError is defined here (tests/test_error_tree.py). Exceptions that only
+steer control flow inside one module (a budget overrun, a stop request, an incomplete day) are not
+errors and are not in the tree.
 """
 
 from __future__ import annotations
 
 import errno
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 
 class DigestError(Exception):
@@ -70,6 +75,26 @@ class RuleError(DigestError):
 
 class SubscriberError(DigestError):
     exit_code = 2
+
+
+@dataclass(frozen=True, slots=True)
+class LineProblem:
+    """A bad line of an import file, as ``FILE:LINE: what is wrong``."""
+
+    source: str
+    line: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.line}: {self.reason}"
+
+
+class ImportRefused(SubscriberError):
+    """An import file with bad lines: nothing of it is imported."""
+
+    def __init__(self, problems: Sequence[LineProblem]) -> None:
+        self.problems = tuple(problems)
+        super().__init__(f"import refused: {len(self.problems)} bad line(s); nothing was imported")
 
 
 class StoreError(DigestError):
@@ -122,6 +147,16 @@ class HeaderValueError(DigestError, ValueError):
     """A value that cannot go into a header as it is (a line break, or longer than a line may be)."""
 
 
+class BackupError(DigestError):
+    """A backup or restore that cannot be done as asked (the file, the directory): exit 2."""
+
+    exit_code = 2
+
+
+class BounceMailboxError(DigestError):
+    """The bounce mailbox cannot be read (connection, login, folder): one line, exit 1."""
+
+
 class BusyError(DigestError):
     """Someone else has what was asked for; nothing was done, and asking again shortly may work."""
 
@@ -149,6 +184,22 @@ class DeliveryError(DigestError):
 
 class TransientDeliveryError(DeliveryError):
     pass
+
+
+class UnresponsiveServerError(TransientDeliveryError):
+    """The SMTP server did not answer within ``smtp.timeout_seconds`` (no greeting, no reply).
+
+    Always server-wide and not retried in this cycle: a server that accepts connections but never
+    speaks would otherwise cost a timeout per attempt per digest.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, server_wide=True)
+
+
+class ThrottledError(TransientDeliveryError):
+    """The server asks to slow down ("421 4.7.0 too many messages", "450 rate limited"): not this
+    address's problem and not a failure, so it is waited out on its own budget (digest.mail.quota.Throttle)."""
 
 
 class PermanentDeliveryError(DeliveryError):

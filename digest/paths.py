@@ -19,7 +19,7 @@ SECRET_KEY_FILE = "secret_key"
 # What the relay's quota has counted (digest.mail.quota) and each address's bounces (digest.mail.bounces).
 QUOTA_FILE = "send_quota.json"
 BOUNCES_FILE = "bounces.json"
-# The web's rate limits, kept across restarts (digest.web.app).
+# The web's rate limits, kept across restarts (digest.web.limits).
 LIMITS_FILE = "web-limits.json"
 
 # Folders: emails written as .eml files when no SMTP host is set, sent digests for "view online",

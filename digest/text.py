@@ -159,8 +159,8 @@ def cut_words(text: str) -> tuple[list[str], list[int]]:
 
     ``split`` with a capturing group gives gap, word, gap, word, …, gap; the running sum of their
     lengths then says where word k starts (``bounds[2k]``, the end of its gap) and ends
-    (``bounds[2k + 1]``). Splitting and summing run in C, several times faster than a match
-    object per token, which is what indexing a day's abstracts spends its time on. ASCII text
+    (``bounds[2k + 1]``). Splitting and summing run in C, with no match object per token:
+    indexing a day's abstracts spends its time here. ASCII text
     (most of it) takes the ASCII pattern, which cuts it the same way and runs faster.
     """
     parts = (_ASCII_TOKEN_SPLIT if text.isascii() else _TOKEN_SPLIT).split(text)

@@ -105,3 +105,14 @@ def test_matching_knows_nothing_of_mail_and_the_web_nothing_of_the_cycle_wiring(
         t for m, t_ in edges.items() if m.startswith("digest.matching") for t in t_ if t.startswith("digest.mail")
     }
     assert "digest.cycle.run" not in set().union(*(t for m, t in edges.items() if m.startswith("digest.web")))
+
+
+def test_imports_name_the_module_they_come_from() -> None:
+    """A relative import would slip past the stage check above, which reads absolute names."""
+    relative = [
+        f"{module_name(path)}:{node.lineno}"
+        for path in modules().values()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.ImportFrom) and node.level > 0
+    ]
+    assert relative == []

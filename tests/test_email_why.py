@@ -28,13 +28,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from digest.cycle.coverage import coverage
+from digest.mail.highlight import email_html, tidy
 from digest.mail.html_lines import break_long_lines
 from digest.mail.message import DEFAULT_SENDER_NAME, DkimKey, build_message, load_dkim_key
 from digest.mail.mime import has_long_line, html_part_bound, html_part_size, seven_bit_html
 from digest.mail.paper_cache import paper_cache
 from digest.mail.papers import SNIPPET_CHARS
 from digest.mail.render import HTML_LIMIT_BYTES, SITE_NAME, TOP_PICKS, RenderedDigest, render_digest
-from digest.matching.highlight import email_html, tidy
 from digest.models import Digest, DigestEntry, Item, RuleMatch, SourceReport, Subscriber
 from digest.settings import DkimSettings, Settings
 from digest.sources.sample import SampleSource, sample_last_day
@@ -271,14 +271,13 @@ def test_the_receipt_says_what_was_checked_and_when_a_source_failed_or_went_quie
         ["cs.CV", "cs.LG"],
     )
     assert ok.receipt == (
-        "Checked Hugging Face Daily Papers, Nov 19–20: 119 papers · arXiv cs.CV+cs.LG: 104 papers · "
-        "a: 3 papers · b: 9 papers."
+        "Checked Hugging Face, Nov 19–20: 119 papers · arXiv cs.CV+cs.LG: 104 papers · a: 3 papers · b: 9 papers."
     )
     assert ok.notes == []
     down = coverage([SourceReport("hf_papers", 0, ok=False, days_failed=["2026-11-20"])], days, friday, {})
-    assert "Hugging Face Daily Papers, Nov 19–20: could not be reached" in down.receipt
+    assert "Hugging Face, Nov 19–20: could not be reached" in down.receipt
     quiet = coverage([SourceReport("hf_papers", 0), SourceReport("blog", 0)], days, friday, {"blog": 4})
-    assert "Hugging Face Daily Papers, Nov 19–20: nothing, though it usually lists papers" in quiet.receipt
+    assert "Hugging Face, Nov 19–20: nothing, though it usually lists papers" in quiet.receipt
     assert "blog: nothing, though it usually lists papers" in quiet.receipt
     assert len(quiet.notes) == 2 and "may be missing papers" in quiet.notes[0]
     weekend = coverage([SourceReport("arxiv", 0)], {"arxiv": [saturday]}, saturday, {})
@@ -316,8 +315,7 @@ def test_a_cycle_sends_its_receipt_and_names_a_quiet_source(hf_api: FakeHfApi, s
     body = text.split("\n-- \n")[0]
     receipt = " ".join(body.strip().rsplit("\n\n", 1)[1].split())
     assert receipt == (
-        "Checked Hugging Face Daily Papers, Nov 19–20: 83 papers · "
-        "arXiv cs.CV: nothing, though it usually lists papers."
+        "Checked Hugging Face, Nov 19–20: 83 papers · arXiv cs.CV: nothing, though it usually lists papers."
     )
     # Papers, not listings: 9 of the 92 listings are the same papers on both days, as the cycle counts.
     assert "fetched 83," in result.stdout
@@ -555,7 +553,7 @@ def test_the_demo_email_is_the_sample_with_honest_links(tmp_path: Path) -> None:
     html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
     links = re.findall(r'href="(https://[^"]+)"', html)
     assert links and not [link for link in links if "/papers/2611." in link]
-    assert "Checked Hugging Face Daily Papers" in html_text(html)
+    assert "Checked Hugging Face, " in html_text(html)
 
 
 def test_seed_pages_make_a_real_day() -> None:

@@ -19,8 +19,8 @@ import pytest
 
 import digest.cycle.render_ahead as ahead_module
 from digest.cycle.render_ahead import Ahead, can_fork
-from digest.errors import TransientDeliveryError
-from digest.mail.mailer import SmtpMailer, UnresponsiveServerError
+from digest.errors import TransientDeliveryError, UnresponsiveServerError
+from digest.mail.mailer import SmtpMailer
 from digest.retry import Retrier, RetryPolicy
 from digest.settings import SmtpSettings
 from tests.conftest import cli_env, run_cli

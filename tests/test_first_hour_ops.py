@@ -205,7 +205,7 @@ def test_an_empty_weekday_after_normal_days_is_flagged_in_status_healthz_and_met
     status = ok(run_cli("status", env=env))
     usual = (len(hf_api.days[THU]) + len(hf_api.days[FRI])) // 2
     assert (
-        "source hf_papers: unusually empty: Hugging Face Daily Papers listed no papers in the cycle as of "
+        "source hf_papers: unusually empty: Hugging Face listed no papers in the cycle as of "
         f"{MON}, though it usually lists about {usual} papers" in status.stdout
     )
     with serving(env) as service:
@@ -213,7 +213,7 @@ def test_an_empty_weekday_after_normal_days_is_flagged_in_status_healthz_and_met
         assert health.status_code == 200  # degraded, not down: the container stays healthy
         body = health.json()
         assert body["status"] == "degraded" and body["quiet_sources"] == ["hf_papers"]
-        assert f"Hugging Face Daily Papers listed no papers in the cycle as of {MON}" in body["problem"]
+        assert f"Hugging Face listed no papers in the cycle as of {MON}" in body["problem"]
         values = metrics_of(service.get("/metrics").text)
         assert values[("digest_source_unusually_empty", (("source", "hf_papers"),))] == 1
         assert values[("digest_source_up", (("source", "hf_papers"),))] == 1

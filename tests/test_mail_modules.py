@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 
 import digest
 from digest.mail.escape import ascii_html, escaped, html_in_ascii
+from digest.mail.highlight import escape_html
 from digest.mail.mailer import SmtpMailer, dot_stuffed
 from digest.mail.templates import email_templates
-from digest.matching.highlight import escape_html
 from digest.settings import SmtpSettings
 from tests.servers import free_port
 from tests.test_render_message import message

@@ -38,8 +38,8 @@ from digest.web.preview import (
     preview_rules,
     within_caps,
 )
-from tests.test_rule_index_properties import items as item_lists
-from tests.test_rule_index_properties import phrases
+from tests.test_index_properties import items as item_lists
+from tests.test_index_properties import phrases
 from tests.test_rules_properties import CORPUS, parsed_or_none, well_formed
 from tests.web_support import TODAY, Clock, make_settings, running, seed_items
 

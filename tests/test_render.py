@@ -20,10 +20,10 @@ from hypothesis import strategies as st
 from markupsafe import escape
 
 from digest.mail.escape import ascii_html
+from digest.mail.highlight import mark, shorten
 from digest.mail.message import build_message
 from digest.mail.render import HTML_LIMIT_BYTES, OVERFLOW_TITLES, Links, render_digest
 from digest.mail.text_lines import wrap
-from digest.matching.highlight import mark, shorten
 from digest.matching.ranking import rank_entries
 from digest.models import Digest, DigestEntry, Highlight, Item, RuleMatch, Subscriber
 from tests.email_fixtures import LINKS as FIXTURE_LINKS

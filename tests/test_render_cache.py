@@ -23,10 +23,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from digest.mail import escape, papers, render, templates, views
+from digest.mail.highlight import escape_html, mark, shorten, tidy
 from digest.mail.paper_cache import COMPACT_PAPERS, PAPERS, PaperCache, paper_cache
 from digest.mail.render import RenderedDigest, render_digest
 from digest.mail.text_lines import wrap
-from digest.matching.highlight import escape_html, mark, merge_spans, shorten, spans_for, tidy
+from digest.matching.spans import merge_spans, spans_for
 from digest.models import LAYOUTS, Digest, DigestEntry, Highlight, Item, RuleMatch, Subscriber
 from tests.email_fixtures import LINKS, digest_for, hostile_digest, huge_digest, sample_digest, sample_items
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from digest.cycle.run import configured_sources
+from digest.clock import utc_now
 from digest.errors import SettingsError
 from digest.mail.render import Links, render_digest
 from digest.models import Digest, DigestEntry, Highlight, Item, RuleMatch, Subscriber
@@ -17,6 +17,7 @@ from digest.settings import load_settings
 from digest.sources.arxiv import ArxivSource
 from digest.sources.feed import FeedSource
 from digest.sources.hf_papers import HfPapersSource
+from digest.sources.registry import configured_sources
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "config" / "digest.example.toml"
 
@@ -28,7 +29,7 @@ def test_defaults_leave_only_hugging_face_on() -> None:
     assert settings.sources.arxiv.categories == ["cs.CV", "cs.LG"]
     assert settings.sources.arxiv.min_interval_seconds == 3
     assert settings.sources.feeds == []
-    assert [type(s) for s in configured_sources(settings)] == [HfPapersSource]
+    assert [type(s) for s in configured_sources(settings.sources, None, utc_now)] == [HfPapersSource]
 
 
 def test_the_example_feed_block_works_once_uncommented(tmp_path: Path) -> None:
@@ -43,7 +44,7 @@ def test_the_example_feed_block_works_once_uncommented(tmp_path: Path) -> None:
     (tmp_path / "config" / "digest.toml").write_text(enabled)
     settings = load_settings()
     assert [(f.name, f.url) for f in settings.sources.feeds] == [("deals", "https://market.example/search.rss?q=4090")]
-    sources = configured_sources(settings)
+    sources = configured_sources(settings.sources, None, utc_now)
     assert [type(s) for s in sources] == [HfPapersSource, ArxivSource, FeedSource]
     assert [s.name for s in sources] == ["hf_papers", "arxiv", "deals"]
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from digest.cycle.days import window_days
 from digest.cycle.plan import plan_from_store
-from digest.errors import RuleError, SubscriberError
+from digest.errors import ImportRefused, RuleError, SubscriberError
 from digest.models import LAYOUTS, Subscriber
 from digest.ops.preview import next_digest, render_preview
 from digest.ops.signals import stop_on_signals
@@ -58,7 +58,7 @@ def test_every_bad_line_is_named_with_its_number_and_value() -> None:
         '{"email": "e@example.org", "rules": ["(video"]}',
         "{not json",
     ]
-    with pytest.raises(transfer.ImportRefused) as refused:
+    with pytest.raises(ImportRefused) as refused:
         transfer.parse_export("\n".join(lines), "people.jsonl", NOW)
     problems = {problem.line: str(problem) for problem in refused.value.problems}
     assert sorted(problems) == [3, 4, 5, 6, 7, 8, 9, 10]  # line 2 is blank, line 1 is good

@@ -2,7 +2,7 @@
 
 ``cut_many`` cuts ASCII texts with numpy in batches and leaves the rest to ``cut_words``; the index
 relies on the two agreeing word for word and offset for offset (the index's own property test,
-``test_rule_index_properties``, then checks phrases and spans on top).
+``test_index_properties``, then checks phrases and spans on top).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 The most common complaint about paper bots is a quiet day that was really a broken one: a source
 that was down, or answered with nothing on a day it lists papers, looks the same as a day with
-nothing for you. So each digest says what was checked ("Checked Hugging Face Daily Papers, Nov
+nothing for you. So each digest says what was checked ("Checked Hugging Face, Nov
 19-20: 119 papers · arXiv cs.CV+cs.LG: 104 papers · 2 feeds: 12 papers"), and says plainly when a
 source was down or unusually empty; an unusual silence is also a note at the top of the digest.
 
@@ -23,6 +23,7 @@ from statistics import median
 from typing import Any
 
 from digest.models import SourceReport
+from digest.sources.registry import source_label
 
 MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 FEEDS_LISTED = 2  # more feeds that answered as usual than this are summed up in one part
@@ -53,13 +54,10 @@ def _days(days: Sequence[date]) -> str:
     return f"{_day(first)}–{last.day}" if first.month == last.month else f"{_day(first)}–{_day(last)}"
 
 
-def source_label(name: str, arxiv_categories: Sequence[str]) -> str:
-    """How the receipt names a source: the built-in ones by site (and arXiv's categories), feeds by name."""
-    if name == "hf_papers":
-        return "Hugging Face Daily Papers"
-    if name == "arxiv":
-        return "arXiv " + "+".join(arxiv_categories) if arxiv_categories else "arXiv"
-    return name
+def receipt_label(name: str, arxiv_categories: Sequence[str]) -> str:
+    """How the receipt names a source: as each paper's line does, arXiv with its categories."""
+    label = source_label(name)
+    return f"{label} {'+'.join(arxiv_categories)}" if name == "arxiv" and arxiv_categories else label
 
 
 def usual_count(history: Sequence[int]) -> int | None:
@@ -99,7 +97,7 @@ def coverage(
     notes: list[str] = []
     feeds: list[SourceReport] = []
     for source in sources:
-        label = source_label(source.name, arxiv_categories)
+        label = receipt_label(source.name, arxiv_categories)
         asked = list(days.get(source.name, ()))
         when = f", {_days(asked)}" if source.name == "hf_papers" and asked else ""
         if not source.ok:
@@ -160,7 +158,7 @@ def quiet_sources(
             usual = usual_count(history)
             how_many = f"about {_papers(usual)}" if usual else "papers on weekdays"
             quiet[name] = (
-                f"{source_label(name, arxiv_categories)} listed no papers in the cycle as of {as_of}, though it "
+                f"{receipt_label(name, arxiv_categories)} listed no papers in the cycle as of {as_of}, though it "
                 f"usually lists {how_many}: it may be having trouble"
             )
     return quiet

@@ -3,7 +3,7 @@
 Matching a day for every subscriber creates a million small dicts and tuples that all live until
 the cycle ends. Each of them counts towards the collector's next automatic pass, and the passes
 re-walk every container already alive (the loaded store, the items, the index), so they cost
-more the bigger the store: measured, about a third of the matching time at 10,000 subscribers.
+more the bigger the store (``bench/matching.md``).
 None of those objects form reference cycles, so pausing frees nothing later than it would have
 been freed; the collector runs again, as before, when the stage ends.
 """

@@ -2,10 +2,10 @@
 
 Why: handing an email to an SMTP server is mostly waiting for its replies, and rendering the next
 digest is CPU work. Overlapping the two makes a cycle cost about what the hand-over costs instead of
-the sum of both. A thread cannot do it: measured on our 2-core machines, a render thread made the
-send loop *slower* (the sender waits for the GIL after every SMTP reply), so the work runs in a
-child forked after planning, which already holds the plan and the compiled templates: nothing is
-pickled on the way in, only the results on the way out.
+the sum of both. A thread cannot do it: the sender would wait for the GIL after every SMTP reply
+(``bench/RESULTS.md``), so the work runs in a child forked after planning, which already holds
+the plan and the compiled templates: nothing is pickled on the way in, only the results on the
+way out.
 
 Results come back in order through a pipe, which bounds how far ahead the child gets (about a
 megabyte of results). Whenever the child cannot be used — no ``fork`` on this platform, the child
@@ -93,11 +93,9 @@ def _no_wakeup_preemption() -> None:
 
     Why: whenever the caller takes a result out of the full pipe, the kernel wakes this child,
     and a task that has just woken is allowed to preempt the one running on that core, which is
-    the caller itself: it then waited for a whole render (≈ 2 ms) before it could hand the
-    result to the SMTP server. Measured on a 3,000-subscriber cycle on our 2-core machines: 420–435
-    of the 3,000 receives took over 1 ms (1.45–1.49 s in all); under ``SCHED_BATCH``, 11–12
-    (0.53–0.56 s). A lower priority (``nice`` +10) was tried before and lost: it starves the
-    child, ``SCHED_BATCH`` does not. Not on Linux: nothing to do.
+    the caller itself, which then waits for a whole render before it can hand the result to the
+    SMTP server (figures in ``bench/RESULTS.md``, 2026-11-30). ``nice`` would starve the child; ``SCHED_BATCH``
+    does not. Not on Linux: nothing to do.
     """
     with contextlib.suppress(OSError, AttributeError):
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))

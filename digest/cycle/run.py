@@ -19,7 +19,6 @@ from digest.paths import OUTBOX_DIR
 from digest.retry import Retrier
 from digest.settings import Settings
 from digest.sources import Source, make_client, registry
-from digest.sources.conditional import StateBook
 from digest.state.keeper import StoreKeeper
 from digest.state.store import Store, open_store
 
@@ -68,11 +67,6 @@ def cycle_config(settings: Settings) -> CycleConfig:
     )
 
 
-def configured_sources(settings: Settings, book: StateBook | None = None) -> list[Source]:
-    """The enabled sources, in precedence order; ``book`` keeps feeds' conditional-GET state."""
-    return registry.configured_sources(settings.sources, book, utc_now)
-
-
 def run_once(
     settings: Settings,
     as_of: date | None = None,
@@ -105,7 +99,9 @@ def run_once(
         make_client(config.http_timeout_seconds, retrier=fetch_retrier) as client,
         chosen_mailer as active_mailer,
     ):
-        chosen_sources = list(sources) if sources is not None else configured_sources(settings, store)
+        chosen_sources = (
+            list(sources) if sources is not None else registry.configured_sources(settings.sources, store, utc_now)
+        )
         cycle = Cycle(
             config,
             store,

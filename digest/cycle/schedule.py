@@ -50,8 +50,8 @@ class FireWindow:
     """:func:`last_fire` and :func:`next_fire` of one trigger, computed again only when ``now``
     leaves the span between them (or the clock goes back).
 
-    Why: ``/healthz`` asks both on every probe, and the two searches cost about a millisecond,
-    most of a probe's cost; between two fire times their answers cannot change.
+    Why: ``/healthz`` asks both on every probe, and the two searches were most of a probe's
+    cost; between two fire times their answers cannot change.
     """
 
     def __init__(self, trigger: WallClockCron) -> None:

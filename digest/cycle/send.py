@@ -27,8 +27,14 @@ from digest.cycle.compose import Composed, RenderFailed
 from digest.cycle.config import CycleConfig
 from digest.cycle.measure import StageClock
 from digest.cycle.render_ahead import Ahead, timed
-from digest.errors import DeliveryError, PermanentDeliveryError, TransientDeliveryError
-from digest.mail.mailer import Mailer, SmtpMailer, ThrottledError, UnresponsiveServerError, hung_up_on_stop
+from digest.errors import (
+    DeliveryError,
+    PermanentDeliveryError,
+    ThrottledError,
+    TransientDeliveryError,
+    UnresponsiveServerError,
+)
+from digest.mail.mailer import Mailer, SmtpMailer, hung_up_on_stop
 from digest.mail.message import OutgoingEmail
 from digest.mail.quota import SendQuota, Throttle
 from digest.models import CycleReport, Digest, Subscriber

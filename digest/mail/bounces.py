@@ -36,10 +36,10 @@ from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
-from digest.errors import DigestError
-from digest.mail.quota import write_private
+from digest.errors import BounceMailboxError, DigestError
 from digest.paths import BOUNCES_FILE
 from digest.settings import BouncesSettings
+from digest.state.files import write_atomically
 from digest.state.store import Store
 from digest.state.subscriptions import paused, resumed
 
@@ -49,10 +49,6 @@ SOFT_RESET_DAYS = 7  # soft bounces further apart than this are not "in a row"
 TOKEN_CHARS = 16  # 80 bits; with "bounces+" the local part stays far below SMTP's 64 characters
 VERP = re.compile(r"\+([a-z2-7]{16})@", re.IGNORECASE)
 ADDRESS = re.compile(r"[^\s<>;\"]+@[^\s<>;\"]+")
-
-
-class BounceMailboxError(DigestError):
-    """The bounce mailbox cannot be read (connection, login, folder): one line, exit 1."""
 
 
 def verp_token(secret_key: str, email: str) -> str:
@@ -161,7 +157,7 @@ def read_state(data_dir: Path) -> dict[str, Any]:
 
 
 def write_state(data_dir: Path, state: dict[str, Any]) -> None:
-    write_private(data_dir / BOUNCES_FILE, json.dumps(state, indent=1, sort_keys=True).encode("utf-8"))
+    write_atomically(data_dir / BOUNCES_FILE, json.dumps(state, indent=1, sort_keys=True).encode("utf-8"))
 
 
 @dataclass(slots=True)

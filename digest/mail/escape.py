@@ -1,6 +1,6 @@
 """Text from the outside world as the email's HTML writes it: escaped, and in ASCII.
 
-One escape for the whole email: :func:`digest.matching.highlight.escape_html` (what markupsafe's
+One escape for the whole email: :func:`digest.mail.highlight.escape_html` (what markupsafe's
 ``escape`` and so Jinja's autoescape write), then every character past ASCII as a character reference
 (``&#233;``), so the HTML part can go in 7-bit as it is (see ``RenderedDigest.html_bytes``).
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from markupsafe import Markup
 
-from digest.matching.highlight import escape_html
+from digest.mail.highlight import escape_html
 
 
 def html_in_ascii(html: str) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Protocol
 
-from digest.errors import PermanentDeliveryError, TransientDeliveryError
+from digest.errors import PermanentDeliveryError, ThrottledError, TransientDeliveryError, UnresponsiveServerError
 from digest.mail.message import OutgoingEmail
 from digest.mail.quota import is_throttling
 from digest.settings import SmtpSettings
@@ -56,22 +56,6 @@ def dot_stuffed(msg: bytes) -> bytes:
     """``msg`` as DATA sends it, each line that starts with "." given a second one; ``msg`` itself
     (no copy) when no line does, as in a digest: headers, base64, boundaries and the 7-bit HTML."""
     return _DOT_LINE.sub(b"\n..", b"." + msg if msg.startswith(b".") else msg)
-
-
-class UnresponsiveServerError(TransientDeliveryError):
-    """The SMTP server did not answer within ``smtp.timeout_seconds`` (no greeting, no reply).
-
-    Always server-wide and not retried in this cycle: a server that accepts connections but never
-    speaks would otherwise cost a timeout per attempt per digest (15 × 30 s measured).
-    """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, server_wide=True)
-
-
-class ThrottledError(TransientDeliveryError):
-    """The server asks to slow down ("421 4.7.0 too many messages", "450 rate limited"): not this
-    address's problem and not a failure, so it is waited out on its own budget (digest.mail.quota.Throttle)."""
 
 
 def _timed_out(exc: BaseException) -> bool:
@@ -161,17 +145,21 @@ class SmtpConnection(smtplib.SMTP):
 
     def __init__(self, *args: Any, on_socket: Callable[[socket.socket], None] | None = None, **kwargs: Any) -> None:
         self.on_socket = on_socket
+        self._announced: socket.socket | None = None
         super().__init__(*args, **kwargs)
 
-    def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
-        sock: socket.socket = super()._get_socket(host, port, timeout)  # type: ignore[misc]  # not in typeshed
-        # Every command and message goes in one send: Nagle's wait for an ACK (held back 40 ms by
-        # the other side's delayed ACK) would only add a round trip's worth of idling per email.
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if self.on_socket is not None:
-            self.on_socket(sock)
-        return sock
+    def getreply(self) -> tuple[int, bytes]:
+        # The first reply read on a socket (the greeting, or the first after STARTTLS) announces it:
+        # SmtpMailer.hang_up can then shut it from another thread while the server keeps silent.
+        if self.sock is not None and self.sock is not self._announced:
+            self._announced = self.sock
+            # Every command and message goes in one send: Nagle's wait for an ACK (held back by
+            # the other side's delayed ACK) would only add idling to every email.
+            with contextlib.suppress(OSError):
+                self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.on_socket is not None:
+                self.on_socket(self.sock)
+        return super().getreply()
 
     def data(self, msg: ReadableBuffer | str) -> tuple[int, bytes]:
         if not isinstance(msg, bytes):

@@ -2,7 +2,7 @@
 
 A digest is always the same shape, multipart/alternative with a text part and an HTML part, so it
 is written straight to bytes (:mod:`digest.mail.mime`) instead of through :class:`email.message.EmailMessage`,
-whose header refolding and generator cost three times as much as rendering the digest. The result,
+whose header refolding and generator cost more than rendering the digest. The result,
 :class:`OutgoingEmail`, carries the envelope the mailer needs next to the bytes.
 
 The Message-ID is derived from the digest id and the recipient, not drawn at random: if the process

@@ -1,8 +1,8 @@
 """The few pieces of RFC 5322 / 2045 / 2047 that a digest email needs, written straight to text and bytes.
 
 The :mod:`email` package builds a tree, refolds every header through its parser and serialises
-through a generator: correct for any message, but about ten times the cost of rendering the digest
-itself. A digest has a fixed shape (a dozen known headers, two text parts), so these helpers write
+through a generator: correct for any message, but costlier than rendering the digest itself
+(``bench/email.md``). A digest has a fixed shape (a dozen known headers, two text parts), so these helpers write
 that shape directly:
 
 * header lines are folded at spaces to at most 78 characters where the value allows it;
@@ -15,8 +15,7 @@ that shape directly:
   skips encoding two thirds of a message's bytes, and sending them a third larger; base64
   remains for an HTML body that cannot be sent so;
 * the text body is base64 in lines of 76 (its template writes "·" and "—", so it is never
-  ASCII): :func:`binascii.b2a_base64` is C end to end, where quoted-printable
-  (:func:`binascii.b2a_qp`) took five times as long on a 40 KB HTML part.
+  ASCII): :func:`binascii.b2a_base64` is C end to end, and cheaper than quoted-printable.
 
 Nothing here lets a CR or LF from a value into a header: encoded-words carry them as base64, and
 values that are written raw are checked.
@@ -139,15 +138,14 @@ def html_part_size(html: bytes, seven_bit: bytes | None) -> int:
 def html_part_bound(html: bytes) -> int:
     """At least :func:`html_part_size` of ``html``, for nothing: in 7-bit each byte becomes at most
     two (a line feed, carriage return or space a CRLF), and base64 takes less than that. A digest
-    of half the limit or less (most) is measured so, without making the 7-bit body (splitting
-    a 45 KB email into its lines cost a tenth of a warm render)."""
+    of half the limit or less (most) is measured so, without making the 7-bit body."""
     return 2 * len(html)
 
 
 def has_long_line(data: bytes, limit: int) -> bool:
     """Whether a line of ``data`` is longer than ``limit``: the last line feed within reach of each
-    line's start, one C search per ``limit`` bytes, where splitting a 45 KB email into its lines to
-    measure them cost a tenth of a warm render (the tests hold it to the split)."""
+    line's start, one C search per ``limit`` bytes rather than splitting the email into its lines
+    (the tests hold it to the split)."""
     start, size = 0, len(data)
     while size - start > limit:
         end = data.rfind(b"\n", start, start + limit + 1)
@@ -168,7 +166,7 @@ def seven_bit_html(html: bytes, boundary: bytes = b"", limit: int = MAX_BODY_LIN
     them anyway, so none is left bare. No ``boundary`` (render, measuring the part): not checked.
     No line starts with "From " (mbox delivery rewrites it to ">From ", which breaks a DKIM
     signature): the layout has none, the breaker never makes one, and every value from a feed
-    is one line (the sources squash whitespace); a search for it cost a tenth of a warm render.
+    is one line (the sources squash whitespace), so it is not searched for.
     """
     if not html.isascii() or (boundary and boundary in html):
         return None

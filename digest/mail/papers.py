@@ -9,10 +9,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from digest.mail.escape import escaped, html_in_ascii
+from digest.mail.highlight import email_both, email_html, snippet_window, tidy
 from digest.mail.templates import PAPER_SEPARATOR, TEXT_PAPER_SEPARATOR, email_templates
 from digest.mail.text_lines import wrap
 from digest.mail.views import PaperHtml, PaperView, item_view
-from digest.matching.highlight import email_both, email_html, merge_spans, snippet_window, tidy
+from digest.matching.spans import merge_spans
 from digest.models import DigestEntry, Highlight, RuleMatch
 from digest.text import fold
 

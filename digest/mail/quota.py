@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import random
 import threading
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from digest.paths import QUOTA_FILE
+from digest.state.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -45,22 +45,6 @@ class Limits:
     def counted(self) -> bool:
         """Whether the rolling windows are kept at all (a per-second rate alone needs no file)."""
         return self.per_hour is not None or self.per_day is not None
-
-
-def write_private(path: Path, payload: bytes) -> None:
-    """Atomic and durable like the store's writes, and readable by its owner only (0600)."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            temp.unlink(missing_ok=True)
-        raise
 
 
 def read_state(data_dir: Path) -> dict[str, Any]:
@@ -155,7 +139,7 @@ class SendQuota:
             minute = int(now) // 60
             written[minute] = written.get(minute, 0) + reserve
         state = {"minutes": {str(m): n for m, n in sorted(written.items())}, "waiting": self.waiting}
-        write_private(self.path, json.dumps(state, separators=(",", ":")).encode("ascii"))
+        write_atomically(self.path, json.dumps(state, separators=(",", ":")).encode("ascii"))
         self._written = written
 
     def close(self) -> None:

@@ -19,13 +19,12 @@ from typing import Any, NamedTuple
 
 from markupsafe import Markup
 
+from digest.mail.highlight import shorten
 from digest.mail.mime import html_part_bound, html_part_size, seven_bit_html
 from digest.mail.paper_cache import paper_cache
 from digest.mail.templates import email_templates
-from digest.mail.templates import templates_dir as templates_dir  # where the web's pages import it from
 from digest.mail.text_lines import wrap, wrap_parts
 from digest.mail.views import MONTHS, WEEKDAYS, PaperView, plural
-from digest.matching.highlight import shorten
 from digest.models import Digest
 
 # Gmail clips a message whose HTML passes "102 KB" (reports range 102-105 KB): the HTML part is
@@ -182,8 +181,8 @@ def render_digest(
     """Subject, HTML and text of one digest; the HTML part takes at most ``html_limit`` bytes as sent.
 
     The size is that of the part's body on the wire (:func:`digest.mail.mime.html_part_size`): CRLF
-    line ends, one byte a line more than the text the templates write, which once took a
-    119-paper day past Gmail's clip while the text was under it; a digest whose bound
+    line ends, one byte a line more than the text the templates write, enough to take a long day
+    past Gmail's clip while the text is under it; a digest whose bound
     (:func:`digest.mail.mime.html_part_bound`) is under the limit is not measured further. Usually
     one Jinja render of each template; past the limit, a few more of the HTML (:func:`_cut`). At
     most :data:`OVERFLOW_TITLES` are listed by title, then "…and N more" and the link to the

@@ -1,7 +1,7 @@
 """The email's templates: the MJML layout compiled to HTML once per process, and the text template.
 
-Each email is then a Jinja render of that HTML, about four times cheaper than running MJML per
-email. The block of one paper (between ``{# paper #}`` and ``{# /paper #}``, in each layout and in
+Each email is then a Jinja render of that HTML, much cheaper than running MJML per email.
+The block of one paper (between ``{# paper #}`` and ``{# /paper #}``, in each layout and in
 the text template) becomes a template of its own, rendered once per paper and matches
 (:mod:`digest.mail.paper_cache`); each email then inserts the cached blocks, which gives the same
 output as one template would.

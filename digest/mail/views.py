@@ -13,14 +13,14 @@ from functools import lru_cache
 from typing import NamedTuple
 
 from digest.mail.escape import escaped
+from digest.mail.highlight import shorten, tidy
 from digest.mail.text_lines import TEXT_WIDTH, wrap
-from digest.matching.highlight import shorten, tidy
 from digest.models import Item
+from digest.sources.registry import source_label
 
 ABSTRACT_CHARS = 420
 SUMMARY_CHARS = 160  # the compact layout's one line of the abstract
 AUTHORS_SHOWN = 5
-SOURCE_LABELS = {"hf_papers": "Hugging Face", "arxiv": "arXiv"}
 CATEGORIES_SHOWN = 3
 # English names whatever the process locale (strftime's %b and %A follow LC_TIME), and cheaper.
 MONTHS = (
@@ -54,11 +54,6 @@ def _byline(item: Item) -> str:
 
 def plural(count: int, word: str) -> str:
     return f"{count} {word if count == 1 else word + 's'}"
-
-
-def source_label(source: str) -> str:
-    """How a source is named in the email: built-in kinds by their site, feeds by their own name."""
-    return SOURCE_LABELS.get(source, source)
 
 
 def _facts(item: Item) -> str:
@@ -183,9 +178,9 @@ class PaperView:
     """One paper as one subscriber's email shows it: the item, and why it matched (rules, highlights).
 
     Attributes, not a dict: Jinja reads ``paper.title`` with ``getattr`` first, and on a dict that
-    raised and caught an exception per lookup, hundreds of times per email. Not frozen only so
-    that :func:`digest.mail.papers.render_papers` can set ``html`` and ``text`` once the blocks are rendered (a
-    ``replace`` per paper cost as much as rendering it); nothing changes a view after that.
+    raises and catches an exception per lookup. Not frozen only so that
+    :func:`digest.mail.papers.render_papers` can set ``html`` and ``text`` once the blocks are
+    rendered (without a ``replace`` per paper); nothing changes a view after that.
     """
 
     title: str

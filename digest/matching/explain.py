@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 from rich.text import Text
 
-from digest.matching.highlight import merge_spans
 from digest.matching.ranking import rank_entries
 from digest.matching.rules import SEPARATOR, Decider, ItemIndex, Matcher, Rule, field_text, field_values
+from digest.matching.spans import merge_spans
 from digest.matching.syntax import TEXT_FIELDS, And, Node, Not, Or, Scope, show
 from digest.models import DigestEntry, Highlight, Item, RuleMatch
 

@@ -219,6 +219,23 @@ class FieldTokens:
         return out
 
 
+def word_positions(tokens: FieldTokens, whole: frozenset[str], needles: Sequence[str], cap: int) -> list[int]:
+    """Up to ``cap`` positions of one word (any of its terms ``whole``) in a paper's tokens, in order.
+
+    A prefix of many terms (th* → the, that, this, …) is found by one walk over the tokens that
+    stops at the cap; a word of a few terms by a substring search per term (in C).
+    """
+    if len(needles) > MANY_TERMS:
+        positions: list[int] = []
+        for position, term in enumerate(tokens.terms):
+            if term in whole:
+                positions.append(position)
+                if len(positions) >= cap:
+                    break
+        return positions
+    return tokens.phrase_at([Terms(whole, {})], cap, needles)
+
+
 def phrase_needles(wanted: Sequence[Terms]) -> list[str] | None:
     """What a phrase is searched for in a paper's joined terms: " t1 t2 " for each combination of
     its words' terms (a value boundary joins as a double space, which no phrase spans), or None
@@ -445,34 +462,9 @@ class ItemIndex:
                     tokens = column.tokens[doc]
                     assert tokens is not None
                     bounds = tokens.bounds
-                    positions: list[int] = []
-                    if len(needles) > MANY_TERMS:
-                        # A prefix of many terms (th* → the, that, this, …): one walk over the
-                        # paper's tokens that stops at the cap beats a search per term.
-                        for position, term in enumerate(tokens.terms):
-                            if term in whole:
-                                positions.append(position)
-                                if len(positions) >= cap:
-                                    break
-                        found.setdefault(doc, []).extend(
-                            Highlight(name, bounds[2 * position], bounds[2 * position + 1]) for position in positions
-                        )
-                        continue
-                    joined = tokens.joined()
-                    for needle in needles:
-                        at = joined.find(needle)
-                        kept = position = counted = 0
-                        while at >= 0 and kept < cap:
-                            position += joined.count(" ", counted, at)
-                            counted = at
-                            positions.append(position)
-                            kept += 1
-                            at = joined.find(needle, at + 1)
-                    if len(needles) > 1:
-                        positions.sort()
-                        del positions[cap:]
                     found.setdefault(doc, []).extend(
-                        Highlight(name, bounds[2 * position], bounds[2 * position + 1]) for position in positions
+                        Highlight(name, bounds[2 * position], bounds[2 * position + 1])
+                        for position in word_positions(tokens, whole, needles, cap)
                     )
                 continue
             searched = phrase_needles(wanted)

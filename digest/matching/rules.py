@@ -166,10 +166,6 @@ class Matcher:
         self._spans: dict[tuple[tuple[str, ...], str], Spans] = {}
         self._explained: dict[str, dict[int, tuple[RuleMatch, ...]]] = {}  # by rule text, which fixes its key
 
-    def rule_hits(self, rule: Rule) -> Hits:
-        """Docs the rule matches on its own, with the spans of the words that made it match."""
-        return self.hits(rule.node)
-
     def match(self, rules: Sequence[Rule]) -> dict[int, tuple[RuleMatch, ...]]:
         """Doc → the rules that matched it (in the subscriber's order) with their highlights.
 

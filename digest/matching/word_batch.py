@@ -1,7 +1,7 @@
 """Many texts cut into words at once, exactly as :func:`digest.text.cut_words` cuts each one.
 
-Indexing a day's papers cuts about 2,000 abstracts into 300,000 words or more, and a regular
-expression spends its time per word: it was the largest single cost of matching. For ASCII text
+Indexing a day's papers cuts thousands of abstracts into words, and a regular expression spends
+its time per word, a large share of matching (``bench/RESULTS.md``). For ASCII text
 (nearly all of it) the same cut is made for a batch of texts with numpy: where the class of a
 character (letter, digit, other) changes, a run ends; runs of letters and runs of digits are the
 words. One ``str.split`` over the batch, with every other character turned into a space and a

@@ -27,17 +27,11 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
-from digest.errors import DigestError, describe_os_error
+from digest.errors import BackupError, DigestError, describe_os_error
 from digest.paths import LOCK_FILE, STORE_FILE
 from digest.state.store import Store, store_lock
 
 LOCK_WAIT_SECONDS = 600.0  # a running cycle finishes first; longer than any healthy cycle
-
-
-class BackupError(DigestError):
-    """A backup or restore that cannot be done as asked (the file, the directory): exit 2."""
-
-    exit_code = 2
 
 
 def _members(data_dir: Path) -> Iterator[Path]:

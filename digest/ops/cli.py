@@ -22,7 +22,7 @@ from rich.text import Text
 
 from digest.clock import today_in, utc_now
 from digest.cycle.run import check_as_of, run_once
-from digest.errors import CycleLockedError, DigestError, RuleError, describe_os_error
+from digest.errors import CycleLockedError, DigestError, ImportRefused, RuleError, describe_os_error
 from digest.matching.explain import describe, summary, try_rule
 from digest.matching.rules import parse_rule
 from digest.models import LAYOUTS
@@ -31,7 +31,7 @@ from digest.ops.help import DigestGroup
 from digest.ops.logs import configure_logging
 from digest.ops.preview import next_digest, render_preview
 from digest.ops.progress import send_progress
-from digest.ops.signals import stop_on_signals
+from digest.ops.signals import announce_stop, stop_on_signals
 from digest.ops.startup import check_secrets
 from digest.paths import PENDING_FILE, PREVIEW_DIR, STORE_FILE
 from digest.settings import (
@@ -136,10 +136,6 @@ def settings_or_exit(level: int | None = None, write: bool = False) -> Settings:
         fail(exc)
     configure_logging(settings.log_format, logging.INFO if _verbose else (level or logging.WARNING))
     return settings
-
-
-def announce_stop(signal_name: str) -> None:
-    print(f"digest: {signal_name} received: finishing the email being sent, then stopping", file=sys.stderr)
 
 
 @app.command()
@@ -505,7 +501,7 @@ def import_subscribers(file: Annotated[Path, typer.Argument(help="JSON lines as 
         people = transfer.parse_export(text, str(file), utc_now())
         with open_store(settings.data_dir) as store:
             imported = transfer.import_subscribers(store, people)
-    except transfer.ImportRefused as exc:
+    except ImportRefused as exc:
         for problem in exc.problems:
             print(f"digest: {problem}", file=sys.stderr)
         fail(exc)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from functools import partial
 
 import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -22,7 +23,7 @@ from digest.clock import cron_trigger, last_fire, utc_now
 from digest.cycle.run import run_once
 from digest.cycle.schedule import cycle_left_traces, needs_catch_up
 from digest.errors import DigestError
-from digest.ops.signals import stop_on_signals
+from digest.ops.signals import announce_stop, stop_on_signals
 from digest.ops.status import format_time
 from digest.settings import Settings
 from digest.state.keeper import StoreKeeper
@@ -117,7 +118,7 @@ def start_web(
         host=settings.web.host,
         port=settings.web.port,
         log_config=None,  # uvicorn's records go through digest's structured logging
-        access_log=settings.web.access_log,  # tokens redacted: digest.web.app.TokenRedactingFilter
+        access_log=settings.web.access_log,  # tokens redacted: digest.web.access_log.TokenRedactingFilter
         # The app reads X-Forwarded-For itself, and only from web.trusted_proxies: uvicorn's default
         # would believe it from any client on 127.0.0.1 (FORWARDED_ALLOW_IPS), e.g. a direct one.
         proxy_headers=False,
@@ -136,17 +137,13 @@ def start_web(
     return server, thread
 
 
-def announce_stop(signal_name: str) -> None:
-    log.info("received %s: finishing the email being sent, then stopping", signal_name)
-
-
 def serve(settings: Settings) -> None:
     catch_up = must_catch_up(settings)
     # One store in memory, shared by the pages, /healthz and the cycle (see digest.state.keeper); read
     # now, so that the first request does not pay for it.
     keeper = StoreKeeper(settings.data_dir)
     keeper.store()
-    with stop_on_signals(announce_stop) as stop:
+    with stop_on_signals(partial(announce_stop, log=log)) as stop:
         server, web = start_web(settings, stop, keeper)
         scheduler = make_scheduler(settings, stop, catch_up, keeper)
         scheduler.start()

@@ -7,11 +7,23 @@ mid-send instead would leave a sent email unrecorded.
 
 from __future__ import annotations
 
+import logging
 import signal
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import FrameType
+
+STOPPING = "finishing the email being sent, then stopping"
+
+
+def announce_stop(signal_name: str, log: logging.Logger | None = None) -> None:
+    """Tell the operator the stop was heard: in ``log`` (the service's), else on stderr (a command)."""
+    if log is None:
+        print(f"digest: {signal_name} received: {STOPPING}", file=sys.stderr)
+    else:
+        log.info("received %s: %s", signal_name, STOPPING)
 
 
 @contextmanager

@@ -20,11 +20,19 @@ from digest.sources.hf_papers import HfPapersSource
 
 Factory = Callable[[Any, StateBook | None, Callable[[], datetime]], Source]
 
+# How the email names a source, on each paper and in the coverage receipt; a feed by its own name.
+SOURCE_LABELS = {"hf_papers": "Hugging Face", "arxiv": "arXiv"}
+
 KINDS: dict[str, Factory] = {
     "hf_papers": lambda settings, book, now: HfPapersSource(settings),
     "arxiv": lambda settings, book, now: ArxivSource(settings, book, now),
     "feed": lambda settings, book, now: FeedSource(settings, book, now),
 }
+
+
+def source_label(name: str) -> str:
+    """How the email names a source: built-in kinds by their site, feeds by their own name."""
+    return SOURCE_LABELS.get(name, name)
 
 
 def enabled(settings: SourcesSettings) -> list[tuple[str, Any]]:

@@ -1,7 +1,7 @@
 """The one in-memory store of a ``digest serve`` process, shared by the web pages, ``/healthz`` and
 the scheduled cycle.
 
-Why: parsing the store file costs about half a second and 160 MB at 10,000 subscribers, so a
+Why: parsing the store file is slow and memory-hungry at 10,000 subscribers, so a
 process that served each request from a freshly read file answered in seconds and made one-click
 unsubscribes wait for (or fail on) the cycle's file lock. Here the store is read once and kept:
 
@@ -147,7 +147,7 @@ class StoreKeeper:
         memory and fsynced in the journal (``asyncio.wrap_future`` it in a handler).
 
         Why one writer thread: every write takes the file lock (a CLI command may be writing)
-        and an fsync (about 4 ms). The writer takes whatever queued up while it was busy and
+        and an fsync. The writer takes whatever queued up while it was busy and
         applies it all under one file lock and one fsync, so twenty one-click unsubscribes at
         once cost about one, and no handler thread waits in a lock queue. The future fails with
         :class:`CycleLockedError` when another process holds the file lock for longer than

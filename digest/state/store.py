@@ -144,30 +144,7 @@ class Store:
         self.db = TinyDB(self.path, storage=self._capture_storage)
         self._check_schema()
         assert self._storage is not None
-        # These five tables live in the structures below, not in TinyDB: the storage hands over the
-        # parsed documents (no copies), and asks for them back when it writes the file.
-        seen_docs = self._storage.hand_over("seen", self._seen_documents).values()
-        self._seen: dict[str, str] = {d["id"]: d["listed_on"] for d in seen_docs}
-        self._ids: list[str] = [""] * len(seen_docs)
-        self._ordinal: dict[str, int] = {}
-        for d in seen_docs:
-            self._ordinal[d["id"]] = d["n"]
-            if d["n"] >= len(self._ids):
-                self._ids.extend([""] * (d["n"] + 1 - len(self._ids)))
-            self._ids[d["n"]] = d["id"]
-        del seen_docs
-        self._items: dict[str, dict[str, Any]] = {
-            d["id"]: d for d in self._storage.hand_over("items", self._item_documents).values()
-        }
-        self._subscribers: dict[str, Subscriber] = {
-            d["email"]: Subscriber.from_record(d)
-            for d in self._storage.hand_over("subscribers", self._subscriber_documents).values()
-        }
-        self._ledger: Ledger = Ledger.from_records(self._storage.hand_over("ledger", self._ledger_documents).values())
-        # Looked up by every confirm link and written by every unsubscribe: a dict, not a table scan.
-        self._departures: dict[str, str] = {
-            d["email"]: d["at"] for d in self._storage.hand_over("departures", self._departure_documents).values()
-        }
+        self._take_tables(self._storage)
         self._journal_unsynced: int = 0
         self._journal_synced_at: float = time.monotonic()
         self._journal: _Journal | None = None  # opened on the first delivery, closed when folded
@@ -182,6 +159,32 @@ class Store:
             self._journal_count += 1
         for email, at in read_departures(data_dir):  # unsubscribes taken while another process wrote
             self.forget_departed(email, at)
+
+    def _take_tables(self, storage: BufferedAtomicStorage) -> None:
+        """Five tables live in plain structures, not in TinyDB: the storage hands over the parsed
+        documents (no copies), and asks for them back when it writes the file."""
+        seen_docs = storage.hand_over("seen", self._seen_documents).values()
+        self._seen: dict[str, str] = {d["id"]: d["listed_on"] for d in seen_docs}
+        self._ids: list[str] = [""] * len(seen_docs)
+        self._ordinal: dict[str, int] = {}
+        for d in seen_docs:
+            self._ordinal[d["id"]] = d["n"]
+            if d["n"] >= len(self._ids):
+                self._ids.extend([""] * (d["n"] + 1 - len(self._ids)))
+            self._ids[d["n"]] = d["id"]
+        del seen_docs
+        self._items: dict[str, dict[str, Any]] = {
+            d["id"]: d for d in storage.hand_over("items", self._item_documents).values()
+        }
+        self._subscribers: dict[str, Subscriber] = {
+            d["email"]: Subscriber.from_record(d)
+            for d in storage.hand_over("subscribers", self._subscriber_documents).values()
+        }
+        self._ledger: Ledger = Ledger.from_records(storage.hand_over("ledger", self._ledger_documents).values())
+        # Looked up by every confirm link and written by every unsubscribe: a dict, not a table scan.
+        self._departures: dict[str, str] = {
+            d["email"]: d["at"] for d in storage.hand_over("departures", self._departure_documents).values()
+        }
 
     def _capture_storage(self, path: str) -> BufferedAtomicStorage:
         self._storage = BufferedAtomicStorage(path)
@@ -442,7 +445,7 @@ class Store:
         the caller makes them durable with :meth:`sync_through` after letting go of its locks.
 
         Why: ``digest serve`` applies each web write (a one-click unsubscribe) under the store's
-        lock; an fsync there (about 4 ms) made every reader wait, and made concurrent writers pay
+        lock; an fsync there made every reader wait, and made concurrent writers pay
         one fsync each in a row. Outside the lock, one fsync covers every line appended before it
         started (group commit), and readers never wait for the disk.
         """
@@ -802,8 +805,8 @@ class DeferredSync:
 class _Journal:
     """``deliveries.journal`` open for appending, for as long as deliveries are being recorded.
 
-    Opening and closing the file around every line cost about a tenth of a millisecond per email,
-    in the process that sends them. Each line is handed to the kernel with ``write(2)`` on an
+    Kept open because opening and closing it around every line is a cost per email, in the
+    process that sends them. Each line is handed to the kernel with ``write(2)`` on an
     ``O_APPEND`` descriptor (no buffer in this process), so it survives a crash or ``kill -9`` as
     soon as this returns, exactly as the close did before. The descriptor is closed when the
     object is collected, should its store never be closed.

@@ -16,7 +16,7 @@ from typing import Any
 
 from email_validator import EmailNotValidError, validate_email
 
-from digest.errors import DigestError, SubscriberError
+from digest.errors import DigestError, ImportRefused, LineProblem, SubscriberError
 from digest.matching.rules import parse_rules
 from digest.models import LAYOUTS, Subscriber
 from digest.state.store import Store
@@ -102,26 +102,6 @@ def export_lines(subscribers: Iterable[Subscriber]) -> str:
     """JSON lines, one subscriber each, by address: the same store exports the same text."""
     people = sorted(subscribers, key=lambda s: s.email)
     return "".join(json.dumps(export_record(s), ensure_ascii=False) + "\n" for s in people)
-
-
-@dataclass(frozen=True, slots=True)
-class LineProblem:
-    """A bad line of an import file, as ``FILE:LINE: what is wrong``."""
-
-    source: str
-    line: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.source}:{self.line}: {self.reason}"
-
-
-class ImportRefused(SubscriberError):
-    """An import file with bad lines: nothing of it is imported."""
-
-    def __init__(self, problems: Sequence[LineProblem]) -> None:
-        self.problems = tuple(problems)
-        super().__init__(f"import refused: {len(self.problems)} bad line(s); nothing was imported")
 
 
 def read_record(line: str, now: datetime) -> tuple[Subscriber, list[str]]:

@@ -123,6 +123,17 @@ class Front:
             raise TokenError("this link is incomplete")
         return self.signer.verify(purpose, token)
 
+    def link_holder(self, request: Request, purpose: Purpose) -> tuple[str, str] | Response:
+        """A signed link's token and the address it was issued to, or the page that says why the
+        link cannot be used."""
+        token = request.query_params.get("token")
+        try:
+            email = str(self.token_data(purpose, token)["e"])
+        except TokenError as exc:
+            return self.bad_link(exc, purpose)
+        assert token is not None
+        return token, email
+
     # -- the store --------------------------------------------------------------------------------
     async def write(self, change: Callable[[Store], Any], departure: str | None = None) -> Any:
         """Run ``change`` on the shared store (by the keeper's writer thread): journalled and fsynced

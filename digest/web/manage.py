@@ -71,12 +71,10 @@ class Manage:
         )
 
     async def show(self, request: Request) -> Response:
-        token = request.query_params.get("token")
-        try:
-            email = self.front.token_data("manage", token)["e"]
-        except TokenError as exc:
-            return self.front.bad_link(exc, "manage")
-        assert token is not None
+        held = self.front.link_holder(request, "manage")
+        if isinstance(held, Response):
+            return held
+        token, email = held
         subscriber = await self.front.read(lambda store: store.subscriber(email))
         if subscriber is None:
             return self.not_subscribed()

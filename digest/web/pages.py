@@ -1,7 +1,7 @@
 """The Jinja2 environment of the web pages and the confirmation email (``templates/web``).
 
 Autoescaping is on for ``.html`` templates, so everything from a person or a feed is escaped unless
-it was already made safe by :func:`digest.matching.highlight.mark`. Static files get a content hash in their
+it was already made safe by :func:`digest.mail.highlight.mark`. Static files get a content hash in their
 URL, so browsers may cache them for long and still see a new version at once.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import jinja2
 
-from digest.mail.render import templates_dir
+from digest.mail.templates import templates_dir
 
 
 def web_dir() -> Path:

@@ -31,7 +31,7 @@ from typing import ParamSpec, TypeVar
 from markupsafe import Markup
 
 from digest.errors import PreviewBusy, RuleError
-from digest.matching.highlight import mark, spans_for
+from digest.mail.highlight import mark
 from digest.matching.ranking import rank_key
 from digest.matching.rules import (
     Budget,
@@ -44,6 +44,7 @@ from digest.matching.rules import (
     parse_rule,
     parse_rules,
 )
+from digest.matching.spans import spans_for
 from digest.matching.syntax import Phrase, Regex, leaves
 from digest.models import DigestEntry, Item, RuleMatch
 from digest.state.subscriptions import check_rules

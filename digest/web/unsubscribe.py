@@ -52,12 +52,10 @@ class Unsubscribe:
         )
 
     async def show(self, request: Request) -> Response:
-        token = request.query_params.get("token")
-        try:
-            email = self.front.token_data("unsubscribe", token)["e"]
-        except TokenError as exc:
-            return self.front.bad_link(exc, "unsubscribe")
-        assert token is not None
+        held = self.front.link_holder(request, "unsubscribe")
+        if isinstance(held, Response):
+            return held
+        token, email = held
         subscriber = await self.front.read(lambda store: store.subscriber(email))
         return self.page(token, email, subscriber is not None)
 

@@ -13,17 +13,7 @@ from collections.abc import Callable, Iterable
 
 from markupsafe import Markup
 
-from digest.models import Highlight
-
-
-def merge_spans(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    merged: list[tuple[int, int]] = []
-    for start, end in sorted(spans):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
-        else:
-            merged.append((start, end))
-    return merged
+from digest.matching.spans import merge_spans
 
 
 def escape_html(text: str) -> str:
@@ -181,10 +171,6 @@ def snippet_window(text: str, start: int, end: int, width: int) -> tuple[int, in
 def mark(text: str, spans: Iterable[tuple[int, int]]) -> Markup:
     """``text`` escaped, with each span wrapped in ``<mark>``, as Markup for autoescaping templates."""
     return Markup(marked_html(text, spans))
-
-
-def spans_for(highlights: Iterable[Highlight], field: str) -> list[tuple[int, int]]:
-    return [(h.start, h.end) for h in highlights if h.field == field]
 
 
 def shorten(text: str, limit: int) -> str:

@@ -20,6 +20,7 @@ from starlette.responses import HTMLResponse, Response
 
 from digest.clock import cron_trigger, next_fire
 from digest.errors import TokenError
+from digest.models import Subscriber
 from digest.settings import Settings
 from digest.signing import Purpose, Signer
 from digest.state.keeper import StoreKeeper
@@ -123,16 +124,16 @@ class Front:
             raise TokenError("this link is incomplete")
         return self.signer.verify(purpose, token)
 
-    def link_holder(self, request: Request, purpose: Purpose) -> tuple[str, str] | Response:
-        """A signed link's token and the address it was issued to, or the page that says why the
-        link cannot be used."""
+    async def link_holder(self, request: Request, purpose: Purpose) -> tuple[str, str, Subscriber | None] | Response:
+        """A signed link's token, the address it was issued to and that subscriber (None once they
+        left), or the page that says why the link cannot be used."""
         token = request.query_params.get("token")
         try:
             email = str(self.token_data(purpose, token)["e"])
         except TokenError as exc:
             return self.bad_link(exc, purpose)
         assert token is not None
-        return token, email
+        return token, email, await self.read(lambda store: store.subscriber(email))
 
     # -- the store --------------------------------------------------------------------------------
     async def write(self, change: Callable[[Store], Any], departure: str | None = None) -> Any:

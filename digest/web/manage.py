@@ -71,11 +71,10 @@ class Manage:
         )
 
     async def show(self, request: Request) -> Response:
-        held = self.front.link_holder(request, "manage")
+        held = await self.front.link_holder(request, "manage")
         if isinstance(held, Response):
             return held
-        token, email = held
-        subscriber = await self.front.read(lambda store: store.subscriber(email))
+        token, _, subscriber = held
         if subscriber is None:
             return self.not_subscribed()
         done = request.query_params.get("done", "")

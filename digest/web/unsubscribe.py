@@ -52,11 +52,10 @@ class Unsubscribe:
         )
 
     async def show(self, request: Request) -> Response:
-        held = self.front.link_holder(request, "unsubscribe")
+        held = await self.front.link_holder(request, "unsubscribe")
         if isinstance(held, Response):
             return held
-        token, email = held
-        subscriber = await self.front.read(lambda store: store.subscriber(email))
+        token, email, subscriber = held
         return self.page(token, email, subscriber is not None)
 
     async def post(self, request: Request) -> Response:

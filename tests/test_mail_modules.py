@@ -61,9 +61,49 @@ def private_imports(path: Path) -> list[str]:
     return found
 
 
-def test_mail_and_highlighting_use_no_private_api_of_another_library() -> None:
-    paths = [*sorted((PACKAGE / "mail").glob("*.py")), PACKAGE / "matching" / "highlight.py"]
-    assert {str(path.relative_to(PACKAGE)): private_imports(path) for path in paths if private_imports(path)} == {}
+DOCUMENTED = {"os._exit"}  # underscored, but documented public API of the standard library
+
+
+def private_uses(path: Path) -> list[str]:
+    """Private names of other libraries that ``path`` reaches for: ``re2._Regexp``, an override or
+    call of ``super()._get_socket``, ``getattr(x, "_regexp")``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    libraries = {
+        (alias.asname or alias.name).split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        and not (getattr(node, "module", None) or "").startswith("digest")
+        for alias in node.names
+    }
+
+    def private(name: str) -> bool:
+        return name.startswith("_") and not name.endswith("__")
+
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and private(node.attr):
+            owner = node.value
+            of_library = isinstance(owner, ast.Name) and owner.id in libraries
+            of_base = isinstance(owner, ast.Call) and isinstance(owner.func, ast.Name) and owner.func.id == "super"
+            if (of_library or of_base) and ast.unparse(node) not in DOCUMENTED:
+                found.append(f"{ast.unparse(node)}:{node.lineno}")
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in {"getattr", "hasattr"}
+            and len(node.args) > 1
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+            and private(node.args[1].value)
+        ):
+            found.append(f"{ast.unparse(node)}:{node.lineno}")
+    return found
+
+
+def test_no_module_uses_a_private_api_of_another_library() -> None:
+    paths = sorted(PACKAGE.rglob("*.py"))
+    found = {str(path.relative_to(PACKAGE)): private_imports(path) + private_uses(path) for path in paths}
+    assert {name: uses for name, uses in found.items() if uses} == {}
 
 
 def test_the_templates_keep_the_globals_jinja_gave_them() -> None:

@@ -1,4 +1,4 @@
-"""The one clock: the time now, today in a zone, and when a cron schedule fires, across DST.
+"""Wall-clock time for the schedule: the time now, today in a zone, and when a cron schedule fires, across DST.
 
 Pure except for APScheduler's field matching. ``schedule.cron`` is crontab syntax (five fields:
 minute hour day month weekday); a sixth field in front, for seconds, is also accepted

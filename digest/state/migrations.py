@@ -113,9 +113,9 @@ def minus_negates_one_word(data: Raw) -> None:
     boxes do, on the one word after it. Each stored rule whose meaning that changes is rewritten to
     its canonical form under the old reading (``-survey 4090`` → ``NOT "survey 4090"``), which
     means the same under the new one."""
-    from digest.matching.syntax import legacy_rewrite
+    from digest.matching.syntax import upgraded_rules
 
     for record in data.get("subscribers", {}).values():
         rules = record.get("rules")
-        if isinstance(rules, list):
-            record["rules"] = [legacy_rewrite(rule) or rule if isinstance(rule, str) else rule for rule in rules]
+        if isinstance(rules, list) and all(isinstance(rule, str) for rule in rules):  # else: the shape check says so
+            record["rules"] = upgraded_rules(rules, 1)

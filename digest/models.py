@@ -11,6 +11,8 @@ from datetime import date, datetime
 from typing import Any, Protocol
 
 LAYOUTS = ("full", "compact")  # Subscriber.layout: how the email shows each paper
+FREQUENCIES = ("daily", "weekly")  # Subscriber.frequency
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # Subscriber.weekday indexes this (0 = Monday)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,18 @@ class Subscriber:
     # How the email shows each paper: "full" (abstract excerpt) or "compact" (title, why it
     # matched, one line): a long digest in full is a wall of abstracts (see render).
     layout: str = "full"
+    # When the digest goes out: "daily", or "weekly" on ``weekday`` (0 = Monday, as date.weekday()).
+    frequency: str = "daily"
+    weekday: int = 0
+    # The local hour (0–23) in ``timezone`` (an IANA name) at which it goes out; None for either
+    # means the service's own schedule (``schedule.cron``).
+    timezone: str | None = None
+    hour: int | None = None
+    # At most this many papers shown in the email; the rest are listed by title with their online
+    # link, as on a big day. None: the size budget alone decides.
+    max_papers: int | None = None
+    # False: feed only — the matches go to the person's Atom feed and no digest email is sent.
+    by_email: bool = True
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -112,6 +126,12 @@ class Subscriber:
             "last_delivery_at": self.last_delivery_at.isoformat() if self.last_delivery_at else None,
             "caught_up_to": self.caught_up_to.isoformat() if self.caught_up_to else None,
             "layout": self.layout,
+            "frequency": self.frequency,
+            "weekday": self.weekday,
+            "timezone": self.timezone,
+            "hour": self.hour,
+            "max_papers": self.max_papers,
+            "by_email": self.by_email,
         }
 
     @classmethod
@@ -129,6 +149,13 @@ class Subscriber:
             last_delivery_at=when("last_delivery_at"),
             caught_up_to=date.fromisoformat(record["caught_up_to"]) if record.get("caught_up_to") else None,
             layout=record.get("layout") or "full",  # records written before layouts existed
+            # Records written before per-subscriber rhythm hold none of these: the old behaviour.
+            frequency=record.get("frequency") or "daily",
+            weekday=int(record.get("weekday") or 0),
+            timezone=record.get("timezone"),
+            hour=record.get("hour"),
+            max_papers=record.get("max_papers"),
+            by_email=bool(record.get("by_email", True)),
         )
 
 

@@ -143,6 +143,12 @@ TABLES: dict[str, dict[str, Check]] = {
         "last_delivery_at": optional(TIME),
         "caught_up_to": optional(DATE),
         "layout": optional(Check(frozenset({str}), lambda v: v in ("full", "compact"))),
+        "frequency": optional(Check(frozenset({str}), lambda v: v in ("daily", "weekly"))),
+        "weekday": optional(Check(frozenset({int}), lambda v: 0 <= v <= 6)),
+        "timezone": optional(NONEMPTY_TEXT),
+        "hour": optional(Check(frozenset({int}), lambda v: 0 <= v <= 23)),
+        "max_papers": optional(Check(frozenset({int}), lambda v: v >= 1)),
+        "by_email": optional(FLAG),
     },
     "ledger": {"email": NONEMPTY_TEXT, "days": LEDGER_DAYS},
     "cycles": {

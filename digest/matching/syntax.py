@@ -34,6 +34,7 @@ from typing import Any, Protocol
 import re2
 
 from digest.errors import RuleError
+from digest.matching.regex_window import MAX_REGEX_WINDOW, window_width
 from digest.text import fold, forms, normal, tokenize
 
 MAX_RULE_LENGTH = 500
@@ -324,6 +325,15 @@ def _lex_regex(rule: str, start: int) -> tuple[Lexeme, int]:
     except re2.error as exc:
         reason = exc.args[0].decode("utf-8", "replace") if exc.args and isinstance(exc.args[0], bytes) else str(exc)
         raise RuleError(f"bad regular expression: {reason}", rule, start + 1) from None
+    width = window_width(pattern)
+    if width > MAX_REGEX_WINDOW:
+        raise RuleError(
+            f"the regular expression /{pattern}/ needs {width} characters matched by classes "
+            f"(. [a-z] \\w ...): at most {MAX_REGEX_WINDOW}, or RE2 slows down a hundredfold; "
+            "write .* for a gap, or NEAR/5 for words near each other",
+            rule,
+            start + 1,
+        )
     if matches_empty_text(compiled):
         raise RuleError(
             f"the regular expression /{pattern}/ matches empty text: make it match at least one character "

@@ -211,14 +211,15 @@ def _grouped(node: Node, folded: bool, needs_parens: tuple[type, ...]) -> str:
 class CompiledRegex(Protocol):
     """The part of a compiled google-re2 pattern this module uses (its class is private)."""
 
-    def search(self, text: str) -> Any: ...
+    def search(self, text: str | bytes) -> Any: ...
 
-    def finditer(self, text: str) -> Iterator[Any]: ...
+    def finditer(self, text: str | bytes) -> Iterator[Any]: ...
 
 
 @lru_cache(maxsize=4096)
-def compile_regex(pattern: str, ignore_case: bool) -> CompiledRegex:
-    """Compile with RE2 (linear time in the text, bounded memory); raises ``re2.error``."""
+def compile_regex(pattern: str | bytes, ignore_case: bool) -> CompiledRegex:
+    """Compile with RE2 (linear time in the text, bounded memory); raises ``re2.error``. A
+    ``bytes`` pattern (UTF-8) searches UTF-8 text: the same matches, at byte offsets."""
     options = re2.Options()
     options.log_errors = False
     options.max_mem = REGEX_MAX_MEM

@@ -115,6 +115,9 @@ class Subscriber:
     max_papers: int | None = None
     # False: feed only — the matches go to the person's Atom feed and no digest email is sent.
     by_email: bool = True
+    # When a cycle last handled this person's digest (sent it, or found nothing to send): what
+    # their rhythm compares with the latest due time (digest.cycle.rhythm). None: not since upgrading.
+    handled_at: datetime | None = None
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -132,6 +135,7 @@ class Subscriber:
             "hour": self.hour,
             "max_papers": self.max_papers,
             "by_email": self.by_email,
+            "handled_at": self.handled_at.isoformat() if self.handled_at else None,
         }
 
     @classmethod
@@ -156,6 +160,7 @@ class Subscriber:
             hour=record.get("hour"),
             max_papers=record.get("max_papers"),
             by_email=bool(record.get("by_email", True)),
+            handled_at=when("handled_at"),
         )
 
 

@@ -54,7 +54,8 @@ def plan_digests(
     ids = [i.id for i in live]
     matcher = Matcher(ItemIndex(live))
     shared: dict[tuple[int, str], tuple[DigestEntry, RankKey]] = {}  # (doc, rule) → a one-rule match's entry
-    for subscriber in subscribers:
+    plan.nothing_for += [s for s in subscribers if not s.by_email]  # feed only: no email, moved on as on a quiet day
+    for subscriber in (s for s in subscribers if s.by_email):
         try:
             rules = parse_rules(subscriber.rules)
         except RuleError as exc:
@@ -86,14 +87,21 @@ def plan_digests(
 
 def candidate_start(subscribers: Sequence[Subscriber], window_start: date, floor: date) -> date:
     """The earliest listing day anyone may still be offered: the store reads no older items."""
-    starts = [min(window_start, s.caught_up_to or window_start) for s in subscribers]
+    starts = [min(window_start, s.caught_up_to or window_start) for s in subscribers if s.by_email]
     return max(floor, min(starts, default=window_start))
 
 
-def plan_from_store(store: Store, window_start: date, as_of: date) -> Plan:
-    """What a cycle would send now from the items already stored (also ``digest status``'s pending)."""
+def plan_from_store(
+    store: Store, window_start: date, as_of: date, select: Callable[[Subscriber], bool] | None = None
+) -> Plan:
+    """What a cycle would send now from the items already stored (also ``digest status``'s pending).
+
+    ``select`` picks whose digest is due (:class:`digest.cycle.rhythm.Due`); the others are not
+    planned at all, so their papers stay candidates for their own day. None: everyone."""
     floor = store.candidate_floor()
-    subscribers = store.subscribers(active_only=True)
+    subscribers = [s for s in store.subscribers(active_only=True) if select is None or select(s)]
+    if not subscribers:  # nobody due this tick: no items to read
+        return Plan()
     start = candidate_start(subscribers, window_start, floor)
     candidates = store.items_listed_between(start, as_of)
     return plan_digests(subscribers, candidates, store.delivered_ids, window_start, floor, as_of)

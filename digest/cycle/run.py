@@ -7,8 +7,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, timedelta
 
-from digest.clock import today_in, utc_now
+from digest.clock import cron_trigger, today_in, utc_now
 from digest.cycle.config import CycleConfig
+from digest.cycle.rhythm import Due
 from digest.cycle.steps import Cycle
 from digest.errors import SettingsError
 from digest.mail.mailer import Mailer, make_mailer
@@ -78,8 +79,10 @@ def run_once(
     stop: threading.Event | None = None,
     trigger: str = "manual",
     keeper: StoreKeeper | None = None,
+    due: Due | None = None,
 ) -> CycleReport:
-    """One full cycle as of ``as_of`` (default: today in the schedule's zone).
+    """One full cycle as of ``as_of`` (default: today in the schedule's zone), for those ``due``
+    picks (default: :func:`run_now`'s, ``digest run``'s meaning).
 
     ``stop``, once set (by a signal handler), ends retry waits at once and stops the send loop
     after the email being handed over; everything sent is recorded before this returns. A day
@@ -113,7 +116,15 @@ def run_once(
             stop=stop,
             trigger=trigger,
         )
-        return cycle.run(day, dry_run=dry_run)
+        chosen = due or run_now(settings)
+        return cycle.run(day, dry_run=dry_run, select=chosen, handled_at=chosen.now)
+
+
+def run_now(settings: Settings) -> Due:
+    """Who ``digest run`` serves: everyone daily on the schedule (as before rhythms existed: one
+    cycle now), and those with their own hour or a weekly digest only if theirs is due."""
+    schedule = cron_trigger(settings.schedule.cron, settings.schedule.timezone)
+    return Due(utc_now(), schedule, on_schedule="all")
 
 
 @contextmanager

@@ -58,7 +58,9 @@ class SendRun:
 
     report: CycleReport
     window_start: date  # where the caught-up subscribers' ``caught_up_to`` moves
+    handled_at: datetime | None = None  # stamped on everyone whose digest this cycle handled (rhythm)
     caught_up: list[Subscriber] = field(default_factory=list)
+    refused: set[str] = field(default_factory=set)  # refused for good (5xx): handled, papers still pending
     handled: int = 0  # sent, refused, failed to render, or skipped: everything else stays pending
     connection_failures: int = 0
     reason: str | None = None  # stop, unresponsive, connections, deferred, error
@@ -78,6 +80,10 @@ class SendRun:
     def done(self) -> None:
         with self.lock:
             self.handled += 1
+
+    def stamp(self, subscriber: Subscriber) -> datetime | None:
+        """The person's ``handled_at`` once this cycle handled their digest."""
+        return self.handled_at or subscriber.handled_at
 
 
 Work = Callable[[Digest], Composed | RenderFailed]
@@ -105,7 +111,9 @@ class Sender:
     def deliver(self, digests: Sequence[Digest], nothing_for: Sequence[Subscriber], run: SendRun, work: Work) -> None:
         """Send ``digests`` (each made by ``work``), then move everyone's bookkeeping forward."""
         start = run.window_start
-        run.caught_up += [replace(s, caught_up_to=max(start, s.caught_up_to or start)) for s in nothing_for]
+        run.caught_up += [
+            replace(s, caught_up_to=max(start, s.caught_up_to or start), handled_at=run.stamp(s)) for s in nothing_for
+        ]
         quota = SendQuota(self.config.data_dir, self.config.limits, lambda: self.now().timestamp(), self.stop.wait)
         if self.config.limits.counted:  # who waited longest goes first, so a quota serves everyone in turn
             digests = sorted(digests, key=waited_longest)
@@ -118,11 +126,17 @@ class Sender:
             self.clock.report.peak_mb["render_process"] = child_mb
         # A first digest that did not get through (refused, failed, or left by a stop) still covers
         # this window next time: pin the person's horizon here, or tomorrow's window would skip it.
+        # One refused for good is handled for their rhythm (not tried again every hour).
         handed_over = {s.email for s in run.caught_up}
         run.caught_up += [
-            replace(d.subscriber, caught_up_to=start)
+            replace(
+                d.subscriber,
+                caught_up_to=d.subscriber.caught_up_to or start,
+                handled_at=run.stamp(d.subscriber) if d.subscriber.email in run.refused else d.subscriber.handled_at,
+            )
             for d in digests
-            if d.subscriber.email not in handed_over and d.subscriber.caught_up_to is None
+            if d.subscriber.email not in handed_over
+            and (d.subscriber.caught_up_to is None or d.subscriber.email in run.refused)
         ]
         # Subscribers may have changed while we sent (another process cannot: we hold the lock);
         # only move their bookkeeping forward.
@@ -254,6 +268,7 @@ class Sender:
                     subscriber,
                     caught_up_to=max(run.window_start, subscriber.caught_up_to or run.window_start),
                     last_delivery_at=sent_at,
+                    handled_at=run.stamp(subscriber),
                 )
             )
 
@@ -268,6 +283,8 @@ class Sender:
         with run.lock:
             self._note_failure(digest, exc, run.report)
             run.handled += 1
+            if isinstance(exc, PermanentDeliveryError) and not exc.server_wide:
+                run.refused.add(digest.subscriber.email)
             if exc.server_wide:
                 run.connection_failures += 1
         if isinstance(exc, UnresponsiveServerError):  # not tried again this cycle

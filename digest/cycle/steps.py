@@ -36,7 +36,7 @@ from digest.cycle.notices import digest_notices
 from digest.cycle.plan import Plan, plan_from_store
 from digest.cycle.send import Sender, SendRun
 from digest.mail.mailer import Mailer
-from digest.models import CycleReport
+from digest.models import CycleReport, Subscriber
 from digest.paths import ARCHIVE_DIR
 from digest.retry import Retrier
 from digest.signing import Signer
@@ -44,6 +44,17 @@ from digest.sources import Source
 from digest.state.store import Store
 
 log = logging.getLogger(__name__)
+
+
+WEEK_DAYS = 7
+
+
+def kept_days(config: CycleConfig, subscribers: Sequence[Subscriber]) -> int:
+    """How many days of papers a prune keeps: ``retention_days``, and never less than a weekly
+    person's week plus the look-back window, so their papers are still there on their day."""
+    if any(s.frequency == "weekly" for s in subscribers):
+        return max(config.retention_days, WEEK_DAYS + config.lookback_days)
+    return config.retention_days
 
 
 class Cycle:
@@ -74,8 +85,15 @@ class Cycle:
         self.trigger = trigger
         self.composer = Composer(config, Signer(config.secret_key), now)
 
-    def run(self, as_of: date, dry_run: bool = False) -> CycleReport:
-        """One cycle as of ``as_of``.
+    def run(
+        self,
+        as_of: date,
+        dry_run: bool = False,
+        select: Callable[[Subscriber], bool] | None = None,
+        handled_at: datetime | None = None,
+    ) -> CycleReport:
+        """One cycle as of ``as_of``, for the subscribers ``select`` picks (everyone if None): those
+        whose digest is due (:mod:`digest.cycle.rhythm`); each one handled is stamped ``handled_at``.
 
         A subscriber who was served before is offered everything since their ``caught_up_to`` (at or
         before the last cycle's window), so days fetched late reach them; a new one is offered the
@@ -97,7 +115,7 @@ class Cycle:
         owed = [date.fromisoformat(day) for source in report.sources for day in source.days_failed]
         progress_start = min([window_start, *owed])
         with clock.stage("match"), collector_paused():
-            plan = plan_from_store(self.store, window_start, as_of)
+            plan = plan_from_store(self.store, window_start, as_of, select)
         for problem in plan.rule_errors:
             log.error("skipped subscriber with a bad rule: %s", problem)
             report.errors.append(problem)
@@ -109,7 +127,7 @@ class Cycle:
         if dry_run:
             report.finished_at = self.now()
             return report
-        self._deliver(plan, SendRun(report, progress_start), clock)
+        self._deliver(plan, SendRun(report, progress_start, handled_at), clock)
         with clock.stage("finish"):
             self._finish(as_of, today, report)
         return report
@@ -126,7 +144,7 @@ class Cycle:
         """Prune the store and the archive to the retention, and record the cycle."""
         previous = [date.fromisoformat(c["as_of"]) for c in self.store.cycles(last=1)]
         anchor = prune_anchor(as_of, today, previous[0] if previous else None)
-        horizon = anchor - timedelta(days=self.config.retention_days)
+        horizon = anchor - timedelta(days=kept_days(self.config, self.store.subscribers(active_only=True)))
         self.store.prune(horizon)
         prune_archive(self.config.data_dir / ARCHIVE_DIR, horizon)
         report.finished_at = self.now()

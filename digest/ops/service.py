@@ -1,4 +1,11 @@
-"""``digest serve``: the daily cycle on a schedule (APScheduler) and the web pages (uvicorn), in one process.
+"""``digest serve``: the cycle on a schedule (APScheduler) and the web pages (uvicorn), in one process.
+
+Two jobs share one lock, so their cycles never overlap: the cycle at ``schedule.cron`` (as ever:
+it always runs, for ``/healthz``), and an hourly tick that runs a cycle only when someone with
+email is due by their own rhythm (:mod:`digest.cycle.rhythm`): their local hour has come and no
+cycle has handled that day's (or week's) digest. A tick with nobody due reads the in-memory list
+of subscribers and nothing else. Each cycle fetches (the sources keep their checkpoints), so a
+person served at 18:00 gets what was listed since the morning's cycle.
 
 The main thread owns the signals: SIGTERM/SIGINT set one stop event. The running cycle sees it
 (retry waits end, the send loop stops after the email being handed over and records it), uvicorn
@@ -14,18 +21,24 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime
 from functools import partial
 
 import uvicorn
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from digest.clock import cron_trigger, last_fire, utc_now
+from digest.cycle.rhythm import Due, Slots
 from digest.cycle.run import run_once
 from digest.cycle.schedule import cycle_left_traces, needs_catch_up
 from digest.errors import DigestError
+from digest.mail.mailer import Mailer
+from digest.models import Subscriber
 from digest.ops.signals import announce_stop, stop_on_signals
 from digest.ops.status import format_time
 from digest.settings import Settings
+from digest.sources import Source
 from digest.state.keeper import StoreKeeper
 from digest.state.store import CYCLES_KEPT, Store, journaled_deliveries
 from digest.web.app import create_app
@@ -33,12 +46,16 @@ from digest.web.app import create_app
 log = logging.getLogger(__name__)
 
 CYCLE_JOB_ID = "daily-cycle"
+TICK_JOB_ID = "rhythm-tick"
+HOURLY = "0 * * * *"  # in UTC: every hour exists there, on DST nights too
 LOCK_WAIT_SECONDS = 600
 WEB_STOP_SECONDS = 5.0
 
 
 class CycleJob:
-    """The scheduler's job: one cycle; errors are logged, never raised into the scheduler."""
+    """The scheduler's jobs: the cycle at ``schedule.cron`` (``__call__``) and the hourly
+    :meth:`tick`; errors are logged, never raised into the scheduler. ``now``, ``sources`` and
+    ``mailer`` are the real ones unless a test passes its own (a fake clock across DST nights)."""
 
     def __init__(
         self,
@@ -46,21 +63,60 @@ class CycleJob:
         stop: threading.Event,
         catch_up_first: bool = False,
         keeper: StoreKeeper | None = None,
+        now: Callable[[], datetime] = utc_now,
+        sources: Sequence[Source] | None = None,
+        mailer: Mailer | None = None,
     ) -> None:
         self.settings = settings
         self.stop = stop
         self.catch_up_first = catch_up_first
         self.keeper = keeper
+        self.now = now
+        self.sources = sources
+        self.mailer = mailer
+        self.schedule = cron_trigger(settings.schedule.cron, settings.schedule.timezone)
+        self.lock = threading.Lock()  # one cycle at a time in this process, whichever job started it
+        self.slots = Slots(self.schedule)  # each rhythm's latest slot, across ticks (under the lock)
 
     def __call__(self) -> None:
-        trigger = "catch-up" if self.catch_up_first else "scheduled"
-        self.catch_up_first = False
-        if self.stop.is_set():
-            return
+        """The cycle at ``schedule.cron``: always runs. A catch-up at start serves everyone daily on
+        the schedule, as it always did; everyone else as their rhythm says."""
+        with self.lock:
+            trigger = "catch-up" if self.catch_up_first else "scheduled"
+            forced, self.catch_up_first = self.catch_up_first, False
+            if not self.stop.is_set():
+                chosen = Due(self.now(), self.schedule, "all" if forced else "due", self.slots)
+                self.run(trigger, chosen)
+
+    def tick(self) -> None:
+        """The hourly tick: a cycle only if someone who gets email is due now by their own rhythm
+        (people daily on the schedule are the cron cycle's, as before: see :class:`Due`)."""
+        with self.lock:
+            due = Due(self.now(), self.schedule, "none", self.slots)
+            if self.stop.is_set() or not due.wanting_email(self.subscribers()):
+                return
+            self.run("hourly", due)
+
+    def subscribers(self) -> list[Subscriber]:
+        """The subscribers as they are now: the shared in-memory store's (``serve``), else the file's."""
+        if self.keeper is not None:
+            return self.keeper.read(lambda store: store.subscribers(active_only=True))
+        return Store(self.settings.data_dir, writable=False).subscribers(active_only=True)
+
+    def run(self, trigger: str, due: Due) -> None:
         log.info("cycle starting", extra={"fields": {"trigger": trigger}})
+        zone = self.schedule.zone
         try:
             report = run_once(
-                self.settings, lock_wait_seconds=LOCK_WAIT_SECONDS, stop=self.stop, trigger=trigger, keeper=self.keeper
+                self.settings,
+                as_of=due.now.astimezone(zone).date(),
+                sources=self.sources,
+                mailer=self.mailer,
+                lock_wait_seconds=LOCK_WAIT_SECONDS,
+                stop=self.stop,
+                trigger=trigger,
+                keeper=self.keeper,
+                due=due,
             )
         except DigestError as exc:
             log.error("%s cycle failed: %s", trigger, exc)
@@ -81,14 +137,25 @@ def make_scheduler(
     trigger = cron_trigger(settings.schedule.cron, settings.schedule.timezone)
     scheduler = BackgroundScheduler(timezone=settings.schedule.timezone)
     extra = {"next_run_time": utc_now()} if catch_up else {}
+    job = CycleJob(settings, stop, catch_up_first=catch_up, keeper=keeper)
     scheduler.add_job(
-        CycleJob(settings, stop, catch_up_first=catch_up, keeper=keeper),
+        job,
         trigger,
         id=CYCLE_JOB_ID,
         coalesce=True,
         max_instances=1,
         misfire_grace_time=settings.schedule.misfire_grace_seconds,
         **extra,
+    )
+    # Without a catch-up, a tick at start serves whoever's hour passed while the service was down.
+    scheduler.add_job(
+        job.tick,
+        cron_trigger(HOURLY, "UTC"),
+        id=TICK_JOB_ID,
+        coalesce=True,
+        max_instances=1,
+        misfire_grace_time=settings.schedule.misfire_grace_seconds,
+        **({} if catch_up else {"next_run_time": utc_now()}),
     )
     return scheduler
 

@@ -18,6 +18,7 @@ from digest.clock import cron_trigger, next_fire
 from digest.cycle.coverage import HISTORY_CYCLES, quiet_sources
 from digest.cycle.days import window_days
 from digest.cycle.plan import plan_from_store
+from digest.cycle.rhythm import Outlook, outlook
 from digest.mail.bounces import read_state as bounce_state
 from digest.mail.quota import read_state
 from digest.settings import Settings, settings_file_description
@@ -44,6 +45,9 @@ class Status:
     suspended: dict[str, Any] = field(default_factory=dict)
     # Sources that answered the last cycle with nothing though they usually list papers: name → why.
     quiet: dict[str, str] = field(default_factory=dict)
+    # Per kind of rhythm (digest.cycle.rhythm): how many, how many due now, when the next is due.
+    rhythms: list[Outlook] = field(default_factory=list)
+    feed_only: int = 0
 
 
 def format_time(moment: datetime | str | None, zone: str = "UTC") -> str:
@@ -83,7 +87,10 @@ def gather(settings: Settings, store: Store, today: date, now: datetime, last: i
     failures = {f["email"]: f for f in store.failures()}
     pending = [Pending(d.subscriber.email, len(d.entries), failures.get(d.subscriber.email)) for d in plan.digests]
     trigger = cron_trigger(settings.schedule.cron, settings.schedule.timezone)
+    people = store.subscribers(active_only=True)
     return Status(
+        rhythms=outlook(people, now, trigger),
+        feed_only=sum(1 for s in people if not s.by_email),
         cycles=store.cycles(last=last),
         sources=store.source_states(),
         pending=sorted(pending, key=lambda p: p.email),
@@ -149,6 +156,18 @@ def pending_lines(state: Status) -> list[str]:
     return lines
 
 
+def rhythm_lines(state: Status, zone: str) -> list[str]:
+    """One line per kind of rhythm: ``daily at their own hour: 3 subscriber(s), next due …``."""
+    lines = []
+    for kind in state.rhythms:
+        now = f", {kind.due_now} due now (next hourly tick)" if kind.due_now else ""
+        upcoming = f", next due {format_time(kind.next_at, zone)} ({kind.next_count})" if kind.next_at else ""
+        lines.append(f"rhythm {kind.kind}: {kind.people} subscriber(s){now}{upcoming}")
+    if state.feed_only:
+        lines.append(f"rhythm feed only: {state.feed_only} subscriber(s), no email")
+    return lines
+
+
 def status_lines(settings: Settings, state: Status) -> list[str]:
     """``digest status``'s output, line by line: settings, cycles, sources, pending, suspended, next run."""
     zone = settings.schedule.timezone
@@ -157,6 +176,7 @@ def status_lines(settings: Settings, state: Status) -> list[str]:
         *cycle_lines(state.cycles, zone),
         *source_lines(state, zone),
         *pending_lines(state),
+        *rhythm_lines(state, zone),
         *(
             f"suspended: {email} since {why['at'][:16]}: {why['why']} (digest resume {email})"
             for email, why in sorted(state.suspended.items())  # after bounces; digest resume EMAIL

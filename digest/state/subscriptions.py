@@ -23,6 +23,7 @@ from digest.errors import RuleError
 from digest.matching.rules import parse_rule, parse_rules
 from digest.matching.syntax import Regex, leaves
 from digest.models import LAYOUTS, Subscriber
+from digest.state.preferences import Preferences
 
 MAX_EMAIL_CHARS = 254
 MAX_RULES = 30
@@ -123,7 +124,8 @@ def check_signup(email_text: str, rules_text: str) -> SignupCheck:
 
 
 def state_key(subscriber: Subscriber | None, departed_at: datetime | None = None) -> str:
-    """A short fingerprint of what a confirm link may change: presence, active flag, rules, layout.
+    """A short fingerprint of what a confirm link may change: presence, active flag, rules, and the
+    choices of :class:`~digest.state.preferences.Preferences` (layout, rhythm, hour, cap, delivery).
 
     ``departed_at`` is when the address last unsubscribed (:meth:`digest.state.store.Store.departed_at`).
     Without it, "not subscribed" before a sign-up and after an unsubscribe would look the same, and
@@ -133,6 +135,10 @@ def state_key(subscriber: Subscriber | None, departed_at: datetime | None = None
     state: object = None if subscriber is None else [subscriber.active, list(subscriber.rules)]
     if subscriber is not None and subscriber.layout != "full":  # "full" alone keeps older links' keys
         state = [*state, subscriber.layout]  # type: ignore[misc]
+    chosen = {} if subscriber is None else Preferences.of(subscriber).differences()
+    chosen.pop("layout", None)
+    if chosen:  # the other choices too, once any differs from the defaults (older keys stay as they were)
+        state = [*state, chosen]  # type: ignore[misc]
     if departed_at is not None:
         state = [state, departed_at.isoformat()]
     return hashlib.sha256(json.dumps(state).encode("utf-8")).hexdigest()[:16]
@@ -161,30 +167,41 @@ def form_layout(value: object) -> str:
 
 
 def confirmed(
-    existing: Subscriber | None, email: str, rules: Sequence[str], now: datetime, layout: str = "full"
+    existing: Subscriber | None,
+    email: str,
+    rules: Sequence[str],
+    now: datetime,
+    layout: str = "full",
+    chosen: Preferences | None = None,
 ) -> Subscriber:
-    """The subscriber after their confirm link: active with the rules and layout they asked for.
+    """The subscriber after their confirm link: active with the rules and choices they asked for
+    (``chosen``, else the defaults with ``layout``: links sent before the other choices existed).
 
     A new or paused subscriber starts with ``caught_up_to=None``, so their first digest covers the
     look-back window (and a paused person does not get the backlog of their pause). An active one
-    only changes rules and keeps their place.
+    only changes rules and choices and keeps their place.
     """
+    chosen = chosen or Preferences(layout=layout)
     if existing is None:
-        return Subscriber(
-            email=email, rules=tuple(rules), active=True, subscribed_at=now, caught_up_to=None, layout=layout
-        )
+        fresh = Subscriber(email=email, rules=tuple(rules), active=True, subscribed_at=now, caught_up_to=None)
+        return chosen.applied(fresh)
     caught_up_to = existing.caught_up_to if existing.active else None
-    return replace(
+    updated = replace(
         existing,
         rules=tuple(rules),
-        layout=layout,
         active=True,
         subscribed_at=existing.subscribed_at or now,
         caught_up_to=caught_up_to,
     )
+    return chosen.applied(updated)
 
 
-def with_rules(subscriber: Subscriber, rules: Sequence[str], layout: str | None = None) -> Subscriber:
+def with_rules(
+    subscriber: Subscriber, rules: Sequence[str], layout: str | None = None, chosen: Preferences | None = None
+) -> Subscriber:
+    """The manage page's Save: the rules, and the choices when the form had them (an old tab has not)."""
+    if chosen is not None:
+        subscriber = chosen.applied(subscriber)
     return replace(subscriber, rules=tuple(rules), layout=layout or subscriber.layout)
 
 

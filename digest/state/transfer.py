@@ -1,5 +1,9 @@
 """Subscribers in and out by the operator: ``digest subscribe``, ``export`` and ``import``.
 
+A subscriber's choices (rhythm, hour, layout, cap, delivery: :mod:`digest.state.preferences`)
+go with them both ways; an export line names only those that differ from the defaults, so files
+written before the choices existed import as they did.
+
 Both ways in end in :func:`merged`, so a person added again (by hand or from a file) keeps their
 place: when they subscribed, their last delivery and how far they are caught up. Losing that would
 send them the whole look-back window again. An import is checked whole before anything is
@@ -10,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -19,6 +23,7 @@ from email_validator import EmailNotValidError, validate_email
 from digest.errors import DigestError, ImportRefused, LineProblem, SubscriberError
 from digest.matching.rules import parse_rules
 from digest.models import LAYOUTS, Subscriber
+from digest.state.preferences import Preferences
 from digest.state.store import Store
 
 
@@ -56,30 +61,59 @@ class Request:
 
 
 def check_request(email: str, rules: Sequence[str]) -> Request:
-    """Raises :class:`SubscriberError` for a bad address, :class:`RuleError` for a bad rule."""
+    """Raises :class:`SubscriberError` for a bad address, :class:`RuleError` for a bad rule. No
+    rules at all is a request to change only the choices of someone subscribed (:func:`subscribe`)."""
     address = normalize_email(email)
+    if not rules:
+        return Request(address, (), ())
     parsed = parse_rules(rules)
     warnings = tuple(warning for rule in parsed for warning in rule.warnings)
     return Request(address, tuple(rule.strip() for rule in rules), warnings)
 
 
+@dataclass(frozen=True, slots=True)
+class Choices:
+    """A ``digest subscribe``'s choices as typed (keys of :meth:`Preferences.with_text`; a missing
+    one is kept), what to call each in an error, and the zone an hour given alone is read in."""
+
+    text: dict[str, str | None] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+    zone: str | None = None
+
+
 def subscribe(
-    store: Store, request: Request, name: str | None, layout: str | None, now: datetime
+    store: Store,
+    request: Request,
+    name: str | None,
+    layout: str | None,
+    now: datetime,
+    choices: Choices | None = None,
 ) -> tuple[Subscriber, bool]:
-    """Add or replace an active subscriber; a name or layout not given is kept. Returns the
-    subscriber as saved, and whether they were there already."""
+    """Add or replace an active subscriber; a name, layout or choice not given is kept. Without
+    rules, only the choices of someone already there change: their rules stay, and so does a pause
+    or a suspension (``digest resume`` ends those). Returns the subscriber as saved, and whether
+    they were there already."""
+    choices = choices or Choices()
     existing = store.subscriber(request.email)
-    subscriber = merged(
-        existing,
-        Subscriber(
+    if existing is None and not request.rules:
+        raise SubscriberError(f"{request.email} is not subscribed yet: give their rules with -k RULE")
+    chosen = (Preferences.of(existing) if existing else Preferences()).with_text(
+        choices.labels, layout=layout, **choices.text
+    )
+    if chosen.hour is not None and chosen.timezone is None:  # an hour alone: in the service's zone
+        chosen = replace(chosen, timezone=choices.zone)
+    if existing is not None and not request.rules:
+        kept = replace(existing, name=name if name is not None else existing.name)
+        subscriber = chosen.applied(kept)
+    else:
+        fresh = Subscriber(
             email=request.email,
             rules=request.rules,
             name=name if name is not None else (existing.name if existing else None),
             active=True,
             subscribed_at=now,
-            layout=layout or (existing.layout if existing else "full"),
-        ),
-    )
+        )
+        subscriber = merged(existing, chosen.applied(fresh))
     store.save_subscriber(subscriber)
     return subscriber, existing is not None
 
@@ -90,11 +124,14 @@ def subscribe(
 def export_record(subscriber: Subscriber) -> dict[str, Any]:
     """What an export keeps of a subscriber: who they are and what they asked for, not the
     cycle's bookkeeping (a store elsewhere starts its own)."""
+    chosen = Preferences.of(subscriber).differences()  # only what differs: older digests read the line too
+    chosen.pop("layout", None)
     return {
         "email": subscriber.email,
         "rules": list(subscriber.rules),
         "name": subscriber.name,
         "layout": subscriber.layout,
+        **chosen,
     }
 
 
@@ -119,8 +156,9 @@ def read_record(line: str, now: datetime) -> tuple[Subscriber, list[str]]:
     layout = record.get("layout") or "full"  # absent in files exported before layouts
     if layout not in LAYOUTS:
         raise ValueError(f'"layout" must be one of {", ".join(LAYOUTS)}')
+    chosen = Preferences.read({**record, "layout": layout})  # files exported before the choices hold none
     address = normalize_email(str(record.get("email", "")))
-    return Subscriber(address, tuple(r.strip() for r in rules), name, subscribed_at=now, layout=layout), rules
+    return chosen.applied(Subscriber(address, tuple(r.strip() for r in rules), name, subscribed_at=now)), rules
 
 
 def parse_export(text: str, source: str, now: datetime) -> list[Subscriber]:

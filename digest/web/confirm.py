@@ -16,9 +16,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from digest.errors import CycleLockedError, TokenError
+from digest.errors import CycleLockedError, SubscriberError, TokenError
 from digest.matching.syntax import upgraded_rules
 from digest.models import LAYOUTS, Subscriber
+from digest.state.preferences import Preferences
 from digest.state.store import Store
 from digest.state.subscriptions import check_rules, confirmed, state_key
 from digest.web.forms import BUSY
@@ -34,6 +35,11 @@ class ConfirmRequest:
     rules: tuple[str, ...]
     key: str
     layout: str = "full"
+    chosen: Preferences | None = None  # None: a link sent before the choices, the defaults with ``layout``
+
+    @property
+    def choices(self) -> Preferences:
+        return self.chosen or Preferences(layout=self.layout)
 
 
 def confirm_outcome(store: Store, asked: ConfirmRequest) -> tuple[str, Subscriber | None]:
@@ -41,9 +47,21 @@ def confirm_outcome(store: Store, asked: ConfirmRequest) -> tuple[str, Subscribe
     existing = store.subscriber(asked.email)
     if state_key(existing, store.departed_at(asked.email)) == asked.key:
         return "ready", existing
-    if existing is not None and existing.active and (existing.rules, existing.layout) == (asked.rules, asked.layout):
+    same = existing is not None and existing.rules == asked.rules and Preferences.of(existing) == asked.choices
+    if existing is not None and existing.active and same:
         return "done", existing  # a second click on the same link
     return "used", existing
+
+
+def chosen_in(choices: object, layout: str) -> Preferences | None:
+    """The choices a confirm link carries (``p``: those not the defaults; links sent before the
+    choices carry none), or None when they are not valid ones (a link signed with other limits)."""
+    if not isinstance(choices, dict):
+        return None
+    try:
+        return Preferences.read({**choices, "layout": layout})
+    except SubscriberError:
+        return None
 
 
 class Confirm:
@@ -64,6 +82,9 @@ class Confirm:
             return self.front.bad_link(TokenError("malformed"), "confirm")
         if layout not in LAYOUTS:
             return self.front.bad_link(TokenError("malformed"), "confirm")
+        chosen = chosen_in(data.get("p", {}), layout)
+        if chosen is None:
+            return self.front.bad_link(TokenError("malformed"), "confirm")
         syntax = data.get("y", 1)  # links sent before ``-`` negated one word carry none
         if not isinstance(syntax, int):
             return self.front.bad_link(TokenError("malformed"), "confirm")
@@ -73,13 +94,14 @@ class Confirm:
                 "These rules no longer work", " ".join(check.errors) + " Please sign up again.", 400, show_home=True
             )
         assert token is not None
-        return ConfirmRequest(token, email, check.rules, str(key), layout)
+        return ConfirmRequest(token, email, check.rules, str(key), layout, chosen)
 
     def page(self, asked: ConfirmRequest, existing: Subscriber | None, status: int = 200, **extra: Any) -> HTMLResponse:
         context: dict[str, Any] = {
             "email": asked.email,
             "rules": asked.rules,
             "layout": asked.layout,
+            "chosen": asked.choices.describe(),
             "token": asked.token,
             "already_subscribed": existing is not None and existing.active,
             "form_error": None,
@@ -140,7 +162,7 @@ class Confirm:
             outcome, existing = confirm_outcome(store, asked)
             if outcome != "ready":
                 return outcome, existing
-            updated = confirmed(existing, asked.email, asked.rules, now, asked.layout)
+            updated = confirmed(existing, asked.email, asked.rules, now, asked.layout, asked.choices)
             store.save_subscriber(updated)
             return "done", updated
 

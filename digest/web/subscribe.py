@@ -1,6 +1,7 @@
 """The sign-up form (``/``, ``POST /subscribe``, ``/check-inbox``) and the confirmation email it sends.
 
-Nothing is stored at sign-up: the rules and the layout travel in the signed confirm link, and only
+Nothing is stored at sign-up: the rules and the choices (layout, rhythm, hour, cap, delivery:
+:mod:`digest.state.preferences`) travel in the signed confirm link, and only
 the Confirm button's POST (:mod:`digest.web.confirm`) subscribes. The form answers the same
 whether the address is new, subscribed, or was mailed within the hour, so it reveals nobody; and
 every mail it sends is rate-limited per address and per client (:mod:`digest.web.limits`).
@@ -25,9 +26,10 @@ from digest.mail.mailer import make_mailer
 from digest.matching.syntax import RULE_SYNTAX
 from digest.paths import OUTBOX_DIR
 from digest.signing import MAX_AGE_SECONDS
+from digest.state.preferences import Preferences
 from digest.state.subscriptions import check_signup, mailbox_key, state_key
 from digest.web.confirmation import build_confirmation
-from digest.web.forms import SignupForm
+from digest.web.forms import ChoiceFields, SignupForm, choice_context
 from digest.web.front import Front
 from digest.web.live_preview import LivePreview
 from digest.web.preview import PREVIEW_DAYS
@@ -70,11 +72,12 @@ class Signup:
         self.live = live
 
     def form_page(self, status: int = 200, **context: Any) -> HTMLResponse:
-        values = {
+        values: dict[str, Any] = {
             "email": "",
             "rules_text": "",
             "layout": "full",
             "email_error": None,
+            "choice_errors": (),
             "rule_errors": (),
             "form_error": None,
             "preview": None,
@@ -83,6 +86,8 @@ class Signup:
             "lookback_days": self.front.settings.lookback_days,
         }
         values.update(context)
+        shown = values.pop("choices", None) or ChoiceFields.of(Preferences())
+        values.update(choice_context(self.front.settings.schedule, shown))
         return self.front.page("index.html", status=status, **values)
 
     async def index(self, request: Request) -> Response:
@@ -92,7 +97,7 @@ class Signup:
         front = self.front
         raw = await request.form()
         form = SignupForm.read(raw)
-        kept = form.kept()
+        kept = {**form.kept(), "choices": form.choices.shown()}  # the choices as typed, cut short
         # Reading rules costs CPU (a regular expression is compiled): at most so many a minute per
         # client, counted with the live preview's, and in a worker thread, off the event loop.
         if not front.limits.ip_previews.allow(front.client_ip(request), front.now_seconds()):
@@ -104,12 +109,14 @@ class Signup:
         if problem:
             return self.form_page(400, **kept, form_error=problem)
         check = await run_in_threadpool(check_signup, form.email, form.rules_text)
-        if not check.ok or check.email is None:
-            return self.form_page(400, **kept, email_error=check.email_error, rule_errors=check.rule_errors)
+        chosen, choice_errors = form.choices.chosen(Preferences(layout=form.layout), front.settings.schedule.timezone)
+        if not check.ok or check.email is None or choice_errors:
+            errors = {"email_error": check.email_error, "rule_errors": check.rule_errors}
+            return self.form_page(400, **kept, **errors, choice_errors=choice_errors)
         now = front.now_seconds()
         if not front.limits.ip_signups.allow(front.client_ip(request), now):
             return self.form_page(429, **kept, form_error=TOO_MANY_SIGNUPS)
-        refused = await self.mail_once(check.email, check.rules, form.layout, now)
+        refused = await self.mail_once(check.email, check.rules, chosen, now)
         if refused is not None:
             status, field, text = refused
             return self.form_page(status, **kept, **{field: text})
@@ -118,7 +125,9 @@ class Signup:
         inbox = urlencode({"token": front.signer.sign("inbox", check.email)})
         return RedirectResponse(f"/check-inbox?{inbox}", status_code=303)
 
-    async def mail_once(self, email: str, rules: Sequence[str], layout: str, now: float) -> tuple[int, str, str] | None:
+    async def mail_once(
+        self, email: str, rules: Sequence[str], chosen: Preferences, now: float
+    ) -> tuple[int, str, str] | None:
         """Send the confirmation unless this inbox was mailed within the window; :func:`not_sent`'s
         answer when sending failed (the attempt then does not count)."""
         # One inbox, however it is spelled (case, +tags, Gmail's dots), kept only as a keyed hash.
@@ -128,7 +137,7 @@ class Signup:
         if not mails.allow(address_key, now):
             return None
         try:
-            await run_in_threadpool(self.send_confirmation, email, rules, layout)
+            await run_in_threadpool(self.send_confirmation, email, rules, chosen)
         except DigestError as exc:
             mails.forget_last(address_key)
             log.error("confirmation email not sent: %s", exc)
@@ -144,15 +153,20 @@ class Signup:
         window_minutes = round(self.front.limits.config.address_window_seconds / 60)
         return self.front.page("check_inbox.html", email=email, window_minutes=window_minutes)
 
-    def send_confirmation(self, email: str, rules: Sequence[str], layout: str = "full") -> None:
+    def send_confirmation(self, email: str, rules: Sequence[str], chosen: Preferences | None = None) -> None:
         """Mail the confirm link; runs in a worker thread (the store read and SMTP block).
 
-        The rules and the layout travel in the signed link: nothing is stored before the click."""
+        The rules and the choices travel in the signed link: nothing is stored before the click.
+        The layout in ``l`` as before, the other choices in ``p`` only where they differ from the
+        defaults, so a link for the defaults reads as one sent before the choices existed."""
+        chosen = chosen or Preferences()
         front, settings = self.front, self.front.settings
         store = front.read_store()
         existing = store.subscriber(email)
         key = state_key(existing, store.departed_at(email))
-        token = front.signer.sign("confirm", email, r=list(rules), s=key, l=layout, y=RULE_SYNTAX)
+        others = {name: value for name, value in chosen.differences().items() if name != "layout"}
+        extra = {"p": others} if others else {}
+        token = front.signer.sign("confirm", email, r=list(rules), s=key, l=chosen.layout, y=RULE_SYNTAX, **extra)
         max_age = MAX_AGE_SECONDS["confirm"] or 0
         message = build_confirmation(
             to_address=email,

@@ -1,7 +1,7 @@
 """Uvicorn's access log without the tokens that links carry.
 
 Access logs print request paths; manage, unsubscribe, confirm and digest links carry signed tokens
-that act for their address, so a log must never hold one.
+that act for their address, and a feed's address is its token, so a log must never hold one.
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ class TokenRedactingFilter(logging.Filter):
     # What a signed link token looks like (digest.signing: payload.timestamp.signature, URL-safe
     # base64), wherever it stands: ``?token%3D…``, ``?…`` alone or in the path still carry one.
     TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{20,}")
+    # A feed's token is its path (digest.web.feed), and has no time stamp: payload.signature.
+    FEED_PATH = re.compile(r"/feed/[^/\s\"?#]+", re.IGNORECASE)
 
     @classmethod
     def redact(cls, text: str) -> str:
@@ -31,6 +33,7 @@ class TokenRedactingFilter(logging.Filter):
             return f"{match.group(1)}{match.group(2)}=[redacted]" if name in cls.SECRET_NAMES else match.group(0)
 
         text = cls.TOKEN_SHAPE.sub("[redacted]", cls.PARAMETER.sub(one, text))
+        text = cls.FEED_PATH.sub("/feed/[redacted]", text)
         if cls.TOKEN_SHAPE.search(unquote_plus(text)):  # percent-encoded inside: drop every query
             text = re.sub(r"\?\S*", "?[redacted]", text)
         return text

@@ -1,0 +1,331 @@
+"""The personal Atom feed, ``/feed/<token>.xml``, through the real web front (uvicorn on 127.0.0.1)
+over a real store seeded with the saved Daily Papers listings (``../shared/seeds``).
+
+Valid Atom is checked twice, independently: feedparser must read it without complaint (bozo 0),
+and lxml must validate it against RFC 4287's own RELAX NG schema (Appendix B, tests/data/atom.rng)
+plus the RFC's two Schematron rules, checked here with XPath. The matches, their order and the
+"why" are compared with what the cycle's plan and the email's paper views say.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import feedparser
+import httpx
+import pytest
+from lxml import etree
+
+import digest.web.feed as feed_module
+from digest.cycle.plan import plan_digests
+from digest.mail.papers import render_papers
+from digest.models import DigestEntry, Item, Subscriber
+from digest.settings import Settings
+from digest.signing import Signer
+from digest.state.store import open_store
+from digest.web.access_log import TokenRedactingFilter
+from digest.web.app import WebLimits
+from digest.web.atom import FeedHead, atom_feed
+from digest.web.feed import MAX_ENTRIES, feed_url
+from tests.conftest import cli_env, run_cli
+from tests.email_fixtures import AS_OF, real_day, seed_items
+from tests.web_support import SECRET, Clock, csrf_of, make_settings, running
+
+ADA = "ada@example.org"
+RULES = ("video diffusion", "4090", "gaussian splatting", "real-time")
+ATOM = {"a": "http://www.w3.org/2005/Atom"}
+SCHEMA = etree.RelaxNG(etree.parse(str(Path(__file__).parent / "data" / "atom.rng")))
+SIGNER = Signer(SECRET)
+ATOM_TYPE = "application/atom+xml; charset=utf-8"
+
+
+def older(items: list[Item], days: int) -> list[Item]:
+    """The same papers under new ids, listed ``days`` before the sample's day."""
+    return [replace(i, id=f"{i.id}-{days}d", listed_on=AS_OF - timedelta(days=days)) for i in items]
+
+
+def seeded(tmp_path: Path, subscribers: tuple[Subscriber, ...], items: list[Item] | None = None) -> Settings:
+    """Settings for a site whose store holds ``items`` (default: the saved listings on the sample's
+    day, again 3 days before it, and again 40 days before it, out of the feed's window)."""
+    settings = make_settings(tmp_path / "data", None)
+    papers = seed_items()
+    items = items if items is not None else papers + older(papers, 3) + older(papers, 40)
+    with open_store(settings.data_dir) as store:
+        store.upsert_items(items, datetime(2026, 11, 20, 7, 0, tzinfo=UTC))
+        store.save_subscribers(subscribers)
+    return settings
+
+
+def url_of(settings: Settings, email: str) -> str:
+    return feed_url(SIGNER, settings.public_url, email)
+
+
+def valid_atom(body: bytes) -> Any:
+    """``body`` parsed by feedparser, after both validators have accepted it."""
+    parsed = feedparser.parse(body)
+    assert parsed.bozo == 0, parsed.get("bozo_exception")
+    assert parsed.version == "atom10"
+    document = etree.fromstring(body)
+    assert SCHEMA.validate(document), SCHEMA.error_log
+    # RFC 4287's Schematron rules, which RELAX NG validators skip.
+    entries = document.xpath("a:entry", namespaces=ATOM)
+    assert document.xpath("a:author", namespaces=ATOM) or not document.xpath("a:entry[not(a:author)]", namespaces=ATOM)
+    for entry in entries:
+        assert entry.xpath("a:link[@rel='alternate'] or a:link[not(@rel)] or a:content", namespaces=ATOM)
+    ids = [entry.findtext("a:id", namespaces=ATOM) for entry in entries]
+    assert len(set(ids)) == len(ids) and all(i and i.startswith("urn:uuid:") for i in ids)
+    return parsed
+
+
+def test_the_feed_is_valid_atom_with_the_emails_matches_order_and_reasons(tmp_path: Path) -> None:
+    settings = seeded(tmp_path, (Subscriber(ADA, RULES),))
+    with running(settings, Clock()) as client:
+        answer = client.get(url_of(settings, ADA))
+        again = client.get(url_of(settings, ADA))
+    assert answer.status_code == 200 and answer.headers["content-type"] == ATOM_TYPE
+    assert answer.content == again.content, "the same feed, byte for byte, for the same store"
+    parsed = valid_atom(answer.content)
+    assert parsed.feed.links[0].href == url_of(settings, ADA)
+
+    # The same matches and order as the email's plan: newest day first, each day in the email's order.
+    papers = seed_items()
+    stored = papers + older(papers, 3)
+    plan = plan_digests([Subscriber(ADA, RULES)], stored, lambda *_: set(), AS_OF - timedelta(29), date.min, AS_OF)
+    planned = plan.digests[0].entries
+    expected = [e for e in planned if e.item.listed_on == AS_OF] + [e for e in planned if e.item.listed_on < AS_OF]
+    assert len(expected) > 10, "the seeds match these rules on both days"
+    assert [e.link for e in parsed.entries] == [e.item.url for e in expected][:MAX_ENTRIES]
+    assert all(e.published.startswith(("2026-11-20", "2026-11-17")) for e in parsed.entries), "not the 40-day-old"
+
+    # Why each one is there, as the email says it: its "Matched:" line and its highlighted words.
+    views = render_papers(expected[:MAX_ENTRIES], "full")
+    for entry, view in zip(parsed.entries, views, strict=True):
+        assert " ".join(entry.summary.split()).startswith(" ".join(view.rules_wrapped.split()))
+        assert "Why it matched:" in entry.content[0].value
+        assert entry.content[0].type == "text/html"
+        assert {tag.term for tag in entry.tags} <= set(RULES)
+    # The matched words marked as in the email (<mark> for colour, <b> where a reader drops <mark>).
+    contents = etree.fromstring(answer.content).xpath("a:entry/a:content/text()", namespaces=ATOM)
+    assert sum("<mark><b>" in html for html in contents) > len(contents) / 2
+    assert any("<b>" in entry.content[0].value for entry in parsed.entries), "what a sanitizing reader keeps"
+
+
+def test_hostile_text_stays_text_and_characters_xml_cannot_hold_are_dropped(tmp_path: Path) -> None:
+    evil = Item(
+        id="evil-1",
+        source="hf_papers",
+        title='Evil ]]> <script>alert("x")</script> video diffusion\x00\x0b\x1f & co',
+        abstract="We run video diffusion <img src=x onerror=alert(1)> ]]> here\x07.",
+        url="https://huggingface.co/papers/evil?a=1&b=<2>",
+        listed_on=AS_OF,
+        authors=("Mallory <m@example.org>", "\x01"),
+        github_repo="https://github.com/example/repo?x=\"'><script>",
+    )
+    settings = seeded(tmp_path, (Subscriber(ADA, ("video diffusion",)),), [evil])
+    with running(settings, Clock()) as client:
+        body = client.get(url_of(settings, ADA)).content
+    parsed = valid_atom(body)
+    assert b"<script" not in body and b"]]>" not in body and b"\x00" not in body
+    (entry,) = parsed.entries
+    assert entry.title == 'Evil ]]> <script>alert("x")</script> video diffusion & co'
+    document = etree.fromstring(body)
+    html = document.findtext("a:entry/a:content", namespaces=ATOM)
+    assert "&lt;script&gt;" in html and "<script" not in html and "<img" not in html
+    assert "<mark><b>video diffusion</b></mark>" in html
+    assert [a.name for a in entry.authors] == ["Mallory <m@example.org>"]
+
+
+def test_lone_surrogates_and_other_non_characters_never_reach_the_document() -> None:
+    item = Item(
+        id="s", source="hf_papers", title="A \ud800 title \ufffe 4090", abstract="x", url="https://e/", listed_on=AS_OF
+    )
+    entries = [DigestEntry(item, ())]
+    head = FeedHead(
+        "urn:uuid:0", "t", "s", "https://e/feed.xml", "https://e/", "site", datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    body = atom_feed(head, entries, render_papers(entries, "full"))
+    assert valid_atom(body).entries[0].title == "A  title  4090"
+
+
+def test_a_forged_tampered_foreign_or_oversized_token_gets_the_plain_404(tmp_path: Path) -> None:
+    settings = seeded(tmp_path, (Subscriber(ADA, RULES),))
+    good = SIGNER.sign("feed", ADA)
+    payload, _, signature = good.rpartition(".")
+    tampered = f"{payload}.{signature[:-2]}{'A' if signature[-2] != 'A' else 'B'}{signature[-1]}"
+    forged = [
+        tampered,
+        Signer("another-secret").sign("feed", ADA),
+        SIGNER.sign("manage", ADA),  # a real token, for another purpose
+        SIGNER.sign("unsubscribe", ADA),
+        "eyJlIjoiYWRhQGV4YW1wbGUub3JnIn0",  # the payload without a signature
+        good + "x" * 4000,  # oversized
+        "x" * 6000,
+    ]
+    with running(settings, Clock()) as client:
+        unknown = client.get("/no-such-page")
+        for token in forged:
+            answer = client.get(f"/feed/{token}.xml")
+            assert answer.status_code == 404, token[:60]
+            assert answer.text == unknown.text, "the same page as any address that is not here"
+            assert ADA not in answer.text
+        assert client.get(f"/feed/{good}.xml").status_code == 200
+
+
+def test_someone_who_left_gets_410_and_nothing_about_them(tmp_path: Path) -> None:
+    settings = seeded(tmp_path, (Subscriber(ADA, RULES),))
+    with running(settings, Clock()) as client:
+        assert client.get(url_of(settings, ADA)).status_code == 200
+        left = client.post(
+            f"/unsubscribe?token={SIGNER.sign('unsubscribe', ADA)}",
+            content=b"List-Unsubscribe=One-Click",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert left.status_code == 200
+        gone = client.get(url_of(settings, ADA))
+        never = client.get(url_of(settings, "nobody@example.org"))
+    for answer in (gone, never):
+        assert answer.status_code == 410 and answer.text == "This feed has ended.\n"
+
+
+def test_conditional_gets_answer_304_until_the_rules_change(tmp_path: Path) -> None:
+    settings = seeded(tmp_path, (Subscriber(ADA, RULES),))
+    clock = Clock()
+    with running(settings, clock) as client:
+        first = client.get(url_of(settings, ADA))
+        etag, modified = first.headers["etag"], first.headers["last-modified"]
+        assert first.headers["cache-control"].startswith("private")
+        clock.advance(hours=1)
+        by_tag = client.get(url_of(settings, ADA), headers={"If-None-Match": etag})
+        by_list = client.get(url_of(settings, ADA), headers={"If-None-Match": f'"other", W/{etag}'})
+        by_date = client.get(url_of(settings, ADA), headers={"If-Modified-Since": modified})
+        for answer in (by_tag, by_list, by_date):
+            assert answer.status_code == 304 and answer.content == b"" and answer.headers["etag"] == etag
+        earlier = format_datetime(clock.now - timedelta(days=2), usegmt=True)
+        assert client.get(url_of(settings, ADA), headers={"If-Modified-Since": earlier}).status_code == 200
+        assert client.get(url_of(settings, ADA), headers={"If-Modified-Since": "not a date"}).status_code == 200
+        assert client.head(url_of(settings, ADA)).headers["etag"] == etag
+
+        manage = client.get(f"/manage?token={SIGNER.sign('manage', ADA)}")
+        saved = client.post(
+            "/manage",
+            data={
+                "csrf": csrf_of(manage.text),
+                "token": SIGNER.sign("manage", ADA),
+                "action": "save",
+                "rules": "4090",
+                "layout": "full",
+            },
+        )
+        assert saved.status_code == 200
+        changed = client.get(url_of(settings, ADA), headers={"If-None-Match": etag, "If-Modified-Since": modified})
+    assert changed.status_code == 200 and changed.headers["etag"] != etag
+    assert changed.headers["last-modified"] != modified
+    assert {tag.term for e in valid_atom(changed.content).entries for tag in e.tags} == {"4090"}
+
+
+def test_fifty_polls_at_once_all_succeed_each_feed_is_built_once_and_pages_stay_responsive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    people = tuple(Subscriber(f"reader{n}@example.org", (RULES[n % len(RULES)], "model")) for n in range(10))
+    settings = seeded(tmp_path, people)
+    builds: list[str] = []
+    real_atom_feed: Callable[..., bytes] = feed_module.atom_feed
+
+    def slow_atom_feed(head: FeedHead, *args: Any) -> bytes:
+        builds.append(head.self_url)
+        time.sleep(0.05)  # widen the window in which polls of one feed arrive together
+        return real_atom_feed(head, *args)
+
+    monkeypatch.setattr(feed_module, "atom_feed", slow_atom_feed)
+    urls = [url_of(settings, people[n % len(people)].email) for n in range(50)]
+    health: list[float] = []
+    done = threading.Event()
+    with running(settings, Clock()) as client:
+
+        def watch() -> None:
+            while not done.is_set():
+                started = time.monotonic()
+                assert client.get("/healthz").status_code in (200, 503)
+                health.append(time.monotonic() - started)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            with ThreadPoolExecutor(max_workers=50) as pool:
+                answers = list(pool.map(lambda url: httpx.get(url, timeout=60), urls))
+        finally:
+            done.set()
+            watcher.join()
+    assert [a.status_code for a in answers] == [200] * 50
+    bodies: dict[str, bytes] = {}
+    for url, answer in zip(urls, answers, strict=True):
+        assert bodies.setdefault(url, answer.content) == answer.content
+    assert sorted(builds) == sorted(set(urls)), "one build per feed, however many polls at once"
+    assert health and max(health) < 5, "the other pages answer while feeds are built"
+    for body in bodies.values():
+        valid_atom(body)
+
+
+def test_polls_are_rate_limited_per_client(tmp_path: Path) -> None:
+    settings = seeded(tmp_path, (Subscriber(ADA, RULES),))
+    with running(settings, Clock(), WebLimits(feeds_per_ip=3)) as client:
+        codes = [client.get(url_of(settings, ADA)).status_code for _ in range(3)]
+        over = client.get(url_of(settings, ADA))
+        forged = client.get("/feed/forged.xml")
+    assert codes == [200] * 3
+    assert over.status_code == 429 and over.headers["retry-after"] == "60"
+    assert forged.status_code == 429, "forged tokens count too"
+
+
+def test_feed_only_and_paused_subscribers_have_their_feed(tmp_path: Path) -> None:
+    people = (
+        Subscriber("feedonly@example.org", RULES, by_email=False, layout="compact"),
+        Subscriber("paused@example.org", RULES, active=False),
+    )
+    settings = seeded(tmp_path, people)
+    with running(settings, Clock()) as client:
+        for person in people:
+            answer = client.get(url_of(settings, person.email))
+            entries = valid_atom(answer.content).entries
+            assert answer.status_code == 200 and entries
+            assert all(e.content[0].value.count("<p>") >= 4 for e in entries), "facts, why, abstract or line, links"
+
+
+def test_the_feed_keeps_to_its_cap_and_an_empty_one_is_valid_too(tmp_path: Path) -> None:
+    quiet = "bob@example.org"
+    people = (Subscriber(ADA, ("the",)), Subscriber(quiet, ("nothingmatchesthis",)))
+    settings = seeded(tmp_path, people, real_day(MAX_ENTRIES + 30))
+    with running(settings, Clock()) as client:
+        full = valid_atom(client.get(url_of(settings, ADA)).content)
+        empty = valid_atom(client.get(url_of(settings, quiet)).content)
+    assert len(full.entries) == MAX_ENTRIES
+    assert empty.entries == [] and empty.feed.updated.startswith("2026-11-20")
+
+
+def test_the_manage_page_and_the_cli_give_the_same_working_address(tmp_path: Path) -> None:
+    settings = seeded(tmp_path, (Subscriber(ADA, RULES),))
+    with running(settings, Clock()) as client:
+        page = client.get(f"/manage?token={SIGNER.sign('manage', ADA)}")
+        address = url_of(settings, ADA)
+        assert page.status_code == 200 and f'value="{address}"' in page.text
+        assert client.get(address).status_code == 200
+    env = cli_env(settings.data_dir, DIGEST_SECRET_KEY=SECRET)
+    printed = run_cli("feed-url", "Ada@Example.org", env=env)
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout.strip() == feed_url(SIGNER, env["DIGEST_PUBLIC_URL"], ADA)
+    missing = run_cli("feed-url", "nobody@example.org", env=env)
+    assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_the_access_log_never_holds_a_feed_address() -> None:
+    token = SIGNER.sign("feed", ADA)
+    line = TokenRedactingFilter.redact(f'127.0.0.1:5 - "GET /feed/{token}.xml HTTP/1.1" 304')
+    assert token not in line and "/feed/[redacted]" in line

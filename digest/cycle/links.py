@@ -1,4 +1,5 @@
-"""The signed links of one digest: view it online, manage one's rules, unsubscribe.
+"""The signed links of one digest: view it online, manage one's rules, unsubscribe, and each paper's
+"more like this" / "not for me" (a token per paper and vote, signed when the email shows the paper).
 
 Each link carries a token for its one purpose and address (:mod:`digest.signing`), so a forwarded
 digest lets its reader unsubscribe that address, and nothing more.
@@ -19,4 +20,5 @@ def digest_links(signer: Signer, base: str, digest: Digest) -> Links:
         view_online=f"{base}/digest/{digest.digest_id}?token={view_token}",
         manage=f"{base}/manage?token={signer.sign('manage', email)}",
         unsubscribe=f"{base}/unsubscribe?token={signer.sign('unsubscribe', email)}",
+        vote=lambda paper, vote: f"{base}/vote?token={signer.sign('vote', email, p=paper, v=vote)}",
     )

@@ -1,0 +1,163 @@
+"""``/vote``: where a digest's "more like this" / "not for me" links lead. GET shows the paper and a
+button; only the button's POST records the vote.
+
+Why a button: mail providers and corporate link scanners fetch every link of an email, both of a
+paper's links included, and a vote recorded on GET would be theirs, not the reader's. The signed
+token names the address, the paper and the vote (:mod:`digest.signing`, purpose ``vote``); the
+POST also needs a form token and a request no browser marks as cross-site, like every form here.
+One vote per person and paper, the latest press kept; a leaver's link records nothing. Votes only
+feed the suggested rule changes on the manage page (:mod:`digest.web.suggestions`), which change
+nothing until the person accepts one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+
+from digest.errors import CycleLockedError, TokenError
+from digest.state.store import Store
+from digest.web.forms import BUSY, FORM_EXPIRED
+from digest.web.front import Front
+
+log = logging.getLogger(__name__)
+
+MAX_TOKEN_CHARS = 1000  # a vote token is about 120 characters; anything far longer is not ours
+MAX_PAPER_ID_CHARS = 100
+LABELS = {1: "More like this", -1: "Not for me"}
+SLOW_DOWN = "Too many votes from your network in the last minute. Please wait a minute and press again."
+
+
+@dataclass(frozen=True, slots=True)
+class Ballot:
+    """What a vote link says: whose, which paper, which way (+1 "more like this", -1 "not for me")."""
+
+    email: str
+    paper: str
+    vote: int
+
+    @property
+    def label(self) -> str:
+        return LABELS[self.vote]
+
+
+def read_ballot(front: Front, token: str | None) -> Ballot:
+    """The vote a link's token carries, or :class:`TokenError` (forged, tampered, not a vote link)."""
+    if token is not None and len(token) > MAX_TOKEN_CHARS:
+        raise TokenError("this link is not valid")
+    data = front.token_data("vote", token)
+    paper, vote = data.get("p"), data.get("v")
+    if not isinstance(paper, str) or not 0 < len(paper) <= MAX_PAPER_ID_CHARS or type(vote) is not int:
+        raise TokenError("this link is not valid")
+    if vote not in LABELS:
+        raise TokenError("this link is not valid")
+    return Ballot(str(data["e"]), paper, vote)
+
+
+def record(store: Store, ballot: Ballot, at: datetime) -> str:
+    """Record the ballot: "recorded", or why not: "left" (not subscribed), "gone" (paper not stored)."""
+    if store.subscriber(ballot.email) is None:
+        return "left"
+    if store.item(ballot.paper) is None:
+        return "gone"
+    store.record_vote(ballot.email, ballot.paper, ballot.vote, at)
+    return "recorded"
+
+
+def paper_title(store: Store, ballot: Ballot) -> tuple[bool, str | None]:
+    """Whether the ballot's address is subscribed, and the paper's title (None when not stored)."""
+    item = store.item(ballot.paper)
+    return store.subscriber(ballot.email) is not None, item.title if item else None
+
+
+class Vote:
+    """The vote page and its button."""
+
+    def __init__(self, front: Front) -> None:
+        self.front = front
+
+    def limited(self, request: Request) -> Response | None:
+        """The "slow down" page when this client voted too often lately (a flood), else None."""
+        front = self.front
+        if front.limits.ip_votes.allow(front.client_ip(request), front.now_seconds()):
+            return None
+        page = front.message("Slow down", SLOW_DOWN, 429, show_home=True)
+        page.headers["retry-after"] = "60"
+        return page
+
+    def refusal(self, subscribed: bool, title: str | None) -> HTMLResponse | None:
+        """The page that says why nothing can be recorded, or None when the vote can be."""
+        if not subscribed:
+            return self.front.message(
+                "Not subscribed",
+                "This address is not subscribed (any more), so no vote was recorded. "
+                "You can subscribe again from the front page.",
+                404,
+                show_home=True,
+            )
+        if title is None:
+            return self.front.message(
+                "Paper no longer here",
+                "This paper is no longer stored here (it is too old, or the link is not one of ours), "
+                "so no vote was recorded.",
+                404,
+                show_home=True,
+            )
+        return None
+
+    def page(
+        self, token: str, ballot: Ballot, title: str, status: int = 200, form_error: str | None = None
+    ) -> Response:
+        return self.front.page(
+            "vote.html", status=status, token=token, ballot=ballot, title=title, form_error=form_error
+        )
+
+    async def show(self, request: Request) -> Response:
+        """The paper, the vote, and the button: nothing is recorded by a GET."""
+        limited = self.limited(request)
+        if limited is not None:
+            return limited
+        token = request.query_params.get("token")
+        try:
+            ballot = read_ballot(self.front, token)
+        except TokenError as exc:
+            return self.front.bad_link(exc, "vote")
+        assert token is not None
+        subscribed, title = await self.front.read(lambda store: paper_title(store, ballot))
+        return self.refusal(subscribed, title) or self.page(token, ballot, str(title))
+
+    async def post(self, request: Request) -> Response:
+        """The button: record the vote, then say so and point to the suggestions."""
+        limited = self.limited(request)
+        if limited is not None:
+            return limited
+        form = await request.form()
+        token = str(form.get("token", ""))
+        try:
+            ballot = read_ballot(self.front, token)
+        except TokenError as exc:
+            return self.front.bad_link(exc, "vote")
+        subscribed, title = await self.front.read(lambda store: paper_title(store, ballot))
+        refused = self.refusal(subscribed, title)
+        if refused is not None:
+            return refused
+        problem = self.front.form_problem(request, form)
+        if problem:
+            if problem == FORM_EXPIRED:
+                problem = "This page had expired, so nothing was recorded. Press the button again."
+            return self.page(token, ballot, str(title), 400, problem)
+        try:
+            outcome = await self.front.write(lambda store: record(store, ballot, self.front.clock()))
+        except CycleLockedError:
+            return self.front.retry_later(self.page(token, ballot, str(title), 503, BUSY))
+        refused = self.refusal(outcome != "left", None if outcome == "gone" else title)
+        if refused is not None:  # they left, or the paper was pruned, while the page was open
+            return refused
+        log.info("recorded a vote through the web")
+        manage = "/manage?" + urlencode({"token": self.front.signer.sign("manage", ballot.email)}) + "#suggestions"
+        return self.front.page("voted.html", ballot=ballot, title=title, manage_url=manage)

@@ -239,9 +239,11 @@ def test_text_part_reads_on_its_own() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc"))))
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs", "Cc", "Cn"))))
 def test_values_are_written_escaped_and_in_ascii(text: str) -> None:
-    """What Jinja writes of a value (``ascii_html``, then autoescape) is ASCII and reads back as it."""
+    """What Jinja writes of a value (``ascii_html``, then autoescape) is ASCII and reads back as it.
+    (Noncharacters such as U+FDD0, category Cn, are left out: ``html.unescape`` drops their
+    references, as HTML's parser treats them as errors.)"""
     written = str(escape(ascii_html(text)))
     assert written.isascii() and "<" not in written and '"' not in written
     assert html.unescape(written) == text

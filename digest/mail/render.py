@@ -8,11 +8,13 @@ by :mod:`~digest.mail.paper_cache`), what an item shows (:mod:`~digest.mail.view
 Papers are listed in relevance order (see :func:`digest.matching.ranking.rank_entries`); a digest
 of more than a few papers opens with its top picks, and ends with the coverage receipt the cycle
 gives. An HTML part that would pass Gmail's clipping limit, counted on the bytes sent, keeps the
-first papers in full and lists the rest by title with a link to the full digest.
+first papers in full and lists the rest by title with a link to the full digest; so does a
+subscriber's own cap on papers per email (``Subscriber.max_papers``), before any size check.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -25,7 +27,7 @@ from digest.mail.paper_cache import paper_cache
 from digest.mail.templates import email_templates
 from digest.mail.text_lines import wrap, wrap_parts
 from digest.mail.views import MONTHS, WEEKDAYS, PaperView, plural
-from digest.models import Digest
+from digest.models import Digest, DigestEntry
 
 # Gmail clips a message whose HTML passes "102 KB" (reports range 102-105 KB): the HTML part is
 # kept to this many bytes as sent (CRLF line ends), below the lowest reading of that.
@@ -45,6 +47,27 @@ class Links:
     view_online: str
     manage: str
     unsubscribe: str
+    # A paper's signed "more like this" (+1) / "not for me" (-1) link: (paper id, vote) → URL;
+    # None (a preview, the tests) shows no vote links.
+    vote: Callable[[str, int], str] | None = None
+
+
+class VoteLinks:
+    """A digest's "more like this" / "not for me" links, signed for the papers shown in full only,
+    each once however often the size check renders the email again (a signature costs ~30 µs)."""
+
+    def __init__(self, vote: Callable[[str, int], str] | None, entries: Sequence[DigestEntry]) -> None:
+        self.vote = vote
+        self.entries = entries
+        self.made: list[tuple[str, str]] = []
+
+    def first(self, count: int) -> list[tuple[str, str]]:
+        if self.vote is None:
+            return []
+        while len(self.made) < count:
+            paper = self.entries[len(self.made)].item.id
+            self.made.append((self.vote(paper, 1), self.vote(paper, -1)))
+        return self.made[:count]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +146,7 @@ def _context(
     listed: int,
     site_name: str = SITE_NAME,
     receipt: str = "",
+    votes: VoteLinks | None = None,
 ) -> dict[str, Any]:
     """Everything both templates need; ``full`` papers shown whole, the next ``listed`` by title."""
     count = len(digest.entries)
@@ -143,6 +167,7 @@ def _context(
         "notices": digest.notices,
         "top_picks": _top_picks(papers, full),
         "papers": papers[:full],
+        "votes": votes.first(full) if votes is not None else [],  # by paper, as "papers"
         # The text part's papers after their numbers, "1.  " and "10. " alike four columns wide (see
         # wrap); paired here, as Jinja's loop.index costs a loop object per email.
         "numbered": list(zip(_numbers(full), papers[:full], strict=True)),
@@ -170,6 +195,13 @@ def _cut(size: int, limit: int, full: int, listed: int, count: int) -> tuple[int
     return full, max(0, listed - excess // max(1, size // listed) - 1)
 
 
+def _capped(count: int, max_papers: int | None) -> tuple[int, int]:
+    """Papers in full and listed by title before the size check: the subscriber's cap
+    (``Subscriber.max_papers``) in full, the rest by title as on a big day."""
+    full = count if max_papers is None else min(count, max(1, max_papers))
+    return full, min(count - full, OVERFLOW_TITLES)
+
+
 def render_digest(
     digest: Digest,
     links: Links,
@@ -190,9 +222,10 @@ def render_digest(
     """
     templates = email_templates()
     papers = paper_cache(digest.subscriber.layout).views(digest.entries)
-    full, listed = len(papers), 0
+    votes = VoteLinks(links.vote, digest.entries)
+    full, listed = _capped(len(papers), digest.subscriber.max_papers)
     while True:
-        context = _context(digest, links, papers, full, listed, site_name, receipt)
+        context = _context(digest, links, papers, full, listed, site_name, receipt, votes)
         html = templates.html.render(context)
         html_ascii = html.encode("ascii", "xmlcharrefreplace")  # a copy: the templates write ASCII
         # The bound (three counts) settles most digests; the bytes as sent only when it is near.

@@ -43,6 +43,7 @@ from digest.settings import (
 )
 from digest.state import transfer
 from digest.state.files import write_atomically
+from digest.state.preferences import Preferences, parse_weekday
 from digest.state.store import Store, open_store
 
 app = typer.Typer(
@@ -195,23 +196,53 @@ def serve() -> None:
 @app.command()
 def subscribe(
     email: Annotated[str, typer.Argument(help="The subscriber's email address.")],
-    rule: Annotated[list[str], typer.Option("--keyword", "-k", help="A keyword rule; repeat for more.")],
+    rule: Annotated[
+        list[str] | None,
+        typer.Option("--keyword", "-k", help="A keyword rule; repeat for more. None: keep their rules."),
+    ] = None,
     name: Annotated[str | None, typer.Option("--name", help="How to address them.")] = None,
     layout: Annotated[
         str | None,
         typer.Option("--layout", help="How their email shows each paper: full (with the abstract) or compact."),
     ] = None,
+    daily: Annotated[bool, typer.Option("--daily", help="A digest every day (the default).")] = False,
+    weekly: Annotated[
+        str | None, typer.Option("--weekly", metavar="DAY", help="One digest a week, on DAY (mon..sun).")
+    ] = None,
+    hour: Annotated[
+        str | None,
+        typer.Option("--hour", metavar="H", help="Send at this hour (0-23) in --timezone; default: schedule.cron."),
+    ] = None,
+    timezone: Annotated[
+        str | None,
+        typer.Option(
+            "--timezone", metavar="ZONE", help="Their IANA time zone (Europe/Berlin); default: schedule.timezone."
+        ),
+    ] = None,
+    max_papers: Annotated[
+        str | None,
+        typer.Option("--max-papers", metavar="N", help="At most N papers (1-100) in full; none: no cap."),
+    ] = None,
+    feed_only: Annotated[
+        bool | None,
+        typer.Option("--feed-only/--email", help="Only their Atom feed, no digest email (--email: mail again)."),
+    ] = None,
 ) -> None:
-    """Add or replace an active subscriber (no confirmation mail: this is the operator's path)."""
+    """Add or replace an active subscriber (no confirmation mail: this is the operator's path).
+
+    Without -k, changes only the options given for someone subscribed: their rules stay, and a
+    paused or suspended person stays so. Options not given are kept.
+    """
     settings = settings_or_exit(write=True)
     if layout is not None and layout not in LAYOUTS:
         fail(f"--layout {layout!r}: use one of {', '.join(LAYOUTS)}", 2)
+    choices = subscribe_choices(daily, weekly, hour, timezone, max_papers, feed_only, settings.schedule.timezone)
     try:
-        request = transfer.check_request(email, rule)
+        request = transfer.check_request(email, rule or [])
         for warning in request.warnings:
             print(f"digest: note: {warning}", file=sys.stderr)  # a warning, not a refusal
         with open_store(settings.data_dir) as store:
-            subscriber, existed = transfer.subscribe(store, request, name, layout, utc_now())
+            subscriber, existed = transfer.subscribe(store, request, name, layout, utc_now(), choices)
     except RuleError as exc:
         from digest.matching.syntax import pointer
 
@@ -222,6 +253,37 @@ def subscribe(
     verb = "updated" if existed else "subscribed"
     rules = ", ".join(subscriber.rules)
     out.print(f"{verb} {subscriber.email} with {len(subscriber.rules)} rule(s): {rules}", markup=False)
+    out.print(f"  {Preferences.of(subscriber).describe()}", markup=False)
+
+
+def subscribe_choices(
+    daily: bool,
+    weekly: str | None,
+    hour: str | None,
+    timezone: str | None,
+    max_papers: str | None,
+    feed_only: bool | None,
+    service_zone: str,
+) -> transfer.Choices:
+    """``digest subscribe``'s options as :class:`~digest.state.transfer.Choices`; exit 2 for --daily with --weekly."""
+    if daily and weekly is not None:
+        fail("--daily and --weekly: choose one", 2)
+    if weekly is not None:
+        try:
+            parse_weekday(weekly, "--weekly")
+        except DigestError as exc:
+            fail(exc)
+    rhythm = "daily" if daily else (None if weekly is None else f"weekly:{weekly}")
+    text: dict[str, str | None] = {
+        "rhythm": rhythm,
+        "hour": hour,
+        "timezone": timezone,
+        "max_papers": max_papers,
+        "delivery": None if feed_only is None else ("feed" if feed_only else "email"),
+    }
+    labels = {"hour": "--hour", "timezone": "--timezone", "max_papers": "--max-papers", "layout": "--layout"}
+    labels["rhythm"] = "--daily" if daily else "--weekly"
+    return transfer.Choices(text, labels, service_zone)
 
 
 @app.command()
@@ -281,7 +343,10 @@ def subscribers() -> None:
         return
     from digest.ops.status import format_time
 
-    table = Table("email", "name", "rules", "active", "last delivery")
+    # Their own rhythm, time, layout, cap and delivery, once anyone has chosen other than the defaults.
+    chosen = {person.email: Preferences.of(person) for person in people}
+    shown = any(choice != Preferences() for choice in chosen.values())
+    table = Table("email", "name", "rules", "active", *(["delivery"] if shown else []), "last delivery")
     from digest.mail.bounces import read_state as bounce_state
 
     try:
@@ -294,7 +359,8 @@ def subscribers() -> None:
         if not person.active and person.email.lower() in suspended:  # digest resume EMAIL
             active = f"suspended: {suspended[person.email.lower()]['why']}"
         # Text, not markup: a rule such as /[a-z]+/ must print as written.
-        cells = (person.email, person.name or "", "; ".join(person.rules), active, last)
+        delivery = [chosen[person.email].short()] if shown else []
+        cells = (person.email, person.name or "", "; ".join(person.rules), active, *delivery, last)
         table.add_row(*(Text(cell) for cell in cells))
     out.print(table)
 
@@ -380,6 +446,23 @@ def preview(
     except OSError as exc:
         fail(f"preview: {describe_os_error(exc, 'write', target)}", 2)
     out.print(f"{message.subject}\nHTML written to {target}", markup=False)
+
+
+@app.command("feed-url")
+def feed_url_command(email: Annotated[str, typer.Argument(help="The subscriber's email address.")]) -> None:
+    """Print a subscriber's personal Atom feed address (under public_url; the same every time)."""
+    from digest.signing import Signer
+    from digest.web.feed import feed_url
+
+    settings = settings_or_exit()
+    try:
+        person = Store(settings.data_dir, writable=False).subscriber(email.strip().lower())
+        signer = Signer(settings.resolved_secret_key())
+    except DigestError as exc:
+        fail(exc)
+    if person is None:
+        fail(f"no subscriber {email!r}: `digest subscribers` lists them", 2)
+    out.print(feed_url(signer, settings.public_url, person.email), markup=False)
 
 
 @app.command("try", context_settings={"ignore_unknown_options": True})

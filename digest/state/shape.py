@@ -149,6 +149,7 @@ TABLES: dict[str, dict[str, Check]] = {
         "hour": optional(Check(frozenset({int}), lambda v: 0 <= v <= 23)),
         "max_papers": optional(Check(frozenset({int}), lambda v: v >= 1)),
         "by_email": optional(FLAG),
+        "handled_at": optional(TIME),
     },
     "ledger": {"email": NONEMPTY_TEXT, "days": LEDGER_DAYS},
     "cycles": {
@@ -167,6 +168,13 @@ TABLES: dict[str, dict[str, Check]] = {
     },
     "failures": {"email": NONEMPTY_TEXT},
     "departures": {"email": NONEMPTY_TEXT, "at": TIME},
+    # A person's "more like this" (+1) or "not for me" (-1) on one paper, the latest press (digest.web.vote).
+    "votes": {
+        "email": NONEMPTY_TEXT,
+        "paper": NONEMPTY_TEXT,
+        "vote": Check(frozenset({int}), lambda v: v in (1, -1)),
+        "at": TIME,
+    },
 }
 
 

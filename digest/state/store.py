@@ -25,6 +25,9 @@ Tables (schema version 3; :mod:`digest.state.migrations` upgrades older files on
   success and error.
 - ``failures``: per address, the last refusal by the SMTP server (until a digest gets through).
 - ``departures``: per address that ever unsubscribed, when it last did (kills older confirm links).
+- ``votes``: per address and paper, the person's latest "more like this" (+1) or "not for me" (-1),
+  journalled like a rule change; deleted with the person when they unsubscribe (``digest export``
+  does not carry them: they only feed the manage page's suggestions).
 
 Backups: the storage keeps the previous file as ``digest.json.bak``, and the journal folded by the
 last flush that had deliveries is kept as ``deliveries.journal.1``. The backup plus that journal
@@ -60,6 +63,7 @@ from digest.state.migrations import RULES_BIND_ONE_WORD, SCHEMA_VERSION, migrate
 from digest.state.shape import document_problem, is_iso_date, is_iso_time, shape_problems
 
 CYCLES_KEPT = 200
+VOTES_KEPT = 500  # per person: the suggestions read the recent ones, and a flood stays bounded
 JOURNAL_SYNC_LINES = 64
 JOURNAL_SYNC_SECONDS = 0.5
 
@@ -185,6 +189,10 @@ class Store:
         self._departures: dict[str, str] = {
             d["email"]: d["at"] for d in storage.hand_over("departures", self._departure_documents).values()
         }
+        # email → {paper id: (vote, ISO time)}: read per person by the manage page, so by address.
+        self._votes: dict[str, dict[str, tuple[int, str]]] = {}
+        for d in storage.hand_over("votes", self._vote_documents).values():
+            self._votes.setdefault(d["email"], {})[d["paper"]] = (d["vote"], d["at"])
 
     def _capture_storage(self, path: str) -> BufferedAtomicStorage:
         self._storage = BufferedAtomicStorage(path)
@@ -311,17 +319,20 @@ class Store:
 
     @_locked
     def record_progress(self, subscribers: Iterable[Subscriber]) -> None:
-        """A cycle's bookkeeping (``caught_up_to``, ``last_delivery_at``): written at the next flush,
-        not logged. Losing it to a repair only makes the ledger filter a few more candidates.
+        """A cycle's bookkeeping (``caught_up_to``, ``last_delivery_at``, ``handled_at``): written at the
+        next flush, not logged. Losing it to a repair only makes the ledger filter a few more candidates.
 
-        Only those two fields of each *current* record change: rules, pauses and removals made
+        Only those fields of each *current* record change: rules, pauses and removals made
         while the cycle sent (the web writes into the same store in ``digest serve``) are kept."""
         for subscriber in subscribers:
             key = subscriber.email.lower()
             current = self._subscribers.get(key)
             if current is not None:  # never bring back someone who left meanwhile
                 self._subscribers[key] = replace(
-                    current, caught_up_to=subscriber.caught_up_to, last_delivery_at=subscriber.last_delivery_at
+                    current,
+                    caught_up_to=subscriber.caught_up_to,
+                    last_delivery_at=subscriber.last_delivery_at,
+                    handled_at=subscriber.handled_at,
                 )
         self._changed()
 
@@ -337,6 +348,7 @@ class Store:
         at = datetime.now(UTC)
         self._log([{"unsubscribed": key}], at)
         removed = self._subscribers.pop(key, None) is not None
+        self._votes.pop(key, None)
         self._note_departure(key, at.isoformat())
         self._changed()
         return removed
@@ -351,6 +363,7 @@ class Store:
         since = current.subscribed_at if current is not None else None
         if current is not None and (since is None or since.tzinfo is None or when.tzinfo is None or since <= when):
             del self._subscribers[key]
+        self._forget_votes(key, at)
         self._note_departure(key, at)
         self._changed()
 
@@ -382,6 +395,51 @@ class Store:
         previous = self._departures.get(key)
         if previous is None or datetime.fromisoformat(previous) < datetime.fromisoformat(at):
             self._departures[key] = at
+
+    # -- votes -------------------------------------------------------------------------------
+    @_locked
+    def record_vote(self, email: str, paper: str, vote: int, at: datetime) -> bool:
+        """Keep ``email``'s latest vote (+1/-1) on ``paper``, journalled (fsynced) like a rule change.
+
+        False, recording nothing, when the address is not subscribed (a leaver's old email). The
+        same vote again writes nothing, so a replayed press cannot grow the journal. At most
+        :data:`VOTES_KEPT` per person: the oldest goes first.
+        """
+        key = email.lower()
+        if key not in self._subscribers or vote not in (1, -1) or not paper:
+            return False
+        mine = self._votes.get(key, {})
+        if mine.get(paper, (0, ""))[0] == vote:
+            return True
+        record = {"email": key, "paper": paper, "vote": vote, "at": at.isoformat()}
+        self._log([{"vote": record}], at)
+        self._keep_vote(record)
+        return True
+
+    def _keep_vote(self, record: dict[str, Any]) -> None:
+        mine = self._votes.setdefault(record["email"], {})
+        mine.pop(record["paper"], None)  # re-inserted last: the dict stays in the order of the presses
+        mine[record["paper"]] = (record["vote"], record["at"])
+        while len(mine) > VOTES_KEPT:
+            del mine[next(iter(mine))]
+        self._changed()
+
+    @_locked
+    def votes(self, email: str) -> dict[str, int]:
+        """``email``'s votes: paper id → +1 ("more like this") or -1 ("not for me"), oldest first."""
+        return {paper: vote for paper, (vote, _) in self._votes.get(email.lower(), {}).items()}
+
+    def _forget_votes(self, key: str, at: str | None) -> None:
+        """Drop ``key``'s votes made up to ``at`` (all of them without it): they left then."""
+        mine = self._votes.get(key)
+        if not mine:
+            return
+        when = datetime.fromisoformat(at) if at else None
+        kept = {p: v for p, v in mine.items() if when is not None and _later(v[1], when)}
+        if kept:
+            self._votes[key] = kept
+        else:
+            del self._votes[key]
 
     # -- delivery ledger ----------------------------------------------------------------------
     @_locked
@@ -519,10 +577,14 @@ class Store:
                     logged,
                     caught_up_to=max_or_none(logged.caught_up_to, known.caught_up_to),
                     last_delivery_at=max_or_none(logged.last_delivery_at, known.last_delivery_at),
+                    handled_at=max_or_none(logged.handled_at, known.handled_at),
                 )
             self._subscribers[logged.email.lower()] = logged
+        elif "vote" in entry:
+            self._keep_vote(entry["vote"])
         elif "unsubscribed" in entry:
             self._subscribers.pop(entry["unsubscribed"], None)
+            self._forget_votes(entry["unsubscribed"], None)
             if isinstance(entry.get("at"), str) and is_iso_time(entry["at"]):
                 self._note_departure(entry["unsubscribed"], entry["at"])
         else:
@@ -741,6 +803,13 @@ class Store:
     def _departure_documents(self) -> Iterator[dict[str, Any]]:
         return ({"email": email, "at": at} for email, at in self._departures.items())
 
+    def _vote_documents(self) -> Iterator[dict[str, Any]]:
+        return (
+            {"email": email, "paper": paper, "vote": vote, "at": at}
+            for email, mine in self._votes.items()
+            for paper, (vote, at) in mine.items()
+        )
+
     def _close_journal(self) -> None:
         journal, self._journal = self._journal, None
         if journal is not None:
@@ -752,6 +821,14 @@ class Store:
             self.flush()
         finally:
             self._close_journal()
+
+
+def _later(at: str, when: datetime) -> bool:
+    """Is the ISO time ``at`` after ``when`` (a vote made after a departure, on a new subscription)?"""
+    then = datetime.fromisoformat(at)
+    if (then.tzinfo is None) != (when.tzinfo is None):
+        return False
+    return then > when
 
 
 def max_or_none(a: Any, b: Any) -> Any:
@@ -769,6 +846,8 @@ def journal_entry_ok(entry: Any) -> bool:
         return isinstance(records, list) and all(document_problem("subscribers", r) is None for r in records)
     if "unsubscribed" in entry:
         return isinstance(entry["unsubscribed"], str) and bool(entry["unsubscribed"])
+    if "vote" in entry:
+        return document_problem("votes", entry["vote"]) is None
     items = entry.get("items")
     return (
         isinstance(entry.get("email"), str)

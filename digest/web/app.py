@@ -2,9 +2,10 @@
 
 Sign up with double opt-in (:mod:`~digest.web.subscribe`, :mod:`~digest.web.live_preview`,
 :mod:`~digest.web.confirm`), manage (:mod:`~digest.web.manage`), unsubscribe
-(:mod:`~digest.web.unsubscribe`), archived digests (:mod:`~digest.web.archive`), ``/healthz`` and
-``/metrics``. Pages (Jinja2, ``templates/web``) work without JavaScript; one same-origin script adds
-the live preview. Every page reads and writes the process's one in-memory store through
+(:mod:`~digest.web.unsubscribe`), archived digests (:mod:`~digest.web.archive`), a personal Atom
+feed (:mod:`~digest.web.feed`), ``/healthz`` and ``/metrics``. Pages (Jinja2, ``templates/web``) work
+without JavaScript; one same-origin script adds the live preview. Every page reads and writes the
+process's one in-memory store through
 :class:`digest.state.keeper.StoreKeeper` (:class:`~digest.web.front.Front`): a change is journalled
 and fsynced before it is answered, also while the service's own cycle sends; only a ``digest run``
 started beside the service holds the store lock long enough for a friendly "busy, try again".
@@ -38,6 +39,7 @@ from digest.web.access_log import TokenRedactingFilter, redact_tokens_in_access_
 from digest.web.archive import Archive, without_self_links
 from digest.web.confirm import Confirm
 from digest.web.error_pages import ErrorPages
+from digest.web.feed import Feed
 from digest.web.forms import FORM_CROSS_SITE
 from digest.web.front import Front
 from digest.web.limits import WebLimits
@@ -46,7 +48,9 @@ from digest.web.manage import Manage
 from digest.web.pages import static_dir
 from digest.web.security import BodyLimitMiddleware, SecurityHeadersMiddleware
 from digest.web.subscribe import Signup
+from digest.web.suggestions import Suggestions
 from digest.web.unsubscribe import Unsubscribe
+from digest.web.vote import Vote
 
 # What callers and tests import from here, wherever it is defined.
 __all__ = ["FORM_CROSS_SITE", "TokenRedactingFilter", "WebLimits", "create_app", "without_self_links"]
@@ -72,6 +76,10 @@ def page_routes(front: Front) -> list[BaseRoute]:
         Route("/unsubscribe", unsubscribe.show, methods=["GET"]),
         Route("/unsubscribe", unsubscribe.post, methods=["POST"]),
         Route("/digest/{digest_id}", archive.digest, methods=["GET"]),
+        Route("/feed/{token}.xml", Feed(front).serve, methods=["GET"]),
+        Route("/vote", Vote(front).show, methods=["GET"]),
+        Route("/vote", Vote(front).post, methods=["POST"]),
+        Route("/suggestion", Suggestions(front).post, methods=["POST"]),
         Route("/favicon.ico", archive.favicon, methods=["GET"]),
         Mount("/static", app=StaticFiles(directory=static_dir()), name="static"),
     ]

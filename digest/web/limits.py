@@ -32,6 +32,10 @@ class WebLimits:
     ip_window_seconds: float = 3600
     previews_per_ip: int = 120
     preview_window_seconds: float = 60
+    votes_per_ip: int = 120  # "more like this" / "not for me" pages and presses (digest.web.vote)
+    vote_window_seconds: float = 60
+    feeds_per_ip: int = 600  # feed polls (digest.web.feed): a feed reader's server polls many people's feeds
+    feed_window_seconds: float = 3600
 
 
 class FormLimits:
@@ -42,6 +46,8 @@ class FormLimits:
         self.address_mails = RateLimit(limits.mails_per_address, limits.address_window_seconds)
         self.ip_signups = RateLimit(limits.signups_per_ip, limits.ip_window_seconds)
         self.ip_previews = RateLimit(limits.previews_per_ip, limits.preview_window_seconds)
+        self.ip_votes = RateLimit(limits.votes_per_ip, limits.vote_window_seconds)
+        self.ip_feeds = RateLimit(limits.feeds_per_ip, limits.feed_window_seconds)
         self.path = data_dir / LIMITS_FILE
         self._lock = threading.Lock()
         self._load(now)

@@ -1,4 +1,4 @@
-"""``/manage``: a subscriber's page (GET shows the rules and layout) and its Save, Pause and Resume buttons.
+"""``/manage``: a subscriber's page (GET shows the rules and choices) and its Save, Pause and Resume buttons.
 
 The signed manage link is what authorizes; the buttons also need a form token and a request no
 browser marks as cross-site. A save that fails the rule checks changes nothing and shows the rules
@@ -7,6 +7,7 @@ as typed, with their problems.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -17,22 +18,39 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from digest.errors import CycleLockedError, TokenError
 from digest.models import Subscriber
+from digest.state.preferences import Preferences
 from digest.state.store import Store
 from digest.state.subscriptions import check_rules, paused, resumed, with_rules
-from digest.web.forms import BUSY, MANAGE_ACTIONS, ManageForm
+from digest.web.feed import feed_url
+from digest.web.forms import BUSY, MANAGE_ACTIONS, ChoiceFields, ManageForm, choice_context
 from digest.web.front import Front
+from digest.web.suggestions import suggested_section
 
 NOTICES = {"saved": "Your changes are saved.", "paused": "Paused: no digests until you resume.", "resumed": ""}
 DONE = {"save": "saved", "pause": "paused", "resume": "resumed"}
 
 
-def change_subscription(store: Store, email: str, action: str, rules: tuple[str, ...], layout: str | None) -> bool:
-    """Apply a manage button (``save``, ``pause`` or ``resume``) to ``email``; False if it left meanwhile."""
+def change_subscription(
+    store: Store,
+    email: str,
+    action: str,
+    rules: tuple[str, ...],
+    layout: str | None,
+    choices: ChoiceFields | None = None,
+    service_zone: str = "UTC",
+) -> bool:
+    """Apply a manage button (``save``, ``pause`` or ``resume``) to ``email``; False if it left meanwhile.
+
+    A save's choices are applied over the subscriber as stored now, in the store's writer: two
+    saves at once each land whole, the later one last. Fields the form had not (an old tab) stay.
+    """
     subscriber = store.subscriber(email)
     if subscriber is None:
         return False
     if action == "save":
-        subscriber = with_rules(subscriber, rules, layout)
+        base = Preferences.of(subscriber)
+        chosen, _ = (choices or ChoiceFields()).chosen(replace(base, layout=layout or base.layout), service_zone)
+        subscriber = with_rules(subscriber, rules, None, chosen)
     elif action == "pause":
         subscriber = paused(subscriber)
     else:
@@ -53,13 +71,17 @@ class Manage:
             "subscriber": subscriber,
             "rules_text": "\n".join(subscriber.rules),
             "layout": subscriber.layout,
+            "choices": ChoiceFields.of(Preferences.of(subscriber)),
+            "choice_errors": (),
             "rule_errors": (),
             "notice": None,
             "form_error": None,
             "unsubscribe_url": "/unsubscribe?"
             + urlencode({"token": self.front.signer.sign("unsubscribe", subscriber.email)}),
+            "feed_url": feed_url(self.front.signer, self.front.settings.public_url, subscriber.email),
         }
         context.update(extra)
+        context.update(choice_context(self.front.settings.schedule, context["choices"]))
         return self.front.page("manage.html", status=status, **context)
 
     def not_subscribed(self) -> HTMLResponse:
@@ -78,7 +100,8 @@ class Manage:
         if subscriber is None:
             return self.not_subscribed()
         done = request.query_params.get("done", "")
-        return self.page(token, subscriber, notice=NOTICES.get(done) or None)
+        suggested = await suggested_section(self.front, subscriber)  # votes → rule changes (digest.web.suggestions)
+        return self.page(token, subscriber, notice=NOTICES.get(done) or None, **suggested)
 
     async def post(self, request: Request) -> Response:
         raw = await request.form()
@@ -105,18 +128,28 @@ class Manage:
         if problem:
             return self.page(form.token, current, 400, rules_text=form.kept_rules(current.rules), form_error=problem)
         check = await run_in_threadpool(check_rules, form.rules_text)
-        if form.action == "save" and check.errors:
+        _, choice_errors = form.choices.chosen(Preferences.of(current), self.front.settings.schedule.timezone)
+        if form.action == "save" and (check.errors or choice_errors):
             layout = form.layout or current.layout
+            shown = form.choices.over(ChoiceFields.of(Preferences.of(current)))
             return self.page(
-                form.token, current, 400, rules_text=form.rules_text, layout=layout, rule_errors=check.errors
+                form.token,
+                current,
+                400,
+                rules_text=form.rules_text,
+                layout=layout,
+                rule_errors=check.errors,
+                choices=shown,
+                choice_errors=choice_errors,
             )
         return check.rules
 
     async def apply(self, form: ManageForm, email: str, current: Subscriber, rules: tuple[str, ...]) -> Response:
         """Save the change, then redirect to the page with its notice (reloading it sends nothing)."""
         try:
+            zone = self.front.settings.schedule.timezone
             found = await self.front.write(
-                lambda store: change_subscription(store, email, form.action, rules, form.layout)
+                lambda store: change_subscription(store, email, form.action, rules, form.layout, form.choices, zone)
             )
         except CycleLockedError:
             page = self.page(form.token, current, 503, rules_text=form.kept_rules(current.rules), form_error=BUSY)

@@ -16,7 +16,7 @@ from digest.errors import RuleError
 from digest.matching.ranking import RankKey, rank_key
 from digest.matching.rules import ItemIndex, Matcher, parse_rules
 from digest.models import Digest, DigestEntry, Item, Subscriber
-from digest.state.store import Store
+from digest.state.backend import StoreBackend
 
 
 @dataclass(slots=True)
@@ -90,7 +90,7 @@ def candidate_start(subscribers: Sequence[Subscriber], window_start: date, floor
     return max(floor, min(starts, default=window_start))
 
 
-def plan_from_store(store: Store, window_start: date, as_of: date) -> Plan:
+def plan_from_store(store: StoreBackend, window_start: date, as_of: date) -> Plan:
     """What a cycle would send now from the items already stored (also ``digest status``'s pending)."""
     floor = store.candidate_floor()
     subscribers = store.subscribers(active_only=True)

@@ -19,8 +19,9 @@ from digest.paths import OUTBOX_DIR
 from digest.retry import Retrier
 from digest.settings import Settings
 from digest.sources import Source, make_client, registry
+from digest.state.backend import StoreBackend, is_postgres, open_backend
 from digest.state.keeper import StoreKeeper
-from digest.state.store import Store, open_store
+from digest.state.store import open_store
 
 
 def latest_as_of(settings: Settings) -> date:
@@ -119,9 +120,22 @@ def run_once(
 @contextmanager
 def cycle_store(
     settings: Settings, keeper: StoreKeeper | None, dry_run: bool, wait_seconds: float, stop: threading.Event
-) -> Iterator[Store]:
-    """The store a cycle works on: the keeper's shared one, or one read for this cycle alone."""
-    if keeper is not None and not dry_run:
+) -> Iterator[StoreBackend]:
+    """The store a cycle works on: the keeper's shared one, or one read for this cycle alone.
+
+    PostgreSQL (``store.url``): its own connection, holding the cycle's advisory lock (one cycle at a
+    time across processes); a dry run is a snapshot rolled back at the end."""
+    if is_postgres(settings.store.url):
+        with open_backend(
+            settings.store.url,
+            settings.data_dir,
+            write=not dry_run,
+            wait_seconds=wait_seconds,
+            stop=stop,
+            exclusive=True,
+        ) as backend:
+            yield backend
+    elif keeper is not None and not dry_run:
         with keeper.cycle(wait_seconds, stop) as store:
             yield store
     else:

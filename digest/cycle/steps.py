@@ -41,7 +41,7 @@ from digest.paths import ARCHIVE_DIR
 from digest.retry import Retrier
 from digest.signing import Signer
 from digest.sources import Source
-from digest.state.store import Store
+from digest.state.backend import StoreBackend
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Cycle:
     def __init__(
         self,
         config: CycleConfig,
-        store: Store,
+        store: StoreBackend,
         sources: Sequence[Source],
         mailer: Mailer,
         client: httpx.Client,

@@ -19,7 +19,7 @@ from email_validator import EmailNotValidError, validate_email
 from digest.errors import DigestError, ImportRefused, LineProblem, SubscriberError
 from digest.matching.rules import parse_rules
 from digest.models import LAYOUTS, Subscriber
-from digest.state.store import Store
+from digest.state.backend import StoreBackend
 
 
 def normalize_email(value: str) -> str:
@@ -64,7 +64,7 @@ def check_request(email: str, rules: Sequence[str]) -> Request:
 
 
 def subscribe(
-    store: Store, request: Request, name: str | None, layout: str | None, now: datetime
+    store: StoreBackend, request: Request, name: str | None, layout: str | None, now: datetime
 ) -> tuple[Subscriber, bool]:
     """Add or replace an active subscriber; a name or layout not given is kept. Returns the
     subscriber as saved, and whether they were there already."""
@@ -148,7 +148,7 @@ def parse_export(text: str, source: str, now: datetime) -> list[Subscriber]:
     return people
 
 
-def import_subscribers(store: Store, people: Iterable[Subscriber]) -> int:
+def import_subscribers(store: StoreBackend, people: Iterable[Subscriber]) -> int:
     """Add or replace ``people`` in one journal line (all or nothing); returns how many."""
     changed = [merged(store.subscriber(person.email), person) for person in people]
     store.save_subscribers(changed)

@@ -79,6 +79,7 @@ def run_once(
     stop: threading.Event | None = None,
     trigger: str = "manual",
     keeper: StoreKeeper | None = None,
+    enqueue: bool = False,
 ) -> CycleReport:
     """One full cycle as of ``as_of`` (default: today in the schedule's zone).
 
@@ -88,12 +89,20 @@ def run_once(
 
     With ``keeper`` (``digest serve``) the cycle runs on the process's shared in-memory store,
     still under the file lock, so the web's changes land in the store it sends from.
+
+    ``enqueue`` (``digest scheduler``, a PostgreSQL store): the planned digests go to the queue the
+    workers send from (:mod:`digest.cycle.queue`) instead of being sent here.
     """
     day = as_of or today_in(settings.schedule.timezone)
     check_as_of(settings, day)
     stop = stop or threading.Event()
     config = cycle_config(settings)
     chosen_mailer = mailer or make_mailer(settings.smtp, settings.data_dir / OUTBOX_DIR)
+    deliver = None
+    if enqueue:
+        from digest.cycle.queue import enqueue_plan  # psycopg, imported only for a PostgreSQL store
+
+        deliver = enqueue_plan
     fetch_retrier = Retrier(settings.retry.policy(settings.retry.fetch_budget_seconds), stop=stop)
     with (
         cycle_store(settings, keeper, dry_run, lock_wait_seconds, stop) as store,
@@ -113,6 +122,7 @@ def run_once(
             progress=progress,
             stop=stop,
             trigger=trigger,
+            enqueue=deliver,
         )
         return cycle.run(day, dry_run=dry_run)
 

@@ -61,6 +61,7 @@ class Cycle:
         stop: threading.Event | None = None,
         send_retrier: Retrier | None = None,
         trigger: str = "manual",
+        enqueue: Callable[[StoreBackend, Plan, SendRun, str], int] | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -72,6 +73,7 @@ class Cycle:
         self.stop = stop or threading.Event()
         self.send_retrier = send_retrier or Retrier(config.send_retry, stop=self.stop)
         self.trigger = trigger
+        self.enqueue = enqueue  # ``digest scheduler``: queue the digests for the workers instead of sending
         self.composer = Composer(config, Signer(config.secret_key), now)
 
     def run(self, as_of: date, dry_run: bool = False) -> CycleReport:
@@ -115,7 +117,12 @@ class Cycle:
         return report
 
     def _deliver(self, plan: Plan, run: SendRun, clock: StageClock) -> None:
-        """Render and send every planned digest (:mod:`digest.cycle.send`)."""
+        """Render and send every planned digest (:mod:`digest.cycle.send`), or queue them
+        (:mod:`digest.cycle.queue`)."""
+        if self.enqueue is not None:
+            with clock.stage("send"):
+                self.enqueue(self.store, plan, run, self.composer.receipt)
+            return
         sender = Sender(
             self.config, self.store, self.mailer, self.now, clock, self.stop, self.send_retrier, self.progress
         )

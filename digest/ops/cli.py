@@ -180,7 +180,6 @@ def serve() -> None:
     from digest.ops.service import serve as run_service
 
     settings = settings_or_exit(logging.INFO, write=True)
-    tinydb_only(settings, "serve")
     logging.getLogger("digest.ops.service").info(
         "digest %s starting; %s; data_dir %s",
         digest_version(),
@@ -189,9 +188,53 @@ def serve() -> None:
     )
     try:
         check_secrets(settings)
-        run_service(settings)
+        if is_postgres(settings.store.url):  # the three roles of a PostgreSQL deployment in one process
+            from digest.ops.roles import web as run_roles
+
+            run_roles(settings, with_scheduler=True, with_worker=True)
+        else:
+            run_service(settings)
     except DigestError as exc:
         fail(exc)
+
+
+def run_role(role: str) -> None:
+    """``digest web``/``scheduler``/``worker``: one role of a PostgreSQL deployment."""
+    from digest.ops import roles
+
+    settings = settings_or_exit(logging.INFO, write=True)
+    if not is_postgres(settings.store.url):
+        fail(f"`digest {role}` needs store.url = postgresql://…; use digest serve", 2)
+    logging.getLogger("digest.ops.roles").info(
+        "digest %s starting as %s; %s; data_dir %s",
+        digest_version(),
+        role,
+        settings_file_description(),
+        settings.data_dir.absolute(),
+    )
+    try:
+        check_secrets(settings)
+        {"web": roles.web, "scheduler": roles.scheduler, "worker": roles.worker}[role](settings)
+    except DigestError as exc:
+        fail(exc)
+
+
+@app.command("web")
+def web_command() -> None:
+    """The web pages alone, on a PostgreSQL store (run any number behind a proxy)."""
+    run_role("web")
+
+
+@app.command("scheduler")
+def scheduler_command() -> None:
+    """The cycle on schedule.cron, queueing digests for `digest worker` (PostgreSQL store; one cycle at a time)."""
+    run_role("scheduler")
+
+
+@app.command("worker")
+def worker_command() -> None:
+    """Send queued digests over an SMTP connection of its own (PostgreSQL store; run any number)."""
+    run_role("worker")
 
 
 @app.command()

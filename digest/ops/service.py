@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from functools import partial
 
 import uvicorn
@@ -23,6 +24,7 @@ from digest.clock import cron_trigger, last_fire, utc_now
 from digest.cycle.run import run_once
 from digest.cycle.schedule import cycle_left_traces, needs_catch_up
 from digest.errors import DigestError
+from digest.models import CycleReport
 from digest.ops.signals import announce_stop, stop_on_signals
 from digest.ops.status import format_time
 from digest.settings import Settings
@@ -46,11 +48,13 @@ class CycleJob:
         stop: threading.Event,
         catch_up_first: bool = False,
         keeper: StoreKeeper | None = None,
+        cycle: Callable[..., CycleReport | None] = run_once,
     ) -> None:
         self.settings = settings
         self.stop = stop
         self.catch_up_first = catch_up_first
         self.keeper = keeper
+        self.cycle = cycle  # ``digest scheduler``: the queueing cycle of digest.ops.roles
 
     def __call__(self) -> None:
         trigger = "catch-up" if self.catch_up_first else "scheduled"
@@ -59,7 +63,7 @@ class CycleJob:
             return
         log.info("cycle starting", extra={"fields": {"trigger": trigger}})
         try:
-            report = run_once(
+            report = self.cycle(
                 self.settings, lock_wait_seconds=LOCK_WAIT_SECONDS, stop=self.stop, trigger=trigger, keeper=self.keeper
             )
         except DigestError as exc:
@@ -67,6 +71,9 @@ class CycleJob:
             return
         except Exception:
             log.exception("%s cycle crashed", trigger)
+            return
+        if report is None:
+            log.info("%s cycle skipped: another scheduler ran it", trigger)
             return
         record = report.to_record()
         fields = {k: record[k] for k in ("trigger", "as_of", "fetched", "new", "matched", "sent", "failed", "ok")}
@@ -76,13 +83,17 @@ class CycleJob:
 
 
 def make_scheduler(
-    settings: Settings, stop: threading.Event, catch_up: bool, keeper: StoreKeeper | None = None
+    settings: Settings,
+    stop: threading.Event,
+    catch_up: bool,
+    keeper: StoreKeeper | None = None,
+    cycle: Callable[..., CycleReport | None] = run_once,
 ) -> BackgroundScheduler:
     trigger = cron_trigger(settings.schedule.cron, settings.schedule.timezone)
     scheduler = BackgroundScheduler(timezone=settings.schedule.timezone)
     extra = {"next_run_time": utc_now()} if catch_up else {}
     scheduler.add_job(
-        CycleJob(settings, stop, catch_up_first=catch_up, keeper=keeper),
+        CycleJob(settings, stop, catch_up_first=catch_up, keeper=keeper, cycle=cycle),
         trigger,
         id=CYCLE_JOB_ID,
         coalesce=True,
@@ -113,6 +124,7 @@ def must_catch_up(settings: Settings) -> bool:
 def start_web(
     settings: Settings, stop: threading.Event, keeper: StoreKeeper | None = None
 ) -> tuple[uvicorn.Server, threading.Thread]:
+    """uvicorn in a thread; without ``keeper``, the app keeps its own (``digest web``: PostgreSQL)."""
     config = uvicorn.Config(
         create_app(settings, keeper=keeper),
         host=settings.web.host,

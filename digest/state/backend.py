@@ -15,18 +15,21 @@ runs the same scenarios against each.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from digest.errors import SettingsError
 from digest.models import CycleReport, Item, SourceReport, Subscriber
 from digest.settings import redacted, store_kind
 from digest.state.store import DeferredSync, DeliveryNote
 
-__all__ = ["StoreBackend", "is_postgres", "open_backend", "redacted", "store_kind"]
+__all__ = ["Keeper", "StoreBackend", "is_postgres", "open_backend", "redacted", "store_kind"]
+
+T = TypeVar("T")
 
 
 class StoreBackend(Protocol):
@@ -86,6 +89,19 @@ class StoreBackend(Protocol):
 
     # persistence
     def flush(self) -> None: ...
+    def close(self) -> None: ...
+
+
+class Keeper(Protocol):
+    """How the web front reaches the store: :class:`digest.state.keeper.StoreKeeper` (TinyDB: one
+    store in memory, shared with ``digest serve``'s cycle) or
+    :class:`digest.state.postgres.keeper.PostgresKeeper` (a few connections, every change one
+    transaction, any number of replicas)."""
+
+    def read(self, fn: Callable[[StoreBackend], T]) -> T: ...
+    def read_now(self, fn: Callable[[StoreBackend], T]) -> tuple[bool, T | None]: ...
+    def store(self) -> StoreBackend: ...
+    def submit(self, fn: Callable[[StoreBackend], T], departure: str | None = None) -> Future[T]: ...
     def close(self) -> None: ...
 
 

@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from digest.errors import CycleLockedError, TokenError
 from digest.models import Subscriber
-from digest.state.store import Store
+from digest.state.backend import StoreBackend
 from digest.state.subscriptions import check_rules, paused, resumed, with_rules
 from digest.web.forms import BUSY, MANAGE_ACTIONS, ManageForm
 from digest.web.front import Front
@@ -26,7 +26,9 @@ NOTICES = {"saved": "Your changes are saved.", "paused": "Paused: no digests unt
 DONE = {"save": "saved", "pause": "paused", "resume": "resumed"}
 
 
-def change_subscription(store: Store, email: str, action: str, rules: tuple[str, ...], layout: str | None) -> bool:
+def change_subscription(
+    store: StoreBackend, email: str, action: str, rules: tuple[str, ...], layout: str | None
+) -> bool:
     """Apply a manage button (``save``, ``pause`` or ``resume``) to ``email``; False if it left meanwhile."""
     subscriber = store.subscriber(email)
     if subscriber is None:

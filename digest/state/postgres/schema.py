@@ -19,6 +19,14 @@ Tables (version 1):
 - ``departures``: when each address that ever unsubscribed last did.
 - ``sources``, ``failures``: per source and per address, the record the TinyDB store keeps.
 - ``cycles``: the last reports (JSON), by ``id``.
+
+Version 2 (the roles of ``digest scheduler`` / ``digest worker``, :mod:`digest.state.postgres.queue`):
+- ``queue``: one row per planned digest the scheduler's cycle left for the workers: the digest to
+  render (JSON), the window its subscriber moves to once it is sent, ``attempts`` and
+  ``not_before`` (a transient refusal waits there). ``UNIQUE (digest_id, email)``: a cycle run
+  again for the same day queues nothing twice.
+- ``send_pace``: one row per relay limit the workers share: the next free slot of the per-second
+  rate, and the sends counted per minute for the hour and day quotas (``send_minutes``).
 """
 
 from __future__ import annotations
@@ -52,6 +60,25 @@ MIGRATIONS: list[list[str]] = [
         "CREATE TABLE sources (name text PRIMARY KEY, record jsonb NOT NULL)",
         "CREATE TABLE failures (email text PRIMARY KEY, record jsonb NOT NULL)",
         "CREATE TABLE cycles (id bigserial PRIMARY KEY, record jsonb NOT NULL)",
+    ],
+    # 2: the queue between the scheduler and the workers, and the relay limits they share
+    [
+        """CREATE TABLE queue (
+            id bigserial PRIMARY KEY,
+            digest_id text NOT NULL,
+            email text NOT NULL,
+            as_of date NOT NULL,
+            window_start date NOT NULL,
+            digest jsonb NOT NULL,
+            attempts integer NOT NULL DEFAULT 0,
+            not_before timestamptz NOT NULL DEFAULT now(),
+            last_error text,
+            queued_at timestamptz NOT NULL DEFAULT now(),
+            UNIQUE (digest_id, email)
+        )""",
+        "CREATE INDEX queue_by_email ON queue (email)",
+        "CREATE TABLE send_pace (name text PRIMARY KEY, next_at timestamptz NOT NULL)",
+        "CREATE TABLE send_minutes (minute timestamptz PRIMARY KEY, sent integer NOT NULL)",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -116,6 +116,13 @@ class PostgresStore:
         if not durable:
             self._async_commits += 1
 
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection[Row]]:
+        """One transaction around several calls (a worker's claim, send and record: the store's own
+        methods become savepoints in it), this thread alone on the connection meanwhile."""
+        with self._lock, self.connection.transaction():
+            yield self.connection
+
     def _one(self, query: str, params: Iterable[Any] = ()) -> Row | None:
         return self.connection.execute(query.encode(), tuple(params)).fetchone()
 

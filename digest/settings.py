@@ -26,7 +26,7 @@ import tomllib
 import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -301,6 +301,51 @@ class WebSettings(_Section):
         return value
 
 
+class StoreSettings(_Section):
+    """Where digest keeps its state: ``tinydb:`` (the default: ``digest.json`` in ``data_dir``) or a
+    PostgreSQL database, ``postgresql://user@host:5432/database`` (a password in the URL works, but
+    libpq's ``PGPASSWORD``/``~/.pgpass`` keep it out of the settings file)."""
+
+    url: str = "tinydb:"
+
+    @field_validator("url")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        store_kind(value)  # a ValueError naming the value (its password hidden) if unknown
+        return value.strip()
+
+
+TINYDB_STORE = "tinydb:"
+POSTGRES_SCHEMES = ("postgresql", "postgres")
+
+
+def store_kind(url: str) -> Literal["tinydb", "postgresql"]:
+    """Which backend ``store.url`` names; a :class:`ValueError` (one line, naming the value with any
+    password hidden) if none."""
+    if url.strip() == TINYDB_STORE:
+        return "tinydb"
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme in POSTGRES_SCHEMES and url[len(scheme) :].startswith("://"):
+        return "postgresql"
+    if scheme == "tinydb":
+        raise ValueError(f"{redacted(url)!r}: write just 'tinydb:' (the TinyDB store is digest.json in data_dir)")
+    raise ValueError(
+        f"{redacted(url)!r} is not a store digest knows: use 'tinydb:' or 'postgresql://user@host/database'"
+    )
+
+
+def redacted(url: str) -> str:
+    """``url`` with its password, if any, replaced by ``***`` (for messages and logs)."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    except ValueError:
+        return url.rsplit("@", 1)[-1]
+
+
 class Settings(BaseSettings):
     """Every setting digest reads. Defaults run a working demo with nothing configured."""
 
@@ -330,6 +375,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     web: WebSettings = WebSettings()
     retry: RetrySettings = RetrySettings()
+    store: StoreSettings = StoreSettings()
 
     _public_url = field_validator("public_url")(_http_base)
 
@@ -483,7 +529,8 @@ def _describe(exc: ValidationError, path: Path) -> str:
         env = env_name(key)
         given = error.get("input")
         shown = "" if isinstance(given, dict) or given is None else f" (got {given!r})"
-        if key.endswith(("password", "secret_key", "private_key")) or key.startswith("dkim") or repr(given) in message:
+        secret = key.endswith(("password", "secret_key", "private_key", "store.url")) or key.startswith("dkim")
+        if secret or repr(given) in message:
             shown = ""  # a secret, or a value the message already quotes
         if error["type"] == "extra_forbidden":
             nearest = difflib.get_close_matches(key, setting_paths(), n=1, cutoff=0.6)

@@ -21,7 +21,8 @@ from digest.mail.message import DEFAULT_SENDER_NAME, DkimKey, OutgoingEmail, bui
 from digest.mail.render import Links, RenderedDigest, render_digest
 from digest.models import Digest
 from digest.signing import Signer
-from digest.state.store import DeliveryNote, Store
+from digest.state.backend import StoreBackend
+from digest.state.store import DeliveryNote
 
 
 def digest_message(
@@ -87,7 +88,7 @@ class Composer:
         )
         return rendered.html_bytes(), message
 
-    def for_sending(self, store: Store, archive: Path) -> Callable[[Digest], Composed | RenderFailed]:
+    def for_sending(self, store: StoreBackend, archive: Path) -> Callable[[Digest], Composed | RenderFailed]:
         """The render process's work: make a digest, keep its page for "view online", and make what
         recording its delivery will need. Any error becomes a :class:`RenderFailed` for that digest."""
         bounces_to = self.config.bounces_address

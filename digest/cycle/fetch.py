@@ -26,13 +26,13 @@ from digest.cycle.days import (
 from digest.models import CycleReport, Item, SourceReport
 from digest.sources import FetchResult, Source
 from digest.sources.merge import merge_items, with_stored
-from digest.state.store import Store
+from digest.state.backend import StoreBackend
 
 log = logging.getLogger(__name__)
 
 
 def fetch_sources(
-    store: Store,
+    store: StoreBackend,
     sources: Sequence[Source],
     client: httpx.Client,
     config: CycleConfig,
@@ -58,7 +58,7 @@ def fetch_sources(
 
 
 def _fetch_one(
-    store: Store,
+    store: StoreBackend,
     source: Source,
     client: httpx.Client,
     config: CycleConfig,

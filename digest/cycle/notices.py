@@ -13,13 +13,13 @@ from digest.cycle.config import CycleConfig
 from digest.cycle.coverage import HISTORY_CYCLES, coverage, source_history
 from digest.cycle.days import SourceDays, lost_days_notices
 from digest.models import CycleReport
-from digest.state.store import Store
+from digest.state.backend import StoreBackend
 
 log = logging.getLogger(__name__)
 
 
 def digest_notices(
-    store: Store, report: CycleReport, planned: dict[str, SourceDays], config: CycleConfig
+    store: StoreBackend, report: CycleReport, planned: dict[str, SourceDays], config: CycleConfig
 ) -> tuple[list[str], str]:
     """The notes every digest of the cycle carries, and its receipt line."""
     notices = lost_days_notices(planned, config.catchup_days)

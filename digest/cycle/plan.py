@@ -16,7 +16,7 @@ from digest.errors import RuleError
 from digest.matching.ranking import RankKey, rank_key
 from digest.matching.rules import ItemIndex, Matcher, parse_rules
 from digest.models import Digest, DigestEntry, Item, Subscriber
-from digest.state.store import Store
+from digest.state.backend import StoreBackend
 
 
 @dataclass(slots=True)
@@ -92,7 +92,7 @@ def candidate_start(subscribers: Sequence[Subscriber], window_start: date, floor
 
 
 def plan_from_store(
-    store: Store, window_start: date, as_of: date, select: Callable[[Subscriber], bool] | None = None
+    store: StoreBackend, window_start: date, as_of: date, select: Callable[[Subscriber], bool] | None = None
 ) -> Plan:
     """What a cycle would send now from the items already stored (also ``digest status``'s pending).
 

@@ -20,8 +20,9 @@ from digest.paths import OUTBOX_DIR
 from digest.retry import Retrier
 from digest.settings import Settings
 from digest.sources import Source, make_client, registry
+from digest.state.backend import StoreBackend, is_postgres, open_backend
 from digest.state.keeper import StoreKeeper
-from digest.state.store import Store, open_store
+from digest.state.store import open_store
 
 
 def latest_as_of(settings: Settings) -> date:
@@ -80,6 +81,7 @@ def run_once(
     trigger: str = "manual",
     keeper: StoreKeeper | None = None,
     due: Due | None = None,
+    enqueue: bool = False,
 ) -> CycleReport:
     """One full cycle as of ``as_of`` (default: today in the schedule's zone), for those ``due``
     picks (default: :func:`run_now`'s, ``digest run``'s meaning).
@@ -90,12 +92,20 @@ def run_once(
 
     With ``keeper`` (``digest serve``) the cycle runs on the process's shared in-memory store,
     still under the file lock, so the web's changes land in the store it sends from.
+
+    ``enqueue`` (``digest scheduler``, a PostgreSQL store): the planned digests go to the queue the
+    workers send from (:mod:`digest.cycle.queue`) instead of being sent here.
     """
     day = as_of or today_in(settings.schedule.timezone)
     check_as_of(settings, day)
     stop = stop or threading.Event()
     config = cycle_config(settings)
     chosen_mailer = mailer or make_mailer(settings.smtp, settings.data_dir / OUTBOX_DIR)
+    deliver = None
+    if enqueue:
+        from digest.cycle.queue import enqueue_plan  # psycopg, imported only for a PostgreSQL store
+
+        deliver = enqueue_plan
     fetch_retrier = Retrier(settings.retry.policy(settings.retry.fetch_budget_seconds), stop=stop)
     with (
         cycle_store(settings, keeper, dry_run, lock_wait_seconds, stop) as store,
@@ -115,6 +125,7 @@ def run_once(
             progress=progress,
             stop=stop,
             trigger=trigger,
+            enqueue=deliver,
         )
         chosen = due or run_now(settings)
         return cycle.run(day, dry_run=dry_run, select=chosen, handled_at=chosen.now)
@@ -130,9 +141,22 @@ def run_now(settings: Settings) -> Due:
 @contextmanager
 def cycle_store(
     settings: Settings, keeper: StoreKeeper | None, dry_run: bool, wait_seconds: float, stop: threading.Event
-) -> Iterator[Store]:
-    """The store a cycle works on: the keeper's shared one, or one read for this cycle alone."""
-    if keeper is not None and not dry_run:
+) -> Iterator[StoreBackend]:
+    """The store a cycle works on: the keeper's shared one, or one read for this cycle alone.
+
+    PostgreSQL (``store.url``): its own connection, holding the cycle's advisory lock (one cycle at a
+    time across processes); a dry run is a snapshot rolled back at the end."""
+    if is_postgres(settings.store.url):
+        with open_backend(
+            settings.store.url,
+            settings.data_dir,
+            write=not dry_run,
+            wait_seconds=wait_seconds,
+            stop=stop,
+            exclusive=True,
+        ) as backend:
+            yield backend
+    elif keeper is not None and not dry_run:
         with keeper.cycle(wait_seconds, stop) as store:
             yield store
     else:

@@ -39,7 +39,8 @@ from digest.mail.message import OutgoingEmail
 from digest.mail.quota import SendQuota, Throttle
 from digest.models import CycleReport, Digest, Subscriber
 from digest.retry import Retrier
-from digest.state.store import DeliveryNote, Store
+from digest.state.backend import StoreBackend
+from digest.state.store import DeliveryNote
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +96,7 @@ class Sender:
     def __init__(
         self,
         config: CycleConfig,
-        store: Store,
+        store: StoreBackend,
         mailer: Mailer,
         now: Callable[[], datetime],
         clock: StageClock,

@@ -41,7 +41,7 @@ from digest.paths import ARCHIVE_DIR
 from digest.retry import Retrier
 from digest.signing import Signer
 from digest.sources import Source
-from digest.state.store import Store
+from digest.state.backend import StoreBackend
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Cycle:
     def __init__(
         self,
         config: CycleConfig,
-        store: Store,
+        store: StoreBackend,
         sources: Sequence[Source],
         mailer: Mailer,
         client: httpx.Client,
@@ -72,6 +72,7 @@ class Cycle:
         stop: threading.Event | None = None,
         send_retrier: Retrier | None = None,
         trigger: str = "manual",
+        enqueue: Callable[[StoreBackend, Plan, SendRun, str], int] | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -83,6 +84,7 @@ class Cycle:
         self.stop = stop or threading.Event()
         self.send_retrier = send_retrier or Retrier(config.send_retry, stop=self.stop)
         self.trigger = trigger
+        self.enqueue = enqueue  # ``digest scheduler``: queue the digests for the workers instead of sending
         self.composer = Composer(config, Signer(config.secret_key), now)
 
     def run(
@@ -133,7 +135,12 @@ class Cycle:
         return report
 
     def _deliver(self, plan: Plan, run: SendRun, clock: StageClock) -> None:
-        """Render and send every planned digest (:mod:`digest.cycle.send`)."""
+        """Render and send every planned digest (:mod:`digest.cycle.send`), or queue them
+        (:mod:`digest.cycle.queue`)."""
+        if self.enqueue is not None:
+            with clock.stage("send"):
+                self.enqueue(self.store, plan, run, self.composer.receipt)
+            return
         sender = Sender(
             self.config, self.store, self.mailer, self.now, clock, self.stop, self.send_retrier, self.progress
         )

@@ -42,6 +42,7 @@ from digest.settings import (
     settings_file_description,
 )
 from digest.state import transfer
+from digest.state.backend import is_postgres, open_backend
 from digest.state.files import write_atomically
 from digest.state.preferences import Preferences, parse_weekday
 from digest.state.store import Store, open_store
@@ -188,9 +189,53 @@ def serve() -> None:
     )
     try:
         check_secrets(settings)
-        run_service(settings)
+        if is_postgres(settings.store.url):  # the three roles of a PostgreSQL deployment in one process
+            from digest.ops.roles import web as run_roles
+
+            run_roles(settings, with_scheduler=True, with_worker=True)
+        else:
+            run_service(settings)
     except DigestError as exc:
         fail(exc)
+
+
+def run_role(role: str) -> None:
+    """``digest web``/``scheduler``/``worker``: one role of a PostgreSQL deployment."""
+    from digest.ops import roles
+
+    settings = settings_or_exit(logging.INFO, write=True)
+    if not is_postgres(settings.store.url):
+        fail(f"`digest {role}` needs store.url = postgresql://…; use digest serve", 2)
+    logging.getLogger("digest.ops.roles").info(
+        "digest %s starting as %s; %s; data_dir %s",
+        digest_version(),
+        role,
+        settings_file_description(),
+        settings.data_dir.absolute(),
+    )
+    try:
+        check_secrets(settings)
+        {"web": roles.web, "scheduler": roles.scheduler, "worker": roles.worker}[role](settings)
+    except DigestError as exc:
+        fail(exc)
+
+
+@app.command("web")
+def web_command() -> None:
+    """The web pages alone, on a PostgreSQL store (run any number behind a proxy)."""
+    run_role("web")
+
+
+@app.command("scheduler")
+def scheduler_command() -> None:
+    """The cycle on schedule.cron, queueing digests for `digest worker` (PostgreSQL store; one cycle at a time)."""
+    run_role("scheduler")
+
+
+@app.command("worker")
+def worker_command() -> None:
+    """Send queued digests over an SMTP connection of its own (PostgreSQL store; run any number)."""
+    run_role("worker")
 
 
 @app.command()
@@ -241,7 +286,7 @@ def subscribe(
         request = transfer.check_request(email, rule or [])
         for warning in request.warnings:
             print(f"digest: note: {warning}", file=sys.stderr)  # a warning, not a refusal
-        with open_store(settings.data_dir) as store:
+        with open_backend(settings.store.url, settings.data_dir) as store:
             subscriber, existed = transfer.subscribe(store, request, name, layout, utc_now(), choices)
     except RuleError as exc:
         from digest.matching.syntax import pointer
@@ -292,8 +337,12 @@ def unsubscribe(email: Annotated[str, typer.Argument(help="The subscriber's emai
     settings = settings_or_exit(write=True)
     address = email.strip().lower()
     try:
-        with open_store(settings.data_dir, wait_seconds=UNSUBSCRIBE_WAIT_SECONDS) as store:
-            removed = store.remove_subscriber(address)
+        if is_postgres(settings.store.url):  # no file lock to wait for: the row goes at once
+            with open_backend(settings.store.url, settings.data_dir) as backend:
+                removed = backend.remove_subscriber(address)
+        else:
+            with open_store(settings.data_dir, wait_seconds=UNSUBSCRIBE_WAIT_SECONDS) as store:
+                removed = store.remove_subscriber(address)
     except CycleLockedError:
         removed = unsubscribe_beside_a_cycle(settings.data_dir, address)
     except DigestError as exc:
@@ -334,7 +383,7 @@ def subscribers() -> None:
     """List subscribers, their rules and their last delivery."""
     settings = settings_or_exit()
     try:
-        with open_store(settings.data_dir, write=False) as store:
+        with open_backend(settings.store.url, settings.data_dir, write=False) as store:
             people = sorted(store.subscribers(), key=lambda s: s.email)
     except DigestError as exc:
         fail(exc)
@@ -371,6 +420,7 @@ def bounces() -> None:
     from digest.mail.bounces import apply_reports, mark_read, parse_report, read_mailbox
 
     settings = settings_or_exit()
+    tinydb_only(settings, "bounces")
     if not settings.bounces.imap_host:
         fail("bounces.imap_host is not set: name the IMAP server that receives bounces (DIGEST_BOUNCES__IMAP_HOST)", 2)
     try:
@@ -407,6 +457,7 @@ def resume(email: Annotated[str, typer.Argument(help="The subscriber's email add
     from digest.mail.bounces import resume as resume_subscriber
 
     settings = settings_or_exit()
+    tinydb_only(settings, "resume")
     try:
         with open_store(settings.data_dir) as store:
             found = resume_subscriber(store, settings.data_dir, email)
@@ -425,6 +476,7 @@ def preview(
 ) -> None:
     """Render a subscriber's digest from stored items without sending or recording anything."""
     settings = settings_or_exit(write=out_file is None)  # the HTML goes to data_dir/preview/ by default
+    tinydb_only(settings, "preview")
     as_of = parse_day(day) or today_in(settings.schedule.timezone)
     try:
         store = Store(settings.data_dir, writable=False)
@@ -456,7 +508,8 @@ def feed_url_command(email: Annotated[str, typer.Argument(help="The subscriber's
 
     settings = settings_or_exit()
     try:
-        person = Store(settings.data_dir, writable=False).subscriber(email.strip().lower())
+        with open_backend(settings.store.url, settings.data_dir, write=False) as store:
+            person = store.subscriber(email.strip().lower())
         signer = Signer(settings.resolved_secret_key())
     except DigestError as exc:
         fail(exc)
@@ -478,6 +531,7 @@ def try_command(
     from digest.matching.syntax import pointer
 
     settings = settings_or_exit()
+    tinydb_only(settings, "try")
     try:
         parsed = parse_rule(rule)
     except RuleError as exc:
@@ -557,10 +611,10 @@ def export_subscribers(
     if file is not None and file.is_dir():
         fail(f"export: {file} is a directory: name a file, e.g. {file / 'subscribers.jsonl'}", 2)
     try:
-        store = Store(settings.data_dir, writable=False)
+        with open_backend(settings.store.url, settings.data_dir, write=False) as store:
+            people = store.subscribers()
     except DigestError as exc:
         fail(exc)
-    people = store.subscribers()
     text = transfer.export_lines(people)
     if file is None:
         sys.stdout.write(text)
@@ -582,7 +636,7 @@ def import_subscribers(file: Annotated[Path, typer.Argument(help="JSON lines as 
         fail(f"cannot read {file}: {exc}", 2)
     try:
         people = transfer.parse_export(text, str(file), utc_now())
-        with open_store(settings.data_dir) as store:
+        with open_backend(settings.store.url, settings.data_dir) as store:
             imported = transfer.import_subscribers(store, people)
     except ImportRefused as exc:
         for problem in exc.problems:
@@ -601,6 +655,7 @@ def status(
     from digest.ops.status import gather, status_lines
 
     settings = settings_or_exit()
+    tinydb_only(settings, "status")
     try:
         store = Store(settings.data_dir, writable=False)
         state = gather(settings, store, today_in(settings.schedule.timezone), utc_now(), last)
@@ -620,6 +675,7 @@ def doctor(
     from digest.ops import doctor as checkup
 
     settings = settings_or_exit()
+    tinydb_only(settings, "doctor")
     found = checkup.examine(settings.data_dir)
     for note in found.notes:
         out.print(note)
@@ -647,6 +703,7 @@ def backup_command(
     from digest.ops.backup import backup
 
     settings = settings_or_exit()
+    tinydb_only(settings, "backup")
     try:
         files = backup(settings.data_dir, file)
     except DigestError as exc:
@@ -664,11 +721,44 @@ def restore_command(file: Annotated[Path, typer.Argument(help="An archive writte
     from digest.ops.backup import restore
 
     settings = settings_or_exit()
+    tinydb_only(settings, "restore")
     try:
         files = restore(file, settings.data_dir)
     except DigestError as exc:
         fail(exc)
     out.print(f"restored {files} file(s) from {file} into {settings.data_dir}", markup=False)
+
+
+@app.command("migrate-store")
+def migrate_store(
+    to: Annotated[str, typer.Option("--to", help="The PostgreSQL store to copy into: postgresql://user@host/db.")],
+) -> None:
+    """Copy the TinyDB store (data_dir/digest.json) into an empty PostgreSQL database and check the
+    counts; then set store.url to the same URL. The TinyDB store is left as it was."""
+    settings = settings_or_exit()
+    from digest.settings import redacted, store_kind
+
+    try:
+        kind = store_kind(to)
+    except ValueError as exc:
+        fail(f"--to {exc}", 2)
+    if kind != "postgresql":
+        fail(f"--to {redacted(to)!r}: migrate-store copies into PostgreSQL (postgresql://user@host/database)", 2)
+    if is_postgres(settings.store.url):
+        fail("store.url already names a PostgreSQL store: migrate-store copies from the TinyDB store in data_dir", 2)
+    from digest.state.postgres.copy import copy_store
+
+    try:
+        counts = copy_store(settings.data_dir, to)
+    except DigestError as exc:
+        fail(exc)
+    out.print(f"copied {counts.describe()} into {redacted(to)}; now set store.url to it", markup=False)
+
+
+def tinydb_only(settings: Settings, command: str) -> None:
+    """Commands not yet ported to the PostgreSQL store refuse it rather than use ``digest.json`` unseen."""
+    if is_postgres(settings.store.url):
+        fail(f"`digest {command}` works on the TinyDB store only so far; store.url names PostgreSQL", 2)
 
 
 def main() -> None:

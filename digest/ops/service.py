@@ -34,11 +34,12 @@ from digest.cycle.run import run_once
 from digest.cycle.schedule import cycle_left_traces, needs_catch_up
 from digest.errors import DigestError
 from digest.mail.mailer import Mailer
-from digest.models import Subscriber
+from digest.models import CycleReport, Subscriber
 from digest.ops.signals import announce_stop, stop_on_signals
 from digest.ops.status import format_time
 from digest.settings import Settings
 from digest.sources import Source
+from digest.state.backend import open_backend
 from digest.state.keeper import StoreKeeper
 from digest.state.store import CYCLES_KEPT, Store, journaled_deliveries
 from digest.web.app import create_app
@@ -66,6 +67,7 @@ class CycleJob:
         now: Callable[[], datetime] = utc_now,
         sources: Sequence[Source] | None = None,
         mailer: Mailer | None = None,
+        cycle: Callable[..., CycleReport | None] = run_once,
     ) -> None:
         self.settings = settings
         self.stop = stop
@@ -77,6 +79,7 @@ class CycleJob:
         self.schedule = cron_trigger(settings.schedule.cron, settings.schedule.timezone)
         self.lock = threading.Lock()  # one cycle at a time in this process, whichever job started it
         self.slots = Slots(self.schedule)  # each rhythm's latest slot, across ticks (under the lock)
+        self.cycle = cycle  # ``digest scheduler``: the queueing cycle of digest.ops.roles
 
     def __call__(self) -> None:
         """The cycle at ``schedule.cron``: always runs. A catch-up at start serves everyone daily on
@@ -98,16 +101,18 @@ class CycleJob:
             self.run("hourly", due)
 
     def subscribers(self) -> list[Subscriber]:
-        """The subscribers as they are now: the shared in-memory store's (``serve``), else the file's."""
+        """The subscribers as they are now: the shared in-memory store's (``serve``), else the store's
+        (the file, or PostgreSQL for ``digest scheduler``)."""
         if self.keeper is not None:
             return self.keeper.read(lambda store: store.subscribers(active_only=True))
-        return Store(self.settings.data_dir, writable=False).subscribers(active_only=True)
+        with open_backend(self.settings.store.url, self.settings.data_dir, write=False) as store:
+            return store.subscribers(active_only=True)
 
     def run(self, trigger: str, due: Due) -> None:
         log.info("cycle starting", extra={"fields": {"trigger": trigger}})
         zone = self.schedule.zone
         try:
-            report = run_once(
+            report = self.cycle(
                 self.settings,
                 as_of=due.now.astimezone(zone).date(),
                 sources=self.sources,
@@ -124,6 +129,9 @@ class CycleJob:
         except Exception:
             log.exception("%s cycle crashed", trigger)
             return
+        if report is None:
+            log.info("%s cycle skipped: another scheduler ran it", trigger)
+            return
         record = report.to_record()
         fields = {k: record[k] for k in ("trigger", "as_of", "fetched", "new", "matched", "sent", "failed", "ok")}
         log.log(
@@ -132,12 +140,16 @@ class CycleJob:
 
 
 def make_scheduler(
-    settings: Settings, stop: threading.Event, catch_up: bool, keeper: StoreKeeper | None = None
+    settings: Settings,
+    stop: threading.Event,
+    catch_up: bool,
+    keeper: StoreKeeper | None = None,
+    cycle: Callable[..., CycleReport | None] = run_once,
 ) -> BackgroundScheduler:
     trigger = cron_trigger(settings.schedule.cron, settings.schedule.timezone)
     scheduler = BackgroundScheduler(timezone=settings.schedule.timezone)
     extra = {"next_run_time": utc_now()} if catch_up else {}
-    job = CycleJob(settings, stop, catch_up_first=catch_up, keeper=keeper)
+    job = CycleJob(settings, stop, catch_up_first=catch_up, keeper=keeper, cycle=cycle)
     scheduler.add_job(
         job,
         trigger,
@@ -180,6 +192,7 @@ def must_catch_up(settings: Settings) -> bool:
 def start_web(
     settings: Settings, stop: threading.Event, keeper: StoreKeeper | None = None
 ) -> tuple[uvicorn.Server, threading.Thread]:
+    """uvicorn in a thread; without ``keeper``, the app keeps its own (``digest web``: PostgreSQL)."""
     config = uvicorn.Config(
         create_app(settings, keeper=keeper),
         host=settings.web.host,

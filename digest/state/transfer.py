@@ -23,8 +23,8 @@ from email_validator import EmailNotValidError, validate_email
 from digest.errors import DigestError, ImportRefused, LineProblem, SubscriberError
 from digest.matching.rules import parse_rules
 from digest.models import LAYOUTS, Subscriber
+from digest.state.backend import StoreBackend
 from digest.state.preferences import Preferences
-from digest.state.store import Store
 
 
 def normalize_email(value: str) -> str:
@@ -82,7 +82,7 @@ class Choices:
 
 
 def subscribe(
-    store: Store,
+    store: StoreBackend,
     request: Request,
     name: str | None,
     layout: str | None,
@@ -186,7 +186,7 @@ def parse_export(text: str, source: str, now: datetime) -> list[Subscriber]:
     return people
 
 
-def import_subscribers(store: Store, people: Iterable[Subscriber]) -> int:
+def import_subscribers(store: StoreBackend, people: Iterable[Subscriber]) -> int:
     """Add or replace ``people`` in one journal line (all or nothing); returns how many."""
     changed = [merged(store.subscriber(person.email), person) for person in people]
     store.save_subscribers(changed)

@@ -33,6 +33,7 @@ from starlette.types import ASGIApp
 
 from digest.clock import today_in, utc_now
 from digest.settings import Settings
+from digest.state.backend import Keeper, is_postgres
 from digest.state.keeper import StoreKeeper
 from digest.web import health, metrics
 from digest.web.access_log import TokenRedactingFilter, redact_tokens_in_access_log
@@ -91,10 +92,15 @@ def create_app(
     clock: Callable[[], datetime] = utc_now,
     today: Callable[[], date] | None = None,
     limits: WebLimits | None = None,
-    keeper: StoreKeeper | None = None,
+    keeper: Keeper | None = None,
 ) -> Starlette:
     """The ASGI app. ``keeper`` is the process's store (``digest serve`` shares it with the cycle);
-    an app built alone (tests, ``digest preview``) keeps its own."""
+    an app built alone (tests, ``digest preview``, ``digest web``) keeps its own: on a PostgreSQL
+    store, a few connections of its own (:mod:`digest.state.postgres.keeper`)."""
+    if keeper is None and is_postgres(settings.store.url):
+        from digest.state.postgres.keeper import PostgresKeeper  # psycopg, only for a PostgreSQL store
+
+        keeper = PostgresKeeper(settings.store.url, settings.data_dir)
     keeper = keeper or StoreKeeper(settings.data_dir, write_wait_seconds=LOCK_WAIT_SECONDS)
     front = Front(
         settings, clock, today or (lambda: today_in(settings.schedule.timezone)), limits or WebLimits(), keeper

@@ -19,8 +19,8 @@ from starlette.responses import HTMLResponse, Response
 from digest.errors import CycleLockedError, SubscriberError, TokenError
 from digest.matching.syntax import upgraded_rules
 from digest.models import LAYOUTS, Subscriber
+from digest.state.backend import StoreBackend
 from digest.state.preferences import Preferences
-from digest.state.store import Store
 from digest.state.subscriptions import check_rules, confirmed, state_key
 from digest.web.forms import BUSY
 from digest.web.front import Front
@@ -42,7 +42,7 @@ class ConfirmRequest:
         return self.chosen or Preferences(layout=self.layout)
 
 
-def confirm_outcome(store: Store, asked: ConfirmRequest) -> tuple[str, Subscriber | None]:
+def confirm_outcome(store: StoreBackend, asked: ConfirmRequest) -> tuple[str, Subscriber | None]:
     """Is the link "ready" (the state it was sent for), "done" (already confirmed) or "used" (stale)?"""
     existing = store.subscriber(asked.email)
     if state_key(existing, store.departed_at(asked.email)) == asked.key:
@@ -158,7 +158,7 @@ class Confirm:
             return self.page(asked, existing, 400, form_error=problem)
         now = self.front.clock()
 
-        def change(store: Store) -> tuple[str, Subscriber | None]:
+        def change(store: StoreBackend) -> tuple[str, Subscriber | None]:
             outcome, existing = confirm_outcome(store, asked)
             if outcome != "ready":
                 return outcome, existing

@@ -41,6 +41,7 @@ from digest.matching.rules import ItemIndex, Matcher, parse_rules
 from digest.models import DigestEntry, Item, Subscriber
 from digest.paths import STORE_FILE
 from digest.signing import Signer
+from digest.state.backend import is_postgres
 from digest.state.keeper import file_identity
 from digest.web.atom import MEDIA_TYPE, FeedHead, atom_feed, day_start
 from digest.web.front import Front
@@ -51,6 +52,7 @@ FEED_DAYS = 30  # the stored papers of the last 30 days (the store keeps retenti
 MAX_ENTRIES = 100
 MAX_TOKEN_CHARS = 512  # a real one is well under 200; a longer path is not looked at
 MAX_WAITING = 64  # feeds being built or waiting for the worker; more are told to come back
+POSTGRES_REFRESH_SECONDS = 600  # a PostgreSQL store's feeds are built again at most this often
 CACHE_BYTES = 32 * 1024 * 1024  # built feeds kept, least recently polled out first
 FEED_NAMESPACE = uuid.UUID("0b6f9d52-7c1e-4a8b-b3d4-5e9a2f7c6d18")
 CACHE_CONTROL = "private, max-age=600"
@@ -107,7 +109,14 @@ class FeedBuilder:
         self._recent: tuple[list[Item], Matcher] = ([], Matcher(ItemIndex([])))
 
     def key_for(self, subscriber: Subscriber) -> Key:
-        return (self.front.today(), file_identity(self.front.settings.data_dir / STORE_FILE), subscriber.rules)
+        return (self.front.today(), self.store_version(), subscriber.rules)
+
+    def store_version(self) -> object:
+        """What changes when the stored papers may have: the TinyDB file's identity; for PostgreSQL,
+        which has no file to watch, the current ten minutes (papers arrive a few times a day)."""
+        if is_postgres(self.front.settings.store.url):
+            return int(self.front.now_seconds() // POSTGRES_REFRESH_SECONDS)
+        return file_identity(self.front.settings.data_dir / STORE_FILE)
 
     async def get(self, subscriber: Subscriber) -> Built | None:
         """``subscriber``'s feed, built now only if what it is built from changed; None when too

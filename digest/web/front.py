@@ -23,8 +23,7 @@ from digest.errors import TokenError
 from digest.models import Subscriber
 from digest.settings import Settings
 from digest.signing import Purpose, Signer
-from digest.state.keeper import StoreKeeper
-from digest.state.store import Store
+from digest.state.backend import Keeper, StoreBackend
 from digest.web.forms import form_refusal
 from digest.web.limits import FormLimits, WebLimits
 from digest.web.pages import render_page
@@ -42,7 +41,7 @@ class Front:
         clock: Callable[[], datetime],
         today: Callable[[], date],
         limits: WebLimits,
-        keeper: StoreKeeper,
+        keeper: Keeper,
     ) -> None:
         self.settings = settings
         # The process's one in-memory store (``digest serve`` shares it with the cycle).
@@ -136,14 +135,14 @@ class Front:
         return token, email, await self.read(lambda store: store.subscriber(email))
 
     # -- the store --------------------------------------------------------------------------------
-    async def write(self, change: Callable[[Store], Any], departure: str | None = None) -> Any:
+    async def write(self, change: Callable[[StoreBackend], Any], departure: str | None = None) -> Any:
         """Run ``change`` on the shared store (by the keeper's writer thread): journalled and fsynced
         before it returns, also while this process's cycle sends; :class:`~digest.errors.CycleLockedError`
         only if another process (a CLI ``digest run``) holds the file lock for the keeper's
         ``write_wait_seconds``: the person is asked to try again shortly."""
         return await asyncio.wrap_future(self.keeper.submit(change, departure))
 
-    async def read(self, fn: Callable[[Store], T]) -> T:
+    async def read(self, fn: Callable[[StoreBackend], T]) -> T:
         """``fn`` on the shared store: at once when memory is current and no lock is taken
         (:meth:`~digest.state.keeper.StoreKeeper.read_now`), else in a worker thread."""
         done, value = self.keeper.read_now(fn)
@@ -151,7 +150,7 @@ class Front:
             return value  # type: ignore[return-value]
         return await run_in_threadpool(self.keeper.read, fn)
 
-    def read_store(self) -> Store:
+    def read_store(self) -> StoreBackend:
         """The shared in-memory store, read again first if another process wrote (call it in a
         worker thread). Pages only read from it: every change goes through :meth:`write`."""
         return self.keeper.store()

@@ -18,8 +18,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from digest.errors import CycleLockedError, TokenError
 from digest.models import Subscriber
+from digest.state.backend import StoreBackend
 from digest.state.preferences import Preferences
-from digest.state.store import Store
 from digest.state.subscriptions import check_rules, paused, resumed, with_rules
 from digest.web.feed import feed_url
 from digest.web.forms import BUSY, MANAGE_ACTIONS, ChoiceFields, ManageForm, choice_context
@@ -31,7 +31,7 @@ DONE = {"save": "saved", "pause": "paused", "resume": "resumed"}
 
 
 def change_subscription(
-    store: Store,
+    store: StoreBackend,
     email: str,
     action: str,
     rules: tuple[str, ...],

@@ -35,13 +35,13 @@ from digest.clock import cron_trigger, next_fire
 from digest.cycle.coverage import HISTORY_CYCLES, quiet_sources
 from digest.cycle.schedule import started
 from digest.settings import Settings
-from digest.state.store import Store
+from digest.state.backend import StoreBackend
 from digest.web.security import IPNetwork, operator_client, trusted_networks
 
 T = TypeVar("T")
 # The classic text format, which every Prometheus reads (2.x and 3.x; our names need no escaping).
 TEXT_FORMAT = "text/plain; version=0.0.4; charset=utf-8"
-Reader = Callable[[Callable[[Store], T]], T]  # StoreKeeper.read
+Reader = Callable[[Callable[[StoreBackend], T]], T]  # StoreKeeper.read
 
 
 @dataclass(slots=True)
@@ -56,7 +56,7 @@ class Snapshot:
     next_run: datetime | None = None
 
 
-def take_snapshot(store: Store, settings: Settings, now: datetime) -> Snapshot:
+def take_snapshot(store: StoreBackend, settings: Settings, now: datetime) -> Snapshot:
     """The store's numbers (call it under the store's lock: :meth:`StoreKeeper.read`)."""
     cycles = [c for c in store.cycles(last=HISTORY_CYCLES) if not c.get("dry_run")]
     people = store.subscribers()

@@ -27,7 +27,7 @@ from digest.matching.rules import TEXT_FIELDS, ItemIndex
 from digest.matching.suggest import MIN_REJECTED, RECENT_DAYS, Suggestion, suggest
 from digest.matching.syntax import MAX_RULE_LENGTH
 from digest.models import Item, Subscriber
-from digest.state.store import Store
+from digest.state.backend import StoreBackend
 from digest.state.subscriptions import check_rules
 from digest.web.forms import BUSY
 from digest.web.front import Front
@@ -53,7 +53,7 @@ class SuggestionCache:
         self._found: dict[str, tuple[tuple[object, ...], tuple[Suggestion, ...]]] = {}
         self._recent: tuple[tuple[object, ...], list[Item], ItemIndex] | None = None
 
-    def recent(self, store: Store, today: date) -> tuple[list[Item], ItemIndex]:
+    def recent(self, store: StoreBackend, today: date) -> tuple[list[Item], ItemIndex]:
         """The last :data:`RECENT_DAYS` days' stored papers and their index, tokenized once per day
         and new papers for everyone (most of a suggestion's cost), as the live preview does."""
         key = (today, store.seen_count, store.prune_horizon)
@@ -117,7 +117,7 @@ def edited(rules: tuple[str, ...], rule: str, changed: str) -> tuple[str, ...] |
     return tuple(dict.fromkeys(new))
 
 
-def accept(store: Store, email: str, rule: str, changed: str) -> str:
+def accept(store: StoreBackend, email: str, rule: str, changed: str) -> str:
     """Apply the suggestion to ``email``'s rules: "saved", "left" or "stale" (it no longer applies)."""
     subscriber = store.subscriber(email)
     if subscriber is None:

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from digest.errors import TokenError
-from digest.state.store import Store
+from digest.state.backend import StoreBackend
 from digest.web.forms import FORM_EXPIRED
 from digest.web.front import Front
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 ONE_CLICK = "One-Click"
 
 
-def leave(store: Store, email: str) -> bool:
+def leave(store: StoreBackend, email: str) -> bool:
     """Unsubscribe ``email``; nothing is written when it left already (a one-click replayed at
     will must not grow the journal)."""
     if store.subscriber(email) is None and store.departed_at(email) is not None:

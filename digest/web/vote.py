@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from digest.errors import CycleLockedError, TokenError
-from digest.state.store import Store
+from digest.state.backend import StoreBackend
 from digest.web.forms import BUSY, FORM_EXPIRED
 from digest.web.front import Front
 
@@ -59,7 +59,7 @@ def read_ballot(front: Front, token: str | None) -> Ballot:
     return Ballot(str(data["e"]), paper, vote)
 
 
-def record(store: Store, ballot: Ballot, at: datetime) -> str:
+def record(store: StoreBackend, ballot: Ballot, at: datetime) -> str:
     """Record the ballot: "recorded", or why not: "left" (not subscribed), "gone" (paper not stored)."""
     if store.subscriber(ballot.email) is None:
         return "left"
@@ -69,7 +69,7 @@ def record(store: Store, ballot: Ballot, at: datetime) -> str:
     return "recorded"
 
 
-def paper_title(store: Store, ballot: Ballot) -> tuple[bool, str | None]:
+def paper_title(store: StoreBackend, ballot: Ballot) -> tuple[bool, str | None]:
     """Whether the ballot's address is subscribed, and the paper's title (None when not stored)."""
     item = store.item(ballot.paper)
     return store.subscriber(ballot.email) is not None, item.title if item else None

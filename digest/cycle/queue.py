@@ -1,0 +1,272 @@
+"""``digest scheduler`` and ``digest worker`` on a PostgreSQL store: the cycle queues its digests,
+workers render and send them (the SQL: :mod:`digest.state.postgres.queue`).
+
+The scheduler's cycle is today's cycle up to the plan; :func:`enqueue_plan` takes the send stage's
+place. Its bookkeeping is the send stage's for what it can know now: those with nothing to send
+move on, and a first digest pins its subscriber's horizon at the window (as a first digest that
+did not get through does). Everything else moves when a worker has handed the digest over:
+the worker records the deliveries, moves ``caught_up_to`` and ``last_delivery_at`` and deletes the
+row in one transaction (:class:`Worker`).
+
+Worker, per row: the person's current record (unsubscribed or paused: dropped, their papers stay
+pending), papers delivered meanwhile left out (none left: dropped), the relay's limits
+(:func:`~digest.state.postgres.queue.take_slot`: a full quota leaves the row waiting), render
+(:class:`~digest.cycle.compose.Composer`, as the cycle does), send over the worker's own SMTP
+connection. Accepted: recorded and finished. Refused for good (5xx): the failure is recorded and
+the row dropped, the papers stay pending for the next cycle. Transient (4xx, a dropped
+connection): the row waits and is tried again, :data:`MAX_ATTEMPTS` times, then dropped like a
+refusal. Throttled (421 "too many"): the worker slows down (:class:`~digest.mail.quota.Throttle`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import date, datetime
+from typing import Any
+
+from digest.cycle.archive import archive_dir
+from digest.cycle.compose import Composer, RenderFailed
+from digest.cycle.config import CycleConfig
+from digest.cycle.plan import Plan
+from digest.cycle.send import SendRun
+from digest.errors import (
+    DeliveryError,
+    PermanentDeliveryError,
+    StoreError,
+    ThrottledError,
+    TransientDeliveryError,
+)
+from digest.mail.mailer import Mailer, hung_up_on_stop
+from digest.mail.quota import Throttle
+from digest.models import Digest, DigestEntry, Highlight, Item, RuleMatch, Subscriber
+from digest.signing import Signer
+from digest.state.backend import StoreBackend
+from digest.state.postgres import queue as sql
+from digest.state.postgres.store import PostgresStore
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5  # transient refusals of one row before it is dropped (its papers stay pending)
+QUOTA_RECHECK_SECONDS = 30.0  # a full hour/day quota: look again this often
+
+
+def digest_record(digest: Digest, receipt: str) -> dict[str, Any]:
+    """A planned digest as JSON (the queue's ``digest`` column), with the cycle's coverage line."""
+    return {
+        "subscriber": digest.subscriber.to_record(),
+        "as_of": digest.as_of.isoformat(),
+        "digest_id": digest.digest_id,
+        "notices": list(digest.notices),
+        "receipt": receipt,
+        "entries": [
+            {
+                "item": entry.item.to_record(),
+                "matches": [
+                    [match.rule, [[h.field, h.start, h.end] for h in match.highlights]] for match in entry.matches
+                ],
+            }
+            for entry in digest.entries
+        ],
+    }
+
+
+def digest_from_record(record: dict[str, Any]) -> tuple[Digest, str]:
+    """:func:`digest_record` read back: the digest and its coverage line."""
+    entries = [
+        DigestEntry(
+            Item.from_record(entry["item"]),
+            tuple(RuleMatch(rule, tuple(Highlight(f, s, e) for f, s, e in spans)) for rule, spans in entry["matches"]),
+        )
+        for entry in record["entries"]
+    ]
+    digest = Digest(
+        Subscriber.from_record(record["subscriber"]),
+        entries,
+        date.fromisoformat(record["as_of"]),
+        record["digest_id"],
+        list(record.get("notices") or []),
+    )
+    return digest, str(record.get("receipt") or "")
+
+
+def postgres_only(store: StoreBackend) -> PostgresStore:
+    if not isinstance(store, PostgresStore):
+        raise StoreError("the queue of digest scheduler/worker needs store.url = postgresql://…")
+    return store
+
+
+def enqueue_plan(store: StoreBackend, plan: Plan, run: SendRun, receipt: str) -> int:
+    """The scheduler's send stage: queue every planned digest, move on those with nothing to send."""
+    pg = postgres_only(store)
+    start = run.window_start
+    rows = [
+        sql.NewRow(d.digest_id, d.subscriber.email.lower(), d.as_of, start, digest_record(d, receipt))
+        for d in plan.digests
+    ]
+    queued = sql.enqueue(pg, rows)
+    # Everyone planned is handled for their rhythm once queued: the queue sends it, and the next
+    # hourly tick must not plan them again that day (digest.cycle.rhythm).
+    moved = [
+        replace(s, caught_up_to=max(start, s.caught_up_to or start), handled_at=run.stamp(s)) for s in plan.nothing_for
+    ]
+    moved += [
+        replace(d.subscriber, caught_up_to=d.subscriber.caught_up_to or start, handled_at=run.stamp(d.subscriber))
+        for d in plan.digests
+    ]
+    pg.record_progress(moved)
+    log.info("queued %d digest(s) for the workers (%d planned)", queued, len(rows))
+    return queued
+
+
+class Worker:
+    """One ``digest worker``: takes queued digests and sends them over its own mailer until ``stop``."""
+
+    def __init__(
+        self,
+        config: CycleConfig,
+        url: str,
+        mailer: Mailer,
+        now: Callable[[], datetime],
+        stop: threading.Event,
+        poll_seconds: float = 1.0,
+    ) -> None:
+        self.config, self.mailer, self.now, self.stop = config, mailer, now, stop
+        self.poll_seconds = poll_seconds
+        self.store = PostgresStore(url, data_dir=config.data_dir)
+        self.pace = PostgresStore(url, data_dir=config.data_dir)  # its own connection: short transactions
+        retry = config.send_retry
+        self.throttle = Throttle(config.throttle_budget_seconds, stop.wait, retry.initial_delay, retry.max_delay)
+        self.throttled = 0
+        self.sent = 0
+        self.composer = Composer(config, Signer(config.secret_key), now)
+        archive_dir(config.data_dir)
+
+    def close(self) -> None:
+        self.store.close()
+        self.pace.close()
+
+    def run(self, until_empty: bool = False) -> int:
+        """Send until ``stop`` (or, ``until_empty``, until no row is ready); return how many were sent."""
+        with hung_up_on_stop(self.mailer, self.stop):
+            while not self.stop.is_set():
+                wait = self.once()
+                if wait is None:
+                    if until_empty:
+                        break
+                    self.stop.wait(self.poll_seconds)
+                elif wait > 0:
+                    self.stop.wait(wait)
+        return self.sent
+
+    def once(self) -> float | None:
+        """Handle the oldest ready row: None if there was none, else how long to wait before the next."""
+        try:
+            with self.store.transaction():
+                job = sql.claim(self.store)
+                if job is None:
+                    return None
+                return self._handle(job)
+        except _Later as later:  # rolled back: the row is as it was, free for any worker
+            return later.seconds
+
+    def _handle(self, job: sql.Queued) -> float:
+        digest, receipt = digest_from_record(job.digest)
+        subscriber = sql.locked_subscriber(self.store, job.email)
+        if subscriber is None or not subscriber.active:
+            log.info("dropped the queued digest for %s: unsubscribed or paused since", job.email)
+            sql.finish(self.store, job.id)
+            return 0.0
+        done = sql.delivered_among(self.store, job.email, [e.item.id for e in digest.entries])
+        entries = [e for e in digest.entries if e.item.id not in done]
+        if not entries:
+            sql.finish(self.store, job.id)
+            return 0.0
+        digest = replace(digest, subscriber=subscriber, entries=entries)
+        limits = self.config.limits
+        pause, why = sql.take_slot(self.pace, limits.per_second, limits.per_hour, limits.per_day)
+        if why is not None:
+            log.warning("the digest for %s waits: %s", job.email, why)
+            raise _Later(QUOTA_RECHECK_SECONDS)
+        if pause and self.stop.wait(pause):
+            raise _Later(0.0)
+        if self.throttle.pace():
+            raise _Later(0.0)
+        made = self.composer.with_receipt(receipt).for_sending(self.store, archive_dir(self.config.data_dir))(digest)
+        if isinstance(made, RenderFailed):
+            line = f"could not render the digest: {made.why}"
+            log.error("%s for %s; it is tried again next cycle", line, job.email)
+            self.store.record_failure(job.email, line, self.now(), permanent=False)
+            sql.finish(self.store, job.id)
+            return 0.0
+        try:
+            where = self.mailer.send(made.message)
+        except ThrottledError as exc:
+            self.throttled += 1
+            log.warning("throttled while sending to %s: %s", job.email, exc)
+            if not self.throttle.slow_down(self.throttled):
+                sql.postpone(self.store, job.id, str(exc), self.config.send_retry.max_delay)
+            return 0.0
+        except DeliveryError as exc:
+            return self._not_delivered(job, exc)
+        at = self.now()
+        self.store.record_note(made.note, at)
+        self.store.record_progress(
+            [
+                replace(
+                    subscriber,
+                    caught_up_to=max(job.window_start, subscriber.caught_up_to or job.window_start),
+                    last_delivery_at=at,
+                )
+            ]
+        )
+        self.store.clear_failure(job.email)
+        sql.finish(self.store, job.id)
+        self.throttle.accepted()
+        self.throttled = 0
+        self.sent += 1
+        log.info("sent digest %s with %d papers to %s via %s", digest.digest_id, len(entries), job.email, where)
+        return 0.0
+
+    def _not_delivered(self, job: sql.Queued, exc: DeliveryError) -> float:
+        transient = isinstance(exc, TransientDeliveryError) or exc.server_wide
+        if self.stop.is_set() and isinstance(exc, TransientDeliveryError):
+            raise _Later(0.0)  # hung up on by the stop: not answered, the row stays as it was
+        if transient and job.attempts + 1 < MAX_ATTEMPTS:
+            delay = min(self.config.send_retry.max_delay, self.config.send_retry.initial_delay * 2**job.attempts)
+            log.warning("transient delivery error for %s (attempt %d): %s", job.email, job.attempts + 1, exc)
+            sql.postpone(self.store, job.id, str(exc), delay)
+            return delay if exc.server_wide else 0.0
+        log.error("delivery failed: %s", exc)
+        self.store.record_failure(job.email, str(exc), self.now(), permanent=isinstance(exc, PermanentDeliveryError))
+        sql.finish(self.store, job.id)
+        return 0.0
+
+
+class _Later(Exception):
+    """Leave the row as it was (the transaction is rolled back) and wait ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(seconds)
+        self.seconds = seconds
+
+
+def run_worker(
+    config: CycleConfig,
+    url: str,
+    mailer: Mailer,
+    now: Callable[[], datetime],
+    stop: threading.Event,
+    until_empty: bool = False,
+) -> int:
+    """A worker's life: send until ``stop``; return how many it sent."""
+    worker = Worker(config, url, mailer, now, stop)
+    try:
+        with mailer:
+            return worker.run(until_empty=until_empty)
+    finally:
+        with contextlib.suppress(Exception):
+            worker.close()

@@ -1,0 +1,91 @@
+"""The web front's way to a PostgreSQL store (``digest web``, any number of replicas).
+
+The TinyDB keeper (:mod:`digest.state.keeper`) holds one store in memory and one writer thread,
+because the store is one file. Here the database is the shared state: every page reads from it
+and every change is one transaction of its own, committed before it is answered, so replicas on
+any number of machines see each other's changes at once. A few connections per process
+(:data:`CONNECTIONS`), lent to one call at a time; a connection the server dropped is replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TypeVar
+
+from digest.state.backend import StoreBackend
+from digest.state.postgres.store import PostgresStore
+
+T = TypeVar("T")
+
+CONNECTIONS = 4
+
+
+class PostgresKeeper:
+    """Satisfies :class:`digest.state.backend.Keeper` on a PostgreSQL store."""
+
+    def __init__(self, url: str, data_dir: Path | None = None, connections: int = CONNECTIONS) -> None:
+        self.url, self.data_dir = url, data_dir
+        self._idle: queue.LifoQueue[PostgresStore] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(connections)
+        self._all: list[PostgresStore] = []
+        self._guard = threading.Lock()
+        self._writes = ThreadPoolExecutor(max_workers=connections, thread_name_prefix="store-write")
+        self._shared: PostgresStore | None = None
+
+    @contextmanager
+    def _borrowed(self) -> Iterator[PostgresStore]:
+        with self._slots:
+            try:
+                store = self._idle.get_nowait()
+            except queue.Empty:
+                store = PostgresStore(self.url, data_dir=self.data_dir)
+                with self._guard:
+                    self._all.append(store)
+            try:
+                yield store
+            finally:
+                if store.connection.closed or store.connection.broken:
+                    with self._guard:
+                        self._all.remove(store)
+                else:
+                    self._idle.put(store)
+
+    def read(self, fn: Callable[[StoreBackend], T]) -> T:
+        """``fn`` on a connection of its own (blocking: call it from a worker thread)."""
+        with self._borrowed() as store:
+            return fn(store)
+
+    def read_now(self, fn: Callable[[StoreBackend], T]) -> tuple[bool, T | None]:
+        """Never at once: every read is a query, so it runs in a worker thread (:meth:`read`)."""
+        return False, None
+
+    def store(self) -> StoreBackend:
+        """One connection shared by callers that make single calls (each call takes its lock)."""
+        with self._guard:
+            if self._shared is None or self._shared.connection.closed or self._shared.connection.broken:
+                self._shared = PostgresStore(self.url, data_dir=self.data_dir)
+                self._all.append(self._shared)
+            return self._shared
+
+    def write(self, fn: Callable[[StoreBackend], T]) -> T:
+        """A person's change: ``fn``'s calls in one transaction, committed before this returns."""
+        with self._borrowed() as store, store.transaction():
+            return fn(store)
+
+    def submit(self, fn: Callable[[StoreBackend], T], departure: str | None = None) -> Future[T]:
+        """:meth:`write` in a writer thread (``asyncio.wrap_future`` it in a handler)."""
+        return self._writes.submit(self.write, fn)
+
+    def close(self) -> None:
+        self._writes.shutdown(wait=True)
+        with self._guard:
+            stores, self._all, self._shared = list(self._all), [], None
+        for store in stores:
+            with contextlib.suppress(Exception):
+                store.close_connection()

@@ -1,0 +1,171 @@
+"""The queue between ``digest scheduler`` and ``digest worker`` on a PostgreSQL store, and the relay
+limits the workers share (schema version 2, :mod:`digest.state.postgres.schema`).
+
+- The scheduler's cycle plans as ever and, instead of sending, :func:`enqueue` inserts one row per
+  digest (``UNIQUE (digest_id, email)``: a cycle run again for the same day queues nothing twice).
+  A newer digest for an address replaces an older one still waiting (it holds the older one's
+  papers, which are not delivered yet), unless a worker is sending the older one right now.
+- A worker, in one transaction: :func:`claim` takes the oldest ready row with ``FOR UPDATE SKIP
+  LOCKED`` (any number of workers, none waits for another), :func:`locked_subscriber` locks the
+  person's row (two digests of one address never go out at once, and an unsubscribe waits for the
+  send in progress), it sends, records the deliveries (``ON CONFLICT DO NOTHING``) and
+  :func:`finish` deletes the row; commit. Killed mid-send, its transaction aborts and the row is
+  free again for another worker: only an email whose "250" came before the kill is sent twice.
+- :func:`take_slot`: the per-second rate and the hour/day quotas, counted in the database (one
+  short transaction under an advisory lock), so they hold for all workers together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from psycopg.types.json import Jsonb
+
+from digest.models import Subscriber
+from digest.state.postgres.store import PostgresStore, connect
+
+PACE_LOCK = 0x64696765_7374_0003  # pg_advisory_xact_lock key: the send pace and quotas
+HOUR, DAY = 3600, 86400
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """One row of the queue: a planned digest (its JSON record) waiting for a worker."""
+
+    id: int
+    digest_id: str
+    email: str
+    as_of: date
+    window_start: date
+    digest: dict[str, Any]
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class NewRow:
+    digest_id: str
+    email: str
+    as_of: date
+    window_start: date
+    digest: dict[str, Any]
+
+
+def enqueue(store: PostgresStore, rows: Sequence[NewRow]) -> int:
+    """Queue ``rows`` in one transaction; return how many were new (a re-run queues nothing twice)."""
+    if not rows:
+        return 0
+    emails = [row.email.lower() for row in rows]
+    ids = [row.digest_id for row in rows]
+    with store.transaction() as connection:
+        connection.execute(  # superseded: an older digest still waiting, not being sent right now
+            "DELETE FROM queue WHERE id IN (SELECT id FROM queue WHERE email = ANY(%s) AND NOT digest_id = ANY(%s) "
+            "FOR UPDATE SKIP LOCKED)",
+            (emails, ids),
+        )
+        inserted = connection.execute(
+            "INSERT INTO queue (digest_id, email, as_of, window_start, digest) "
+            "SELECT * FROM unnest(%s::text[], %s::text[], %s::date[], %s::date[], %s::jsonb[]) "
+            "ON CONFLICT (digest_id, email) DO NOTHING",
+            (ids, emails, [r.as_of for r in rows], [r.window_start for r in rows], [Jsonb(r.digest) for r in rows]),
+        ).rowcount
+    return max(0, inserted)
+
+
+def queued_count(store: PostgresStore) -> int:
+    with store.transaction() as connection:
+        row = connection.execute("SELECT count(*) FROM queue").fetchone()
+    return int(row[0]) if row else 0
+
+
+def claim(store: PostgresStore) -> Queued | None:
+    """The oldest ready row, locked until the caller's transaction (:meth:`PostgresStore.transaction`) ends."""
+    row = store.connection.execute(
+        "SELECT id, digest_id, email, as_of, window_start, digest, attempts FROM queue "
+        "WHERE not_before <= now() ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
+    ).fetchone()
+    return Queued(*row) if row else None
+
+
+def locked_subscriber(store: PostgresStore, email: str) -> Subscriber | None:
+    """The subscriber's current record, locked until the transaction ends (None once they left)."""
+    row = store.connection.execute("SELECT record FROM subscribers WHERE email = %s FOR UPDATE", (email,)).fetchone()
+    return Subscriber.from_record(row[0]) if row else None
+
+
+def delivered_among(store: PostgresStore, email: str, item_ids: Sequence[str]) -> set[str]:
+    rows = store.connection.execute(
+        "SELECT item_id FROM deliveries WHERE email = %s AND item_id = ANY(%s)", (email.lower(), list(item_ids))
+    ).fetchall()
+    return {row[0] for row in rows}
+
+
+def finish(store: PostgresStore, row_id: int) -> None:
+    store.connection.execute("DELETE FROM queue WHERE id = %s", (row_id,))
+
+
+def postpone(store: PostgresStore, row_id: int, error: str, seconds: float) -> None:
+    """Try the row again in ``seconds`` (a transient refusal), counting the attempt."""
+    store.connection.execute(
+        "UPDATE queue SET attempts = attempts + 1, last_error = %s, "
+        "not_before = now() + make_interval(secs => %s) WHERE id = %s",
+        (error, seconds, row_id),
+    )
+
+
+def take_slot(
+    store: PostgresStore, per_second: float | None, per_hour: int | None, per_day: int | None
+) -> tuple[float, str | None]:
+    """Ask for one send: ``(seconds to wait first, None)``, or ``(0, why)`` when a quota is full.
+
+    Counted before the send (a crash over-counts by one, never lets the relay see more than its
+    limit), per minute in ``send_minutes`` for the rolling hour and day; the per-second rate hands
+    out slots ``1 / per_second`` apart to all workers together (``send_pace``)."""
+    with store.transaction() as connection:
+        connection.execute("SELECT pg_advisory_xact_lock(%s)", (PACE_LOCK,))
+        for limit, window, name in ((per_hour, HOUR, "hour"), (per_day, DAY, "day")):
+            if limit is None:
+                continue
+            used = connection.execute(
+                "SELECT coalesce(sum(sent), 0) FROM send_minutes "
+                "WHERE minute > date_trunc('minute', clock_timestamp()) - make_interval(secs => %s)",
+                (window,),
+            ).fetchone()
+            if used and int(used[0]) >= limit:
+                return 0.0, f"the relay's limit of {limit} emails per {name} is reached (smtp.max_per_{name})"
+        wait = 0.0
+        if per_second:
+            row = connection.execute(
+                "INSERT INTO send_pace VALUES ('second', clock_timestamp() + make_interval(secs => %s)) "
+                "ON CONFLICT (name) DO UPDATE SET next_at = greatest(send_pace.next_at, clock_timestamp()) "
+                "+ make_interval(secs => %s) "
+                "RETURNING extract(epoch FROM next_at - clock_timestamp()) - %s",
+                (1 / per_second, 1 / per_second, 1 / per_second),
+            ).fetchone()
+            wait = max(0.0, float(row[0])) if row else 0.0
+        if per_hour is not None or per_day is not None:
+            connection.execute(
+                "INSERT INTO send_minutes VALUES (date_trunc('minute', clock_timestamp()), 1) "
+                "ON CONFLICT (minute) DO UPDATE SET sent = send_minutes.sent + 1"
+            )
+            connection.execute("DELETE FROM send_minutes WHERE minute < clock_timestamp() - interval '1 day 1 minute'")
+    return wait, None
+
+
+SCHEDULER_LOCK = 0x64696765_7374_0004  # pg_try_advisory_lock key: "a scheduler is starting a cycle"
+
+
+@contextmanager
+def scheduler_turn(url: str) -> Iterator[bool]:
+    """Whether this scheduler has the turn (no other is deciding or running a cycle right now): a
+    session-level advisory lock on a connection of its own, released when the block ends (or the
+    process dies). The one that has it checks that no cycle ran since the fire time, then runs one."""
+    connection = connect(url)
+    try:
+        row = connection.execute("SELECT pg_try_advisory_lock(%s)", (SCHEDULER_LOCK,)).fetchone()
+        yield bool(row and row[0])
+    finally:
+        connection.close()

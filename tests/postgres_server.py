@@ -1,0 +1,151 @@
+"""A real PostgreSQL server for the tests: ``initdb`` and ``pg_ctl`` into a temp dir, as an unprivileged user.
+
+PostgreSQL refuses to run as root, and the tests (and CI, on a fresh Debian machine) run as root:
+the server's directory is then handed to ``nobody`` (or to a system user created for it when there
+is no ``nobody``) and the binaries are run through ``runuser``. It listens on 127.0.0.1 at a free
+port and on a unix socket in its own directory, with ``fsync`` off (the tests crash digest, never
+the server), and is stopped and removed at the end of the session.
+
+Without the binaries (Debian's ``postgresql`` package) the tests that need it are skipped, saying
+so; with ``POSTGRES_TESTS=required`` (CI) they fail instead.
+"""
+
+from __future__ import annotations
+
+import glob
+import itertools
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+FALLBACK_USER = "digest-pg"
+START_ATTEMPTS = 3
+
+
+def postgres_bin() -> Path | None:
+    """The newest installed server's bin directory (``/usr/lib/postgresql/N/bin``), or one on PATH."""
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(Path(p).parent.parent.name))
+    if found:
+        return Path(found[-1]).parent
+    on_path = shutil.which("initdb")
+    return Path(on_path).parent if on_path and shutil.which("pg_ctl") else None
+
+
+def unprivileged_user() -> str:
+    """``nobody``, or a system user made for the server if this machine has none."""
+    for name in ("nobody", FALLBACK_USER):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", FALLBACK_USER],
+        check=True,
+        capture_output=True,
+    )
+    return FALLBACK_USER
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+class PostgresServer:
+    """One throw-away cluster; :meth:`new_database` gives each test an empty database of its own."""
+
+    def __init__(self, bin_dir: Path) -> None:
+        self.bin_dir = bin_dir
+        self.root = Path(tempfile.mkdtemp(prefix="digest-pg-"))
+        self.data = self.root / "data"
+        self.log = self.root / "server.log"
+        self.port = 0
+        self.user: str | None = None
+        self._numbers = itertools.count(1)
+        if os.geteuid() == 0:
+            self.user = unprivileged_user()
+            entry = pwd.getpwnam(self.user)
+            os.chown(self.root, entry.pw_uid, entry.pw_gid)
+        os.chmod(self.root, 0o700)
+
+    def _run(self, *command: str) -> subprocess.CompletedProcess[str]:
+        prefix = ["runuser", "-u", self.user, "--"] if self.user else []
+        return subprocess.run([*prefix, *command], capture_output=True, text=True, timeout=120, check=False)
+
+    def start(self) -> PostgresServer:
+        initdb = self._run(
+            str(self.bin_dir / "initdb"),
+            "-D",
+            str(self.data),
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
+        if initdb.returncode != 0:
+            raise RuntimeError(f"initdb failed: {initdb.stdout}{initdb.stderr}")
+        for _ in range(START_ATTEMPTS):  # a port taken between the probe and the bind: try another
+            self.port = free_port()
+            options = f"-h 127.0.0.1 -p {self.port} -k {self.root} -F -c max_connections=50"
+            started = self._run(
+                str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start"
+            )
+            if started.returncode == 0:
+                return self
+        log = self.log.read_text(errors="replace")[-2000:] if self.log.exists() else ""
+        raise RuntimeError(f"pg_ctl start failed: {started.stdout}{started.stderr}\n{log}")
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
+
+    def new_database(self) -> str:
+        """An empty database, named ``t<N>``; its URL."""
+        import psycopg
+
+        name = f"t{next(self._numbers)}"
+        with psycopg.connect(self.url(), autocommit=True) as connection:
+            connection.execute(f"CREATE DATABASE {name} TEMPLATE template0")
+        return self.url(name)
+
+    def stop(self) -> None:
+        if self.data.exists():
+            self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def server_or_skip() -> Iterator[PostgresServer]:
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        reason = "PostgreSQL binaries (initdb, pg_ctl) not found: install Debian's postgresql package"
+        if os.environ.get("POSTGRES_TESTS") == "required":
+            pytest.fail(f"POSTGRES_TESTS=required but {reason}")
+        pytest.skip(reason)
+    server = PostgresServer(bin_dir)
+    try:
+        yield server.start()
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The session's PostgreSQL server (started on first use)."""
+    yield from server_or_skip()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The URL of an empty database for this test alone."""
+    return postgres_server.new_database()

@@ -40,3 +40,29 @@ def test_each_digest_holds_its_subscribers_matches_ranked_minus_what_they_had() 
     assert {d.subscriber.email: d.entries for d in plan.digests} == expected
     assert len(plan.digests) >= 15 and len(plan.rule_errors) == 3
     assert all(len({e.item.id for e in d.entries}) == len(d.entries) for d in plan.digests)
+
+
+def test_a_stored_rule_that_no_longer_parses_is_left_out_and_the_person_told() -> None:
+    """A rule accepted once and refused now (a regex past today's window) must not cost the person
+    their other rules' papers: those still come, with a note naming the rule left out."""
+    items = sample_items()
+    first_day = min(item.listed_on for item in items)
+    stale = "/e.{30}e.{30}zq/i"
+    people = [
+        Subscriber("kept@example.org", ("video", stale, "-survey")),
+        Subscriber("only-stale@example.org", (stale,)),
+        Subscriber("stale-and-exclusion@example.org", (stale, "-survey")),
+    ]
+
+    plan = plan_digests(people, items, lambda email, since: set(), first_day, first_day, AS_OF)
+
+    (digest,) = plan.digests
+    assert digest.subscriber.email == "kept@example.org"
+    assert digest.entries == rank_entries(
+        [DigestEntry(items[d], m) for d, m in Matcher(ItemIndex(items)).match(parse_rules(["video", "-survey"])).items()]
+    )
+    (note,) = digest.notices
+    assert note.startswith(f"Your rule “{stale}” was left out of this digest: the regular expression")
+    assert "Change it on your subscription page" in note
+    assert len(plan.rule_errors) == 3 and all("needs 60 characters" in e for e in plan.rule_errors)
+    assert [s.email for s in plan.nothing_for] == []  # nobody with nothing usable is moved on

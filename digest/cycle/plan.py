@@ -14,7 +14,7 @@ from operator import itemgetter
 
 from digest.errors import RuleError
 from digest.matching.ranking import RankKey, rank_key
-from digest.matching.rules import ItemIndex, Matcher, parse_rules
+from digest.matching.rules import ItemIndex, Matcher, usable_rules
 from digest.models import Digest, DigestEntry, Item, Subscriber
 from digest.state.backend import StoreBackend
 
@@ -56,10 +56,9 @@ def plan_digests(
     shared: dict[tuple[int, str], tuple[DigestEntry, RankKey]] = {}  # (doc, rule) → a one-rule match's entry
     plan.nothing_for += [s for s in subscribers if not s.by_email]  # feed only: no email, moved on as on a quiet day
     for subscriber in (s for s in subscribers if s.by_email):
-        try:
-            rules = parse_rules(subscriber.rules)
-        except RuleError as exc:
-            plan.rule_errors.append(f"{subscriber.email}: {exc}")
+        rules, refused = usable_rules(subscriber.rules)
+        plan.rule_errors += [f"{subscriber.email}: {exc}" for exc in refused]
+        if not rules:
             continue
         horizon = max(floor, min(window_start, subscriber.caught_up_to or window_start))
         already = delivered(subscriber.email, horizon)
@@ -79,10 +78,18 @@ def plan_digests(
             continue
         chosen.sort(key=itemgetter(1))
         ranked = [entry for entry, _ in chosen]
-        plan.digests.append(
-            Digest(subscriber, ranked, as_of, digest_id(subscriber.email, as_of, [e.item for e in ranked]))
-        )
+        made_digest = Digest(subscriber, ranked, as_of, digest_id(subscriber.email, as_of, [e.item for e in ranked]))
+        made_digest.notices += [left_out_notice(exc) for exc in refused]
+        plan.digests.append(made_digest)
     return plan
+
+
+def left_out_notice(error: RuleError) -> str:
+    """What the digest tells a person whose stored rule no longer parses (see :func:`usable_rules`)."""
+    return (
+        f"Your rule “{error.rule}” was left out of this digest: {error.reason}. "
+        "Change it on your subscription page (the Manage link below)."
+    )
 
 
 def candidate_start(subscribers: Sequence[Subscriber], window_start: date, floor: date) -> date:

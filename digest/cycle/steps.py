@@ -119,7 +119,7 @@ class Cycle:
         with clock.stage("match"), collector_paused():
             plan = plan_from_store(self.store, window_start, as_of, select)
         for problem in plan.rule_errors:
-            log.error("skipped subscriber with a bad rule: %s", problem)
+            log.error("a stored rule does not parse (left out of the digest): %s", problem)
             report.errors.append(problem)
         report.matched = sum(len(d.entries) for d in plan.digests)
         notices, receipt = digest_notices(self.store, report, planned, self.config)

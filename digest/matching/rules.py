@@ -149,6 +149,26 @@ def parse_rules(texts: Sequence[str]) -> list[Rule]:
     return parsed
 
 
+def usable_rules(texts: Sequence[str]) -> tuple[list[Rule], list[RuleError]]:
+    """A stored subscriber's rules that still parse, and the errors of those that do not.
+
+    Rules are checked when they are typed; a stored one can stop parsing when the language tightens
+    (a regular expression past today's limits). The others still deliver, and the digest says which
+    was left out, rather than the person silently getting nothing. None usable when only
+    exclusions are left: they would match nothing.
+    """
+    rules: list[Rule] = []
+    refused: list[RuleError] = []
+    for number, text in enumerate(texts, start=1):
+        try:
+            rules.append(parse_rule(text))
+        except RuleError as exc:
+            refused.append(exc.numbered(number))
+    if rules and all(rule.is_exclusion for rule in rules):
+        return [], refused
+    return rules, refused
+
+
 class Matcher:
     """Matches rules over one index: a :class:`Decider` decides, and the highlights of a match are
     found when first read (:class:`Spans`): a digest shows a few dozen of the papers a rule may

@@ -118,6 +118,10 @@ class Subscriber:
     # When a cycle last handled this person's digest (sent it, or found nothing to send): what
     # their rhythm compares with the latest due time (digest.cycle.rhythm). None: not since upgrading.
     handled_at: datetime | None = None
+    # Chosen at random when the person asks for a new feed address (the manage page): their feed's
+    # address is a keyed hash of the address and this (digest.signing.Signer.feed_token), so a new
+    # key retires the old address. None: the address given since they subscribed.
+    feed_key: str | None = None
 
     def to_record(self) -> dict[str, Any]:
         return {
@@ -136,6 +140,7 @@ class Subscriber:
             "max_papers": self.max_papers,
             "by_email": self.by_email,
             "handled_at": self.handled_at.isoformat() if self.handled_at else None,
+            **({"feed_key": self.feed_key} if self.feed_key else {}),  # most never ask for a new address
         }
 
     @classmethod
@@ -161,6 +166,7 @@ class Subscriber:
             max_papers=record.get("max_papers"),
             by_email=bool(record.get("by_email", True)),
             handled_at=when("handled_at"),
+            feed_key=record.get("feed_key") or None,
         )
 
 

@@ -9,35 +9,46 @@ plus the RFC's two Schematron rules, checked here with XPath. The matches, their
 
 from __future__ import annotations
 
+import base64
+import html as htmllib
+import re
+import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import feedparser
 import httpx
 import pytest
+from itsdangerous import URLSafeSerializer
 from lxml import etree
 
 import digest.web.feed as feed_module
+import digest.web.feed_addresses as feed_addresses_module
 from digest.cycle.plan import plan_digests
 from digest.mail.papers import render_papers
 from digest.models import DigestEntry, Item, Subscriber
 from digest.settings import Settings
 from digest.signing import Signer
+from digest.state.postgres.store import PostgresStore
 from digest.state.store import open_store
 from digest.web.access_log import TokenRedactingFilter
-from digest.web.app import WebLimits
+from digest.web.app import WebLimits, create_app
 from digest.web.atom import FeedHead, atom_feed
 from digest.web.feed import MAX_ENTRIES, feed_url
+from digest.web.feed_addresses import FeedAddresses
 from tests.conftest import cli_env, run_cli
 from tests.email_fixtures import AS_OF, real_day, seed_items
-from tests.web_support import SECRET, Clock, csrf_of, make_settings, running
+from tests.postgres_server import postgres_server, postgres_url  # noqa: F401 (fixtures)
+from tests.web_support import SECRET, Clock, csrf_of, live_server, make_settings, running
 
 ADA = "ada@example.org"
 RULES = ("video diffusion", "4090", "gaussian splatting", "real-time")
@@ -65,7 +76,8 @@ def seeded(tmp_path: Path, subscribers: tuple[Subscriber, ...], items: list[Item
 
 
 def url_of(settings: Settings, email: str) -> str:
-    return feed_url(SIGNER, settings.public_url, email)
+    """The feed address of a subscriber seeded here (never given a new address)."""
+    return feed_url(SIGNER, settings.public_url, Subscriber(email, ()))
 
 
 def valid_atom(body: bytes) -> Any:
@@ -157,15 +169,16 @@ def test_lone_surrogates_and_other_non_characters_never_reach_the_document() -> 
 
 def test_a_forged_tampered_foreign_or_oversized_token_gets_the_plain_404(tmp_path: Path) -> None:
     settings = seeded(tmp_path, (Subscriber(ADA, RULES),))
-    good = SIGNER.sign("feed", ADA)
-    payload, _, signature = good.rpartition(".")
-    tampered = f"{payload}.{signature[:-2]}{'A' if signature[-2] != 'A' else 'B'}{signature[-1]}"
+    good = SIGNER.feed_token(Subscriber(ADA, ()))
+    tampered = good[:-2] + ("A" if good[-2] != "A" else "B") + good[-1]
     forged = [
         tampered,
-        Signer("another-secret").sign("feed", ADA),
+        Signer("another-secret").feed_token(Subscriber(ADA, ())),
+        URLSafeSerializer(SECRET, salt="digest.feed").dumps({"e": ADA}),  # the signed form of the first release
         SIGNER.sign("manage", ADA),  # a real token, for another purpose
         SIGNER.sign("unsubscribe", ADA),
-        "eyJlIjoiYWRhQGV4YW1wbGUub3JnIn0",  # the payload without a signature
+        "eyJlIjoiYWRhQGV4YW1wbGUub3JnIn0",  # the address in base64
+        good[:-1],
         good + "x" * 4000,  # oversized
         "x" * 6000,
     ]
@@ -191,8 +204,8 @@ def test_someone_who_left_gets_410_and_nothing_about_them(tmp_path: Path) -> Non
         assert left.status_code == 200
         gone = client.get(url_of(settings, ADA))
         never = client.get(url_of(settings, "nobody@example.org"))
-    for answer in (gone, never):
-        assert answer.status_code == 410 and answer.text == "This feed has ended.\n"
+    assert gone.status_code == 410 and gone.text == "This feed has ended.\n"
+    assert never.status_code == 404, "an address never given out is like any other unknown one"
 
 
 def test_conditional_gets_answer_304_until_the_rules_change(tmp_path: Path) -> None:
@@ -320,12 +333,190 @@ def test_the_manage_page_and_the_cli_give_the_same_working_address(tmp_path: Pat
     env = cli_env(settings.data_dir, DIGEST_SECRET_KEY=SECRET)
     printed = run_cli("feed-url", "Ada@Example.org", env=env)
     assert printed.returncode == 0, printed.stderr
-    assert printed.stdout.strip() == feed_url(SIGNER, env["DIGEST_PUBLIC_URL"], ADA)
+    assert printed.stdout.strip() == feed_url(SIGNER, env["DIGEST_PUBLIC_URL"], Subscriber(ADA, ()))
     missing = run_cli("feed-url", "nobody@example.org", env=env)
     assert missing.returncode == 2 and len(missing.stderr.strip().splitlines()) == 1
 
 
 def test_the_access_log_never_holds_a_feed_address() -> None:
-    token = SIGNER.sign("feed", ADA)
+    token = SIGNER.feed_token(Subscriber(ADA, ()))
     line = TokenRedactingFilter.redact(f'127.0.0.1:5 - "GET /feed/{token}.xml HTTP/1.1" 304')
     assert token not in line and "/feed/[redacted]" in line
+
+
+# -- the address names nobody; a new one retires the old (issue 29 follow-up) ----------------------
+
+TOKEN_SHAPE = re.compile(r"/feed/([A-Za-z0-9_-]{32})\.xml")
+JOINED = datetime(2026, 11, 2, 8, 30, tzinfo=UTC)
+
+
+def shown_feed(page: str) -> str:
+    """The feed address a manage page shows."""
+    found = re.search(r'id="feed-url" readonly value="([^"]+)"', page)
+    assert found is not None
+    return htmllib.unescape(found.group(1))
+
+
+def stored(settings: Settings, email: str) -> Subscriber:
+    with open_store(settings.data_dir, write=False) as store:
+        person = store.subscriber(email)
+    assert person is not None
+    return person
+
+
+def manage_post(client: httpx.Client, email: str, action: str, **headers: str) -> httpx.Response:
+    token = SIGNER.sign("manage", email)
+    page = client.get(f"/manage?token={token}")
+    return client.post("/manage", data={"csrf": csrf_of(page.text), "token": token, "action": action}, headers=headers)
+
+
+def test_the_feed_token_is_a_keyed_hash_of_the_address_its_key_and_its_subscription() -> None:
+    ada = Subscriber(ADA, RULES, subscribed_at=JOINED)
+    token = SIGNER.feed_token(ada)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{32}", token)
+    assert SIGNER.feed_token(replace(ada, email="Ada@Example.org", rules=("x",), hour=7)) == token, "stable"
+    others = {
+        SIGNER.feed_token(replace(ada, email="bob@example.org")),
+        SIGNER.feed_token(replace(ada, feed_key="k2")),
+        SIGNER.feed_token(replace(ada, subscribed_at=JOINED + timedelta(days=30))),  # left and came back
+        Signer("another-secret").feed_token(ada),
+    }
+    assert len(others) == 4 and token not in others
+    decoded = base64.urlsafe_b64decode(token)
+    assert b"ada" not in decoded.lower() and "ada" not in token.lower()
+
+
+def test_the_feed_address_names_nobody_and_is_the_same_across_restarts(tmp_path: Path) -> None:
+    people = (Subscriber(ADA, RULES, subscribed_at=JOINED), Subscriber("bob@example.org", RULES))
+    settings = seeded(tmp_path, people)
+    addresses = []
+    for _ in range(2):  # two processes in turn: the address survives a restart
+        with running(settings, Clock()) as client:
+            address = shown_feed(client.get(f"/manage?token={SIGNER.sign('manage', ADA)}").text)
+            answer = client.get(address)
+            assert answer.status_code == 200
+            addresses.append(address)
+            bob = shown_feed(client.get(f"/manage?token={SIGNER.sign('manage', 'bob@example.org')}").text)
+    assert addresses[0] == addresses[1] == feed_url(SIGNER, settings.public_url, people[0])
+    token = TOKEN_SHAPE.search(addresses[0])
+    assert token is not None and bob != addresses[0]
+    for form in (ADA, quote(ADA), base64.urlsafe_b64encode(ADA.encode()).decode().rstrip("=")[:12], "ada"):
+        assert form not in addresses[0]
+    assert b"ada" not in base64.urlsafe_b64decode(token.group(1)).lower()
+    assert ADA.encode() not in answer.content, "nor does the feed itself"
+
+
+def test_a_new_feed_address_retires_the_old_one_and_only_its_button_makes_one(tmp_path: Path) -> None:
+    settings = seeded(tmp_path, (Subscriber(ADA, RULES, subscribed_at=JOINED),))
+    manage = f"/manage?token={SIGNER.sign('manage', ADA)}"
+    with running(settings, Clock()) as client:
+        old = shown_feed(client.get(manage).text)
+        first = client.get(old)
+        assert first.status_code == 200
+        # None of these makes a new address: a GET, a forged link, a stale or missing form token, another site.
+        assert client.get(manage + "&action=new-feed").status_code == 200
+        forged = client.post(
+            "/manage", data={"token": Signer("x").sign("manage", ADA), "action": "new-feed", "csrf": "x"}
+        )
+        no_form_token = client.post("/manage", data={"token": SIGNER.sign("manage", ADA), "action": "new-feed"})
+        cross_site = manage_post(client, ADA, "new-feed", **{"sec-fetch-site": "cross-site"})
+        assert [r.status_code for r in (forged, no_form_token, cross_site)] == [400, 400, 400]
+        assert stored(settings, ADA).feed_key is None and shown_feed(client.get(manage).text) == old
+
+        done = manage_post(client, ADA, "new-feed")
+        assert done.status_code == 200 and "Your feed has a new address" in done.text
+        new = shown_feed(done.text)
+        assert new != old and TOKEN_SHAPE.search(new)
+        fresh = client.get(new)  # at once, without waiting for the table to be built again
+        assert fresh.status_code == 200 and valid_atom(fresh.content).feed.links[0].href == new
+        retired = client.get(old)
+        conditional = client.get(old, headers={"If-None-Match": first.headers["etag"]})
+        for answer in (retired, conditional):
+            assert answer.status_code == 410 and answer.text == "This feed has ended.\n"
+        again = manage_post(client, ADA, "new-feed")  # the button again: yet another address
+        newest = shown_feed(again.text)
+        assert newest not in (old, new) and client.get(new).status_code == 410
+    person = stored(settings, ADA)
+    assert person.feed_key and feed_url(SIGNER, settings.public_url, person) == newest
+    assert person.rules == RULES and person.subscribed_at == JOINED, "nothing else changed"
+    with running(settings, Clock()) as client:  # after a restart: the new one works, the old ones are unknown
+        assert client.get(newest).status_code == 200
+        assert [client.get(a).status_code for a in (old, new)] == [404, 404]
+    printed = run_cli("feed-url", ADA, env=cli_env(settings.data_dir, DIGEST_SECRET_KEY=SECRET))
+    assert printed.stdout.strip().rsplit("/", 1)[1] == newest.rsplit("/", 1)[1]
+
+
+def test_guessed_addresses_cost_one_table_rebuild_however_many_come_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = seeded(tmp_path, (Subscriber(ADA, RULES),))
+    rebuilds: list[int] = []
+    real_holders = FeedAddresses._holders
+
+    def counted(self: FeedAddresses) -> dict[str, str]:
+        rebuilds.append(1)
+        time.sleep(0.05)  # a big store: guesses pile up while the table is built
+        return real_holders(self)
+
+    monkeypatch.setattr(FeedAddresses, "_holders", counted)
+    guesses = [base64.urlsafe_b64encode(secrets.token_bytes(24)).decode() for _ in range(200)]
+    with running(settings, Clock(), WebLimits(feeds_per_ip=1000)) as client:
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=20) as pool:  # one client, many connections: the guesses at once
+            answers = list(pool.map(lambda t: client.get(f"/feed/{t}.xml"), guesses))
+        took = time.monotonic() - started
+        assert client.get(url_of(settings, ADA)).status_code == 200
+    assert {a.status_code for a in answers} == {404}
+    assert ADA not in "".join(a.text for a in answers)
+    allowed = 2 + int(took // feed_addresses_module.MISS_REBUILD_SECONDS)  # on a slow machine, one per period
+    assert 1 <= len(rebuilds) <= allowed, "the first table, then at most one more per period, however many guesses"
+
+
+def test_a_subscriber_another_process_adds_is_found_at_the_first_poll(tmp_path: Path) -> None:
+    settings = seeded(tmp_path, (Subscriber(ADA, RULES),))
+    bob = Subscriber("bob@example.org", RULES, subscribed_at=JOINED)
+    with running(settings, Clock()) as client:
+        assert client.get(url_of(settings, ADA)).status_code == 200  # the table is built
+        with open_store(settings.data_dir) as store:  # as `digest subscribe` would
+            store.save_subscriber(bob)
+        assert client.get(feed_url(SIGNER, settings.public_url, bob)).status_code == 200
+
+
+@contextmanager
+def replica(settings: Settings) -> Iterator[httpx.Client]:
+    """A web front on a PostgreSQL store, its connections closed at the end."""
+    app = create_app(settings, clock=Clock(), today=lambda: AS_OF)
+    port = int(settings.public_url.rsplit(":", 1)[1])
+    try:
+        with live_server(app, port) as base, httpx.Client(base_url=base, timeout=30, follow_redirects=True) as client:
+            yield client
+    finally:
+        app.state.front.keeper.close()
+
+
+def test_on_postgresql_a_replica_finds_a_new_address_made_on_another(
+    tmp_path: Path,
+    postgres_url: str,  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(feed_addresses_module, "MISS_REBUILD_SECONDS", 0.0)
+    store = PostgresStore(postgres_url, data_dir=tmp_path)
+    store.upsert_items(seed_items(), datetime(2026, 11, 20, 7, 0, tzinfo=UTC))
+    store.save_subscriber(Subscriber(ADA, RULES, subscribed_at=JOINED))
+    replicas = [
+        Settings(
+            data_dir=tmp_path / name,
+            public_url=make_settings(tmp_path, None).public_url,
+            secret_key=SECRET,
+            store={"url": postgres_url},
+        )
+        for name in ("a", "b")
+    ]
+    with replica(replicas[0]) as first, replica(replicas[1]) as second:
+        old = shown_feed(first.get(f"/manage?token={SIGNER.sign('manage', ADA)}").text)
+        path = "/feed/" + old.rsplit("/", 1)[1]
+        assert second.get(path).status_code == 200
+        new = shown_feed(manage_post(first, ADA, "new-feed").text).rsplit("/", 1)[1]
+        assert second.get(f"/feed/{new}").status_code == 200, "the other replica builds its table again"
+        assert second.get(path).status_code == 410 and first.get(path).status_code == 410
+    store.close_connection()

@@ -1,5 +1,9 @@
 """One digest made ready to send: its links, HTML, message, archived page and delivery note.
 
+The archived page is the email's HTML, except for someone with a cap on papers per email: theirs
+is the digest rendered without the cap (:meth:`Composer.online_page`), so that "see the full digest
+online" shows every paper in full, as it does for everyone else.
+
 The send loop gets this from the render process (:mod:`digest.cycle.render_ahead`) a few emails
 ahead; ``digest preview`` makes the same HTML and message. A digest that cannot be made (a bug in
 a template, a paper the renderer chokes on, the archive's disk full) comes back as
@@ -88,6 +92,18 @@ class Composer:
         )
         return rendered.html_bytes(), message
 
+    def online_page(self, digest: Digest, html: bytes) -> bytes:
+        """The page "View online" shows: the email's own HTML (``html``), except for someone whose
+        cap on papers (``Subscriber.max_papers``) left papers out of it; theirs is rendered again
+        without the cap, so the online page has every paper in full as anyone else's does (one
+        more render, for those people only)."""
+        cap = digest.subscriber.max_papers
+        if cap is None or cap >= len(digest.entries):
+            return html
+        whole = replace(digest, subscriber=replace(digest.subscriber, max_papers=None))
+        rendered = render_digest(whole, self.links(digest), site_name=self.config.site_name, receipt=self.receipt)
+        return rendered.html_bytes()
+
     def for_sending(self, store: StoreBackend, archive: Path) -> Callable[[Digest], Composed | RenderFailed]:
         """The render process's work: make a digest, keep its page for "view online", and make what
         recording its delivery will need. Any error becomes a :class:`RenderFailed` for that digest."""
@@ -99,7 +115,7 @@ class Composer:
                 if bounces_to:  # the envelope sender (Return-Path) names the subscriber, signed (digest.mail.bounces)
                     sender = verp_address(bounces_to, self.config.secret_key, digest.subscriber.email)
                     message = replace(message, from_address=sender)
-                (archive / f"{digest.digest_id}.html").write_bytes(html)
+                (archive / f"{digest.digest_id}.html").write_bytes(self.online_page(digest, html))
                 note = store.delivery_note(digest.subscriber.email, [e.item for e in digest.entries], digest.digest_id)
             except Exception as exc:  # one subscriber's failure: the send loop records it for them
                 return RenderFailed(f"{type(exc).__name__}: {exc}")

@@ -116,6 +116,20 @@ def next_slot(rhythm: Rhythm, now: datetime, schedule: WallClockCron) -> datetim
     return next_fire(schedule, now + timedelta(microseconds=1))
 
 
+def first_due(subscriber: Subscriber, now: datetime, schedule: WallClockCron) -> datetime | None:
+    """When ``subscriber``'s next digest is due after ``now`` (a new one's first): the first slot
+    after ``now`` still owed to them (one already had that local day is not), or None."""
+    rhythm = Rhythm.of(subscriber)
+    zone, since = zone_of(rhythm, schedule), since_of(subscriber)
+    slot = now
+    for _ in range(3):  # the day of a digest already had, then the next: enough for any rhythm
+        upcoming = next_slot(rhythm, slot, schedule)
+        if upcoming is None or owed(rhythm, upcoming, subscriber.handled_at, since, zone):
+            return upcoming
+        slot = upcoming
+    return None
+
+
 def owed(
     rhythm: Rhythm,
     slot: datetime | None,

@@ -150,6 +150,7 @@ TABLES: dict[str, dict[str, Check]] = {
         "max_papers": optional(Check(frozenset({int}), lambda v: v >= 1)),
         "by_email": optional(FLAG),
         "handled_at": optional(TIME),
+        "feed_key": optional(NONEMPTY_TEXT),
     },
     "ledger": {"email": NONEMPTY_TEXT, "days": LEDGER_DAYS},
     "cycles": {

@@ -5,8 +5,9 @@ go with them both ways; an export line names only those that differ from the def
 written before the choices existed import as they did.
 
 Both ways in end in :func:`merged`, so a person added again (by hand or from a file) keeps their
-place: when they subscribed, their last delivery and how far they are caught up. Losing that would
-send them the whole look-back window again. An import is checked whole before anything is
+place: when they subscribed, their last delivery, how far they are caught up and when a cycle last
+handled them, and their feed's address. Losing that would send them the whole look-back window
+again, or (``handled_at``) a second digest on a day that already had one. An import is checked whole before anything is
 written: every bad line is named, and one bad line refuses the file.
 """
 
@@ -36,7 +37,9 @@ def normalize_email(value: str) -> str:
 
 
 def merged(existing: Subscriber | None, incoming: Subscriber) -> Subscriber:
-    """``incoming`` as the store keeps it: someone already there keeps their place in the cycle."""
+    """``incoming`` as the store keeps it: someone already there keeps their place in the cycle
+    (without ``handled_at`` their rhythm would fall back to the last delivery time) and their feed
+    address (``subscribed_at`` and ``feed_key``: :meth:`digest.signing.Signer.feed_token`)."""
     if existing is None:
         return incoming
     return replace(
@@ -44,6 +47,8 @@ def merged(existing: Subscriber | None, incoming: Subscriber) -> Subscriber:
         subscribed_at=existing.subscribed_at,
         last_delivery_at=existing.last_delivery_at,
         caught_up_to=existing.caught_up_to,
+        handled_at=existing.handled_at,
+        feed_key=existing.feed_key,
     )
 
 

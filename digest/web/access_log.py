@@ -23,7 +23,7 @@ class TokenRedactingFilter(logging.Filter):
     # What a signed link token looks like (digest.signing: payload.timestamp.signature, URL-safe
     # base64), wherever it stands: ``?token%3D…``, ``?…`` alone or in the path still carry one.
     TOKEN_SHAPE = re.compile(r"[A-Za-z0-9_-]{6,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{20,}")
-    # A feed's token is its path (digest.web.feed), and has no time stamp: payload.signature.
+    # A feed's token is its path (digest.web.feed): a keyed hash, 32 URL-safe characters.
     FEED_PATH = re.compile(r"/feed/[^/\s\"?#]+", re.IGNORECASE)
 
     @classmethod

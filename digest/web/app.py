@@ -63,7 +63,8 @@ LOCK_WAIT_SECONDS = 3.0  # a change waits this long for a CLI ``digest run``'s s
 def page_routes(front: Front) -> list[BaseRoute]:
     """Every page of the front, by path and method."""
     live = LivePreview(front)
-    signup, confirm, manage = Signup(front, live), Confirm(front), Manage(front)
+    feed = Feed(front)
+    signup, confirm, manage = Signup(front, live), Confirm(front), Manage(front, feed.addresses)
     unsubscribe, archive = Unsubscribe(front), Archive(front)
     return [
         Route("/", signup.index, methods=["GET"]),
@@ -77,7 +78,7 @@ def page_routes(front: Front) -> list[BaseRoute]:
         Route("/unsubscribe", unsubscribe.show, methods=["GET"]),
         Route("/unsubscribe", unsubscribe.post, methods=["POST"]),
         Route("/digest/{digest_id}", archive.digest, methods=["GET"]),
-        Route("/feed/{token}.xml", Feed(front).serve, methods=["GET"]),
+        Route("/feed/{token}.xml", feed.serve, methods=["GET"]),
         Route("/vote", Vote(front).show, methods=["GET"]),
         Route("/vote", Vote(front).post, methods=["POST"]),
         Route("/suggestion", Suggestions(front).post, methods=["POST"]),

@@ -9,6 +9,7 @@ can never undo a later change.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -16,9 +17,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from digest.clock import cron_trigger
+from digest.cycle.rhythm import Rhythm, first_due, zone_of
 from digest.errors import CycleLockedError, SubscriberError, TokenError
 from digest.matching.syntax import upgraded_rules
 from digest.models import LAYOUTS, Subscriber
+from digest.settings import ScheduleSettings
 from digest.state.backend import StoreBackend
 from digest.state.preferences import Preferences
 from digest.state.subscriptions import check_rules, confirmed, state_key
@@ -62,6 +66,32 @@ def chosen_in(choices: object, layout: str) -> Preferences | None:
         return Preferences.read({**choices, "layout": layout})
     except SubscriberError:
         return None
+
+
+DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
+def first_digest(subscriber: Subscriber, now: datetime, schedule: ScheduleSettings) -> dict[str, str]:
+    """What the confirmed page says of the first digest: when, as the person reads it in the zone
+    of their own rhythm ("Fri Dec 11 at 07:00 CET (Europe/Berlin)"; "" if none is found), how it
+    is introduced, and the rhythm after it. The service's next run is the wrong answer for someone
+    weekly or at their own hour."""
+    trigger = cron_trigger(schedule.cron, schedule.timezone)
+    rhythm = Rhythm.of(subscriber)
+    due = first_due(subscriber, now, trigger)
+    when = ""
+    if due is not None:
+        zone = zone_of(rhythm, trigger)
+        local = due.astimezone(zone)
+        name = local.tzname() or zone.key
+        named = name if name == zone.key else f"{name} ({zone.key})"
+        when = f"{local:%a %b} {local.day} at {local:%H:%M} {named}"
+    at = "" if rhythm.hour is None else f" at {rhythm.hour:02d}:00"
+    if rhythm.frequency == "weekly":
+        return {"when": when, "intro": "on your day", "then": f"; then every {DAY_NAMES[rhythm.weekday]}{at}"}
+    if rhythm.hour is not None:
+        return {"when": when, "intro": "at your hour", "then": f"; then every day{at}"}
+    return {"when": when, "intro": "with the next daily run", "then": ""}
 
 
 class Confirm:
@@ -134,6 +164,7 @@ class Confirm:
             subscriber=subscriber,
             manage_url=manage_url,
             lookback_days=self.front.settings.lookback_days,
+            first=first_digest(subscriber, self.front.clock(), self.front.settings.schedule),
         )
 
     async def show(self, request: Request) -> Response:

@@ -5,9 +5,11 @@ cycle (:class:`~digest.matching.rules.Matcher`) and explained as the email expla
 (:mod:`digest.web.atom`), newest day first and, within a day, in the email's order; at most
 :data:`MAX_ENTRIES`. Feed readers poll for years, so:
 
-- the token is signed for "feed" and the address, never expires and is the same each time it is
-  shown (:mod:`digest.signing`); a token that is not ours gets the site's plain 404, one whose
-  subscriber left gets 410 Gone (which tells a feed reader to stop), with nothing about them;
+- the token is a keyed hash that names nobody (:meth:`digest.signing.Signer.feed_token`), the same
+  each time it is shown until the person asks for a new one (the manage page), and found through
+  :mod:`digest.web.feed_addresses`; a token that is not ours gets the site's plain 404, one whose
+  subscriber left or took a new address gets 410 Gone (which tells a feed reader to stop), with
+  nothing about them;
 - a feed is built in one worker thread of its own (never on the event loop, and never more than
   one at a time holding the GIL against the pages), at most once per (day, store file, rules)
   and person: a poll in between is a dictionary look-up, and a conditional one
@@ -34,7 +36,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from digest.errors import DigestError, RuleError, TokenError
+from digest.errors import DigestError, RuleError
 from digest.mail.paper_cache import paper_cache
 from digest.matching.ranking import rank_entries
 from digest.matching.rules import ItemIndex, Matcher, parse_rules
@@ -44,25 +46,26 @@ from digest.signing import Signer
 from digest.state.backend import is_postgres
 from digest.state.keeper import file_identity
 from digest.web.atom import MEDIA_TYPE, FeedHead, atom_feed, day_start
+from digest.web.feed_addresses import FeedAddresses
 from digest.web.front import Front
 
 log = logging.getLogger(__name__)
 
 FEED_DAYS = 30  # the stored papers of the last 30 days (the store keeps retention_days, 30 by default)
 MAX_ENTRIES = 100
-MAX_TOKEN_CHARS = 512  # a real one is well under 200; a longer path is not looked at
 MAX_WAITING = 64  # feeds being built or waiting for the worker; more are told to come back
 POSTGRES_REFRESH_SECONDS = 600  # a PostgreSQL store's feeds are built again at most this often
 CACHE_BYTES = 32 * 1024 * 1024  # built feeds kept, least recently polled out first
 FEED_NAMESPACE = uuid.UUID("0b6f9d52-7c1e-4a8b-b3d4-5e9a2f7c6d18")
 CACHE_CONTROL = "private, max-age=600"
 
-Key = tuple[date, object, tuple[str, ...]]  # the day, the store file's identity, the rules
+Key = tuple[date, object, tuple[str, ...], str]  # the day, the store file's identity, the rules, the token
 
 
-def feed_url(signer: Signer, base: str, email: str) -> str:
-    """The address of ``email``'s feed under ``base`` (``public_url``): the same every time."""
-    return f"{base}/feed/{signer.sign('feed', email)}.xml"
+def feed_url(signer: Signer, base: str, subscriber: Subscriber) -> str:
+    """The address of ``subscriber``'s feed under ``base`` (``public_url``): the same every time,
+    until they ask for a new one."""
+    return f"{base}/feed/{signer.feed_token(subscriber)}.xml"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +112,7 @@ class FeedBuilder:
         self._recent: tuple[list[Item], Matcher] = ([], Matcher(ItemIndex([])))
 
     def key_for(self, subscriber: Subscriber) -> Key:
-        return (self.front.today(), self.store_version(), subscriber.rules)
+        return (self.front.today(), self.store_version(), subscriber.rules, self.front.signer.feed_token(subscriber))
 
     def store_version(self) -> object:
         """What changes when the stored papers may have: the TinyDB file's identity; for PostgreSQL,
@@ -144,7 +147,7 @@ class FeedBuilder:
         """In the worker: match, explain, write, then keep the result."""
         entries = self._matched(subscriber, key)
         papers = paper_cache(subscriber.layout).views(entries)
-        body = atom_feed(self._head(subscriber.email, key[0]), entries, papers)
+        body = atom_feed(self._head(subscriber, key[0]), entries, papers)
         etag = '"' + hashlib.sha256(body).hexdigest()[:32] + '"'
         with self._lock:
             prior = self._built.pop(subscriber.email, None)
@@ -163,7 +166,7 @@ class FeedBuilder:
     def _matched(self, subscriber: Subscriber, key: Key) -> list[DigestEntry]:
         """The window's papers ``subscriber``'s rules match: newest day first, each day in the
         email's order (:func:`~digest.matching.ranking.rank_entries`), the first :data:`MAX_ENTRIES`."""
-        today, store_key, _ = key
+        today, store_key, _, _ = key
         if self._recent_key != (today, store_key):
             start = today - timedelta(days=FEED_DAYS - 1)
             items = [i for i in self.front.read_store().items_listed_between(start, today) if not i.withdrawn]
@@ -178,9 +181,9 @@ class FeedBuilder:
         ranked.sort(key=lambda entry: entry.item.listed_on, reverse=True)  # stable: each day keeps its order
         return ranked[:MAX_ENTRIES]
 
-    def _head(self, email: str, today: date) -> FeedHead:
+    def _head(self, subscriber: Subscriber, today: date) -> FeedHead:
         front = self.front
-        self_url = feed_url(front.signer, front.settings.public_url, email)
+        self_url = feed_url(front.signer, front.settings.public_url, subscriber)
         return FeedHead(
             id=f"urn:uuid:{uuid.uuid5(FEED_NAMESPACE, self_url.rsplit('/', 1)[1])}",
             title=f"{front.settings.site_name}: your papers",
@@ -198,25 +201,16 @@ class Feed:
     def __init__(self, front: Front) -> None:
         self.front = front
         self.builder = FeedBuilder(front)
-
-    def holder(self, token: str) -> str | None:
-        """The address a feed token was signed for, or None for anything else."""
-        if len(token) > MAX_TOKEN_CHARS:
-            return None
-        try:
-            return str(self.front.token_data("feed", token)["e"])
-        except TokenError:
-            return None
+        self.addresses = FeedAddresses(front, self.builder.store_version)
 
     async def serve(self, request: Request) -> Response:
         front = self.front
         if not front.limits.ip_feeds.allow(front.client_ip(request), front.now_seconds()):
             return PlainTextResponse("Too many requests: try again later.\n", 429, headers={"retry-after": "60"})
-        email = self.holder(request.path_params["token"])
-        if email is None:
+        subscriber = await self.addresses.holder(request.path_params["token"])
+        if subscriber is None:
             raise HTTPException(404)  # the site's own 404: the same as for any address that is not here
-        subscriber = await front.read(lambda store: store.subscriber(email))
-        if subscriber is None:  # left: "Gone" tells a feed reader to stop asking
+        if subscriber == "gone":  # left, or took a new address: "Gone" tells a feed reader to stop asking
             return PlainTextResponse("This feed has ended.\n", 410, headers={"cache-control": "no-store"})
         try:
             built = await self.builder.get(subscriber)

@@ -24,7 +24,7 @@ BUSY = (
     "The daily digest is being sent right now, so this could not be saved. Nothing was changed: "
     "please try again in a minute with the button below."
 )
-MANAGE_ACTIONS = ("save", "pause", "resume")
+MANAGE_ACTIONS = ("save", "pause", "resume", "new-feed")  # new-feed: a new feed address (digest.web.feed_addresses)
 
 
 def form_refusal(headers: Headers, form: FormData, secret: str, public_url: str, now: float) -> str | None:

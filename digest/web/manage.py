@@ -1,4 +1,5 @@
-"""``/manage``: a subscriber's page (GET shows the rules and choices) and its Save, Pause and Resume buttons.
+"""``/manage``: a subscriber's page (GET shows the rules and choices) and its Save, Pause, Resume and
+"new feed address" buttons.
 
 The signed manage link is what authorizes; the buttons also need a form token and a request no
 browser marks as cross-site. A save that fails the rule checks changes nothing and shows the rules
@@ -7,6 +8,7 @@ as typed, with their problems.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
@@ -22,12 +24,18 @@ from digest.state.backend import StoreBackend
 from digest.state.preferences import Preferences
 from digest.state.subscriptions import check_rules, paused, resumed, with_rules
 from digest.web.feed import feed_url
+from digest.web.feed_addresses import FeedAddresses
 from digest.web.forms import BUSY, MANAGE_ACTIONS, ChoiceFields, ManageForm, choice_context
 from digest.web.front import Front
 from digest.web.suggestions import suggested_section
 
-NOTICES = {"saved": "Your changes are saved.", "paused": "Paused: no digests until you resume.", "resumed": ""}
-DONE = {"save": "saved", "pause": "paused", "resume": "resumed"}
+NOTICES = {
+    "saved": "Your changes are saved.",
+    "paused": "Paused: no digests until you resume.",
+    "resumed": "",
+    "new-feed": "Your feed has a new address (below): put it in your feed reader. The old one no longer works.",
+}
+DONE = {"save": "saved", "pause": "paused", "resume": "resumed", "new-feed": "new-feed"}
 
 
 def change_subscription(
@@ -39,7 +47,8 @@ def change_subscription(
     choices: ChoiceFields | None = None,
     service_zone: str = "UTC",
 ) -> bool:
-    """Apply a manage button (``save``, ``pause`` or ``resume``) to ``email``; False if it left meanwhile.
+    """Apply a manage button (``save``, ``pause``, ``resume`` or ``new-feed``) to ``email``; False if it
+    left meanwhile. ``new-feed`` draws a new feed key, which retires the old feed address.
 
     A save's choices are applied over the subscriber as stored now, in the store's writer: two
     saves at once each land whole, the later one last. Fields the form had not (an old tab) stay.
@@ -53,6 +62,8 @@ def change_subscription(
         subscriber = with_rules(subscriber, rules, None, chosen)
     elif action == "pause":
         subscriber = paused(subscriber)
+    elif action == "new-feed":
+        subscriber = replace(subscriber, feed_key=secrets.token_urlsafe(16))
     else:
         subscriber = resumed(subscriber)
     store.save_subscriber(subscriber)
@@ -62,8 +73,14 @@ def change_subscription(
 class Manage:
     """The manage page and its form."""
 
-    def __init__(self, front: Front) -> None:
+    def __init__(self, front: Front, feeds: FeedAddresses | None = None) -> None:
         self.front = front
+        self.feeds = feeds  # the feed route's table: an address shown here is found at its first poll
+
+    def feed_url(self, subscriber: Subscriber) -> str:
+        if self.feeds is not None:
+            self.feeds.note(subscriber)
+        return feed_url(self.front.signer, self.front.settings.public_url, subscriber)
 
     def page(self, token: str, subscriber: Subscriber, status: int = 200, **extra: Any) -> Response:
         context: dict[str, Any] = {
@@ -78,7 +95,7 @@ class Manage:
             "form_error": None,
             "unsubscribe_url": "/unsubscribe?"
             + urlencode({"token": self.front.signer.sign("unsubscribe", subscriber.email)}),
-            "feed_url": feed_url(self.front.signer, self.front.settings.public_url, subscriber.email),
+            "feed_url": self.feed_url(subscriber),
         }
         context.update(extra)
         context.update(choice_context(self.front.settings.schedule, context["choices"]))

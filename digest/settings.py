@@ -15,6 +15,7 @@ what it meant. ``digest status`` and ``serve``'s first log line show the absolut
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import ipaddress
 import json
@@ -416,16 +417,32 @@ class Settings(BaseSettings):
             return self.secret_key.get_secret_value()
         path = self.data_dir / SECRET_KEY_FILE
         try:
-            if path.is_file():
-                return read_secret_file(path, "secret_key")
-            self.data_dir.mkdir(parents=True, exist_ok=True)
-            key = secrets.token_urlsafe(48)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(key + "\n")
+            if not path.is_file():
+                self.data_dir.mkdir(parents=True, exist_ok=True)
+                create_secret_file(path, secrets.token_urlsafe(48))
+            return read_secret_file(path, "secret_key")
         except OSError as exc:  # a read-only or foreign data_dir: one line, not a traceback
             raise DataDirError(describe_os_error(exc, "keep the generated secret key", path)) from None
-        return key
+
+
+def create_secret_file(path: Path, key: str) -> None:
+    """Write ``key`` to ``path`` whole, unless another process made the file first.
+
+    Web replicas and workers starting together on a fresh shared ``data_dir`` all try: the key is
+    written to a file of this process's own and linked into place, so a reader never sees a
+    half-written key, and the first link wins (the others read it).
+    """
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(key + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):  # another process's key is in place: keep it
+            os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 _ABSENT = object()

@@ -116,3 +116,18 @@ def test_imports_name_the_module_they_come_from() -> None:
         if isinstance(node, ast.ImportFrom) and node.level > 0
     ]
     assert relative == []
+
+
+def test_every_package_is_installed() -> None:
+    """The image installs the project (not an editable checkout): a package missing from
+    pyproject's list is missing there, and every command that imports it fails only in the
+    container (as ``digest.state.postgres`` once did)."""
+    import tomllib
+
+    listed = set(tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(PACKAGE.parent).parts)
+        for init in PACKAGE.rglob("__init__.py")
+        if "__pycache__" not in init.parts and "templates" not in init.parts
+    }
+    assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -93,3 +95,21 @@ def test_retention_must_reach_behind_every_day_still_fetched(monkeypatch: pytest
     monkeypatch.setenv("DIGEST_CATCHUP_DAYS", "14")
     with pytest.raises(SettingsError, match=r"retention_days \(10\) must be more than catchup_days"):
         load_settings()
+
+
+def test_processes_starting_together_on_a_fresh_data_dir_share_one_whole_secret_key(tmp_path: Path) -> None:
+    """Web replicas and workers on one fresh shared volume all generate the key at once: each must
+    come away with the same, whole key, and no process with an error."""
+    script = (
+        "import sys; from pathlib import Path; from digest.settings import Settings; "
+        "print(Settings(data_dir=Path(sys.argv[1])).resolved_secret_key())"
+    )
+    data_dir = tmp_path / "shared"
+    starts = [
+        subprocess.Popen([sys.executable, "-c", script, str(data_dir)], stdout=subprocess.PIPE, text=True)
+        for _ in range(12)
+    ]
+    keys = {process.communicate(timeout=60)[0].strip() for process in starts}
+    assert all(process.returncode == 0 for process in starts)
+    assert keys == {(data_dir / "secret_key").read_text(encoding="utf-8").strip()} and len(keys.pop()) == 64
+    assert sorted(p.name for p in data_dir.iterdir()) == ["secret_key"], "no temporary file is left behind"

@@ -39,8 +39,8 @@ from typing import Any
 from digest.errors import BounceMailboxError, DigestError
 from digest.paths import BOUNCES_FILE
 from digest.settings import BouncesSettings
+from digest.state.backend import StoreBackend
 from digest.state.files import write_atomically
-from digest.state.store import Store
 from digest.state.subscriptions import paused, resumed
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,7 @@ class Outcome:
 
 
 def apply_reports(
-    store: Store, data_dir: Path, secret_key: str, reports: Iterable[Report], soft_limit: int, now: datetime
+    store: StoreBackend, data_dir: Path, secret_key: str, reports: Iterable[Report], soft_limit: int, now: datetime
 ) -> Outcome:
     """Act on reports through the store's journalled subscriber changes; call with the store lock held."""
     state = read_state(data_dir)
@@ -216,7 +216,7 @@ def apply_reports(
     return outcome
 
 
-def resume(store: Store, data_dir: Path, email: str) -> bool:
+def resume(store: StoreBackend, data_dir: Path, email: str) -> bool:
     """Active again (the next digest covers the look-back window); False if no such subscriber."""
     key = email.strip().lower()
     subscriber = store.subscriber(key)

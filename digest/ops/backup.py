@@ -23,7 +23,7 @@ import os
 import shutil
 import sys
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
@@ -32,6 +32,10 @@ from digest.paths import LOCK_FILE, STORE_FILE
 from digest.state.store import Store, store_lock
 
 LOCK_WAIT_SECONDS = 600.0  # a running cycle finishes first; longer than any healthy cycle
+DATABASE_DIR = "store.postgresql"  # a PostgreSQL store's tables in the archive (digest.ops.backup_postgres)
+
+Extra = Callable[[tarfile.TarFile], None]  # adds a PostgreSQL store's tables to the archive
+Load = Callable[[tarfile.TarFile, list[tarfile.TarInfo]], None]  # loads them from it
 
 
 def _members(data_dir: Path) -> Iterator[Path]:
@@ -51,23 +55,27 @@ def _inside(path: Path, directory: Path) -> bool:
     return path.resolve().is_relative_to(directory.resolve())
 
 
-def _write(data_dir: Path, raw: BinaryIO, wait_seconds: float) -> int:
+def _write(data_dir: Path, raw: BinaryIO, wait_seconds: float, extra: Extra | None = None) -> int:
     files = 0
-    with store_lock(data_dir, wait_seconds), tarfile.open(fileobj=raw, mode="w:gz") as archive:
-        for relative in _members(data_dir):
+    # The TinyDB store's writers take the lock; beside a PostgreSQL store, data_dir has no store to lock.
+    lock = store_lock(data_dir, wait_seconds) if extra is None else contextlib.nullcontext()
+    with lock, tarfile.open(fileobj=raw, mode="w:gz") as archive:
+        if extra is not None:
+            extra(archive)
+        for relative in _members(data_dir) if data_dir.is_dir() else ():
             archive.add(data_dir / relative, arcname=relative.as_posix(), recursive=False)
             files += (data_dir / relative).is_file()
     return files
 
 
-def backup(data_dir: Path, target: Path, wait_seconds: float = LOCK_WAIT_SECONDS) -> int:
+def backup(data_dir: Path, target: Path, wait_seconds: float = LOCK_WAIT_SECONDS, extra: Extra | None = None) -> int:
     """Write ``data_dir`` to ``target`` (tar.gz, mode 0600; ``-``: standard output, for ``docker
-    compose exec -T``) under the store lock; the number of files."""
-    if not (data_dir / STORE_FILE).is_file():
+    compose exec -T``) under the store lock, with what ``extra`` adds; the number of files."""
+    if extra is None and not (data_dir / STORE_FILE).is_file():
         raise BackupError(f"nothing to back up: no store in {data_dir} (data_dir); check DIGEST_DATA_DIR")
     if str(target) == "-":
         try:
-            files = _write(data_dir, sys.stdout.buffer, wait_seconds)
+            files = _write(data_dir, sys.stdout.buffer, wait_seconds, extra)
             sys.stdout.buffer.flush()
         except OSError as exc:
             raise BackupError(describe_os_error(exc, "write the backup to standard output")) from None
@@ -83,7 +91,7 @@ def backup(data_dir: Path, target: Path, wait_seconds: float = LOCK_WAIT_SECONDS
         raise BackupError(describe_os_error(exc, "create the backup", temp)) from None
     try:
         with os.fdopen(fd, "wb") as raw:
-            files = _write(data_dir, raw, wait_seconds)
+            files = _write(data_dir, raw, wait_seconds, extra)
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(temp, target)
@@ -104,19 +112,31 @@ def _empty(data_dir: Path) -> bool:
         raise BackupError(f"data_dir {data_dir} is a file, not a directory: set DIGEST_DATA_DIR") from None
 
 
-def _check(archive: tarfile.TarFile, source: Path) -> list[tarfile.TarInfo]:
+def _check(archive: tarfile.TarFile, source: Path, postgres: bool = False) -> list[tarfile.TarInfo]:
     members = archive.getmembers()
     for member in members:
         path = PurePosixPath(member.name)
         if path.is_absolute() or ".." in path.parts or not (member.isfile() or member.isdir()):
             raise BackupError(f"{source} is not a digest backup: it holds {member.name!r}")
-    if not any(member.name == STORE_FILE and member.isfile() for member in members):
+    names = {member.name for member in members if member.isfile()}
+    tables = any(name.startswith(f"{DATABASE_DIR}/") for name in names)
+    if postgres and not tables and STORE_FILE in names:
+        raise BackupError(
+            f"{source} holds a TinyDB store ({STORE_FILE}): restore it with store.url = tinydb:, "
+            "then copy it over with `digest migrate-store --to URL`"
+        )
+    if not postgres and tables:
+        raise BackupError(f"{source} holds a PostgreSQL store: set store.url to an empty PostgreSQL database")
+    if not postgres and STORE_FILE not in names:
         raise BackupError(f"{source} is not a digest backup: it has no {STORE_FILE}")
+    if postgres and not tables:
+        raise BackupError(f"{source} is not a digest backup of a PostgreSQL store: it has no {DATABASE_DIR}/")
     return members
 
 
-def restore(source: Path, data_dir: Path) -> int:
-    """Unpack the backup ``source`` into the missing or empty ``data_dir``; the number of files."""
+def restore(source: Path, data_dir: Path, load: Load | None = None) -> int:
+    """Unpack the backup ``source`` into the missing or empty ``data_dir`` (``load``: its PostgreSQL
+    tables into the database, before any file is moved into place); the number of files."""
     if not _empty(data_dir):
         raise BackupError(
             f"data_dir {data_dir} is not empty: restore only into an empty or missing directory "
@@ -131,17 +151,24 @@ def restore(source: Path, data_dir: Path) -> int:
     with archive, store_lock(data_dir, 5.0):
         if not _empty(data_dir):  # something started on it meanwhile
             raise BackupError(f"data_dir {data_dir} is not empty any more: nothing was restored")
-        members = _check(archive, source)
+        members = _check(archive, source, postgres=load is not None)
         staging = data_dir / f".restore.{os.getpid()}.tmp"
+        files = [m for m in members if PurePosixPath(m.name).parts[0] != DATABASE_DIR]
         try:
-            archive.extractall(staging, members=members, filter="data")
-            Store(staging, writable=False)  # proves the store reads (and its journal replays)
+            archive.extractall(staging, members=files, filter="data")
+            staging.mkdir(exist_ok=True)
+            if load is None:
+                Store(staging, writable=False)  # proves the store reads (and its journal replays)
+            else:
+                load(archive, members)  # one transaction: the tables land whole, or nothing moves
             for entry in sorted(staging.iterdir()):
                 entry.rename(data_dir / entry.name)
         except (OSError, tarfile.TarError) as exc:
             raise BackupError(f"cannot restore {source} into {data_dir}: {exc}") from None
+        except BackupError:
+            raise
         except DigestError as exc:
             raise BackupError(f"{source} holds a store that does not read: {exc}") from None
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    return sum(1 for member in members if member.isfile())
+    return sum(1 for member in files if member.isfile())

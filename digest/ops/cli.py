@@ -42,7 +42,7 @@ from digest.settings import (
     settings_file_description,
 )
 from digest.state import transfer
-from digest.state.backend import is_postgres, open_backend
+from digest.state.backend import is_postgres, open_backend, redacted
 from digest.state.files import write_atomically
 from digest.state.preferences import Preferences, parse_weekday
 from digest.state.store import Store, open_store
@@ -420,13 +420,12 @@ def bounces() -> None:
     from digest.mail.bounces import apply_reports, mark_read, parse_report, read_mailbox
 
     settings = settings_or_exit()
-    tinydb_only(settings, "bounces")
     if not settings.bounces.imap_host:
         fail("bounces.imap_host is not set: name the IMAP server that receives bounces (DIGEST_BOUNCES__IMAP_HOST)", 2)
     try:
         imap, messages = read_mailbox(settings.bounces)
         reports = [report for _, message in messages for report in parse_report(message)]
-        with open_store(settings.data_dir) as store:
+        with open_backend(settings.store.url, settings.data_dir) as store:
             done = apply_reports(
                 store,
                 settings.data_dir,
@@ -457,9 +456,8 @@ def resume(email: Annotated[str, typer.Argument(help="The subscriber's email add
     from digest.mail.bounces import resume as resume_subscriber
 
     settings = settings_or_exit()
-    tinydb_only(settings, "resume")
     try:
-        with open_store(settings.data_dir) as store:
+        with open_backend(settings.store.url, settings.data_dir) as store:
             found = resume_subscriber(store, settings.data_dir, email)
     except DigestError as exc:
         fail(exc)
@@ -476,14 +474,21 @@ def preview(
 ) -> None:
     """Render a subscriber's digest from stored items without sending or recording anything."""
     settings = settings_or_exit(write=out_file is None)  # the HTML goes to data_dir/preview/ by default
-    tinydb_only(settings, "preview")
     as_of = parse_day(day) or today_in(settings.schedule.timezone)
     try:
-        store = Store(settings.data_dir, writable=False)
-        person = store.subscriber(email.strip().lower())
-        if person is None:
-            fail(f"no subscriber {email!r}: `digest subscribers` lists them", 2)
-        digest = next_digest(store, person.email, as_of, settings.lookback_days)
+        with open_backend(settings.store.url, settings.data_dir, write=False) as store:
+            person = store.subscriber(email.strip().lower())
+            if person is None:
+                fail(f"no subscriber {email!r}: `digest subscribers` lists them", 2)
+            digest = next_digest(store, person.email, as_of, settings.lookback_days) if person.by_email else None
+        if not person.by_email:  # their papers go to their Atom feed only: say so rather than render nothing
+            written = f"; {out_file} not written" if out_file else ""
+            out.print(
+                f"{person.email} gets no email (feed only): their papers are in their Atom feed "
+                f"(`digest feed-url {person.email}`){written}",
+                markup=False,
+            )
+            return
         if digest is None:
             written = f"; {out_file} not written" if out_file else ""
             out.print(f"nothing new for {person.email} as of {as_of}{written}")
@@ -502,7 +507,7 @@ def preview(
 
 @app.command("feed-url")
 def feed_url_command(email: Annotated[str, typer.Argument(help="The subscriber's email address.")]) -> None:
-    """Print a subscriber's personal Atom feed address (under public_url; the same every time)."""
+    """Print a subscriber's personal Atom feed address (under public_url; the same until they ask for a new one)."""
     from digest.signing import Signer
     from digest.web.feed import feed_url
 
@@ -515,7 +520,7 @@ def feed_url_command(email: Annotated[str, typer.Argument(help="The subscriber's
         fail(exc)
     if person is None:
         fail(f"no subscriber {email!r}: `digest subscribers` lists them", 2)
-    out.print(feed_url(signer, settings.public_url, person.email), markup=False)
+    out.print(feed_url(signer, settings.public_url, person), markup=False)
 
 
 @app.command("try", context_settings={"ignore_unknown_options": True})
@@ -531,7 +536,6 @@ def try_command(
     from digest.matching.syntax import pointer
 
     settings = settings_or_exit()
-    tinydb_only(settings, "try")
     try:
         parsed = parse_rule(rule)
     except RuleError as exc:
@@ -539,13 +543,19 @@ def try_command(
         fail(exc)
     end = parse_day(day) or today_in(settings.schedule.timezone)
     start = end - timedelta(days=days - 1)
-    if not (settings.data_dir / STORE_FILE).exists():
+    postgres = is_postgres(settings.store.url)
+    if not postgres and not (settings.data_dir / STORE_FILE).exists():
         out.print(f"no papers stored yet in {settings.data_dir}: run `digest run` first, then try again", markup=False)
         return
     try:
-        items = Store(settings.data_dir, writable=False).items_listed_between(start, end)
+        with open_backend(settings.store.url, settings.data_dir, write=False) as store:
+            items = store.items_listed_between(start, end)
+            stored = store.seen_count if postgres else 1
     except DigestError as exc:
         fail(exc)
+    if not stored:
+        out.print(f"no papers stored yet in {redacted(settings.store.url)}: run `digest run` first", markup=False)
+        return
     result = try_rule(parsed, items)
     plain = not out.is_terminal  # piped: no colour, matches marked [[so]]
     out.print(f"rule: {parsed.canonical}", markup=False)
@@ -655,14 +665,30 @@ def status(
     from digest.ops.status import gather, status_lines
 
     settings = settings_or_exit()
-    tinydb_only(settings, "status")
     try:
-        store = Store(settings.data_dir, writable=False)
-        state = gather(settings, store, today_in(settings.schedule.timezone), utc_now(), last)
+        with open_backend(settings.store.url, settings.data_dir, write=False) as store:
+            state = gather(settings, store, today_in(settings.schedule.timezone), utc_now(), last)
+            queued = queue_line(store, settings.schedule.timezone)
     except DigestError as exc:
         fail(exc)
-    for line in status_lines(settings, state):
+    for line in [*status_lines(settings, state), *queued]:
         out.print(line, markup=False)
+
+
+def queue_line(store: object, zone: str) -> list[str]:
+    """On PostgreSQL, the digests the scheduler queued that no worker has sent yet (``digest worker``)."""
+    from digest.state.postgres.store import PostgresStore
+
+    if not isinstance(store, PostgresStore):
+        return []
+    from digest.ops.status import format_time
+    from digest.state.postgres.queue import queue_summary
+
+    count, oldest, retried = queue_summary(store)
+    if not count:
+        return ["queued for the workers: none"]
+    line = f"queued for the workers: {count} digest(s), the oldest since {format_time(oldest, zone)}"
+    return [line + (f"; {retried} waiting to be tried again after a refusal" if retried else "")]
 
 
 @app.command()
@@ -675,8 +701,14 @@ def doctor(
     from digest.ops import doctor as checkup
 
     settings = settings_or_exit()
-    tinydb_only(settings, "doctor")
-    found = checkup.examine(settings.data_dir)
+    if is_postgres(settings.store.url):
+        from digest.ops.doctor_postgres import REPAIR_HINT, examine_postgres
+
+        if repair:
+            fail(f"--repair restores a TinyDB store from its backup; on PostgreSQL: {REPAIR_HINT}", 2)
+        found = examine_postgres(settings.store.url, settings.data_dir)
+    else:
+        found = checkup.examine(settings.data_dir)
     for note in found.notes:
         out.print(note)
     if not found.writable:  # the first problem says why and what to do; nothing else matters before it
@@ -686,6 +718,7 @@ def doctor(
     if not repair:
         if found.problems:
             hint = "run `digest doctor --repair`" if found.backup_ok else "no good backup to restore from"
+            hint = found.repair_hint or hint
             fail(f"{len(found.problems)} problem(s) found; {hint}", 1)
         out.print("no problems found")
         return
@@ -699,16 +732,26 @@ def doctor(
 def backup_command(
     file: Annotated[Path, typer.Argument(help="The archive to write (.tar.gz), outside data_dir; - for stdout.")],
 ) -> None:
-    """Write the whole data dir to FILE (tar.gz, mode 0600), consistent also while `digest serve` runs."""
+    """Write the whole data dir to FILE (tar.gz, mode 0600), consistent also while `digest serve` runs.
+
+    On PostgreSQL the archive also holds every table of the store, read in one snapshot."""
     from digest.ops.backup import backup
 
     settings = settings_or_exit()
-    tinydb_only(settings, "backup")
     try:
-        files = backup(settings.data_dir, file)
+        if is_postgres(settings.store.url):
+            from digest.ops.backup_postgres import backup_postgres
+
+            files, rows = backup_postgres(settings.store.url, settings.data_dir, file)
+        else:
+            files, rows = backup(settings.data_dir, file), {}
     except DigestError as exc:
         fail(exc)
     done = f"backed up {files} file(s) of {settings.data_dir} to {file}"
+    if rows:
+        done = (
+            f"backed up {describe_rows(rows)} of {redacted(settings.store.url)} and {done.removeprefix('backed up ')}"
+        )
     if str(file) == "-":  # standard output carries the archive
         print(done, file=sys.stderr)
     else:
@@ -717,16 +760,28 @@ def backup_command(
 
 @app.command("restore")
 def restore_command(file: Annotated[Path, typer.Argument(help="An archive written by `digest backup`.")]) -> None:
-    """Unpack a backup into data_dir, which must be empty or missing; then start digest as usual."""
+    """Unpack a backup into data_dir, which must be empty or missing; then start digest as usual.
+
+    On PostgreSQL the tables go into store.url's database, which must hold no digest rows."""
     from digest.ops.backup import restore
 
     settings = settings_or_exit()
-    tinydb_only(settings, "restore")
     try:
-        files = restore(file, settings.data_dir)
+        if is_postgres(settings.store.url):
+            from digest.ops.backup_postgres import restore_postgres
+
+            files, rows = restore_postgres(file, settings.store.url, settings.data_dir)
+        else:
+            files, rows = restore(file, settings.data_dir), {}
     except DigestError as exc:
         fail(exc)
-    out.print(f"restored {files} file(s) from {file} into {settings.data_dir}", markup=False)
+    tables = f"{describe_rows(rows)} into {redacted(settings.store.url)} and " if rows else ""
+    out.print(f"restored {tables}{files} file(s) from {file} into {settings.data_dir}", markup=False)
+
+
+def describe_rows(rows: dict[str, int]) -> str:
+    """The rows a PostgreSQL backup or restore moved, for its one line: the tables people ask about."""
+    return ", ".join(f"{rows.get(table, 0)} {table}" for table in ("subscribers", "deliveries", "items", "cycles"))
 
 
 @app.command("migrate-store")
@@ -753,12 +808,6 @@ def migrate_store(
     except DigestError as exc:
         fail(exc)
     out.print(f"copied {counts.describe()} into {redacted(to)}; now set store.url to it", markup=False)
-
-
-def tinydb_only(settings: Settings, command: str) -> None:
-    """Commands not yet ported to the PostgreSQL store refuse it rather than use ``digest.json`` unseen."""
-    if is_postgres(settings.store.url):
-        fail(f"`digest {command}` works on the TinyDB store only so far; store.url names PostgreSQL", 2)
 
 
 def main() -> None:

@@ -33,6 +33,7 @@ class Examination:
     store_ok: bool = True
     backup_ok: bool = False
     writable: bool = True  # False: no cycle or change can be recorded (the problem says why and what to do)
+    repair_hint: str | None = None  # what to do instead of --repair (a PostgreSQL store has none)
 
 
 def check_store_file(path: Path) -> str | None:

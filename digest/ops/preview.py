@@ -19,10 +19,10 @@ from digest.mail.message import OutgoingEmail
 from digest.models import Digest
 from digest.settings import Settings
 from digest.signing import Signer
-from digest.state.store import Store
+from digest.state.backend import StoreBackend
 
 
-def next_digest(store: Store, email: str, as_of: date, lookback_days: int) -> Digest | None:
+def next_digest(store: StoreBackend, email: str, as_of: date, lookback_days: int) -> Digest | None:
     """The digest ``email`` would get from a cycle as of ``as_of``; None when nothing is new for them
     (or they are paused: the cycle plans for active subscribers only)."""
     window_start = min(window_days(as_of, lookback_days))

@@ -22,7 +22,7 @@ from digest.cycle.rhythm import Outlook, outlook
 from digest.mail.bounces import read_state as bounce_state
 from digest.mail.quota import read_state
 from digest.settings import Settings, settings_file_description
-from digest.state.store import Store
+from digest.state.backend import StoreBackend
 
 
 @dataclass(slots=True)
@@ -81,7 +81,7 @@ def span(run: dict[str, Any]) -> str:
     return f"on {run['from']}" if run["from"] == run["to"] else f"between {run['from']} and {run['to']}"
 
 
-def gather(settings: Settings, store: Store, today: date, now: datetime, last: int = 10) -> Status:
+def gather(settings: Settings, store: StoreBackend, today: date, now: datetime, last: int = 10) -> Status:
     window_start = min(window_days(today, settings.lookback_days))
     plan = plan_from_store(store, window_start, today)
     failures = {f["email"]: f for f in store.failures()}

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -79,6 +79,13 @@ def queued_count(store: PostgresStore) -> int:
     with store.transaction() as connection:
         row = connection.execute("SELECT count(*) FROM queue").fetchone()
     return int(row[0]) if row else 0
+
+
+def queue_summary(store: PostgresStore) -> tuple[int, datetime | None, int]:
+    """``digest status``: (digests waiting, when the oldest was queued, how many a refusal postponed)."""
+    row = store.connection.execute("SELECT count(*), min(queued_at), count(*) FILTER (WHERE attempts > 0) FROM queue")
+    found = row.fetchone()
+    return (int(found[0]), found[1], int(found[2])) if found else (0, None, 0)
 
 
 def claim(store: PostgresStore) -> Queued | None:

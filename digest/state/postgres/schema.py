@@ -103,9 +103,10 @@ def schema_version(connection: psycopg.Connection[tuple[object, ...]]) -> int:
     return int(str(row[0])) if row else 0
 
 
-def migrate(connection: psycopg.Connection[tuple[object, ...]], where: str) -> int:
-    """Bring the database to :data:`SCHEMA_VERSION`; return the version it had. ``where`` names it
-    in messages (the URL without its password)."""
+def migrate(connection: psycopg.Connection[tuple[object, ...]], where: str, target: int = SCHEMA_VERSION) -> int:
+    """Bring the database to :data:`SCHEMA_VERSION` (``target``: to an older one, as ``digest restore``
+    loads a backup at its own version first); return the version it had. ``where`` names it in
+    messages (the URL without its password)."""
     with connection.transaction():
         connection.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATE_LOCK,))
         found = schema_version(connection)
@@ -117,7 +118,7 @@ def migrate(connection: psycopg.Connection[tuple[object, ...]], where: str) -> i
         if found == 0:
             connection.execute(f"CREATE TABLE {VERSION_TABLE} (version integer NOT NULL)")
             connection.execute(f"INSERT INTO {VERSION_TABLE} VALUES (0)")
-        for version in range(found, SCHEMA_VERSION):
+        for version in range(found, target):
             for statement in MIGRATIONS[version]:
                 connection.execute(statement.encode())
             connection.execute(f"UPDATE {VERSION_TABLE} SET version = %s", (version + 1,))

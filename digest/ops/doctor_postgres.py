@@ -1,0 +1,95 @@
+"""``digest doctor`` on a PostgreSQL store: can digest reach it, is its schema one this digest reads,
+and are its records as digest writes them.
+
+The TinyDB doctor looks for a store file that does not parse or a journal torn by a crash; a
+database has neither (every change is a transaction, the ledger's key a constraint). What can still
+be wrong is what a person or another program wrote: a subscriber record of the wrong shape, filed
+under another address, or with no rules left. Nothing here changes the database (the schema is
+read, never migrated), so doctor is safe beside a running deployment; there is no ``--repair``:
+fix the rows named, or restore a backup into an empty database.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from digest.errors import StoreError
+from digest.ops.doctor import Examination
+from digest.settings import data_dir_problem, redacted
+from digest.state.postgres.schema import SCHEMA_VERSION, schema_version
+from digest.state.postgres.store import connect
+from digest.state.shape import MAX_PROBLEMS, document_problem
+
+COUNTED = ("subscribers", "seen", "items", "deliveries", "departures", "votes", "queue", "cycles")
+REPAIR_HINT = "correct the rows named in the database, or restore a `digest backup` into an empty one"
+
+Connection = psycopg.Connection[tuple[Any, ...]]
+
+
+def examine_postgres(url: str, data_dir: Path) -> Examination:
+    """What doctor reports about the store at ``url`` (and the data dir beside it: signing key, archive)."""
+    found = Examination(repair_hint=REPAIR_HINT)
+    unwritable = data_dir_problem(data_dir, write=True) if data_dir.is_dir() else None
+    if unwritable:
+        found.writable = False
+        found.problems.append(unwritable)
+    try:
+        connection = connect(url)
+    except StoreError as exc:
+        found.writable = False
+        found.problems.insert(0, f"{exc}; check store.url and that the server is up")
+        return found
+    with connection:
+        version = schema_version(connection)
+        where = redacted(url)
+        if version > SCHEMA_VERSION:
+            found.writable = False
+            found.problems.insert(
+                0,
+                f"store {where} has schema version {version}, newer than this digest ({SCHEMA_VERSION}): "
+                "upgrade digest",
+            )
+            return found
+        if version == 0:
+            found.notes.append(f"no digest tables yet in {where} (the first command that opens the store creates them)")
+            return found
+        later = (
+            f" (this digest upgrades it to {SCHEMA_VERSION} when it next opens it)" if version < SCHEMA_VERSION else ""
+        )
+        found.notes.append(f"store {where}: connected, schema version {version}{later}")
+        found.notes.append(", ".join(f"{count} {table}" for table, count in counts(connection).items()))
+        found.problems.extend(record_problems(connection)[:MAX_PROBLEMS])
+    return found
+
+
+def counts(connection: Connection) -> dict[str, int]:
+    """Rows of each table this schema version has (an older one may lack the newer tables)."""
+    numbers = {}
+    for table in COUNTED:
+        exists = connection.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+        if exists and exists[0]:
+            row = connection.execute(f"SELECT count(*) FROM {table}".encode()).fetchone()
+            numbers[table] = int(row[0]) if row else 0
+    return numbers
+
+
+def record_problems(connection: Connection) -> list[str]:
+    """Records digest would not read as written: checked as the TinyDB store's documents are."""
+    problems = []
+    for email, record in connection.execute("SELECT email, record FROM subscribers ORDER BY n"):
+        problem = document_problem("subscribers", record)
+        if problem:
+            problems.append(f"subscriber {email}{problem}")
+        elif record["email"].lower() != email:
+            problems.append(f"subscriber {email}: its record names another address ({record['email']!r})")
+        elif not record["rules"]:
+            problems.append(f"subscriber {email} has no rules (nothing can match: add one with digest subscribe)")
+    for table, key in (("sources", "name"), ("cycles", "id")):
+        for name, record in connection.execute(f"SELECT {key}, record FROM {table} ORDER BY {key}".encode()):
+            problem = document_problem(table, record)
+            if problem:
+                problems.append(f"{table} row {name}{problem}")
+    return problems

@@ -357,12 +357,15 @@ def test_migrate_store_copies_everything_and_a_cycle_then_sends_nothing_again(
         store.remove_subscriber(people[-1])
     first = run_once(settings, AS_OF, sources=[SampleSource()])
     assert first.sent == 5 and len(smtp.messages) == 5
+    with open_store(data) as store:  # votes of people who stayed (the suggestions read them)
+        voted = sorted(store.delivered_ids(people[0]))[:2]
+        assert all(store.record_vote(people[0], paper, -1, datetime(2026, 11, 21, tzinfo=UTC)) for paper in voted)
     before = Store(data, writable=False)
     delivered = {email: before.delivered_ids(email) for email in people}
     assert all(delivered[email] for email in people[:5])
 
     counts = copy_store(data, postgres_url)
-    assert counts.subscribers == 5 and counts.departures == 1 and counts.cycles == 1
+    assert counts.subscribers == 5 and counts.departures == 1 and counts.cycles == 1 and counts.votes == 2
     assert counts.deliveries == sum(len(ids) for ids in delivered.values())
     assert counts.seen == before.seen_count and counts.sources == len(before.source_states())
     with pytest.raises(StoreError, match="not empty"):  # a second copy would mix two stores
@@ -374,6 +377,7 @@ def test_migrate_store_copies_everything_and_a_cycle_then_sends_nothing_again(
     assert again.sent == 0 and len(smtp.messages) == 5  # nothing re-sent
     pg = PostgresStore(postgres_url)
     assert {email: pg.delivered_ids(email) for email in people} == delivered
+    assert pg.votes(people[0]) == dict.fromkeys(voted, -1)
     assert len(pg.cycles(last=10)) == 2
     pg.close()
 
@@ -388,7 +392,7 @@ def test_migrate_store_from_the_command_line(tmp_path: Path, postgres_url: str) 
     tinydb_file = (data / "digest.json").read_bytes()
     result = run_cli("migrate-store", "--to", postgres_url, env=env, cwd=ROOT)
     assert result.returncode == 0, result.stderr
-    assert "1 subscribers, 1 deliveries" in result.stdout
+    assert "1 subscribers, 0 votes, 1 deliveries" in result.stdout
     refused = run_cli("migrate-store", "--to", "mysql://db/x", env=env, cwd=ROOT)
     assert refused.returncode == 2 and "mysql://db/x" in refused.stderr
     env["DIGEST_STORE__URL"] = postgres_url
@@ -403,8 +407,8 @@ def test_migrate_store_from_the_command_line(tmp_path: Path, postgres_url: str) 
     assert [s.email for s in store.subscribers()] == ["b@example.org", "a@example.org"]
     assert store.delivered_ids("a@example.org") == {"x"}  # leaving and coming back keeps the ledger
     store.close()
-    not_yet = run_cli("status", env=env, cwd=ROOT)
-    assert not_yet.returncode == 2 and "TinyDB store only" in not_yet.stderr
+    status = run_cli("status", env=env, cwd=ROOT)  # reads PostgreSQL, not the file beside it
+    assert status.returncode == 0 and "queued for the workers: none" in status.stdout, status.stderr
     assert (data / "digest.json").read_bytes() == tinydb_file  # the TinyDB store was never touched
 
 

@@ -1,7 +1,7 @@
 """``digest migrate-store``: copy a TinyDB store into an empty PostgreSQL database, and check the counts.
 
 Everything the TinyDB store keeps is copied: seen items (in the order first seen), item records,
-subscribers, the delivery ledger (every delivered (address, item) pair, with the item's listing
+subscribers and their votes, the delivery ledger (every delivered (address, item) pair, with the item's listing
 day), departures, source state, delivery failures, cycle reports and the prune horizon. The copy is
 one transaction: it lands whole or not at all. The TinyDB store is read under its lock (no cycle
 runs meanwhile) with its journal replayed, and is left as it was: switching ``store.url`` is the
@@ -21,7 +21,7 @@ from digest.state.ledger import decode
 from digest.state.postgres.store import PostgresStore
 from digest.state.store import Store, store_lock
 
-COPIED_TABLES = ("seen", "items", "subscribers", "deliveries", "departures", "sources", "failures", "cycles")
+COPIED_TABLES = ("seen", "items", "subscribers", "votes", "deliveries", "departures", "sources", "failures", "cycles")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +29,7 @@ class Counts:
     seen: int = 0
     items: int = 0
     subscribers: int = 0
+    votes: int = 0
     deliveries: int = 0
     departures: int = 0
     sources: int = 0
@@ -52,6 +53,12 @@ def tinydb_rows(source: Store) -> dict[str, list[tuple[Any, ...]]]:
         "seen": [(item_id, day) for item_id, day in seen],
         "items": [(key, record["listed_on"], Jsonb(record)) for key, record in source._items.items()],
         "subscribers": [(key, Jsonb(person.to_record())) for key, person in source._subscribers.items()],
+        "votes": [
+            (email, paper, vote, at)
+            for email, mine in source._votes.items()
+            if email in source._subscribers  # a leaver's votes went with them
+            for paper, (vote, at) in mine.items()
+        ],
         "deliveries": deliveries,
         "departures": list(source._departures.items()),
         "sources": [(str(doc["name"]), Jsonb(dict(doc))) for doc in source.source_states()],
@@ -64,6 +71,7 @@ INSERTS = {
     "seen": "INSERT INTO seen (id, listed_on) VALUES (%s, %s)",
     "items": "INSERT INTO items (id, listed_on, record) VALUES (%s, %s, %s)",
     "subscribers": "INSERT INTO subscribers (email, record) VALUES (%s, %s)",
+    "votes": "INSERT INTO votes (email, paper, vote, at) VALUES (%s, %s, %s, %s)",
     "deliveries": "INSERT INTO deliveries (email, item_id, listed_on, digest_id, at) VALUES (%s, %s, %s, %s, %s)",
     "departures": "INSERT INTO departures (email, at) VALUES (%s, %s)",
     "sources": "INSERT INTO sources (name, record) VALUES (%s, %s)",

@@ -1,15 +1,29 @@
 """The signed links of one digest: view it online, manage one's rules, unsubscribe, and each paper's
 "more like this" / "not for me" (a token per paper and vote, signed when the email shows the paper).
 
-Each link carries a token for its one purpose and address (:mod:`digest.signing`), so a forwarded
-digest lets its reader unsubscribe that address, and nothing more.
+Each link carries a token for its one purpose and address (:mod:`digest.signing`); none expires.
+So a forwarded digest hands its reader everything its links do for that address: read it online,
+vote on its papers, unsubscribe, and through "Manage your rules" change the rules and choices,
+pause, or see the personal feed address. The online copy is the email itself, Manage link
+included, so a forwarded "View online" link carries the same; a lone vote link does not (its
+"Noted" page shows no manage link).
+
+A vote token names its paper, and a feed's paper ids (``name:`` + the entry's guid or link) run to
+hundreds of characters: the vote page takes any id up to :data:`MAX_VOTE_PAPER_CHARS` and any
+link up to :data:`MAX_VOTE_URL_CHARS` (within one 998-octet line of the HTML part, so the email
+still goes 7-bit); a paper past either gets no vote links rather than links that cannot work.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from digest.mail.render import Links
 from digest.models import Digest
 from digest.signing import Signer
+
+MAX_VOTE_PAPER_CHARS = 1000  # a paper id a vote link may name (the vote page's bound, digest.web.vote)
+MAX_VOTE_URL_CHARS = 900  # a vote link, base URL and token: one line of the HTML part with its tag
 
 
 def digest_links(signer: Signer, base: str, digest: Digest) -> Links:
@@ -20,5 +34,17 @@ def digest_links(signer: Signer, base: str, digest: Digest) -> Links:
         view_online=f"{base}/digest/{digest.digest_id}?token={view_token}",
         manage=f"{base}/manage?token={signer.sign('manage', email)}",
         unsubscribe=f"{base}/unsubscribe?token={signer.sign('unsubscribe', email)}",
-        vote=lambda paper, vote: f"{base}/vote?token={signer.sign('vote', email, p=paper, v=vote)}",
+        vote=vote_links(signer, base, email),
     )
+
+
+def vote_links(signer: Signer, base: str, email: str) -> Callable[[str, int], str | None]:
+    """A paper's signed vote link for ``email``, or None when the vote page could not take it."""
+
+    def link(paper: str, vote: int) -> str | None:
+        if len(paper) > MAX_VOTE_PAPER_CHARS:
+            return None
+        url = f"{base}/vote?token={signer.sign('vote', email, p=paper, v=vote)}"
+        return url if len(url) <= MAX_VOTE_URL_CHARS else None
+
+    return link

@@ -47,26 +47,29 @@ class Links:
     view_online: str
     manage: str
     unsubscribe: str
-    # A paper's signed "more like this" (+1) / "not for me" (-1) link: (paper id, vote) → URL;
+    # A paper's signed "more like this" (+1) / "not for me" (-1) link: (paper id, vote) → URL, or
+    # None for a paper whose links could not work (digest.cycle.links: an id too long for them);
     # None (a preview, the tests) shows no vote links.
-    vote: Callable[[str, int], str] | None = None
+    vote: Callable[[str, int], str | None] | None = None
 
 
 class VoteLinks:
     """A digest's "more like this" / "not for me" links, signed for the papers shown in full only,
-    each once however often the size check renders the email again (a signature costs ~30 µs)."""
+    each once however often the size check renders the email again (a signature costs ~30 µs).
+    A paper without both links (its id too long for a link) shows neither: None in its place."""
 
-    def __init__(self, vote: Callable[[str, int], str] | None, entries: Sequence[DigestEntry]) -> None:
+    def __init__(self, vote: Callable[[str, int], str | None] | None, entries: Sequence[DigestEntry]) -> None:
         self.vote = vote
         self.entries = entries
-        self.made: list[tuple[str, str]] = []
+        self.made: list[tuple[str, str] | None] = []
 
-    def first(self, count: int) -> list[tuple[str, str]]:
+    def first(self, count: int) -> list[tuple[str, str] | None]:
         if self.vote is None:
             return []
         while len(self.made) < count:
             paper = self.entries[len(self.made)].item.id
-            self.made.append((self.vote(paper, 1), self.vote(paper, -1)))
+            more, less = self.vote(paper, 1), self.vote(paper, -1)
+            self.made.append((more, less) if more and less else None)
         return self.made[:count]
 
 

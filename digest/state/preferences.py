@@ -78,9 +78,28 @@ def parse_hour(text: str, label: str = "hour") -> int | None:
     return int(found.group(1))
 
 
+# Names zoneinfo loads that are no one's zone: the server's own (``localtime``), a placeholder
+# (``Factory``), the POSIX rules template, and the ``posix/`` and ``right/`` copies of every zone
+# (``right/`` counts leap seconds: its clocks run 27 s off civil time).
+NOT_ZONES = frozenset({"localtime", "Factory", "posixrules"})
+NOT_ZONE_DIRS = ("posix/", "right/")
+
+
 def known_zone(name: str) -> bool:
-    """An IANA zone name zoneinfo can load (a name, never a path: no dots, no leading slash)."""
-    return len(name) <= MAX_ZONE_CHARS and ZONE_NAME.fullmatch(name) is not None and _loads(name)
+    """A canonical IANA zone name (``Europe/Berlin``, ``UTC``, ``Etc/GMT+5``) that zoneinfo loads;
+    never a path, the server's own zone, or a ``posix/`` / ``right/`` copy of a zone."""
+    return len(name) <= MAX_ZONE_CHARS and name in canonical_zones() and _loads(name)
+
+
+@lru_cache(maxsize=1)
+def canonical_zones() -> frozenset[str]:
+    """The zone names a person may choose: tzdata's list less :data:`NOT_ZONES` and the copies.
+    Cached: the list is read from the disk (some 600 files)."""
+    return frozenset(
+        name
+        for name in zoneinfo.available_timezones()
+        if name not in NOT_ZONES and not name.startswith(NOT_ZONE_DIRS) and ZONE_NAME.fullmatch(name)
+    )
 
 
 @lru_cache(maxsize=1024)

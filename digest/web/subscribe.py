@@ -4,7 +4,8 @@ Nothing is stored at sign-up: the rules and the choices (layout, rhythm, hour, c
 :mod:`digest.state.preferences`) travel in the signed confirm link, and only
 the Confirm button's POST (:mod:`digest.web.confirm`) subscribes. The form answers the same
 whether the address is new, subscribed, or was mailed within the hour, so it reveals nobody; and
-every mail it sends is rate-limited per address and per client (:mod:`digest.web.limits`).
+every mail it sends is rate-limited per address and per client (:mod:`digest.web.limits`); the
+per-address count is shared by every web replica on PostgreSQL (:mod:`digest.web.mail_limit`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from digest.web.confirmation import build_confirmation
 from digest.web.forms import ChoiceFields, SignupForm, choice_context
 from digest.web.front import Front
 from digest.web.live_preview import LivePreview
+from digest.web.mail_limit import MailLimit
 from digest.web.preview import PREVIEW_DAYS
 
 log = logging.getLogger(__name__)
@@ -70,6 +72,7 @@ class Signup:
     def __init__(self, front: Front, live: LivePreview) -> None:
         self.front = front
         self.live = live
+        self.mails = MailLimit(front)  # per mailbox: in memory (TinyDB) or shared by replicas (PostgreSQL)
 
     def form_page(self, status: int = 200, **context: Any) -> HTMLResponse:
         values: dict[str, Any] = {
@@ -133,13 +136,12 @@ class Signup:
         # One inbox, however it is spelled (case, +tags, Gmail's dots), kept only as a keyed hash.
         mailbox = mailbox_key(email).encode("utf-8")
         address_key = hmac.new(self.front.secret.encode(), mailbox, hashlib.sha256).hexdigest()[:32]
-        mails = self.front.limits.address_mails
-        if not mails.allow(address_key, now):
+        if not await self.mails.claim(address_key, now):
             return None
         try:
             await run_in_threadpool(self.send_confirmation, email, rules, chosen)
         except DigestError as exc:
-            mails.forget_last(address_key)
+            await self.mails.release(address_key)
             log.error("confirmation email not sent: %s", exc)
             return not_sent(exc)
         return None
@@ -182,4 +184,4 @@ class Signup:
         )
         with make_mailer(settings.smtp, settings.data_dir / OUTBOX_DIR) as mailer:
             mailer.send(message)
-        front.limits.save(front.now_seconds())
+        self.mails.save(front.now_seconds())

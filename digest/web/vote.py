@@ -15,11 +15,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
+from digest.cycle.links import MAX_VOTE_PAPER_CHARS, MAX_VOTE_URL_CHARS
 from digest.errors import CycleLockedError, TokenError
 from digest.state.backend import StoreBackend
 from digest.web.forms import BUSY, FORM_EXPIRED
@@ -27,8 +27,10 @@ from digest.web.front import Front
 
 log = logging.getLogger(__name__)
 
-MAX_TOKEN_CHARS = 1000  # a vote token is about 120 characters; anything far longer is not ours
-MAX_PAPER_ID_CHARS = 100
+# A token is shorter than its link, and the email makes none longer (digest.cycle.links); a paper
+# id up to what those links may name: a feed's ids (``name:`` + guid or link) run to hundreds.
+MAX_TOKEN_CHARS = MAX_VOTE_URL_CHARS
+MAX_PAPER_ID_CHARS = MAX_VOTE_PAPER_CHARS
 LABELS = {1: "More like this", -1: "Not for me"}
 SLOW_DOWN = "Too many votes from your network in the last minute. Please wait a minute and press again."
 
@@ -159,5 +161,6 @@ class Vote:
         if refused is not None:  # they left, or the paper was pruned, while the page was open
             return refused
         log.info("recorded a vote through the web")
-        manage = "/manage?" + urlencode({"token": self.front.signer.sign("manage", ballot.email)}) + "#suggestions"
-        return self.front.page("voted.html", ballot=ballot, title=title, manage_url=manage)
+        # No manage link here: a vote link never expires and travels alone (forwarded, fetched by
+        # a link scanner), so it must not turn into the rights of the digest's Manage link.
+        return self.front.page("voted.html", ballot=ballot, title=title)

@@ -37,6 +37,7 @@ TABLES = (
     "send_pace",
     "send_minutes",
     "votes",
+    "signup_mails",
 )
 SERIALS = {"seen": "n", "subscribers": "n", "cycles": "id", "queue": "id"}
 

@@ -27,6 +27,12 @@ Version 2 (the roles of ``digest scheduler`` / ``digest worker``, :mod:`digest.s
   again for the same day queues nothing twice.
 - ``send_pace``: one row per relay limit the workers share: the next free slot of the per-second
   rate, and the sends counted per minute for the hour and day quotas (``send_minutes``).
+
+Version 3: ``votes``, "more like this" / "not for me" per subscriber and paper.
+
+Version 4: ``signup_mails``, the sign-up form's per-mailbox mail limit, shared by every web
+replica (:mod:`digest.state.postgres.limits`): ``key`` is a keyed hash of the mailbox (never the
+address), ``sent`` the times of the confirmation mails within the window, ``last`` the latest.
 """
 
 from __future__ import annotations
@@ -89,6 +95,11 @@ MIGRATIONS: list[list[str]] = [
             at timestamptz NOT NULL,
             PRIMARY KEY (email, paper)
         )""",
+    ],
+    # 4: the sign-up form's per-mailbox mail limit, one for all web replicas
+    [
+        "CREATE TABLE signup_mails (key text PRIMARY KEY, sent timestamptz[] NOT NULL, last timestamptz NOT NULL)",
+        "CREATE INDEX signup_mails_by_last ON signup_mails (last)",
     ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -129,7 +129,7 @@ def scale_out(engine: Engine, tmp_path: Path) -> Iterator[Callable[..., subproce
     env = {
         **engine.env,
         "BASE_IMAGE": engine.base_image,
-        "DIGEST_WEB_PORT": f"{first}-{second}",
+        "WEB_HOST_PORTS": f"{first}-{second}",
         "MAILPIT_PORT": str(free_port()),
     }
     files = [ROOT / "compose.postgres.yaml", ROOT / "compose.postgres.local.yaml", override_file(tmp_path)]

@@ -49,7 +49,10 @@ from digest.state.store import Store, open_store
 
 app = typer.Typer(
     name="digest",
-    help="Email each subscriber a daily digest of the new papers that match their own keyword rules.",
+    help=(
+        "Email each subscriber a digest (daily or weekly, at their own hour) of the new papers "
+        "that match their own keyword rules."
+    ),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,

@@ -14,6 +14,9 @@ cycle (:class:`~digest.matching.rules.Matcher`) and explained as the email expla
   one at a time holding the GIL against the pages), at most once per (day, store file, rules)
   and person: a poll in between is a dictionary look-up, and a conditional one
   (``If-None-Match``/``If-Modified-Since``) is answered ``304 Not Modified``;
+- the worker's queue is fair: one build per person waits or runs at a time (a poll with newer
+  rules updates the one waiting, or waits for the one running and then builds once), so one
+  person changing rules and polling cannot keep another's feed waiting;
 - polls are limited per client IP (:class:`~digest.web.limits.WebLimits`), and too many different
   feeds waiting to be built are told to come back (503 with ``Retry-After``).
 """
@@ -53,7 +56,7 @@ log = logging.getLogger(__name__)
 
 FEED_DAYS = 30  # the stored papers of the last 30 days (the store keeps retention_days, 30 by default)
 MAX_ENTRIES = 100
-MAX_WAITING = 64  # feeds being built or waiting for the worker; more are told to come back
+MAX_WAITING = 64  # people whose feed is being built or waits for the worker; more are told to come back
 POSTGRES_REFRESH_SECONDS = 600  # a PostgreSQL store's feeds are built again at most this often
 CACHE_BYTES = 32 * 1024 * 1024  # built feeds kept, least recently polled out first
 FEED_NAMESPACE = uuid.UUID("0b6f9d52-7c1e-4a8b-b3d4-5e9a2f7c6d18")
@@ -97,16 +100,26 @@ def not_modified(headers: Headers, built: Built) -> bool:
     return built.last_modified <= when
 
 
+@dataclass(slots=True)
+class _Job:
+    """A person's one build, waiting or running: it builds the newest ``key`` asked for until it starts."""
+
+    subscriber: Subscriber
+    key: Key
+    future: Future[Built] | None = None
+    started: bool = False
+
+
 class FeedBuilder:
     """Builds feeds in one worker thread and keeps them (see the module's docstring)."""
 
     def __init__(self, front: Front) -> None:
         self.front = front
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest-feed")
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # a done future's callback runs at once, under it
         self._built: OrderedDict[str, Built] = OrderedDict()  # by address
         self._bytes = 0
-        self._pending: dict[tuple[str, Key], Future[Built]] = {}
+        self._pending: dict[str, _Job] = {}  # by address: one build per person waits or runs
         # The window's papers and a matcher over them, shared by every feed (the worker's alone).
         self._recent_key: tuple[date, object] | None = None
         self._recent: tuple[list[Item], Matcher] = ([], Matcher(ItemIndex([])))
@@ -123,25 +136,53 @@ class FeedBuilder:
 
     async def get(self, subscriber: Subscriber) -> Built | None:
         """``subscriber``'s feed, built now only if what it is built from changed; None when too
-        many feeds wait for the worker."""
+        many people's feeds wait for the worker. A build of theirs that is running already (for
+        other rules) is waited for first; one still waiting builds this poll's ``key`` instead."""
         email, key = subscriber.email, self.key_for(subscriber)
-        with self._lock:
-            built = self._built.get(email)
-            if built is not None and built.key == key:
-                self._built.move_to_end(email)
-                return built
-            future = self._pending.get((email, key))
-            if future is None:
-                if len(self._pending) >= MAX_WAITING:
+        built: Built | None = None
+        for _ in range(3):  # the build running, then ours (a third: their rules changed again meanwhile)
+            with self._lock:
+                found = self._built.get(email)
+                if found is not None and found.key == key:
+                    self._built.move_to_end(email)
+                    return found
+                job = self._job(subscriber, key)
+                if job is None:
                     return None
-                future = self._executor.submit(self._build, subscriber, key)
-                self._pending[email, key] = future
-                future.add_done_callback(lambda _: self._forget(email, key))
-        return await asyncio.wrap_future(future)
+                waiting = not job.started
+                if waiting:
+                    job.subscriber, job.key = subscriber, key
+                assert job.future is not None
+            built = await asyncio.wrap_future(job.future)
+            if waiting:
+                return built
+        return built
 
-    def _forget(self, email: str, key: Key) -> None:
+    def _job(self, subscriber: Subscriber, key: Key) -> _Job | None:
+        """(Under the lock.) The person's build waiting or running, or a new one; None when
+        :data:`MAX_WAITING` people's are."""
+        email = subscriber.email
+        job = self._pending.get(email)
+        if job is None:
+            if len(self._pending) >= MAX_WAITING:
+                return None
+            job = self._pending[email] = _Job(subscriber, key)
+            job.future = self._executor.submit(self._run, job)
+            job.future.add_done_callback(lambda _: self._forget(email, job))
+        return job
+
+    def _forget(self, email: str, job: _Job) -> None:
         with self._lock:
-            self._pending.pop((email, key), None)
+            if self._pending.get(email) is job:
+                del self._pending[email]
+
+    def _run(self, job: _Job) -> Built:
+        """In the worker: build the newest key the job was asked for (from now on, polls with other
+        rules wait for it and then start a build of their own)."""
+        with self._lock:
+            job.started = True
+            subscriber, key = job.subscriber, job.key
+        return self._build(subscriber, key)
 
     def _build(self, subscriber: Subscriber, key: Key) -> Built:
         """In the worker: match, explain, write, then keep the result."""

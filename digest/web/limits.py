@@ -36,6 +36,8 @@ class WebLimits:
     vote_window_seconds: float = 60
     feeds_per_ip: int = 600  # feed polls (digest.web.feed): a feed reader's server polls many people's feeds
     feed_window_seconds: float = 3600
+    manage_per_ip: int = 120  # GET and POST /manage (digest.web.manage); /unsubscribe is never limited
+    manage_window_seconds: float = 60
 
 
 class FormLimits:
@@ -48,6 +50,7 @@ class FormLimits:
         self.ip_previews = RateLimit(limits.previews_per_ip, limits.preview_window_seconds)
         self.ip_votes = RateLimit(limits.votes_per_ip, limits.vote_window_seconds)
         self.ip_feeds = RateLimit(limits.feeds_per_ip, limits.feed_window_seconds)
+        self.ip_manage = RateLimit(limits.manage_per_ip, limits.manage_window_seconds)
         self.path = data_dir / LIMITS_FILE
         self._lock = threading.Lock()
         self._load(now)

@@ -27,7 +27,7 @@ from digest.web.feed import feed_url
 from digest.web.feed_addresses import FeedAddresses
 from digest.web.forms import BUSY, MANAGE_ACTIONS, ChoiceFields, ManageForm, choice_context
 from digest.web.front import Front
-from digest.web.suggestions import suggested_section
+from digest.web.suggestions import SuggestionWorker
 
 NOTICES = {
     "saved": "Your changes are saved.",
@@ -76,6 +76,7 @@ class Manage:
     def __init__(self, front: Front, feeds: FeedAddresses | None = None) -> None:
         self.front = front
         self.feeds = feeds  # the feed route's table: an address shown here is found at its first poll
+        self.suggestions = SuggestionWorker(front)  # votes → rule changes, in a thread of their own
 
     def feed_url(self, subscriber: Subscriber) -> str:
         if self.feeds is not None:
@@ -109,7 +110,27 @@ class Manage:
             show_home=True,
         )
 
+    def too_many(self, request: Request, token: str | None) -> Response | None:
+        """429 when this client used the page too often (each use reads the store, and may start
+        suggestions); with a valid link it offers to unsubscribe, which is never limited."""
+        front = self.front
+        if front.limits.ip_manage.allow(front.client_ip(request), front.now_seconds()):
+            return None
+        extra: dict[str, str] = {}
+        try:
+            unsubscribe = front.signer.sign("unsubscribe", str(front.token_data("manage", token)["e"]))
+            extra = {"action_url": "/unsubscribe?" + urlencode({"token": unsubscribe}), "action_label": "Unsubscribe"}
+        except TokenError:
+            pass
+        text = "Too many requests from your network. Please wait a minute."
+        response = front.message("Slow down", text, 429, **extra)
+        response.headers["retry-after"] = "60"
+        return response
+
     async def show(self, request: Request) -> Response:
+        refused = self.too_many(request, request.query_params.get("token"))
+        if refused is not None:
+            return refused
         held = await self.front.link_holder(request, "manage")
         if isinstance(held, Response):
             return held
@@ -117,12 +138,15 @@ class Manage:
         if subscriber is None:
             return self.not_subscribed()
         done = request.query_params.get("done", "")
-        suggested = await suggested_section(self.front, subscriber)  # votes → rule changes (digest.web.suggestions)
+        suggested = await self.suggestions.section(subscriber)  # votes → rule changes (digest.web.suggestions)
         return self.page(token, subscriber, notice=NOTICES.get(done) or None, **suggested)
 
     async def post(self, request: Request) -> Response:
         raw = await request.form()
         form = ManageForm.read(raw)
+        slow_down = self.too_many(request, form.token)
+        if slow_down is not None:
+            return slow_down
         try:
             email = self.front.token_data("manage", form.token)["e"]
         except TokenError as exc:

@@ -3,8 +3,11 @@ accepts one.
 
 Why here and not at vote time: a suggestion is counted against the last 30 days' stored papers
 with the person's current rules (:mod:`digest.matching.suggest`), which change with every day and
-every edit; the page computes them when shown, in a worker thread (never on the event loop), and
-keeps the latest per person until their rules, votes or the stored papers change. Accepting is a
+every edit; the page computes them when shown and keeps the latest per person until their rules,
+votes or the stored papers change. A visitor chooses the rules, so the work is kept apart
+(:class:`SuggestionWorker`): one thread of its own (never the event loop, nor the thread pool the
+other pages need), one computation per person at a time, at most :data:`MAX_QUEUED` waiting, and
+the page waits :data:`WAIT_SECONDS` at most: later, it says they are being worked out. Accepting is a
 POST with the signed manage token, like the page's own buttons, and goes through the same rule
 checks as a manual edit; a suggestion whose rule is no longer there (accepted already, or edited
 meanwhile) changes nothing.
@@ -12,7 +15,10 @@ meanwhile) changes nothing.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any
@@ -22,7 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from digest.errors import CycleLockedError, TokenError
+from digest.errors import CycleLockedError, DigestError, TokenError
 from digest.matching.rules import TEXT_FIELDS, ItemIndex
 from digest.matching.suggest import MIN_REJECTED, RECENT_DAYS, Suggestion, suggest
 from digest.matching.syntax import MAX_RULE_LENGTH
@@ -32,7 +38,13 @@ from digest.state.subscriptions import check_rules
 from digest.web.forms import BUSY
 from digest.web.front import Front
 
+log = logging.getLogger(__name__)
+
 CACHED_PEOPLE = 256
+MAX_QUEUED = 16  # people whose suggestions are being worked out or wait for it; more: "reload later"
+WAIT_SECONDS = 2.0  # the manage page waits this long for them, then is shown without them
+
+Key = tuple[object, ...]  # what a person's suggestions depend on: rules, votes, day, stored papers
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +55,7 @@ class Suggested:
     rejected: int
     liked: int
     needed: int = MIN_REJECTED
+    pending: bool = False  # being worked out (or waiting for it): the page says to reload in a minute
 
 
 class SuggestionCache:
@@ -78,33 +91,80 @@ class SuggestionCache:
             self._found[email] = (key, suggestions)
 
 
-CACHE = SuggestionCache()
+class SuggestionWorker:
+    """Works out suggestions in one thread of its own (see the module's docstring), like the feed's
+    :class:`~digest.web.feed.FeedBuilder`: a person's computation is shared by every page shown
+    meanwhile, and a page is never kept waiting by it for more than :data:`WAIT_SECONDS`."""
 
+    def __init__(self, front: Front) -> None:
+        self.front = front
+        self.cache = SuggestionCache()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="digest-suggest")
+        self._lock = threading.RLock()  # a done future's callback runs at once, under it
+        self._pending: dict[str, tuple[Key, Future[tuple[Suggestion, ...] | None]]] = {}  # by address
 
-def compute(front: Front, subscriber: Subscriber, votes: dict[str, int]) -> Suggested:
-    """The person's suggestions from their ``votes`` (blocking: call it in a worker thread)."""
-    store = front.read_store()
-    rejected = sum(1 for vote in votes.values() if vote < 0)
-    liked = len(votes) - rejected
-    today = front.today()
-    key = (subscriber.rules, tuple(votes.items()), today, store.seen_count)
-    found = CACHE.get(subscriber.email, key)
-    if found is None:
-        recent, index = CACHE.recent(store, today)
-        voted = [item for item in map(store.item, votes) if item is not None]
+    async def section(self, subscriber: Subscriber) -> dict[str, Any]:
+        """The manage page's context for ``_suggestions.html``: nothing to compute (and no hand-off to
+        the worker) for the many who have not marked two papers "not for me"."""
+        email = subscriber.email
+        votes, seen = await self.front.read(lambda store: (store.votes(email), store.seen_count))
+        rejected = sum(1 for vote in votes.values() if vote < 0)
+        liked = len(votes) - rejected
+        if rejected < MIN_REJECTED:
+            return {"suggested": Suggested((), rejected, liked)}
+        key = (subscriber.rules, tuple(votes.items()), self.front.today(), seen)
+        found = self.cache.get(email, key)
+        if found is None:
+            found = await self.wait(self.start(subscriber, votes, key))
+        return {"suggested": Suggested(found or (), rejected, liked, pending=found is None)}
+
+    def start(self, subscriber: Subscriber, votes: dict[str, int], key: Key) -> Future[Any] | None:
+        """The computation of ``key`` for ``subscriber``: the one under way (or waiting) for them, or a
+        new one; None when one of theirs for another key is (their rules changed meanwhile: it
+        starts once that one is done) or :data:`MAX_QUEUED` people's are."""
+        email = subscriber.email
+        with self._lock:
+            found = self._pending.get(email)
+            if found is not None:
+                return found[1] if found[0] == key else None
+            if len(self._pending) >= MAX_QUEUED:
+                return None
+            future = self._executor.submit(self._compute, subscriber, votes, key)
+            self._pending[email] = (key, future)
+            future.add_done_callback(lambda done: self._forget(email, done))
+        return future
+
+    def _forget(self, email: str, future: Future[Any]) -> None:
+        with self._lock:
+            if email in self._pending and self._pending[email][1] is future:
+                del self._pending[email]
+
+    @staticmethod
+    async def wait(future: Future[tuple[Suggestion, ...] | None] | None) -> tuple[Suggestion, ...] | None:
+        """The computation's result if it is ready within :data:`WAIT_SECONDS`, else None (it goes on)."""
+        if future is None:
+            return None
+        try:
+            return await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(future)), WAIT_SECONDS)
+        except TimeoutError:
+            return None
+
+    def _compute(self, subscriber: Subscriber, votes: dict[str, int], key: Key) -> tuple[Suggestion, ...] | None:
+        """In the worker: the suggestions of ``key`` (the voted papers read in one query), kept; None
+        when the store cannot be read (the page asks to reload)."""
+        found = self.cache.get(subscriber.email, key)
+        if found is not None:
+            return found
+        try:
+            store = self.front.read_store()
+            recent, index = self.cache.recent(store, self.front.today())
+            voted = store.items(votes)
+        except DigestError as exc:
+            log.warning("suggestions could not be worked out: %s", exc)
+            return None
         found = tuple(suggest(subscriber.rules, recent, voted, votes, index=index))
-        CACHE.put(subscriber.email, key, found)
-    return Suggested(found, rejected, liked)
-
-
-async def suggested_section(front: Front, subscriber: Subscriber) -> dict[str, Any]:
-    """The manage page's context for ``_suggestions.html``: nothing to compute (and no hand-off to a
-    worker thread) for the many who have not marked two papers "not for me"."""
-    votes = await front.read(lambda store: store.votes(subscriber.email))
-    rejected = sum(1 for vote in votes.values() if vote < 0)
-    if rejected < MIN_REJECTED:
-        return {"suggested": Suggested((), rejected, len(votes) - rejected)}
-    return {"suggested": await run_in_threadpool(compute, front, subscriber, votes)}
+        self.cache.put(subscriber.email, key, found)
+        return found
 
 
 def edited(rules: tuple[str, ...], rule: str, changed: str) -> tuple[str, ...] | None:

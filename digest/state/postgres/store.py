@@ -244,6 +244,14 @@ class PostgresStore:
         row = self._one("SELECT record FROM items WHERE id = %s", (item_id,))
         return Item.from_record(row[0]) if row else None
 
+    @_locked
+    def items(self, item_ids: Iterable[str]) -> list[Item]:
+        """The stored papers among ``item_ids``, in that order: one query, not one per paper."""
+        wanted = list(dict.fromkeys(item_ids))
+        rows = self._all("SELECT id, record FROM items WHERE id = ANY(%s)", (wanted,))
+        found = {str(key): Item.from_record(record) for key, record in rows}
+        return [found[key] for key in wanted if key in found]
+
     @property
     @_locked
     def seen_count(self) -> int:

@@ -13,6 +13,9 @@ floor's messages are the cycle's own, built before it for subscribers spread ove
 the server counts the bytes of both, and the report prints their mean sizes side by side.
 
     python -m bench [--sizes 100,1000,10000] [--items 2000] [--seen 50000] [--history-days 365] [--repeat 1]
+
+``python -m bench rule-cost`` and ``python -m bench postgres`` (the roles on PostgreSQL, issue 30:
+``bench/bench_postgres.py``, ``--help`` there) are their own benches.
 """
 
 from __future__ import annotations
@@ -285,6 +288,10 @@ def main() -> None:
         from bench.bench_rule_cost import main as rule_cost
 
         return rule_cost(sys.argv[2:])
+    if sys.argv[1:2] == ["postgres"]:  # python -m bench postgres: the roles on PostgreSQL (bench/postgres.md)
+        from bench.bench_postgres import main as postgres
+
+        return postgres(sys.argv[2:])
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100,1000,10000")
     parser.add_argument("--items", type=int, default=2000)

@@ -107,9 +107,9 @@ def test_a_digest_survives_the_queue_as_json(settings: Settings) -> None:
     store = PostgresStore(settings.store.url)
     with store.transaction():
         job = sql.claim(store)
-    store.close()
     assert job is not None and job.email == PEOPLE[0]
-    digest, receipt = digest_from_record(job.digest)
+    digest, receipt = digest_from_record(job.digest, lambda ids: sql.items_by_id(store, ids))
+    store.close()
     assert digest.entries and all(e.matches and e.matches[0].highlights for e in digest.entries)
     assert digest_record(digest, receipt) == job.digest
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import date, datetime
 from typing import Any
@@ -55,7 +55,11 @@ QUOTA_RECHECK_SECONDS = 30.0  # a full hour/day quota: look again this often
 
 
 def digest_record(digest: Digest, receipt: str) -> dict[str, Any]:
-    """A planned digest as JSON (the queue's ``digest`` column), with the cycle's coverage line."""
+    """A planned digest as JSON (the queue's ``digest`` column), with the cycle's coverage line.
+
+    Papers by id: their records are in the ``items`` table already (the fetch wrote them), and a
+    day's digests share a few thousand papers; each digest carrying its ~40 papers' abstracts made
+    queueing 100,000 digests gigabytes of JSON (``bench/postgres.md``)."""
     return {
         "subscriber": digest.subscriber.to_record(),
         "as_of": digest.as_of.isoformat(),
@@ -64,7 +68,7 @@ def digest_record(digest: Digest, receipt: str) -> dict[str, Any]:
         "receipt": receipt,
         "entries": [
             {
-                "item": entry.item.to_record(),
+                "id": entry.item.id,
                 "matches": [
                     [match.rule, [[h.field, h.start, h.end] for h in match.highlights]] for match in entry.matches
                 ],
@@ -74,15 +78,24 @@ def digest_record(digest: Digest, receipt: str) -> dict[str, Any]:
     }
 
 
-def digest_from_record(record: dict[str, Any]) -> tuple[Digest, str]:
-    """:func:`digest_record` read back: the digest and its coverage line."""
-    entries = [
-        DigestEntry(
-            Item.from_record(entry["item"]),
-            tuple(RuleMatch(rule, tuple(Highlight(f, s, e) for f, s, e in spans)) for rule, spans in entry["matches"]),
+def digest_from_record(
+    record: dict[str, Any], items: Callable[[list[str]], Mapping[str, Item]] | None = None
+) -> tuple[Digest, str]:
+    """:func:`digest_record` read back: the digest and its coverage line. ``items`` finds papers by
+    id (:class:`ItemCache`); an entry that holds its paper's whole record (a row queued by an
+    earlier version) needs none. A paper no longer stored (pruned since) is left out: it can never
+    be sent again anyway."""
+    wanted = [entry["id"] for entry in record["entries"] if "item" not in entry]
+    found = items(wanted) if wanted and items is not None else {}
+    entries = []
+    for entry in record["entries"]:
+        item = Item.from_record(entry["item"]) if "item" in entry else found.get(entry["id"])
+        if item is None:
+            continue
+        matches = tuple(
+            RuleMatch(rule, tuple(Highlight(f, s, e) for f, s, e in spans)) for rule, spans in entry["matches"]
         )
-        for entry in record["entries"]
-    ]
+        entries.append(DigestEntry(item, matches))
     digest = Digest(
         Subscriber.from_record(record["subscriber"]),
         entries,
@@ -103,10 +116,10 @@ def enqueue_plan(store: StoreBackend, plan: Plan, run: SendRun, receipt: str) ->
     """The scheduler's send stage: queue every planned digest, move on those with nothing to send."""
     pg = postgres_only(store)
     start = run.window_start
-    rows = [
+    rows = (  # made as they are queued, a batch at a time (:func:`sql.enqueue`)
         sql.NewRow(d.digest_id, d.subscriber.email.lower(), d.as_of, start, digest_record(d, receipt))
         for d in plan.digests
-    ]
+    )
     queued = sql.enqueue(pg, rows)
     # Everyone planned is handled for their rhythm once queued: the queue sends it, and the next
     # hourly tick must not plan them again that day (digest.cycle.rhythm).
@@ -118,8 +131,30 @@ def enqueue_plan(store: StoreBackend, plan: Plan, run: SendRun, receipt: str) ->
         for d in plan.digests
     ]
     pg.record_progress(moved)
-    log.info("queued %d digest(s) for the workers (%d planned)", queued, len(rows))
+    log.info("queued %d digest(s) for the workers (%d planned)", queued, len(plan.digests))
     return queued
+
+
+class ItemCache:
+    """The papers a worker's digests show, read from the ``items`` table once per cycle (``as_of``)
+    instead of once per digest."""
+
+    def __init__(self, store: PostgresStore) -> None:
+        self.store = store
+        self.as_of: date | None = None
+        self.items: dict[str, Item] = {}
+
+    def lookup(self, as_of: date) -> Callable[[list[str]], Mapping[str, Item]]:
+        if as_of != self.as_of:  # a new cycle: papers may have changed (upvotes, a withdrawal)
+            self.as_of, self.items = as_of, {}
+
+        def found(ids: list[str]) -> Mapping[str, Item]:
+            missing = [i for i in ids if i not in self.items]
+            if missing:
+                self.items.update(sql.items_by_id(self.store, missing))
+            return self.items
+
+        return found
 
 
 class Worker:
@@ -143,6 +178,7 @@ class Worker:
         self.throttled = 0
         self.sent = 0
         self.composer = Composer(config, Signer(config.secret_key), now)
+        self.items = ItemCache(self.store)
         archive_dir(config.data_dir)
 
     def close(self) -> None:
@@ -174,7 +210,7 @@ class Worker:
             return later.seconds
 
     def _handle(self, job: sql.Queued) -> float:
-        digest, receipt = digest_from_record(job.digest)
+        digest, receipt = digest_from_record(job.digest, self.items.lookup(job.as_of))
         subscriber = sql.locked_subscriber(self.store, job.email)
         if subscriber is None or not subscriber.active:
             log.info("dropped the queued digest for %s: unsubscribed or paused since", job.email)
@@ -214,17 +250,12 @@ class Worker:
             return self._not_delivered(job, exc)
         at = self.now()
         self.store.record_note(made.note, at)
-        self.store.record_progress(
-            [
-                replace(
-                    subscriber,
-                    caught_up_to=max(job.window_start, subscriber.caught_up_to or job.window_start),
-                    last_delivery_at=at,
-                )
-            ]
+        moved = replace(  # the record read under this transaction's lock: current (as record_progress wants)
+            subscriber,
+            caught_up_to=max(job.window_start, subscriber.caught_up_to or job.window_start),
+            last_delivery_at=at,
         )
-        self.store.clear_failure(job.email)
-        sql.finish(self.store, job.id)
+        sql.finish_sent(self.store, job.id, moved)  # progress, failure cleared, row deleted: one round trip
         self.throttle.accepted()
         self.throttled = 0
         self.sent += 1

@@ -56,6 +56,7 @@ from digest.errors import CycleLockedError, DataDirError, StoreCorruptError, Sto
 from digest.matching.syntax import RULE_SYNTAX, upgraded_rules
 from digest.models import CycleReport, Item, SourceReport, Subscriber
 from digest.paths import FOLDED_JOURNAL_FILE, JOURNAL_FILE, LOCK_FILE, STORE_FILE
+from digest.state import records
 from digest.state.departures import Departure, read_departures, take_departures
 from digest.state.files import REPAIR_HINT, BufferedAtomicStorage, keep_copy, remove_stale_temp_files
 from digest.state.ledger import Ledger
@@ -667,12 +668,7 @@ class Store:
         A store from before this was kept has only ``last_ok_at`` (a UTC time): its date less a day,
         to be safe whatever the schedule's time zone. None when the source was never fetched.
         """
-        state = self._source_record(source)
-        if state.get("fetched_through"):
-            return date.fromisoformat(state["fetched_through"])
-        if state.get("last_ok_at"):
-            return date.fromordinal(datetime.fromisoformat(state["last_ok_at"]).date().toordinal() - 1)
-        return None
+        return records.fetched_through(self._source_record(source))
 
     @_locked
     def record_source(
@@ -691,21 +687,9 @@ class Store:
         the cycle as of ``as_of`` fetched late because digest was not running (``caught_up``, first
         and last), and the last ten runs of days it will never fetch (first, last, why).
         """
-        state = self._source_record(report.name)
-        state["failed_days"] = sorted({d.isoformat() for d in days_failed})
-        state["last_attempt_at"] = at.isoformat()
-        if report.ok:
-            state["last_ok_at"] = at.isoformat()
-        else:
-            state["last_error"] = report.error
-        if fetched_through is not None:
-            state["fetched_through"] = fetched_through.isoformat()
-        cycle = (as_of or at.date()).isoformat()
-        if caught_up is not None:
-            state["caught_up"] = {"as_of": cycle, "from": caught_up[0].isoformat(), "to": caught_up[1].isoformat()}
-        runs = [{"as_of": cycle, "from": a.isoformat(), "to": b.isoformat(), "why": why} for a, b, why in lost]
-        if runs:
-            state["lost"] = (list(state.get("lost") or []) + runs)[-10:]
+        state = records.after_fetch(
+            self._source_record(report.name), report, days_failed, at, as_of, fetched_through, caught_up, lost
+        )
         self.db.table("sources").upsert(state, Query().name == report.name)
 
     # -- delivery failures --------------------------------------------------------------------
@@ -715,17 +699,7 @@ class Store:
         table = self.db.table("failures")
         key = email.lower()
         previous = table.get(Query().email == key)
-        table.upsert(
-            {
-                "email": key,
-                "reason": reason,
-                "at": at.isoformat(),
-                "permanent": permanent,
-                "count": (previous["count"] if previous else 0) + 1,
-                "since": previous["since"] if previous else at.isoformat(),
-            },
-            Query().email == key,
-        )
+        table.upsert(records.failure(key, reason, at, permanent, previous), Query().email == key)
 
     @_locked
     def clear_failure(self, email: str) -> None:

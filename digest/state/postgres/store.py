@@ -41,6 +41,7 @@ from psycopg.types.json import Jsonb
 
 from digest.errors import CycleLockedError, StoreError, StoreWriteError
 from digest.models import CycleReport, Item, SourceReport, Subscriber
+from digest.state import records
 from digest.state.backend import redacted
 from digest.state.departures import Departure, take_departures
 from digest.state.postgres.schema import migrate
@@ -483,12 +484,7 @@ class PostgresStore:
 
     @_locked
     def fetched_through(self, source: str) -> date | None:
-        state = self._source_record(source)
-        if state.get("fetched_through"):
-            return date.fromisoformat(state["fetched_through"])
-        if state.get("last_ok_at"):
-            return date.fromordinal(datetime.fromisoformat(state["last_ok_at"]).date().toordinal() - 1)
-        return None
+        return records.fetched_through(self._source_record(source))
 
     @_locked
     def record_source(
@@ -502,21 +498,9 @@ class PostgresStore:
         lost: Iterable[tuple[date, date, str]] = (),
     ) -> None:
         """As :meth:`digest.state.store.Store.record_source`, the same record."""
-        state = self._source_record(report.name)
-        state["failed_days"] = sorted({d.isoformat() for d in days_failed})
-        state["last_attempt_at"] = at.isoformat()
-        if report.ok:
-            state["last_ok_at"] = at.isoformat()
-        else:
-            state["last_error"] = report.error
-        if fetched_through is not None:
-            state["fetched_through"] = fetched_through.isoformat()
-        cycle = (as_of or at.date()).isoformat()
-        if caught_up is not None:
-            state["caught_up"] = {"as_of": cycle, "from": caught_up[0].isoformat(), "to": caught_up[1].isoformat()}
-        runs = [{"as_of": cycle, "from": a.isoformat(), "to": b.isoformat(), "why": why} for a, b, why in lost]
-        if runs:
-            state["lost"] = (list(state.get("lost") or []) + runs)[-10:]
+        state = records.after_fetch(
+            self._source_record(report.name), report, days_failed, at, as_of, fetched_through, caught_up, lost
+        )
         self._save_source(state)
 
     @_locked
@@ -535,15 +519,7 @@ class PostgresStore:
         key = email.lower()
         with self._transaction() as connection:
             row = self._one("SELECT record FROM failures WHERE email = %s FOR UPDATE", (key,))
-            previous = row[0] if row else None
-            record = {
-                "email": key,
-                "reason": reason,
-                "at": at.isoformat(),
-                "permanent": permanent,
-                "count": (previous["count"] if previous else 0) + 1,
-                "since": previous["since"] if previous else at.isoformat(),
-            }
+            record = records.failure(key, reason, at, permanent, row[0] if row else None)
             connection.execute(
                 "INSERT INTO failures VALUES (%s, %s) ON CONFLICT (email) DO UPDATE SET record = excluded.record",
                 (key, Jsonb(record)),

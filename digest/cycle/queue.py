@@ -210,27 +210,12 @@ class Worker:
             return later.seconds
 
     def _handle(self, job: sql.Queued) -> float:
-        digest, receipt = digest_from_record(job.digest, self.items.lookup(job.as_of))
-        subscriber = sql.locked_subscriber(self.store, job.email)
-        if subscriber is None or not subscriber.active:
-            log.info("dropped the queued digest for %s: unsubscribed or paused since", job.email)
-            sql.finish(self.store, job.id)
+        owed = self._still_owed(job)
+        if owed is None:
             return 0.0
-        done = sql.delivered_among(self.store, job.email, [e.item.id for e in digest.entries])
-        entries = [e for e in digest.entries if e.item.id not in done]
-        if not entries:
-            sql.finish(self.store, job.id)
-            return 0.0
-        digest = replace(digest, subscriber=subscriber, entries=entries)
-        limits = self.config.limits
-        pause, why = sql.take_slot(self.pace, limits.per_second, limits.per_hour, limits.per_day)
-        if why is not None:
-            log.warning("the digest for %s waits: %s", job.email, why)
-            raise _Later(QUOTA_RECHECK_SECONDS)
-        if pause and self.stop.wait(pause):
-            raise _Later(0.0)
-        if self.throttle.pace():
-            raise _Later(0.0)
+        digest, subscriber, receipt = owed
+        entries = digest.entries
+        self._wait_for_a_slot(job)
         made = self.composer.with_receipt(receipt).for_sending(self.store, archive_dir(self.config.data_dir))(digest)
         if isinstance(made, RenderFailed):
             line = f"could not render the digest: {made.why}"
@@ -261,6 +246,34 @@ class Worker:
         self.sent += 1
         log.info("sent digest %s with %d papers to %s via %s", digest.digest_id, len(entries), job.email, where)
         return 0.0
+
+    def _still_owed(self, job: sql.Queued) -> tuple[Digest, Subscriber, str] | None:
+        """The queued digest as it is owed now (their current record, less the papers delivered
+        meanwhile), and its receipt; None, with the row finished, when nothing is owed any more."""
+        digest, receipt = digest_from_record(job.digest, self.items.lookup(job.as_of))
+        subscriber = sql.locked_subscriber(self.store, job.email)
+        if subscriber is None or not subscriber.active:
+            log.info("dropped the queued digest for %s: unsubscribed or paused since", job.email)
+            sql.finish(self.store, job.id)
+            return None
+        done = sql.delivered_among(self.store, job.email, [e.item.id for e in digest.entries])
+        entries = [e for e in digest.entries if e.item.id not in done]
+        if not entries:
+            sql.finish(self.store, job.id)
+            return None
+        return replace(digest, subscriber=subscriber, entries=entries), subscriber, receipt
+
+    def _wait_for_a_slot(self, job: sql.Queued) -> None:
+        """Keep to the relay's limits, shared by every worker; :class:`_Later` when the row must wait."""
+        limits = self.config.limits
+        pause, why = sql.take_slot(self.pace, limits.per_second, limits.per_hour, limits.per_day)
+        if why is not None:
+            log.warning("the digest for %s waits: %s", job.email, why)
+            raise _Later(QUOTA_RECHECK_SECONDS)
+        if pause and self.stop.wait(pause):
+            raise _Later(0.0)
+        if self.throttle.pace():
+            raise _Later(0.0)
 
     def _not_delivered(self, job: sql.Queued, exc: DeliveryError) -> float:
         transient = isinstance(exc, TransientDeliveryError) or exc.server_wide

@@ -88,24 +88,17 @@ def run_once(
 
     ``stop``, once set (by a signal handler), ends retry waits at once and stops the send loop
     after the email being handed over; everything sent is recorded before this returns. A day
-    past tomorrow is refused (:func:`check_as_of`) before the store is opened.
-
-    With ``keeper`` (``digest serve``) the cycle runs on the process's shared in-memory store,
-    still under the file lock, so the web's changes land in the store it sends from.
-
-    ``enqueue`` (``digest scheduler``, a PostgreSQL store): the planned digests go to the queue the
-    workers send from (:mod:`digest.cycle.queue`) instead of being sent here.
+    past tomorrow is refused (:func:`check_as_of`) before the store is opened. With ``keeper``
+    (``digest serve``) the cycle runs on the process's shared in-memory store, still under the
+    file lock, so the web's changes land in the store it sends from. ``enqueue`` (``digest
+    scheduler``): the planned digests go to the workers' queue (:mod:`digest.cycle.queue`).
     """
     day = as_of or today_in(settings.schedule.timezone)
     check_as_of(settings, day)
     stop = stop or threading.Event()
     config = cycle_config(settings)
     chosen_mailer = mailer or make_mailer(settings.smtp, settings.data_dir / OUTBOX_DIR)
-    deliver = None
-    if enqueue:
-        from digest.cycle.queue import enqueue_plan  # psycopg, imported only for a PostgreSQL store
-
-        deliver = enqueue_plan
+    deliver = queueing() if enqueue else None
     fetch_retrier = Retrier(settings.retry.policy(settings.retry.fetch_budget_seconds), stop=stop)
     with (
         cycle_store(settings, keeper, dry_run, lock_wait_seconds, stop) as store,
@@ -115,20 +108,17 @@ def run_once(
         chosen_sources = (
             list(sources) if sources is not None else registry.configured_sources(settings.sources, store, utc_now)
         )
-        cycle = Cycle(
-            config,
-            store,
-            chosen_sources,
-            active_mailer,
-            client,
-            utc_now,
-            progress=progress,
-            stop=stop,
-            trigger=trigger,
-            enqueue=deliver,
-        )
+        parts = (config, store, chosen_sources, active_mailer, client, utc_now)
+        cycle = Cycle(*parts, progress=progress, stop=stop, trigger=trigger, enqueue=deliver)
         chosen = due or run_now(settings)
         return cycle.run(day, dry_run=dry_run, select=chosen, handled_at=chosen.now)
+
+
+def queueing() -> Callable[..., int]:
+    """The send stage of ``digest scheduler``; psycopg is imported only for a PostgreSQL store."""
+    from digest.cycle.queue import enqueue_plan
+
+    return enqueue_plan
 
 
 def run_now(settings: Settings) -> Due:

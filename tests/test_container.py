@@ -35,8 +35,9 @@ ENGINE = ROOT.parent / "shared" / "container" / "engine.sh"
 IMAGE = "digest:test"
 DIGEST_UID = 10001
 # What the image adds to its base: the venv and a user, nothing of the build toolchain. About 100 MB
-# since matching uses numpy (its compiled core and OpenBLAS are ~55 MB of that; ~45 MB before it).
-MAX_ADDED_MB = 120
+# since matching uses numpy (its compiled core and OpenBLAS are ~55 MB of that; ~45 MB before it);
+# about 131 MB since the PostgreSQL store (psycopg with its own libpq and the libraries it links).
+MAX_ADDED_MB = 145
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 

@@ -267,15 +267,20 @@ def test_status_says_per_rhythm_how_many_and_when_next() -> None:
         replace(own(6, "Europe/Berlin"), email="d@example.org", handled_at=now - timedelta(days=2)),  # missed: due
         replace(base, email="e@example.org", frequency="weekly", weekday=0),
         replace(base, email="f@example.org", by_email=False),
+        # 07:00 in Kolkata is 01:30 UTC: the tick at 02:00 serves it, and status says so
+        replace(own(7, "Asia/Kolkata"), email="g@example.org", handled_at=now - timedelta(hours=4)),
     ]
     state = Status(cycles=[], sources=[], rhythms=outlook(people, now, SCHEDULE), feed_only=1)
     assert rhythm_lines(state, "UTC") == [
         "rhythm daily on schedule.cron: 2 subscriber(s), next due 2026-12-07 07:00 UTC (2)",
-        "rhythm daily at their own hour: 2 subscriber(s), 1 due now (next hourly tick), "
+        "rhythm daily at their own hour: 3 subscriber(s), 1 due now (next hourly tick), "
         "next due 2026-12-06 17:00 UTC (1)",
         "rhythm weekly: 1 subscriber(s), next due 2026-12-07 07:00 UTC (1)",
         "rhythm feed only: 1 subscriber(s), no email",
     ]
+    kolkata = [replace(people[-1], handled_at=now)]
+    (only,) = outlook(kolkata, now, SCHEDULE)
+    assert only.next_at == at("2026-12-07T02:00:00+00:00")
 
 
 @given(

@@ -242,6 +242,17 @@ def kind_of(rhythm: Rhythm) -> str:
     return KINDS[0] if rhythm.hour is None else KINDS[1]
 
 
+def served_at(rhythm: Rhythm, slot: datetime) -> datetime:
+    """When the service sends for ``slot``: ``schedule.cron``'s own time, or, for a person's own
+    hour, the hourly tick at the top of the UTC hour at or after it (07:00 in Asia/Kolkata is
+    01:30 UTC, served at 02:00)."""
+    if rhythm.hour is None:
+        return slot
+    utc = slot.astimezone(UTC)
+    top = utc.replace(minute=0, second=0, microsecond=0)
+    return top if top == utc else top + timedelta(hours=1)
+
+
 def outlook(subscribers: Iterable[Subscriber], now: datetime, schedule: WallClockCron) -> list[Outlook]:
     """Per kind of rhythm (feed-only people aside): counts, due now, and the next due time."""
     due = Due(now, schedule, on_schedule="none")  # those wait for the next cycle at schedule.cron
@@ -258,7 +269,8 @@ def outlook(subscribers: Iterable[Subscriber], now: datetime, schedule: WallCloc
             tally[kind][1] += 1
             continue
         if rhythm not in nexts:
-            nexts[rhythm] = next_slot(rhythm, now, schedule)
+            slot = next_slot(rhythm, now, schedule)
+            nexts[rhythm] = served_at(rhythm, slot) if slot is not None else None
         when = nexts[rhythm]
         if when is not None:
             upcoming[kind].append(when.astimezone(UTC))

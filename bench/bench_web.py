@@ -190,11 +190,16 @@ class Connection:
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
-    async def request(self, method: str, target: str, body: bytes = b"", content_type: str = "") -> int:
+    async def request(
+        self, method: str, target: str, body: bytes = b"", content_type: str = "", forwarded_for: str = ""
+    ) -> int:
+        """One request; ``forwarded_for``: the client a trusted reverse proxy names (``X-Forwarded-For``)."""
         if self.writer is None:
             self.reader, self.writer = await asyncio.open_connection("127.0.0.1", self.port)
         assert self.reader is not None
         head = f"{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{self.port}\r\n"
+        if forwarded_for:
+            head += f"X-Forwarded-For: {forwarded_for}\r\n"
         if body:
             head += f"Content-Type: {content_type}\r\nContent-Length: {len(body)}\r\n"
         self.writer.write(head.encode() + b"\r\n" + body)

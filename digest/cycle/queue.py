@@ -172,6 +172,7 @@ class Worker:
         self.config, self.mailer, self.now, self.stop = config, mailer, now, stop
         self.poll_seconds = poll_seconds
         self.store = PostgresStore(url, data_dir=config.data_dir)
+        sql.deliver_asynchronously(self.store)
         self.pace = PostgresStore(url, data_dir=config.data_dir)  # its own connection: short transactions
         retry = config.send_retry
         self.throttle = Throttle(config.throttle_budget_seconds, stop.wait, retry.initial_delay, retry.max_delay)
@@ -234,13 +235,12 @@ class Worker:
         except DeliveryError as exc:
             return self._not_delivered(job, exc)
         at = self.now()
-        self.store.record_note(made.note, at)
         moved = replace(  # the record read under this transaction's lock: current (as record_progress wants)
             subscriber,
             caught_up_to=max(job.window_start, subscriber.caught_up_to or job.window_start),
             last_delivery_at=at,
         )
-        sql.finish_sent(self.store, job.id, moved)  # progress, failure cleared, row deleted: one round trip
+        sql.finish_sent(self.store, job, moved, made.note.items, at)  # ledger, progress, row: one statement
         self.throttle.accepted()
         self.throttled = 0
         self.sent += 1
@@ -251,7 +251,7 @@ class Worker:
         """The queued digest as it is owed now (their current record, less the papers delivered
         meanwhile), and its receipt; None, with the row finished, when nothing is owed any more."""
         digest, receipt = digest_from_record(job.digest, self.items.lookup(job.as_of))
-        subscriber = sql.locked_subscriber(self.store, job.email)
+        subscriber = Subscriber.from_record(job.subscriber) if job.subscriber is not None else None
         if subscriber is None or not subscriber.active:
             log.info("dropped the queued digest for %s: unsubscribed or paused since", job.email)
             sql.finish(self.store, job.id)

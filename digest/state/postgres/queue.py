@@ -6,11 +6,14 @@ limits the workers share (schema version 2, :mod:`digest.state.postgres.schema`)
   A newer digest for an address replaces an older one still waiting (it holds the older one's
   papers, which are not delivered yet), unless a worker is sending the older one right now.
 - A worker, in one transaction: :func:`claim` takes the oldest ready row with ``FOR UPDATE SKIP
-  LOCKED`` (any number of workers, none waits for another), :func:`locked_subscriber` locks the
+  LOCKED`` (any number of workers, none waits for another) and, in the same statement, locks the
   person's row (two digests of one address never go out at once, and an unsubscribe waits for the
-  send in progress), it sends, records the deliveries (``ON CONFLICT DO NOTHING``) and
-  :func:`finish` deletes the row; commit. Killed mid-send, its transaction aborts and the row is
-  free again for another worker: only an email whose "250" came before the kill is sent twice.
+  send in progress); :func:`delivered_among` reads what they got meanwhile (a statement of its own:
+  its snapshot is taken after the lock, so it sees a send that held the lock before); it sends, and
+  :func:`finish_sent` records the deliveries (``ON CONFLICT DO NOTHING``), their progress, and
+  deletes the row; commit. Killed mid-send, its transaction aborts and the row is free again for
+  another worker: only an email whose "250" came before the kill is sent twice. Five round trips an
+  email (begin, claim, delivered, finish, commit), no savepoints: they were eleven.
 - :func:`take_slot`: the per-second rate and the hour/day quotas, counted in the database (one
   short transaction under an advisory lock), so they hold for all workers together.
 """
@@ -44,6 +47,7 @@ class Queued:
     window_start: date
     digest: dict[str, Any]
     attempts: int
+    subscriber: dict[str, Any] | None = None  # their current record, locked with the row (None: they left)
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,19 +118,25 @@ def queue_summary(store: PostgresStore) -> tuple[int, datetime | None, int]:
     return (int(found[0]), found[1], int(found[2])) if found else (0, None, 0)
 
 
+CLAIM = (  # the oldest ready row and, locked with it, its subscriber's record (None once they left)
+    "SELECT q.id, q.digest_id, q.email, q.as_of, q.window_start, q.digest, q.attempts, s.record FROM "
+    "(SELECT * FROM queue WHERE not_before <= now() ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) AS q "
+    "LEFT JOIN LATERAL (SELECT record FROM subscribers WHERE email = q.email FOR UPDATE) AS s ON true"
+)
+
+
 def claim(store: PostgresStore) -> Queued | None:
-    """The oldest ready row, locked until the caller's transaction (:meth:`PostgresStore.transaction`) ends."""
-    row = store.connection.execute(
-        "SELECT id, digest_id, email, as_of, window_start, digest, attempts FROM queue "
-        "WHERE not_before <= now() ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED"
-    ).fetchone()
+    """The oldest ready row and its subscriber's record, both locked until the caller's transaction
+    (:meth:`PostgresStore.transaction`) ends."""
+    row = store.connection.execute(CLAIM).fetchone()
     return Queued(*row) if row else None
 
 
-def locked_subscriber(store: PostgresStore, email: str) -> Subscriber | None:
-    """The subscriber's current record, locked until the transaction ends (None once they left)."""
-    row = store.connection.execute("SELECT record FROM subscribers WHERE email = %s FOR UPDATE", (email,)).fetchone()
-    return Subscriber.from_record(row[0]) if row else None
+def deliver_asynchronously(store: PostgresStore) -> None:
+    """A worker's transactions commit as :meth:`PostgresStore.record_note`'s do (asynchronously:
+    durable within the WAL writer's fraction of a second), set once for its connection instead of
+    a ``SET LOCAL`` in each."""
+    store.connection.execute("SET synchronous_commit = off")
 
 
 def delivered_among(store: PostgresStore, email: str, item_ids: Sequence[str]) -> set[str]:
@@ -146,16 +156,27 @@ def finish(store: PostgresStore, row_id: int) -> None:
     store.connection.execute("DELETE FROM queue WHERE id = %s", (row_id,))
 
 
-def finish_sent(store: PostgresStore, row_id: int, subscriber: Subscriber) -> None:
-    """After a send: the subscriber's record (read with :func:`locked_subscriber`, its progress
-    moved) saved, their failure cleared and the row deleted, in one statement (they were three
-    calls and six round trips of a worker's dozen per email)."""
+def finish_sent(store: PostgresStore, job: Queued, subscriber: Subscriber, items: dict[str, str], at: datetime) -> None:
+    """After a send, in one statement: the deliveries (``items``: id → listed day) in the ledger,
+    the subscriber's record (read locked by :func:`claim`, its progress moved) saved, their failure
+    cleared and the row deleted (they were four calls, savepoints and ten round trips)."""
     email = subscriber.email.lower()
     store.connection.execute(
-        "WITH progress AS (UPDATE subscribers SET record = %s WHERE email = %s), "
-        "cleared AS (DELETE FROM failures WHERE email = %s) "
-        "DELETE FROM queue WHERE id = %s",
-        (Jsonb(subscriber.to_record()), email, email, row_id),
+        "WITH u AS (SELECT key AS i, value::date AS d FROM jsonb_each_text(%(items)s)), "
+        "seen_now AS (INSERT INTO seen (id, listed_on) SELECT i, d FROM u ON CONFLICT (id) DO NOTHING), "
+        "delivered AS (INSERT INTO deliveries (email, item_id, listed_on, digest_id, at) "
+        "SELECT %(email)s, i, d, %(digest)s, %(at)s FROM u ON CONFLICT (email, item_id) DO NOTHING), "
+        "progress AS (UPDATE subscribers SET record = %(record)s WHERE email = %(email)s), "
+        "cleared AS (DELETE FROM failures WHERE email = %(email)s) "
+        "DELETE FROM queue WHERE id = %(row)s",
+        {
+            "items": Jsonb(items),
+            "email": email,
+            "digest": job.digest_id,
+            "at": at,
+            "record": Jsonb(subscriber.to_record()),
+            "row": job.id,
+        },
     )
 
 

@@ -7,7 +7,7 @@ as what is pending, so what it says and what the next cycle sends cannot drift a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from operator import itemgetter
@@ -34,6 +34,24 @@ def digest_id(email: str, as_of: date, items: Sequence[Item]) -> str:
     return hashlib.sha256(seed.encode("utf-8")).hexdigest()[:20]
 
 
+@dataclass(slots=True)
+class Candidates:
+    """The papers a cycle may offer, indexed once and shared by every subscriber it plans (also
+    across the scheduler's slices, :func:`plan_in_slices`)."""
+
+    live: list[Item]
+    listed_on: list[date]
+    ids: list[str]
+    matcher: Matcher
+    # (doc, rule) → a one-rule match's entry and rank key: made once, not once per subscriber
+    shared: dict[tuple[int, str], tuple[DigestEntry, RankKey]] = field(default_factory=dict)
+
+
+def candidates(items: Sequence[Item], floor: date, as_of: date) -> Candidates:
+    live = [i for i in items if not i.withdrawn and i.listed_on <= as_of and i.listed_on >= floor]
+    return Candidates(live, [i.listed_on for i in live], [i.id for i in live], Matcher(ItemIndex(live)))
+
+
 def plan_digests(
     subscribers: Sequence[Subscriber],
     items: Sequence[Item],
@@ -42,18 +60,26 @@ def plan_digests(
     floor: date,
     as_of: date,
 ) -> Plan:
-    """Pure: who gets which items. ``items`` are the candidates from the store (any horizon).
+    """Pure: who gets which items. ``items`` are the candidates from the store (any horizon)."""
+    return plan_for(candidates(items, floor, as_of), subscribers, delivered, window_start, floor, as_of)
+
+
+def plan_for(
+    found: Candidates,
+    subscribers: Sequence[Subscriber],
+    delivered: Callable[[str, date], set[str]],
+    window_start: date,
+    floor: date,
+    as_of: date,
+) -> Plan:
+    """Pure: who among ``subscribers`` gets which of ``found``.
 
     Each digest is ranked as :func:`rank_entries` ranks it. A paper matched by one rule is the
     same entry in the digest of everyone with that rule, so its entry and rank key are made once
     per (paper, rule), not once per subscriber: they were most of planning's time.
     """
     plan = Plan()
-    live = [i for i in items if not i.withdrawn and i.listed_on <= as_of and i.listed_on >= floor]
-    listed_on = [i.listed_on for i in live]
-    ids = [i.id for i in live]
-    matcher = Matcher(ItemIndex(live))
-    shared: dict[tuple[int, str], tuple[DigestEntry, RankKey]] = {}  # (doc, rule) → a one-rule match's entry
+    live, listed_on, ids, shared = found.live, found.listed_on, found.ids, found.shared
     plan.nothing_for += [s for s in subscribers if not s.by_email]  # feed only: no email, moved on as on a quiet day
     for subscriber in (s for s in subscribers if s.by_email):
         rules, refused = usable_rules(subscriber.rules)
@@ -63,7 +89,7 @@ def plan_digests(
         horizon = max(floor, min(window_start, subscriber.caught_up_to or window_start))
         already = delivered(subscriber.email, horizon)
         chosen = []
-        for doc, matches in matcher.match(rules).items():
+        for doc, matches in found.matcher.match(rules).items():
             if listed_on[doc] < horizon or ids[doc] in already:
                 continue
             made = shared.get((doc, matches[0].rule)) if len(matches) == 1 else None
@@ -105,10 +131,27 @@ def plan_from_store(
 
     ``select`` picks whose digest is due (:class:`digest.cycle.rhythm.Due`); the others are not
     planned at all, so their papers stay candidates for their own day. None: everyone."""
+    plans = list(plan_in_slices(store, window_start, as_of, select, slice_size=None))
+    return plans[0] if plans else Plan()
+
+
+def plan_in_slices(
+    store: StoreBackend,
+    window_start: date,
+    as_of: date,
+    select: Callable[[Subscriber], bool] | None,
+    slice_size: int | None,
+) -> Iterator[Plan]:
+    """:func:`plan_from_store`, ``slice_size`` subscribers at a time over one shared index (None:
+    everyone at once). Each plan is made when asked for: ``digest scheduler`` queues one slice
+    before it plans the next, so it holds one slice's digests (a whole 100,000-subscriber plan
+    peaked at 361 MB, ``bench/postgres.md``) and the workers start on the first slice at once."""
     floor = store.candidate_floor()
     subscribers = [s for s in store.subscribers(active_only=True) if select is None or select(s)]
     if not subscribers:  # nobody due this tick: no items to read
-        return Plan()
+        return
     start = candidate_start(subscribers, window_start, floor)
-    candidates = store.items_listed_between(start, as_of)
-    return plan_digests(subscribers, candidates, store.delivered_ids, window_start, floor, as_of)
+    found = candidates(store.items_listed_between(start, as_of), floor, as_of)
+    size = slice_size or len(subscribers)
+    for at in range(0, len(subscribers), size):
+        yield plan_for(found, subscribers[at : at + size], store.delivered_ids, window_start, floor, as_of)

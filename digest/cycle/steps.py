@@ -33,7 +33,7 @@ from digest.cycle.fetch import fetch_sources
 from digest.cycle.gc_pause import collector_paused
 from digest.cycle.measure import StageClock
 from digest.cycle.notices import digest_notices
-from digest.cycle.plan import Plan, plan_from_store
+from digest.cycle.plan import Plan, plan_from_store, plan_in_slices
 from digest.cycle.send import Sender, SendRun
 from digest.mail.mailer import Mailer
 from digest.models import CycleReport, Subscriber
@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 
 
 WEEK_DAYS = 7
+QUEUE_SLICE = 2000  # subscribers ``digest scheduler`` plans and queues at a time (:meth:`Cycle._queue`)
 
 
 def kept_days(config: CycleConfig, subscribers: Sequence[Subscriber]) -> int:
@@ -116,31 +117,61 @@ class Cycle:
         window_start = min(window_days(as_of, self.config.lookback_days))
         owed = [date.fromisoformat(day) for source in report.sources for day in source.days_failed]
         progress_start = min([window_start, *owed])
-        with clock.stage("match"), collector_paused():
-            plan = plan_from_store(self.store, window_start, as_of, select)
-        for problem in plan.rule_errors:
-            log.error("a stored rule does not parse (left out of the digest): %s", problem)
-            report.errors.append(problem)
-        report.matched = sum(len(d.entries) for d in plan.digests)
-        notices, receipt = digest_notices(self.store, report, planned, self.config)
-        self.composer = self.composer.with_receipt(receipt)
-        for digest in plan.digests:
-            digest.notices.extend(notices)
-        if dry_run:
-            report.finished_at = self.now()
-            return report
-        self._deliver(plan, SendRun(report, progress_start, handled_at), clock)
+        run = SendRun(report, progress_start, handled_at)
+        if self.enqueue is not None and not dry_run:
+            notices, receipt = digest_notices(self.store, report, planned, self.config)
+            self.composer = self.composer.with_receipt(receipt)
+            self._queue(self.enqueue, (window_start, as_of), select, notices, run, clock)
+        else:
+            with clock.stage("match"), collector_paused():
+                plan = plan_from_store(self.store, window_start, as_of, select)
+            self._take_plan(plan, report)
+            notices, receipt = digest_notices(self.store, report, planned, self.config)
+            self.composer = self.composer.with_receipt(receipt)
+            for digest in plan.digests:
+                digest.notices.extend(notices)
+            if dry_run:
+                report.finished_at = self.now()
+                return report
+            self._deliver(plan, run, clock)
         with clock.stage("finish"):
             self._finish(as_of, today, report)
         return report
 
-    def _deliver(self, plan: Plan, run: SendRun, clock: StageClock) -> None:
-        """Render and send every planned digest (:mod:`digest.cycle.send`), or queue them
-        (:mod:`digest.cycle.queue`)."""
-        if self.enqueue is not None:
+    @staticmethod
+    def _take_plan(plan: Plan, report: CycleReport) -> None:
+        """The plan's rule errors and matches, into the cycle's report."""
+        for problem in plan.rule_errors:
+            log.error("a stored rule does not parse (left out of the digest): %s", problem)
+            report.errors.append(problem)
+        report.matched += sum(len(d.entries) for d in plan.digests)
+
+    def _queue(
+        self,
+        enqueue: Callable[[StoreBackend, Plan, SendRun, str], int],
+        window: tuple[date, date],
+        select: Callable[[Subscriber], bool] | None,
+        notices: list[str],
+        run: SendRun,
+        clock: StageClock,
+    ) -> None:
+        """``digest scheduler``: plan and queue :data:`QUEUE_SLICE` subscribers at a time
+        (:func:`~digest.cycle.plan.plan_in_slices`): one slice's digests in memory, and the workers
+        sending the first slice while the next is planned."""
+        slices = plan_in_slices(self.store, *window, select, QUEUE_SLICE)
+        while True:
+            with clock.stage("match"), collector_paused():
+                plan = next(slices, None)
+            if plan is None:
+                return
+            self._take_plan(plan, run.report)
+            for digest in plan.digests:
+                digest.notices.extend(notices)
             with clock.stage("send"):
-                self.enqueue(self.store, plan, run, self.composer.receipt)
-            return
+                enqueue(self.store, plan, run, self.composer.receipt)
+
+    def _deliver(self, plan: Plan, run: SendRun, clock: StageClock) -> None:
+        """Render and send every planned digest (:mod:`digest.cycle.send`)."""
         sender = Sender(
             self.config, self.store, self.mailer, self.now, clock, self.stop, self.send_retrier, self.progress
         )

@@ -4,8 +4,9 @@ Each token names its purpose (salt) and subscriber, so a "view digest" token can
 and a token for one address cannot act on another. Confirm tokens expire; unsubscribe tokens do not
 (an old email's one-click unsubscribe must keep working). An "inbox" token only lets the page shown
 after a sign-up repeat the address without putting it in the URL (tokens are redacted from logs);
-it acts on nothing and lasts an hour. A "vote" token names one paper and one vote (+1/-1): its
-page records that vote when the person presses the button, and nothing else.
+it acts on nothing and lasts an hour. A "vote" token names the address only (one per email; the
+paper and the +1/-1 go beside it in the link), an older email's also one paper and one vote: its
+page records a vote when the person presses the button, and nothing else (:mod:`digest.web.vote`).
 
 A feed's address is different (:meth:`Signer.feed_token`): feed URLs are pasted into other
 people's feed readers, and a signed token's payload is base64 that anyone can read, so it is a

@@ -54,8 +54,8 @@ class Links:
 
 
 class VoteLinks:
-    """A digest's "more like this" / "not for me" links, signed for the papers shown in full only,
-    each once however often the size check renders the email again (a signature costs ~30 µs).
+    """A digest's "more like this" / "not for me" links, made for the papers shown in full only,
+    each once however often the size check renders the email again.
     A paper without both links (its id too long for a link) shows neither: None in its place."""
 
     def __init__(self, vote: Callable[[str, int], str | None] | None, entries: Sequence[DigestEntry]) -> None:

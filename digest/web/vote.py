@@ -3,11 +3,18 @@ button; only the button's POST records the vote.
 
 Why a button: mail providers and corporate link scanners fetch every link of an email, both of a
 paper's links included, and a vote recorded on GET would be theirs, not the reader's. The signed
-token names the address, the paper and the vote (:mod:`digest.signing`, purpose ``vote``); the
-POST also needs a form token and a request no browser marks as cross-site, like every form here.
-One vote per person and paper, the latest press kept; a leaver's link records nothing. Votes only
-feed the suggested rule changes on the manage page (:mod:`digest.web.suggestions`), which change
-nothing until the person accepts one.
+token (:mod:`digest.signing`, purpose ``vote``) names the address; the paper and the vote come
+beside it (``&p=…&v=1`` in the link, hidden fields of the form), one token per email being one
+signature rather than two per paper (:mod:`digest.cycle.links`). A token from an older email names
+them itself, and then they win over the query's. The POST also needs a form token and a request no
+browser marks as cross-site, like every form here. One vote per person and paper, the latest press
+kept; a leaver's link records nothing.
+
+So a vote token lets its holder vote for that person on any stored paper, not only the digest's.
+That is all: votes only feed that person's suggested rule changes on the manage page
+(:mod:`digest.web.suggestions`), which change nothing until they accept one, and the same email's
+Manage link grants more. The page shows only the stored title of a stored paper (any other id:
+"Paper no longer here").
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ log = logging.getLogger(__name__)
 MAX_TOKEN_CHARS = MAX_VOTE_URL_CHARS
 MAX_PAPER_ID_CHARS = MAX_VOTE_PAPER_CHARS
 LABELS = {1: "More like this", -1: "Not for me"}
+VOTES = {"1": 1, "-1": -1}  # a link's ``v``, as written by digest.cycle.links: nothing else
 SLOW_DOWN = "Too many votes from your network in the last minute. Please wait a minute and press again."
 
 
@@ -48,12 +56,17 @@ class Ballot:
         return LABELS[self.vote]
 
 
-def read_ballot(front: Front, token: str | None) -> Ballot:
-    """The vote a link's token carries, or :class:`TokenError` (forged, tampered, not a vote link)."""
+def read_ballot(front: Front, token: str | None, paper: object = None, vote: object = None) -> Ballot:
+    """The vote a link carries: the token's address with ``paper`` and ``vote`` (the query's or the
+    form's ``p`` and ``v``), or the paper and vote an older email's token names itself (then those
+    win); :class:`TokenError` when forged, tampered, not a vote link, or ``p``/``v`` are not ours."""
     if token is not None and len(token) > MAX_TOKEN_CHARS:
         raise TokenError("this link is not valid")
     data = front.token_data("vote", token)
-    paper, vote = data.get("p"), data.get("v")
+    if "p" in data or "v" in data:  # an email sent before the links carried them beside the token
+        paper, vote = data.get("p"), data.get("v")
+    else:
+        vote = VOTES.get(vote) if isinstance(vote, str) else None
     if not isinstance(paper, str) or not 0 < len(paper) <= MAX_PAPER_ID_CHARS or type(vote) is not int:
         raise TokenError("this link is not valid")
     if vote not in LABELS:
@@ -124,9 +137,10 @@ class Vote:
         limited = self.limited(request)
         if limited is not None:
             return limited
-        token = request.query_params.get("token")
+        query = request.query_params
+        token = query.get("token")
         try:
-            ballot = read_ballot(self.front, token)
+            ballot = read_ballot(self.front, token, query.get("p"), query.get("v"))
         except TokenError as exc:
             return self.front.bad_link(exc, "vote")
         assert token is not None
@@ -141,7 +155,7 @@ class Vote:
         form = await request.form()
         token = str(form.get("token", ""))
         try:
-            ballot = read_ballot(self.front, token)
+            ballot = read_ballot(self.front, token, form.get("p"), form.get("v"))
         except TokenError as exc:
             return self.front.bad_link(exc, "vote")
         subscribed, title = await self.front.read(lambda store: paper_title(store, ballot))

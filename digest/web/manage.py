@@ -131,14 +131,18 @@ class Manage:
         refused = self.too_many(request, request.query_params.get("token"))
         if refused is not None:
             return refused
-        held = await self.front.link_holder(request, "manage")
-        if isinstance(held, Response):
-            return held
-        token, _, subscriber = held
+        token = request.query_params.get("token")
+        try:
+            email = str(self.front.token_data("manage", token)["e"])
+        except TokenError as exc:
+            return self.front.bad_link(exc, "manage")
+        assert token is not None
+        # the record and the votes in one read: on PostgreSQL each read is a hop to a thread and a query
+        subscriber, votes = await self.front.read(lambda store: (store.subscriber(email), store.votes(email)))
         if subscriber is None:
             return self.not_subscribed()
         done = request.query_params.get("done", "")
-        suggested = await self.suggestions.section(subscriber)  # votes → rule changes (digest.web.suggestions)
+        suggested = await self.suggestions.section(subscriber, votes)  # votes → rule changes (digest.web.suggestions)
         return self.page(token, subscriber, notice=NOTICES.get(done) or None, **suggested)
 
     async def post(self, request: Request) -> Response:

@@ -33,6 +33,7 @@ def environment() -> jinja2.Environment:
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
+        auto_reload=False,  # the templates do not change under a running service: no stat per page
     )
     env.globals["static"] = static_url
     return env

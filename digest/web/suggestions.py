@@ -103,15 +103,17 @@ class SuggestionWorker:
         self._lock = threading.RLock()  # a done future's callback runs at once, under it
         self._pending: dict[str, tuple[Key, Future[tuple[Suggestion, ...] | None]]] = {}  # by address
 
-    async def section(self, subscriber: Subscriber) -> dict[str, Any]:
-        """The manage page's context for ``_suggestions.html``: nothing to compute (and no hand-off to
-        the worker) for the many who have not marked two papers "not for me"."""
+    async def section(self, subscriber: Subscriber, votes: dict[str, int]) -> dict[str, Any]:
+        """The manage page's context for ``_suggestions.html`` from the person's ``votes``: nothing to
+        compute (and no hand-off to the worker) for the many who have not marked two papers "not
+        for me"."""
         email = subscriber.email
-        votes, seen = await self.front.read(lambda store: (store.votes(email), store.seen_count))
         rejected = sum(1 for vote in votes.values() if vote < 0)
         liked = len(votes) - rejected
         if rejected < MIN_REJECTED:
             return {"suggested": Suggested((), rejected, liked)}
+        # Only now: on PostgreSQL it counts the table of every paper ever seen, on each page shown.
+        seen = await self.front.read(lambda store: store.seen_count)
         key = (subscriber.rules, tuple(votes.items()), self.front.today(), seen)
         found = self.cache.get(email, key)
         if found is None:

@@ -115,6 +115,16 @@ def test_delivered_ids_since_a_day(reopen: Opener) -> None:
     store.close()
 
 
+def test_delivered_to_several_people_at_once_is_delivered_ids_of_each(reopen: Opener) -> None:
+    store = reopen()
+    store.record_note(delivery_note("x@example.org", [paper("a", date(2026, 11, 19)), paper("b")], "d1"), NOW)
+    store.record_note(delivery_note("z@example.org", [paper("c")], "d2"), NOW)
+    got = store.delivered_to(["X@example.org", "y@example.org", "z@example.org"], date(2026, 11, 20))
+    assert got == {"x@example.org": {"b"}, "y@example.org": set(), "z@example.org": {"c"}}
+    assert store.delivered_to([], date(2026, 11, 20)) == {}
+    store.close()
+
+
 def test_a_paper_recorded_twice_for_one_person_is_one_delivery(reopen: Opener) -> None:
     store = reopen()
     store.record_note(delivery_note("x@example.org", [paper("a")], "d1"), NOW)

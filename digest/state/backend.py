@@ -15,7 +15,7 @@ runs the same scenarios against each.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractContextManager, contextmanager
 from datetime import date, datetime
@@ -63,6 +63,7 @@ class StoreBackend(Protocol):
 
     # the delivery ledger
     def delivered_ids(self, email: str, since: date | None = None) -> set[str]: ...
+    def delivered_to(self, emails: Sequence[str], since: date) -> dict[str, set[str]]: ...
     def delivery_note(self, email: str, items: Iterable[Item], digest_id: str) -> DeliveryNote: ...
     def record_note(self, note: DeliveryNote, at: datetime) -> None: ...
     def deferred_sync(self) -> AbstractContextManager[DeferredSync]: ...

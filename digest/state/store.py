@@ -42,7 +42,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -453,6 +453,10 @@ class Store:
         """Ids delivered to ``email``; with ``since``, only among items listed on or after it (cheap)."""
         ordinals = self._ledger.delivered(email.lower(), since.isoformat() if since else "")
         return {self._ids[n] for n in ordinals}
+
+    def delivered_to(self, emails: Sequence[str], since: date) -> dict[str, set[str]]:
+        """:meth:`delivered_ids` of several people at once (keys lower-cased)."""
+        return {email.lower(): self.delivered_ids(email, since) for email in emails}
 
     @_locked
     def delivery_note(self, email: str, items: Iterable[Item], digest_id: str) -> DeliveryNote:

@@ -29,7 +29,7 @@ import contextlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, date, datetime
@@ -434,6 +434,18 @@ class PostgresStore:
             "SELECT item_id FROM deliveries WHERE email = %s AND listed_on >= %s", (email.lower(), since or date.min)
         )
         return {row[0] for row in rows}
+
+    @_locked
+    def delivered_to(self, emails: Sequence[str], since: date) -> dict[str, set[str]]:
+        """:meth:`delivered_ids` of several people in one query (a slice of the scheduler's plan:
+        a query per person was 100,000 round trips a cycle)."""
+        found: dict[str, set[str]] = {email.lower(): set() for email in emails}
+        rows = self._all(
+            "SELECT email, item_id FROM deliveries WHERE email = ANY(%s) AND listed_on >= %s", (list(found), since)
+        )
+        for email, item_id in rows:
+            found[email].add(item_id)
+        return found
 
     def delivery_note(self, email: str, items: Iterable[Item], digest_id: str) -> DeliveryNote:
         """Pure (no query): it may run in the render process, which must not use this connection."""

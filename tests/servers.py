@@ -153,6 +153,10 @@ class SmtpSink:
         self.rcpt_hook: Callable[[str], str | None] | None = None
 
     def refuse_rcpt(self, address: str) -> str | None:
+        if self.rcpt_hook is not None:  # a test watching (or refusing) each recipient as it is named
+            hooked = self.rcpt_hook(address)
+            if hooked:
+                return hooked
         return self.refuse_rcpt_for.get(address.lower())
 
     def refuse_data(self) -> str | None:

@@ -108,7 +108,9 @@ def test_a_digest_survives_the_queue_as_json(settings: Settings) -> None:
     with store.transaction():
         job = sql.claim(store)
     assert job is not None and job.email == PEOPLE[0]
-    digest, receipt = digest_from_record(job.digest, lambda ids: sql.items_by_id(store, ids))
+    assert job.subscriber is not None, "the person's record comes with the row, read when it is claimed"
+    person = Subscriber.from_record(job.subscriber)
+    digest, receipt = digest_from_record(job.digest, person, lambda ids: sql.items_by_id(store, ids))
     store.close()
     assert digest.entries and all(e.matches and e.matches[0].highlights for e in digest.entries)
     assert digest_record(digest, receipt) == job.digest

@@ -59,9 +59,9 @@ def digest_record(digest: Digest, receipt: str) -> dict[str, Any]:
 
     Papers by id: their records are in the ``items`` table already (the fetch wrote them), and a
     day's digests share a few thousand papers; each digest carrying its ~40 papers' abstracts made
-    queueing 100,000 digests gigabytes of JSON (``bench/postgres.md``)."""
+    queueing 100,000 digests gigabytes of JSON (``bench/postgres.md``). Nor the person's record:
+    the worker reads it, current and locked, when it claims the row (:func:`sql.claim`)."""
     return {
-        "subscriber": digest.subscriber.to_record(),
         "as_of": digest.as_of.isoformat(),
         "digest_id": digest.digest_id,
         "notices": list(digest.notices),
@@ -79,12 +79,12 @@ def digest_record(digest: Digest, receipt: str) -> dict[str, Any]:
 
 
 def digest_from_record(
-    record: dict[str, Any], items: Callable[[list[str]], Mapping[str, Item]] | None = None
+    record: dict[str, Any], subscriber: Subscriber, items: Callable[[list[str]], Mapping[str, Item]] | None = None
 ) -> tuple[Digest, str]:
-    """:func:`digest_record` read back: the digest and its coverage line. ``items`` finds papers by
-    id (:class:`ItemCache`); an entry that holds its paper's whole record (a row queued by an
-    earlier version) needs none. A paper no longer stored (pruned since) is left out: it can never
-    be sent again anyway."""
+    """:func:`digest_record` read back, for ``subscriber``: the digest and its coverage line.
+    ``items`` finds papers by id (:class:`ItemCache`); an entry that holds its paper's whole record
+    (a row queued by an earlier version) needs none. A paper no longer stored (pruned since) is
+    left out: it can never be sent again anyway."""
     wanted = [entry["id"] for entry in record["entries"] if "item" not in entry]
     found = items(wanted) if wanted and items is not None else {}
     entries = []
@@ -97,7 +97,7 @@ def digest_from_record(
         )
         entries.append(DigestEntry(item, matches))
     digest = Digest(
-        Subscriber.from_record(record["subscriber"]),
+        subscriber,
         entries,
         date.fromisoformat(record["as_of"]),
         record["digest_id"],
@@ -250,18 +250,18 @@ class Worker:
     def _still_owed(self, job: sql.Queued) -> tuple[Digest, Subscriber, str] | None:
         """The queued digest as it is owed now (their current record, less the papers delivered
         meanwhile), and its receipt; None, with the row finished, when nothing is owed any more."""
-        digest, receipt = digest_from_record(job.digest, self.items.lookup(job.as_of))
         subscriber = Subscriber.from_record(job.subscriber) if job.subscriber is not None else None
         if subscriber is None or not subscriber.active:
             log.info("dropped the queued digest for %s: unsubscribed or paused since", job.email)
             sql.finish(self.store, job.id)
             return None
+        digest, receipt = digest_from_record(job.digest, subscriber, self.items.lookup(job.as_of))
         done = sql.delivered_among(self.store, job.email, [e.item.id for e in digest.entries])
         entries = [e for e in digest.entries if e.item.id not in done]
         if not entries:
             sql.finish(self.store, job.id)
             return None
-        return replace(digest, subscriber=subscriber, entries=entries), subscriber, receipt
+        return replace(digest, entries=entries), subscriber, receipt
 
     def _wait_for_a_slot(self, job: sql.Queued) -> None:
         """Keep to the relay's limits, shared by every worker; :class:`_Later` when the row must wait."""

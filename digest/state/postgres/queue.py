@@ -159,11 +159,12 @@ def finish(store: PostgresStore, row_id: int) -> None:
 def finish_sent(store: PostgresStore, job: Queued, subscriber: Subscriber, items: dict[str, str], at: datetime) -> None:
     """After a send, in one statement: the deliveries (``items``: id → listed day) in the ledger,
     the subscriber's record (read locked by :func:`claim`, its progress moved) saved, their failure
-    cleared and the row deleted (they were four calls, savepoints and ten round trips)."""
+    cleared and the row deleted (they were four calls, savepoints and ten round trips). Unlike
+    :meth:`PostgresStore.record_note`, nothing goes to ``seen``: a worker's papers come from the
+    ``items`` table, which holds only papers the fetch also wrote to ``seen`` (a probe a paper)."""
     email = subscriber.email.lower()
     store.connection.execute(
         "WITH u AS (SELECT key AS i, value::date AS d FROM jsonb_each_text(%(items)s)), "
-        "seen_now AS (INSERT INTO seen (id, listed_on) SELECT i, d FROM u ON CONFLICT (id) DO NOTHING), "
         "delivered AS (INSERT INTO deliveries (email, item_id, listed_on, digest_id, at) "
         "SELECT %(email)s, i, d, %(digest)s, %(at)s FROM u ON CONFLICT (email, item_id) DO NOTHING), "
         "progress AS (UPDATE subscribers SET record = %(record)s WHERE email = %(email)s), "

@@ -20,7 +20,8 @@ from digest.models import Item, Subscriber
 from digest.paths import LIMITS_FILE
 from digest.settings import Settings
 from digest.signing import Signer
-from digest.state.store import Store, delivery_note, open_store, store_lock
+from digest.state.backend import open_backend
+from digest.state.store import delivery_note, store_lock
 from digest.state.subscriptions import MAX_RULES, MAX_RULES_CHARS, state_key
 from digest.web import app as web
 from digest.web.app import TokenRedactingFilter, WebLimits
@@ -34,7 +35,7 @@ from tests.web_support import (
     make_settings,
     running,
     sample_items,
-    seed_items,
+    seed_store,
     text_of,
 )
 
@@ -48,9 +49,10 @@ def items(sample_days: dict[str, list[dict[str, Any]]]) -> list[Item]:
 
 @pytest.fixture
 def settings(tmp_path: Path, smtp: SmtpSink, items: list[Item]) -> Settings:
-    data_dir = tmp_path / "data"
-    seed_items(data_dir, items)
-    return make_settings(data_dir, smtp)
+    """A TinyDB site (``test_web_postgres.py`` runs every test here again on PostgreSQL)."""
+    site = make_settings(tmp_path / "data", smtp)
+    seed_store(site, items)
+    return site
 
 
 @pytest.fixture
@@ -70,7 +72,13 @@ def signup(client: httpx.Client, email: str, rules: str, **extra: str) -> httpx.
 
 
 def stored(settings: Settings, email: str) -> Subscriber | None:
-    return Store(settings.data_dir, writable=False).subscriber(email)
+    with open_backend(settings.store.url, settings.data_dir, write=False) as store:
+        return store.subscriber(email)
+
+
+def delivered(settings: Settings, email: str) -> set[str]:
+    with open_backend(settings.store.url, settings.data_dir, write=False) as store:
+        return store.delivered_ids(email)
 
 
 def confirm(client: httpx.Client, smtp: SmtpSink, email: str) -> httpx.Response:
@@ -83,7 +91,7 @@ def confirm(client: httpx.Client, smtp: SmtpSink, email: str) -> httpx.Response:
 
 
 def add_subscriber(settings: Settings, subscriber: Subscriber) -> None:
-    with open_store(settings.data_dir) as store:
+    with open_backend(settings.store.url, settings.data_dir) as store:
         store.save_subscriber(subscriber)
 
 
@@ -358,6 +366,27 @@ def test_manage_shows_rule_errors_and_saves_nothing(client: httpx.Client, settin
     assert stored(settings, ADA) == ada
 
 
+def test_a_nul_or_control_character_in_any_field_is_refused_never_a_500(
+    client: httpx.Client, settings: Settings, ada: Subscriber, items: list[Item]
+) -> None:
+    """PostgreSQL's text and jsonb take no NUL: a form that let one through would fail there (a 500)
+    where TinyDB stored it. Every field a visitor types, on both stores (``test_web_postgres.py``)."""
+    nul = "gpu\x00diffusion"
+    assert signup(client, "nul@example.org", nul).status_code == 400
+    assert signup(client, "nul\x00@example.org", "gpu").status_code == 400
+    assert stored(settings, "nul@example.org") is None
+    token = signer().sign("manage", ADA)
+    saved = client.post(
+        "/manage", data={"csrf": manage_form(client, token), "token": token, "action": "save", "rules": nul}
+    )
+    assert saved.status_code == 400 and stored(settings, ADA) == ada
+    assert client.post("/preview", data={"rules": nul}).status_code in (200, 400)
+    vote = signer().sign("vote", ADA)
+    for paper in ("\x00", items[0].id + "\x00", "a\x07b"):
+        assert client.get("/vote", params={"token": vote, "p": paper, "v": "1"}).status_code == 400
+    assert client.get("/vote", params={"token": vote, "p": items[0].id, "v": "1"}).status_code == 200
+
+
 def test_pause_and_resume(client: httpx.Client, settings: Settings, ada: Subscriber) -> None:
     token = signer().sign("manage", ADA)
     client.post("/manage", data={"csrf": manage_form(client, token), "token": token, "action": "pause"})
@@ -405,7 +434,7 @@ def test_a_write_while_a_cycle_holds_the_lock_answers_busy_and_loses_nothing(
 def test_unsubscribe_page_has_one_button_that_unsubscribes(
     client: httpx.Client, settings: Settings, ada: Subscriber
 ) -> None:
-    with open_store(settings.data_dir) as store:
+    with open_backend(settings.store.url, settings.data_dir) as store:
         item = Item("2611.00001", "hf_papers", "t", "a", "u", TODAY)
         store.record_note(delivery_note(ADA, [item], "d"), datetime.now(UTC))
     token = signer().sign("unsubscribe", ADA)
@@ -418,7 +447,7 @@ def test_unsubscribe_page_has_one_button_that_unsubscribes(
     done = client.post(htmllib.unescape(action.group(1)), data={"csrf": csrf_of(page.text)})
     assert done.status_code == 200 and "You are unsubscribed" in done.text
     assert stored(settings, ADA) is None
-    assert Store(settings.data_dir, writable=False).delivered_ids(ADA) == {"2611.00001"}, "history is kept"
+    assert delivered(settings, ADA) == {"2611.00001"}, "history is kept"
     again = client.get("/unsubscribe", params={"token": token})
     assert again.status_code == 200 and "not subscribed" in again.text
 
@@ -504,7 +533,7 @@ def test_preview_shows_rule_errors_and_still_matches_the_good_rules(client: http
 def test_preview_escapes_feed_text_and_skips_papers_older_than_a_week(client: httpx.Client, settings: Settings) -> None:
     hostile = Item("2611.99001", "hf_papers", "<img src=x onerror=alert(1)> zebrafish", "", "https://e/1", TODAY)
     old = Item("2611.99002", "hf_papers", "An old zebrafish paper", "", "https://e/2", date(2026, 11, 13))
-    seed_items(settings.data_dir, [hostile, old])
+    seed_store(settings, [hostile, old])
     answer = client.post("/preview", data={"rules": "zebrafish"})
     assert "<img" not in answer.text and "&lt;img src=x onerror=alert(1)&gt;" in answer.text
     assert "old zebrafish" not in answer.text and "1 of" in answer.text

@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 from digest.models import Item
 from digest.settings import Settings
 from digest.sources.hf_papers import parse
+from digest.state.backend import is_postgres, open_backend
 from digest.state.store import open_store
 from digest.web.app import WebLimits, create_app
 from tests.servers import SmtpSink, free_port
@@ -45,13 +46,23 @@ class Clock:
         self.now += timedelta(**delta)
 
 
-def make_settings(data_dir: Path, smtp: SmtpSink | None, public_url: str | None = None) -> Settings:
+def make_settings(
+    data_dir: Path, smtp: SmtpSink | None, public_url: str | None = None, store_url: str = "tinydb:"
+) -> Settings:
     """Settings whose ``public_url`` is a free local port, where :func:`running` will serve them."""
     public_url = public_url or f"http://127.0.0.1:{free_port()}"
     smtp_settings: dict[str, Any] = {"from_address": "papers@digest.example.org"}
     if smtp is not None:
         smtp_settings.update(host="127.0.0.1", port=smtp.port, security="none", timeout_seconds=10)
-    return Settings(data_dir=data_dir, public_url=public_url, secret_key=SECRET, smtp=smtp_settings)
+    return Settings(
+        data_dir=data_dir, public_url=public_url, secret_key=SECRET, smtp=smtp_settings, store={"url": store_url}
+    )
+
+
+def seed_store(settings: Settings, items: list[Item]) -> None:
+    """:func:`seed_items` into the store ``settings`` name, TinyDB or PostgreSQL."""
+    with open_backend(settings.store.url, settings.data_dir) as store:
+        store.upsert_items(items, datetime(2026, 11, 20, 7, 0, tzinfo=UTC))
 
 
 def sample_items(sample_days: dict[str, list[dict[str, Any]]]) -> list[Item]:
@@ -110,5 +121,9 @@ def running(settings: Settings, clock: Clock, limits: WebLimits | None = None) -
     """``create_app`` served by uvicorn at ``settings.public_url``, and a browser-like client (keeps cookies)."""
     app = create_app(settings, clock=clock, today=lambda: TODAY, limits=limits)
     port = int(settings.public_url.rsplit(":", 1)[1])
-    with live_server(app, port) as base, httpx.Client(base_url=base, timeout=30, follow_redirects=True) as client:
-        yield client
+    try:
+        with live_server(app, port) as base, httpx.Client(base_url=base, timeout=30, follow_redirects=True) as client:
+            yield client
+    finally:
+        if is_postgres(settings.store.url):  # its connections (the TinyDB keeper is left as it always was)
+            app.state.front.keeper.close()

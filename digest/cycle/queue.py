@@ -120,7 +120,6 @@ def enqueue_plan(store: StoreBackend, plan: Plan, run: SendRun, receipt: str) ->
         sql.NewRow(d.digest_id, d.subscriber.email.lower(), d.as_of, start, digest_record(d, receipt))
         for d in plan.digests
     )
-    queued = sql.enqueue(pg, rows)
     # Everyone planned is handled for their rhythm once queued: the queue sends it, and the next
     # hourly tick must not plan them again that day (digest.cycle.rhythm).
     moved = [
@@ -130,7 +129,9 @@ def enqueue_plan(store: StoreBackend, plan: Plan, run: SendRun, receipt: str) ->
         replace(d.subscriber, caught_up_to=d.subscriber.caught_up_to or start, handled_at=run.stamp(d.subscriber))
         for d in plan.digests
     ]
-    pg.record_progress(moved)
+    with pg.transaction():  # one commit: no worker sends a row before its progress is written (it
+        queued = sql.enqueue(pg, rows)  # would be overwritten by this older progress after the send)
+        pg.record_progress(moved)
     log.info("queued %d digest(s) for the workers (%d planned)", queued, len(plan.digests))
     return queued
 
@@ -175,8 +176,10 @@ class Worker:
         sql.deliver_asynchronously(self.store)
         self.pace = PostgresStore(url, data_dir=config.data_dir)  # its own connection: short transactions
         retry = config.send_retry
-        self.throttle = Throttle(config.throttle_budget_seconds, stop.wait, retry.initial_delay, retry.max_delay)
+        self.throttle = Throttle(config.throttle_budget_seconds, self._wait, retry.initial_delay, retry.max_delay)
         self.throttled = 0
+        self.in_transaction = False
+        self.owed_wait = 0.0  # a wait the throttle asked for inside the transaction: waited after it
         self.sent = 0
         self.composer = Composer(config, Signer(config.secret_key), now)
         self.items = ItemCache(self.store)
@@ -200,15 +203,40 @@ class Worker:
         return self.sent
 
     def once(self) -> float | None:
-        """Handle the oldest ready row: None if there was none, else how long to wait before the next."""
+        """Handle the oldest ready row: None if there was none, else how long to wait before the next.
+
+        Every wait (the relay's rate and quotas, a slow-down the relay asks for) is outside the
+        transaction: its claim locks the person's row, and their unsubscribe must not wait on a pause."""
+        limits = self.config.limits
+        if limits.per_second or limits.per_hour is not None or limits.per_day is not None:
+            if not sql.has_ready(self.store):  # no slot taken for nothing
+                return None
+            pause = self._wait_for_a_slot()
+            if pause is not None:
+                return pause
+        self.throttle.pace()
+        if self.stop.is_set():
+            return 0.0
+        self.owed_wait = 0.0
         try:
             with self.store.transaction():
+                self.in_transaction = True
                 job = sql.claim(self.store)
                 if job is None:
                     return None
                 return self._handle(job)
         except _Later as later:  # rolled back: the row is as it was, free for any worker
             return later.seconds
+        finally:
+            self.in_transaction = False
+
+    def _wait(self, seconds: float) -> bool:
+        """The throttle's waits; in the transaction only noted (:class:`_Later` waits them after it).
+        True when a stop came."""
+        if self.in_transaction:
+            self.owed_wait += seconds
+            return self.stop.is_set()
+        return self.stop.wait(seconds)
 
     def _handle(self, job: sql.Queued) -> float:
         owed = self._still_owed(job)
@@ -216,7 +244,6 @@ class Worker:
             return 0.0
         digest, subscriber, receipt = owed
         entries = digest.entries
-        self._wait_for_a_slot(job)
         made = self.composer.with_receipt(receipt).for_sending(self.store, archive_dir(self.config.data_dir))(digest)
         if isinstance(made, RenderFailed):
             line = f"could not render the digest: {made.why}"
@@ -231,7 +258,8 @@ class Worker:
             log.warning("throttled while sending to %s: %s", job.email, exc)
             if not self.throttle.slow_down(self.throttled):
                 sql.postpone(self.store, job.id, str(exc), self.config.send_retry.max_delay)
-            return 0.0
+                return 0.0
+            raise _Later(self.owed_wait) from None  # not sent: the row as it was, the slow-down waited outside
         except DeliveryError as exc:
             return self._not_delivered(job, exc)
         at = self.now()
@@ -263,17 +291,17 @@ class Worker:
             return None
         return replace(digest, entries=entries), subscriber, receipt
 
-    def _wait_for_a_slot(self, job: sql.Queued) -> None:
-        """Keep to the relay's limits, shared by every worker; :class:`_Later` when the row must wait."""
+    def _wait_for_a_slot(self) -> float | None:
+        """Keep to the relay's limits, shared by every worker: None to go on (after any pause), or
+        how long to wait first when an hour's or a day's quota is full."""
         limits = self.config.limits
         pause, why = sql.take_slot(self.pace, limits.per_second, limits.per_hour, limits.per_day)
         if why is not None:
-            log.warning("the digest for %s waits: %s", job.email, why)
-            raise _Later(QUOTA_RECHECK_SECONDS)
+            log.warning("the queued digests wait: %s", why)
+            return QUOTA_RECHECK_SECONDS
         if pause and self.stop.wait(pause):
-            raise _Later(0.0)
-        if self.throttle.pace():
-            raise _Later(0.0)
+            return 0.0
+        return None
 
     def _not_delivered(self, job: sql.Queued, exc: DeliveryError) -> float:
         transient = isinstance(exc, TransientDeliveryError) or exc.server_wide

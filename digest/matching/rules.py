@@ -20,6 +20,7 @@ exclusion: what it names is removed from the matches of all of that subscriber's
 from __future__ import annotations
 
 import bisect
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -116,7 +117,12 @@ def parse_rule(text: str) -> Rule:
     """Parse one rule, or raise :class:`RuleError` with the column of the problem.
 
     Cached: a cycle parses every subscriber's rules, and most rules are shared by many people.
+    A control character (a NUL, a bell) is never typed, and PostgreSQL cannot even store a NUL:
+    refused here, so the form, the CLI and ``digest import`` all say where it is.
     """
+    control = next((at for at, char in enumerate(text) if char != "\t" and unicodedata.category(char) == "Cc"), None)
+    if control is not None:
+        raise RuleError(f"remove the control character U+{ord(text[control]):04X}", text, control + 1)
     node, warnings = parse_with_warnings(text)
     return Rule(
         text=text,

@@ -69,6 +69,8 @@ def read_ballot(front: Front, token: str | None, paper: object = None, vote: obj
         vote = VOTES.get(vote) if isinstance(vote, str) else None
     if not isinstance(paper, str) or not 0 < len(paper) <= MAX_PAPER_ID_CHARS or type(vote) is not int:
         raise TokenError("this link is not valid")
+    if not paper.isprintable():  # no id of ours has control characters (and PostgreSQL's text takes no NUL)
+        raise TokenError("this link is not valid")
     if vote not in LABELS:
         raise TokenError("this link is not valid")
     return Ballot(str(data["e"]), paper, vote)

@@ -74,8 +74,9 @@ class PostgresKeeper:
             return self._shared
 
     def write(self, fn: Callable[[StoreBackend], T]) -> T:
-        """A person's change: ``fn``'s calls in one transaction, committed before this returns."""
-        with self._borrowed() as store, store.transaction():
+        """A person's change: ``fn``'s calls in one transaction, committed before this returns; the
+        person's row locked from the moment ``fn`` reads it (:meth:`PostgresStore.locking_reads`)."""
+        with self._borrowed() as store, store.transaction(), store.locking_reads():
             return fn(store)
 
     def submit(self, fn: Callable[[StoreBackend], T], departure: str | None = None) -> Future[T]:

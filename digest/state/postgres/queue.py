@@ -132,11 +132,21 @@ def claim(store: PostgresStore) -> Queued | None:
     return Queued(*row) if row else None
 
 
+def has_ready(store: PostgresStore) -> bool:
+    """Whether a row is ready to send (a worker asks before it takes a slot of the relay's limits)."""
+    return store.connection.execute("SELECT EXISTS (SELECT 1 FROM queue WHERE not_before <= now())").fetchone() == (
+        True,
+    )
+
+
 def deliver_asynchronously(store: PostgresStore) -> None:
     """A worker's transactions commit as :meth:`PostgresStore.record_note`'s do (asynchronously:
     durable within the WAL writer's fraction of a second), set once for its connection instead of
     a ``SET LOCAL`` in each."""
     store.connection.execute("SET synchronous_commit = off")
+    # The claim and its reads rely on READ COMMITTED (a read after a lock sees what the lock waited
+    # for), whatever the server's default_transaction_isolation says.
+    store.connection.execute("SET default_transaction_isolation = 'read committed'")
 
 
 def delivered_among(store: PostgresStore, email: str, item_ids: Sequence[str]) -> set[str]:

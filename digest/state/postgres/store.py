@@ -96,6 +96,7 @@ class PostgresStore:
         self.data_dir = data_dir
         self.writable = writable
         self._async_commits = 0  # delivery commits since the last synchronous one
+        self._lock_reads = False  # in a person's change (:meth:`locking_reads`): their row read FOR UPDATE
         self._cycle_locked = False
         self.connection = connect(url, autocommit=True)
         try:
@@ -124,6 +125,18 @@ class PostgresStore:
         methods become savepoints in it), this thread alone on the connection meanwhile."""
         with self._lock, self.connection.transaction():
             yield self.connection
+
+    @contextmanager
+    def locking_reads(self) -> Iterator[None]:
+        """Inside a transaction: :meth:`subscriber` locks the row it reads until the commit. A change
+        that reads a person and writes them back (a manage save) then waits for anyone changing or
+        removing them (an unsubscribe, a worker sending to them) and reads what they left: without
+        it, a save that read the row before an unsubscribe deleted it would write the person back."""
+        self._lock_reads = True
+        try:
+            yield
+        finally:
+            self._lock_reads = False
 
     def _one(self, query: str, params: Iterable[Any] = ()) -> Row | None:
         return self.connection.execute(query.encode(), tuple(params)).fetchone()
@@ -294,7 +307,8 @@ class PostgresStore:
 
     @_locked
     def subscriber(self, email: str) -> Subscriber | None:
-        row = self._one("SELECT record FROM subscribers WHERE email = %s", (email.lower(),))
+        lock = " FOR UPDATE" if self._lock_reads else ""
+        row = self._one("SELECT record FROM subscribers WHERE email = %s" + lock, (email.lower(),))
         return Subscriber.from_record(row[0]) if row else None
 
     def save_subscriber(self, subscriber: Subscriber) -> None:

@@ -29,6 +29,7 @@ from digest.models import Item, Subscriber
 from digest.ops.service import start_web
 from digest.settings import Settings
 from digest.signing import Signer
+from digest.state.backend import open_backend
 from digest.state.store import Store, open_store, store_lock
 from digest.state.subscriptions import mailbox_key
 from digest.web import app as web
@@ -37,7 +38,16 @@ from digest.web.security import client_address, cross_site, is_loopback, rate_ke
 from tests.conftest import cli_env, run_cli
 from tests.servers import FakeHfApi, SmtpSink, free_port
 from tests.test_reliability import start_cli, wait_for
-from tests.web_support import SECRET, Clock, csrf_of, link_in, make_settings, running, sample_items, seed_items
+from tests.web_support import (
+    SECRET,
+    Clock,
+    csrf_of,
+    link_in,
+    make_settings,
+    running,
+    sample_items,
+    seed_store,
+)
 
 ADA = "ada@example.org"
 EVIL = "http://evil.example"
@@ -51,9 +61,10 @@ def items(sample_days: dict[str, list[dict[str, Any]]]) -> list[Item]:
 
 @pytest.fixture
 def settings(tmp_path: Path, smtp: SmtpSink, items: list[Item]) -> Settings:
-    data_dir = tmp_path / "data"
-    seed_items(data_dir, items)
-    return make_settings(data_dir, smtp)
+    """A TinyDB site (``test_web_abuse_postgres.py`` runs the tests that take it again on PostgreSQL)."""
+    site = make_settings(tmp_path / "data", smtp)
+    seed_store(site, items)
+    return site
 
 
 @pytest.fixture
@@ -73,7 +84,8 @@ def signup(client: httpx.Client, email: str, rules: str, headers: dict[str, str]
 
 
 def stored(settings: Settings, email: str = ADA) -> Subscriber | None:
-    return Store(settings.data_dir, writable=False).subscriber(email)
+    with open_backend(settings.store.url, settings.data_dir, write=False) as store:
+        return store.subscriber(email)
 
 
 def hidden(page: str, name: str) -> str:
@@ -160,7 +172,7 @@ def test_an_old_confirm_link_is_dead_once_the_address_unsubscribed(
     elif how == "one-click":
         assert client.post(unsubscribe, data={"List-Unsubscribe": "One-Click"}).status_code == 200
     else:
-        result = run_cli("unsubscribe", ADA, env=cli_env(settings.data_dir))
+        result = run_cli("unsubscribe", ADA, env=cli_env(settings.data_dir, DIGEST_STORE__URL=settings.store.url))
         assert result.returncode == 0, result.stderr
     assert stored(settings) is None
 
@@ -262,7 +274,7 @@ def test_a_form_posted_from_another_site_is_refused(client: httpx.Client, smtp: 
     ours = signup(client, ADA, "4090", headers={"origin": "null", "sec-fetch-site": "same-origin"})
     assert ours.status_code == 200 and len(smtp.messages) == 1
 
-    with open_store(settings.data_dir) as store:
+    with open_backend(settings.store.url, settings.data_dir) as store:
         store.save_subscriber(Subscriber(ADA, ("4090",)))
     manage = Signer(SECRET).sign("manage", ADA)
     page = client.get("/manage", params={"token": manage})
@@ -282,7 +294,7 @@ def test_every_page_that_asks_to_try_again_has_its_button(
 ) -> None:
     signup(client, ADA, "4090")
     confirm_page = client.get(link_in(smtp.to(ADA)[0], "/confirm")).text
-    with open_store(settings.data_dir) as store:
+    with open_backend(settings.store.url, settings.data_dir) as store:
         store.save_subscriber(Subscriber("bob@example.org", ("gpu",)))
     url = f"/unsubscribe?token={Signer(SECRET).sign('unsubscribe', 'bob@example.org')}"
     unsubscribe_page = client.get(url).text

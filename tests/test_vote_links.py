@@ -6,19 +6,17 @@ the token, and a token from an older email (paper and vote inside) keeps working
 real HTTP against a real store, with the abuse cases: forged, other purposes, other people, bad
 ``p``/``v``, unknown papers, many presses at once."""
 
+# ruff: noqa: F811 (the fixtures of test_feedback.py, imported, are the tests' parameters)
 from __future__ import annotations
 
 import html as htmllib
 import re
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
-import pytest
 
 from digest.cycle.links import MAX_VOTE_PAPER_CHARS, MAX_VOTE_URL_CHARS, digest_links, vote_links
 from digest.mail.render import render_digest
@@ -27,35 +25,14 @@ from digest.settings import Settings
 from digest.signing import Signer
 from digest.state.store import open_store
 from tests.email_fixtures import digest_for
-from tests.test_feedback import ADA, manage_link, paper_id, signer, votes
-from tests.web_support import Clock, csrf_of, make_settings, running, sample_items, seed_items
+from tests.test_feedback import ADA, client, items, manage_link, paper_id, settings, signer, votes  # noqa: F401 (fixtures)
+from tests.web_support import Clock, csrf_of, make_settings, running, seed_items
 
 BOB = "bob@example.org"
 HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 INVALID = "This link does not work"
 # A feed paper's id with everything a query string treats specially, and more than ASCII.
 ODD_ID = "blog:https://blog.example.org/post?a=1&b=2+3#top 50%/é"
-
-
-# The fixtures of tests/test_feedback.py: Ada subscribed, the sample's papers stored, the web front.
-@pytest.fixture
-def items(sample_days: dict[str, list[dict[str, Any]]]) -> list[Item]:
-    return sample_items(sample_days)
-
-
-@pytest.fixture
-def settings(tmp_path: Path, items: list[Item]) -> Settings:
-    data_dir = tmp_path / "data"
-    seed_items(data_dir, items)
-    with open_store(data_dir) as store:
-        store.save_subscriber(Subscriber(ADA, ("real-time", "4090"), subscribed_at=datetime(2026, 11, 1, tzinfo=UTC)))
-    return make_settings(data_dir, None)
-
-
-@pytest.fixture
-def client(settings: Settings) -> Iterator[httpx.Client]:
-    with running(settings, Clock()) as browser:
-        yield browser
 
 
 def link(paper: str, vote: int, email: str = ADA) -> str:

@@ -32,10 +32,10 @@ from tests.web_support import (
     Clock,
     csrf_of,
     link_in,
-    make_settings,
     running,
     sample_items,
     seed_store,
+    seeded_site,
     text_of,
 )
 
@@ -50,9 +50,7 @@ def items(sample_days: dict[str, list[dict[str, Any]]]) -> list[Item]:
 @pytest.fixture
 def settings(tmp_path: Path, smtp: SmtpSink, items: list[Item]) -> Settings:
     """A TinyDB site (``test_web_postgres.py`` runs every test here again on PostgreSQL)."""
-    site = make_settings(tmp_path / "data", smtp)
-    seed_store(site, items)
-    return site
+    return seeded_site(tmp_path / "data", smtp, items)
 
 
 @pytest.fixture

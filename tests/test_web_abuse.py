@@ -46,7 +46,7 @@ from tests.web_support import (
     make_settings,
     running,
     sample_items,
-    seed_store,
+    seeded_site,
 )
 
 ADA = "ada@example.org"
@@ -62,9 +62,7 @@ def items(sample_days: dict[str, list[dict[str, Any]]]) -> list[Item]:
 @pytest.fixture
 def settings(tmp_path: Path, smtp: SmtpSink, items: list[Item]) -> Settings:
     """A TinyDB site (``test_web_abuse_postgres.py`` runs the tests that take it again on PostgreSQL)."""
-    site = make_settings(tmp_path / "data", smtp)
-    seed_store(site, items)
-    return site
+    return seeded_site(tmp_path / "data", smtp, items)
 
 
 @pytest.fixture

@@ -36,15 +36,13 @@ from tests.test_web_abuse import (  # noqa: F401 (fixtures, and the tests collec
     test_the_per_address_limit_counts_one_inbox_however_it_is_spelled,
     test_the_sign_up_redirects_to_a_page_that_names_the_address,
 )
-from tests.web_support import make_settings, seed_store
+from tests.web_support import seeded_site
 
 
 @pytest.fixture
 def settings(tmp_path: Path, smtp: SmtpSink, items: list[Item], postgres_url: str) -> Settings:  # noqa: F811
     """As ``test_web_abuse.py``'s, on an empty PostgreSQL database."""
-    site = make_settings(tmp_path / "data", smtp, store_url=postgres_url)
-    seed_store(site, items)
-    return site
+    return seeded_site(tmp_path / "data", smtp, items, postgres_url)
 
 
 def test_these_attacks_run_on_postgresql(settings: Settings, postgres_url: str) -> None:  # noqa: F811

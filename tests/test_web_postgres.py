@@ -26,7 +26,7 @@ from tests.test_web import (
     test_a_write_while_a_cycle_holds_the_lock_answers_busy_and_loses_nothing,
     test_errors_are_plain_pages_without_stack_traces,
 )
-from tests.web_support import make_settings, seed_store
+from tests.web_support import seeded_site
 
 TINYDB_ONLY = (
     test_a_write_while_a_cycle_holds_the_lock_answers_busy_and_loses_nothing,
@@ -40,9 +40,7 @@ for _test in TINYDB_ONLY:
 @pytest.fixture
 def settings(tmp_path: Path, smtp: SmtpSink, items: list[Item], postgres_url: str) -> Settings:  # noqa: F811
     """As ``test_web.py``'s, on an empty PostgreSQL database."""
-    site = make_settings(tmp_path / "data", smtp, store_url=postgres_url)
-    seed_store(site, items)
-    return site
+    return seeded_site(tmp_path / "data", smtp, items, postgres_url)
 
 
 def test_these_tests_run_on_postgresql(settings: Settings, postgres_url: str) -> None:  # noqa: F811

@@ -59,6 +59,13 @@ def make_settings(
     )
 
 
+def seeded_site(data_dir: Path, smtp: SmtpSink | None, items: list[Item], store_url: str = "tinydb:") -> Settings:
+    """:func:`make_settings` for a store (TinyDB, or a PostgreSQL database) holding ``items``."""
+    site = make_settings(data_dir, smtp, store_url=store_url)
+    seed_store(site, items)
+    return site
+
+
 def seed_store(settings: Settings, items: list[Item]) -> None:
     """:func:`seed_items` into the store ``settings`` name, TinyDB or PostgreSQL."""
     with open_backend(settings.store.url, settings.data_dir) as store:

@@ -18,8 +18,8 @@ import pytest
 from digest.models import Subscriber
 from digest.settings import Settings
 from digest.signing import Signer
+from digest.state.backend import open_backend
 from digest.state.preferences import Preferences
-from digest.state.store import Store, open_store
 from digest.state.subscriptions import state_key
 from digest.web.app import WebLimits
 from tests.servers import SmtpSink
@@ -40,7 +40,11 @@ WEEKLY_CHOSEN = Preferences("weekly", 4, "Europe/Berlin", 7, "compact", 10, Fals
 
 @pytest.fixture
 def settings(tmp_path: Path, smtp: SmtpSink) -> Settings:
-    base = make_settings(tmp_path / "data", smtp)
+    """A TinyDB site in Chicago's time (``test_web_preferences_postgres.py``: the same on PostgreSQL)."""
+    return in_chicago(make_settings(tmp_path / "data", smtp))
+
+
+def in_chicago(base: Settings) -> Settings:
     return base.model_copy(update={"schedule": base.schedule.model_copy(update={"timezone": "America/Chicago"})})
 
 
@@ -51,7 +55,8 @@ def client(settings: Settings) -> Iterator[httpx.Client]:
 
 
 def stored(settings: Settings, email: str = ADA) -> Subscriber | None:
-    return Store(settings.data_dir, writable=False).subscriber(email)
+    with open_backend(settings.store.url, settings.data_dir, write=False) as store:
+        return store.subscriber(email)
 
 
 def signup(client: httpx.Client, rules: str = "4090", **extra: str) -> httpx.Response:
@@ -182,7 +187,7 @@ def test_an_older_link_cannot_undo_later_choices(client: httpx.Client, smtp: Smt
 
 
 def put(settings: Settings, person: Subscriber) -> None:
-    with open_store(settings.data_dir) as store:
+    with open_backend(settings.store.url, settings.data_dir) as store:
         store.save_subscriber(person)
 
 
@@ -220,7 +225,7 @@ def test_the_manage_page_shows_and_saves_the_choices(client: httpx.Client, setti
 
 def test_many_saves_at_once_lose_nothing(client: httpx.Client, settings: Settings) -> None:
     people = [f"p{n}@example.org" for n in range(12)]
-    with open_store(settings.data_dir) as store:
+    with open_backend(settings.store.url, settings.data_dir) as store:
         store.save_subscribers(Subscriber(email, ("4090",)) for email in people)
     csrf = csrf_of(client.get("/").text)
 

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.__main__ import SmtpServer, machine, smtp_floor
-from bench.bench_web import Connection, free_port, percentile
+from bench.bench_web import Connection, free_port, percentile, terminate
 from bench.workload import items_for_day, subscribers, vocabulary
 
 ENDPOINTS = ("home", "manage", "one-click")
@@ -193,13 +193,7 @@ class Role:
 
     def stop(self) -> None:
         self.sample()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, 60)
 
     def tail(self) -> str:
         return self.log.read_text(errors="replace")[-3000:]

@@ -170,13 +170,18 @@ class Service:
 
     def stop(self) -> None:
         self._done.set()
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(120)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, 120)
+
+
+def terminate(process: subprocess.Popen[bytes], seconds: float) -> None:
+    """SIGTERM, as a service manager stops it; killed if it has not exited within ``seconds``."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(seconds)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 class Connection:

@@ -47,6 +47,12 @@ _ASCII_TOKEN_SPLIT = re.compile(r"([0-9]+|[A-Za-z]+)")
 _WHITESPACE = re.compile(r"\s+")
 
 
+def first_control(text: str) -> int | None:
+    """Where ``text``'s first control character (a NUL, a bell, an escape; not a tab) is, or None.
+    Nobody types one, and PostgreSQL's text cannot even hold a NUL: rules and vote links refuse them."""
+    return next((at for at, char in enumerate(text) if char != "\t" and unicodedata.category(char) == "Cc"), None)
+
+
 def normal(word: str) -> str:
     """A word as compared: NFKC-normalised and case-folded (ASCII: lower-cased, the same thing)."""
     if word.isascii():

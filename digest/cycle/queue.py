@@ -207,8 +207,7 @@ class Worker:
 
         Every wait (the relay's rate and quotas, a slow-down the relay asks for) is outside the
         transaction: its claim locks the person's row, and their unsubscribe must not wait on a pause."""
-        limits = self.config.limits
-        if limits.per_second or limits.per_hour is not None or limits.per_day is not None:
+        if self.config.limits.any:
             if not sql.has_ready(self.store):  # no slot taken for nothing
                 return None
             pause = self._wait_for_a_slot()

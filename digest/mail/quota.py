@@ -42,6 +42,11 @@ class Limits:
     per_day: int | None = None
 
     @property
+    def any(self) -> bool:
+        """Whether any limit is set (with none, nothing is counted or waited for)."""
+        return bool(self.per_second) or self.counted
+
+    @property
     def counted(self) -> bool:
         """Whether the rolling windows are kept at all (a per-second rate alone needs no file)."""
         return self.per_hour is not None or self.per_day is not None

@@ -20,7 +20,6 @@ exclusion: what it names is removed from the matches of all of that subscriber's
 from __future__ import annotations
 
 import bisect
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -55,6 +54,7 @@ from digest.matching.syntax import (
     show,
 )
 from digest.models import Highlight, Item, RuleMatch
+from digest.text import first_control
 
 SPANS_BATCH = 64  # matches whose highlights are found together (Spans)
 
@@ -120,7 +120,7 @@ def parse_rule(text: str) -> Rule:
     A control character (a NUL, a bell) is never typed, and PostgreSQL cannot even store a NUL:
     refused here, so the form, the CLI and ``digest import`` all say where it is.
     """
-    control = next((at for at, char in enumerate(text) if char != "\t" and unicodedata.category(char) == "Cc"), None)
+    control = first_control(text)
     if control is not None:
         raise RuleError(f"remove the control character U+{ord(text[control]):04X}", text, control + 1)
     node, warnings = parse_with_warnings(text)

@@ -29,6 +29,7 @@ from starlette.responses import HTMLResponse, Response
 from digest.cycle.links import MAX_VOTE_PAPER_CHARS, MAX_VOTE_URL_CHARS
 from digest.errors import CycleLockedError, TokenError
 from digest.state.backend import StoreBackend
+from digest.text import first_control
 from digest.web.forms import BUSY, FORM_EXPIRED
 from digest.web.front import Front
 
@@ -69,7 +70,7 @@ def read_ballot(front: Front, token: str | None, paper: object = None, vote: obj
         vote = VOTES.get(vote) if isinstance(vote, str) else None
     if not isinstance(paper, str) or not 0 < len(paper) <= MAX_PAPER_ID_CHARS or type(vote) is not int:
         raise TokenError("this link is not valid")
-    if not paper.isprintable():  # no id of ours has control characters (and PostgreSQL's text takes no NUL)
+    if first_control(paper) is not None:  # no id of ours has one (and PostgreSQL's text takes no NUL)
         raise TokenError("this link is not valid")
     if vote not in LABELS:
         raise TokenError("this link is not valid")

@@ -134,9 +134,8 @@ def claim(store: PostgresStore) -> Queued | None:
 
 def has_ready(store: PostgresStore) -> bool:
     """Whether a row is ready to send (a worker asks before it takes a slot of the relay's limits)."""
-    return store.connection.execute("SELECT EXISTS (SELECT 1 FROM queue WHERE not_before <= now())").fetchone() == (
-        True,
-    )
+    row = store.connection.execute("SELECT EXISTS (SELECT 1 FROM queue WHERE not_before <= now())").fetchone()
+    return bool(row and row[0])
 
 
 def deliver_asynchronously(store: PostgresStore) -> None:

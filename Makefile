@@ -15,8 +15,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)  ## one cycle on embedded defaults; prints where the rendered email is
 	$(BIN)/digest demo
 
-test: $(STAMP)  ## the whole test suite (unit, end-to-end, browser and container where available)
+test: $(STAMP)  ## the whole test suite, on TinyDB and again on PostgreSQL (where its binaries are installed)
 	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --store postgresql
 
 lint: $(STAMP)  ## ruff and mypy, as CI runs them
 	$(BIN)/ruff check digest tests scripts bench

@@ -15,18 +15,63 @@ from typing import Any
 
 import pytest
 
+from digest.state.backend import StoreBackend, open_backend
+from tests.postgres_server import postgres_server  # noqa: F401 (the --store postgresql pass)
 from tests.servers import FakeHfApi, SmtpSink
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
+STORE_URL_VARIABLE = "DIGEST_STORE__URL"
+
+
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Tests never read the developer's settings or data: no DIGEST_* variables, cwd in a temp dir."""
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Tests never read the developer's settings or data: no DIGEST_* variables, cwd in a temp dir.
+
+    With ``--store postgresql`` every test gets an empty database of the session's PostgreSQL
+    server as ``DIGEST_STORE__URL``: settings built in the test and the CLI it runs use it.
+    """
     for key in list(os.environ):
         if key.startswith("DIGEST_") or key.lower() in {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}:
             monkeypatch.delenv(key, raising=False)
     monkeypatch.chdir(tmp_path)
+    if on_postgresql(request.config):
+        server = request.getfixturevalue("postgres_server")
+        monkeypatch.setenv(STORE_URL_VARIABLE, server.new_database())
+
+
+def pass_store_url() -> str:
+    """The store this pass's tests use: ``DIGEST_STORE__URL`` (a PostgreSQL database) or TinyDB."""
+    return os.environ.get(STORE_URL_VARIABLE, "tinydb:")
+
+
+@contextmanager
+def pass_store(data_dir: Path, write: bool = True) -> Iterator[StoreBackend]:
+    """The store the settings and CLI of a test with ``data_dir`` use, open (as :func:`open_backend`):
+    seed it or look into it the same way on either pass."""
+    with open_backend(pass_store_url(), data_dir, write=write) as store:
+        yield store
+
+
+def on_postgresql(config: pytest.Config) -> bool:
+    """Whether this run is the suite's PostgreSQL pass (``pytest --store postgresql``)."""
+    return bool(config.getoption("--store") == "postgresql")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """On the PostgreSQL pass, skip what is about the TinyDB file itself (``tinydb_only``, with
+    its reason) and the ``*_postgres.py`` modules, which choose their own databases and ran in
+    the first pass already."""
+    if not on_postgresql(config):
+        return
+    for item in items:
+        marker = item.get_closest_marker("tinydb_only")
+        if marker is not None:
+            reason = marker.args[0] if marker.args else "about the TinyDB file"
+            item.add_marker(pytest.mark.skip(reason=f"TinyDB only: {reason}"))
+        elif item.path.stem.endswith("_postgres"):
+            item.add_marker(pytest.mark.skip(reason="runs on PostgreSQL in the first pass"))
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +95,7 @@ def smtp() -> Iterator[SmtpSink]:
 
 
 def cli_env(data_dir: Path, api: FakeHfApi | None = None, smtp: SmtpSink | None = None, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DIGEST_") or k == STORE_URL_VARIABLE}
     env["DIGEST_DATA_DIR"] = str(data_dir)
     env["DIGEST_PUBLIC_URL"] = "https://digest.example.org"
     # Retries keep their shape (backoff, jitter, Retry-After, budget) but wait tenths of seconds.
@@ -86,6 +131,12 @@ def run_cli(
 
 # -- snapshots of rendered output (tests/snapshots/); `pytest --update-snapshots` rewrites them --
 def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--store",
+        choices=("tinydb", "postgresql"),
+        default="tinydb",
+        help="the store every test runs on: tinydb (default) or postgresql (a database per test)",
+    )
     parser.addoption(
         "--update-snapshots", action="store_true", default=False, help="rewrite tests/snapshots/ from the output"
     )

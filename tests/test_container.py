@@ -29,7 +29,10 @@ from tests.conftest import ROOT
 from tests.servers import FakeHfApi, SmtpSink, free_port
 from tests.test_end_to_end import DAY1, DAY2, DAY3, EXPECTED, expected_ids, ids_in, third_day
 
-pytestmark = pytest.mark.container
+pytestmark = [
+    pytest.mark.container,
+    pytest.mark.tinydb_only("the image on its TinyDB volume; on PostgreSQL: test_container_postgres.py"),
+]
 
 ENGINE = ROOT.parent / "shared" / "container" / "engine.sh"
 IMAGE = "digest:test"

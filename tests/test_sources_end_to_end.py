@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import cli_env, run_cli
+from tests.conftest import cli_env, pass_store, run_cli
 from tests.feed_server import FeedServer, Route, arxiv_rss, fixture
 from tests.servers import FakeHfApi, SmtpSink
 
@@ -169,9 +170,11 @@ def test_a_paper_listed_again_later_keeps_what_each_source_said(world: dict[str,
     assert run_cli("run", "--date", DAY3, env=env).returncode == 1
     assert len(smtp.to("alice@example.org")) == before == 1
 
-    store = json.loads((world["data"] / "digest.json").read_text())
-    (record,) = [r for r in store["items"].values() if r["id"] == SHARED]
-    assert record["categories"] == ["cs.CV", "cs.LG"]  # from arXiv, two days ago
-    assert record["upvotes"] == 19  # from Hugging Face, today
-    assert record["listed_on"] == DAY2
-    assert re.fullmatch(r"[0-9]{4}\.[0-9]{5}", record["id"])
+    with pass_store(world["data"], write=False) as store:
+        record = store.item(SHARED)
+        assert record is not None
+        assert [i.id for i in store.items_listed_between(date(2026, 11, 1), date(2026, 11, 30))].count(SHARED) == 1
+    assert record.categories == ("cs.CV", "cs.LG")  # from arXiv, two days ago
+    assert record.upvotes == 19  # from Hugging Face, today
+    assert record.listed_on == date.fromisoformat(DAY2)
+    assert re.fullmatch(r"[0-9]{4}\.[0-9]{5}", record.id)

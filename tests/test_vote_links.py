@@ -17,22 +17,38 @@ from pathlib import Path
 from urllib.parse import parse_qs, quote, urlsplit
 
 import httpx
+import pytest
 
 from digest.cycle.links import MAX_VOTE_PAPER_CHARS, MAX_VOTE_URL_CHARS, digest_links, vote_links
 from digest.mail.render import render_digest
 from digest.models import Item, Subscriber
 from digest.settings import Settings
 from digest.signing import Signer
-from digest.state.store import open_store
+from tests.conftest import pass_store
 from tests.email_fixtures import digest_for
-from tests.test_feedback import ADA, client, items, manage_link, paper_id, settings, signer, votes  # noqa: F401 (fixtures)
-from tests.web_support import Clock, csrf_of, make_settings, running, seed_items
+from tests.test_feedback import ADA, client, items, manage_link, paper_id, signer  # noqa: F401 (fixtures)
+from tests.web_support import Clock, csrf_of, make_settings, running
 
 BOB = "bob@example.org"
 HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 INVALID = "This link does not work"
 # A feed paper's id with everything a query string treats specially, and more than ASCII.
 ODD_ID = "blog:https://blog.example.org/post?a=1&b=2+3#top 50%/é"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, items: list[Item]) -> Settings:
+    """As ``test_feedback.py``'s: the sample papers and Ada, in the pass's store (TinyDB or PostgreSQL)."""
+    data_dir = tmp_path / "data"
+    with pass_store(data_dir) as store:
+        store.upsert_items(items, datetime(2026, 11, 20, 7, 0, tzinfo=UTC))
+        store.save_subscriber(Subscriber(ADA, ("real-time", "4090"), subscribed_at=datetime(2026, 11, 1, tzinfo=UTC)))
+    return make_settings(data_dir, None)
+
+
+def votes(settings: Settings, email: str = ADA) -> dict[str, int]:
+    with pass_store(settings.data_dir, write=False) as store:
+        return store.votes(email)
 
 
 def link(paper: str, vote: int, email: str = ADA) -> str:
@@ -82,8 +98,8 @@ def test_an_emails_vote_links_share_one_token_show_on_get_and_record_on_post(
 def test_a_paper_id_with_query_characters_goes_there_and_back(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     odd = Item(ODD_ID, "blog", "Zanzibarquux & friends", "", "https://blog.example.org/post", date(2026, 11, 20))
-    seed_items(data_dir, [odd])
-    with open_store(data_dir) as store:
+    with pass_store(data_dir) as store:
+        store.upsert_items([odd], datetime(2026, 11, 20, 7, 0, tzinfo=UTC))
         store.save_subscriber(Subscriber(ADA, ("zanzibarquux",), subscribed_at=datetime(2026, 11, 1, tzinfo=UTC)))
     settings = make_settings(data_dir, None)
     url = vote_links(signer(), settings.public_url, ADA)(ODD_ID, -1)
@@ -153,7 +169,7 @@ def test_a_vote_token_is_no_other_link_and_no_other_token_votes(
     one_click = client.post(f"/unsubscribe?token={vote_token}", data={"List-Unsubscribe": "One-Click"})
     assert one_click.status_code >= 400
     assert client.get("/digest/0123abcd", params={"token": vote_token}).status_code == 400
-    with open_store(settings.data_dir) as store:
+    with pass_store(settings.data_dir) as store:
         assert store.subscriber(ADA) is not None, "still subscribed"
     others = [signer().sign(purpose, ADA) for purpose in ("manage", "unsubscribe", "confirm")]
     for token in [*others, signer().sign("digest", ADA, d="0123abcd"), manage_link().split("token=")[1]]:
@@ -163,7 +179,7 @@ def test_a_vote_token_is_no_other_link_and_no_other_token_votes(
 
 
 def test_a_token_votes_for_its_own_address_only(client: httpx.Client, settings: Settings, items: list[Item]) -> None:
-    with open_store(settings.data_dir) as store:
+    with pass_store(settings.data_dir) as store:
         store.save_subscriber(Subscriber(BOB, ("4090",), subscribed_at=datetime(2026, 11, 1, tzinfo=UTC)))
     paper = paper_id(items, "Live Avatar")
     url = link(paper, -1) + f"&e={quote(BOB)}&email={quote(BOB)}"

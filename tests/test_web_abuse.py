@@ -29,13 +29,13 @@ from digest.models import Item, Subscriber
 from digest.ops.service import start_web
 from digest.settings import Settings
 from digest.signing import Signer
-from digest.state.backend import open_backend
+from digest.state.backend import is_postgres, open_backend
 from digest.state.store import Store, open_store, store_lock
 from digest.state.subscriptions import mailbox_key
 from digest.web import app as web
 from digest.web.app import FORM_CROSS_SITE, WebLimits
 from digest.web.security import client_address, cross_site, is_loopback, rate_key, trusted_networks
-from tests.conftest import cli_env, run_cli
+from tests.conftest import cli_env, pass_store, run_cli
 from tests.servers import FakeHfApi, SmtpSink, free_port
 from tests.test_reliability import start_cli, wait_for
 from tests.web_support import (
@@ -61,7 +61,7 @@ def items(sample_days: dict[str, list[dict[str, Any]]]) -> list[Item]:
 
 @pytest.fixture
 def settings(tmp_path: Path, smtp: SmtpSink, items: list[Item]) -> Settings:
-    """A TinyDB site (``test_web_abuse_postgres.py`` runs the tests that take it again on PostgreSQL)."""
+    """A site on this pass's store: TinyDB, or PostgreSQL on ``pytest --store postgresql``."""
     return seeded_site(tmp_path / "data", smtp, items)
 
 
@@ -287,21 +287,31 @@ def test_a_form_posted_from_another_site_is_refused(client: httpx.Client, smtp: 
 
 
 # -- every page that asks to try again has the button ----------------------------------------------
-def test_every_page_that_asks_to_try_again_has_its_button(
-    client: httpx.Client, smtp: SmtpSink, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def try_again_pages(client: httpx.Client, smtp: SmtpSink, settings: Settings) -> tuple[str, str, str, str]:
+    """Ada's confirm page, Bob's unsubscribe link and page, and Bob's manage token."""
     signup(client, ADA, "4090")
     confirm_page = client.get(link_in(smtp.to(ADA)[0], "/confirm")).text
     with open_backend(settings.store.url, settings.data_dir) as store:
         store.save_subscriber(Subscriber("bob@example.org", ("gpu",)))
     url = f"/unsubscribe?token={Signer(SECRET).sign('unsubscribe', 'bob@example.org')}"
-    unsubscribe_page = client.get(url).text
-    manage = Signer(SECRET).sign("manage", "bob@example.org")
+    return confirm_page, url, client.get(url).text, Signer(SECRET).sign("manage", "bob@example.org")
 
+
+def test_every_page_that_asks_to_try_again_has_its_button(
+    client: httpx.Client, smtp: SmtpSink, settings: Settings
+) -> None:
+    _, url, _, _ = try_again_pages(client, smtp, settings)
     stale = client.post(url, data={"csrf": "0" * 48})
     assert stale.status_code == 400 and "again" in stale.text
     assert re.search(r"<button[^>]*>Unsubscribe</button>", stale.text), "“press it again” comes with the button"
+    assert stored(settings, "bob@example.org") is not None, "a stale form changes nothing"
 
+
+@pytest.mark.tinydb_only("holds digest.json's file lock as a cycle does; a PostgreSQL store has none for a page")
+def test_a_page_busy_behind_the_held_store_asks_to_try_again_with_its_button(
+    client: httpx.Client, smtp: SmtpSink, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    confirm_page, url, unsubscribe_page, manage = try_again_pages(client, smtp, settings)
     monkeypatch.setattr(web, "LOCK_WAIT_SECONDS", 0.2)
     with store_lock(settings.data_dir, wait_seconds=1):
         busy_confirm = press_confirm(client, confirm_page)
@@ -377,6 +387,8 @@ def served(settings: Settings) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=20)
+        if is_postgres(settings.store.url):  # the app's own connections, closed as `digest web` closes them
+            server.config.app.state.front.keeper.close()
 
 
 def serve_settings(tmp_path: Path, smtp: SmtpSink | None, **web_settings: Any) -> Settings:
@@ -452,7 +464,7 @@ def test_digest_serve_answers_concurrent_unsubscribes_and_sign_ups(
     hf_api: FakeHfApi, smtp: SmtpSink, tmp_path: Path
 ) -> None:
     people = [f"reader{n}@example.org" for n in range(20)]
-    with open_store(tmp_path / "data") as store:
+    with pass_store(tmp_path / "data") as store:
         store.save_subscribers(Subscriber(p, ("zzzqqq nothing matches",)) for p in people)
     port = free_port()
     env = cli_env(
@@ -498,10 +510,12 @@ def test_digest_serve_answers_concurrent_unsubscribes_and_sign_ups(
     finally:
         service.terminate()
         service.communicate(timeout=60)
-    assert Store(tmp_path / "data", writable=False).subscribers() == []
+    with pass_store(tmp_path / "data", write=False) as store:
+        assert store.subscribers() == []
 
 
 # -- the store remembers departures, through a crash too ---------------------------------------------
+@pytest.mark.tinydb_only("a TinyDB store's journal through a crash (it opens digest.json in tmp_path itself)")
 def test_a_departure_is_kept_through_a_crash_and_a_reopen(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
         store.save_subscriber(Subscriber(ADA, ("gpu",)))
@@ -518,6 +532,7 @@ def test_a_departure_is_kept_through_a_crash_and_a_reopen(tmp_path: Path) -> Non
     assert again is not None and again >= left
 
 
+@pytest.mark.tinydb_only("snapshot reads of digest.json while a writer folds its journal")
 def test_a_page_that_reads_the_store_while_another_request_writes_never_fails(tmp_path: Path) -> None:
     """Web pages read a snapshot without the lock; a writer folding the journal meanwhile used to make
     that read fail (FileNotFoundError, a 500) about once in a few hundred reads."""

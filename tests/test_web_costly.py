@@ -36,13 +36,14 @@ from digest.models import Item, Subscriber
 from digest.settings import Settings
 from digest.signing import Signer
 from digest.state.postgres.store import PostgresStore
-from digest.state.store import Store, open_store
+from digest.state.store import Store
 from digest.web.app import WebLimits
 from digest.web.atom import FeedHead
 from digest.web.feed import feed_url
+from tests.conftest import pass_store
 from tests.email_fixtures import seed_items as saved_listings
 from tests.postgres_server import postgres_server, postgres_url  # noqa: F401 (fixtures)
-from tests.web_support import SECRET, Clock, csrf_of, make_settings, running, sample_items, seed_items
+from tests.web_support import SECRET, Clock, csrf_of, make_settings, running, sample_items
 
 ADA = "ada@example.org"
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
@@ -66,8 +67,8 @@ def seeded(tmp_path: Path, items: list[Item], people: dict[str, tuple[str, ...]]
     """A site whose store holds ``items`` and ``people`` (address → rules), each with the three
     avatar papers marked "not for me" and LongLive "more like this"."""
     data_dir = tmp_path / "data"
-    seed_items(data_dir, items)
-    with open_store(data_dir) as store:
+    with pass_store(data_dir) as store:
+        store.upsert_items(items, datetime(2026, 11, 20, 7, 0, tzinfo=UTC))
         for email, rules in people.items():
             store.save_subscriber(Subscriber(email, rules, subscribed_at=datetime(2026, 11, 1, tzinfo=UTC)))
             for paper in ids_of(items, *REJECTED):
@@ -179,6 +180,7 @@ def test_suggestions_wait_in_a_bounded_queue_and_the_others_are_asked_to_reload(
         raise AssertionError("the voted papers are read in one query (items), not one by one")
 
     monkeypatch.setattr(Store, "item", one_by_one)
+    monkeypatch.setattr(PostgresStore, "item", one_by_one)
     with running(settings, Clock()) as client:
         with ThreadPoolExecutor(max_workers=6) as pool:
             pages = list(pool.map(lambda email: client.get(manage_link(email), timeout=20), people))
@@ -260,7 +262,7 @@ def test_manage_is_limited_per_client_and_unsubscribing_never_is(tmp_path: Path,
         assert done.status_code == 200 and "You are unsubscribed" in done.text
         clock.advance(seconds=61)
         assert client.get(manage_link("bob@example.org")).status_code == 200, "a minute later"
-    with open_store(settings.data_dir, write=False) as store:
+    with pass_store(settings.data_dir, write=False) as store:
         assert store.subscriber(ADA) is None
 
 
@@ -279,7 +281,7 @@ def test_one_person_changing_rules_and_polling_cannot_hold_up_anothers_feed(
         return real_atom_feed(head, *args)
 
     monkeypatch.setattr(feed_module, "atom_feed", slow_atom_feed)
-    with open_store(settings.data_dir, write=False) as store:
+    with pass_store(settings.data_dir, write=False) as store:
         feeds = {email: feed_url(SIGNER, settings.public_url, store.subscriber(email)) for email in (attacker, victim)}  # type: ignore[arg-type]
     with running(settings, Clock()) as client, ThreadPoolExecutor(max_workers=20) as pool:
         polls = []

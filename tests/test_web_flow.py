@@ -12,7 +12,7 @@ import httpx
 
 from digest.cycle.run import run_once
 from digest.settings import Settings
-from digest.state.store import Store
+from digest.state.backend import open_backend
 from tests.servers import FakeHfApi, SmtpSink
 from tests.web_support import Clock, csrf_of, link_in, make_settings, running, text_of
 
@@ -55,5 +55,6 @@ def test_a_web_subscriber_gets_a_digest_whose_links_all_work(hf_api: FakeHfApi, 
             headers={"Content-Type": "application/x-www-form-urlencoded"},
         )
         assert one_click.status_code == 200
-    assert Store(settings.data_dir, writable=False).subscriber("ada@example.org") is None
-    assert Store(settings.data_dir, writable=False).delivered_ids("ada@example.org"), "history is kept"
+    with open_backend(settings.store.url, settings.data_dir, write=False) as store:
+        assert store.subscriber("ada@example.org") is None
+        assert store.delivered_ids("ada@example.org"), "history is kept"

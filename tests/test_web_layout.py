@@ -19,8 +19,8 @@ import pytest
 from digest.models import Subscriber
 from digest.settings import Settings
 from digest.signing import Signer
-from digest.state.store import Store, open_store
 from digest.web.app import WebLimits
+from tests.conftest import pass_store
 from tests.servers import SmtpSink
 from tests.web_support import SECRET, Clock, csrf_of, link_in, make_settings, running
 
@@ -40,7 +40,8 @@ def client(settings: Settings) -> Iterator[httpx.Client]:
 
 
 def stored(settings: Settings, email: str) -> Subscriber | None:
-    return Store(settings.data_dir, writable=False).subscriber(email)
+    with pass_store(settings.data_dir, write=False) as store:
+        return store.subscriber(email)
 
 
 def checked_layout(page: str) -> str:
@@ -107,7 +108,7 @@ def test_a_layout_kept_when_the_form_is_shown_again_with_errors(client: httpx.Cl
 def test_a_subscriber_who_signs_up_again_with_the_same_rules_can_change_only_the_layout(
     client: httpx.Client, smtp: SmtpSink, settings: Settings
 ) -> None:
-    with open_store(settings.data_dir) as store:
+    with pass_store(settings.data_dir) as store:
         store.save_subscriber(Subscriber(ADA, ("4090",), caught_up_to=date(2026, 11, 19)))
     signup(client, "4090", layout="compact")
     _, done = open_and_confirm(client, smtp)
@@ -121,7 +122,7 @@ def test_a_subscriber_who_signs_up_again_with_the_same_rules_can_change_only_the
 
 def test_the_manage_page_shows_and_saves_the_layout(client: httpx.Client, settings: Settings) -> None:
     person = Subscriber(ADA, ("4090",), subscribed_at=datetime(2026, 11, 1, tzinfo=UTC), layout="compact")
-    with open_store(settings.data_dir) as store:
+    with pass_store(settings.data_dir) as store:
         store.save_subscriber(person)
     token = Signer(SECRET).sign("manage", ADA)
     page = client.get("/manage", params={"token": token}).text
@@ -134,7 +135,7 @@ def test_the_manage_page_shows_and_saves_the_layout(client: httpx.Client, settin
     assert stored(settings, ADA) == replace(person, rules=("4090", "video diffusion"), layout="full")
 
     # A save from a page without the choice (an old tab) keeps the layout as it is.
-    with open_store(settings.data_dir) as store:
+    with pass_store(settings.data_dir) as store:
         store.save_subscriber(replace(person, layout="compact"))
     fields["csrf"] = csrf_of(client.get("/manage", params={"token": token}).text)
     client.post("/manage", data=fields)
@@ -169,7 +170,7 @@ def test_the_site_name_is_on_the_pages_and_in_the_confirmation_email(client: htt
 def test_an_old_confirm_link_cannot_undo_a_later_layout_change(
     client: httpx.Client, smtp: SmtpSink, settings: Settings
 ) -> None:
-    with open_store(settings.data_dir) as store:
+    with pass_store(settings.data_dir) as store:
         store.save_subscriber(Subscriber(ADA, ("4090",), caught_up_to=date(2026, 11, 19)))
     signup(client, "4090", layout="full")
     old_link = link_in(smtp.to(ADA)[-1], "/confirm")

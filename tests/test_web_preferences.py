@@ -40,7 +40,7 @@ WEEKLY_CHOSEN = Preferences("weekly", 4, "Europe/Berlin", 7, "compact", 10, Fals
 
 @pytest.fixture
 def settings(tmp_path: Path, smtp: SmtpSink) -> Settings:
-    """A TinyDB site in Chicago's time (``test_web_preferences_postgres.py``: the same on PostgreSQL)."""
+    """A site in Chicago's time, on this pass's store (TinyDB, or PostgreSQL with ``--store postgresql``)."""
     return in_chicago(make_settings(tmp_path / "data", smtp))
 
 

@@ -29,14 +29,13 @@ from digest.signing import Signer
 from digest.state.postgres.limits import claim_mail, release_mail
 from digest.state.postgres.store import PostgresStore
 from digest.state.preferences import Preferences, known_zone, parse_timezone
-from digest.state.store import Store, open_store
-from tests.conftest import cli_env, run_cli
+from tests.conftest import cli_env, pass_store, run_cli
 from tests.email_fixtures import digest_for
 from tests.feed_server import FeedServer, Route
 from tests.postgres_server import PostgresServer, postgres_server, postgres_url  # noqa: F401 (fixtures)
 from tests.servers import FakeHfApi, SmtpSink
 from tests.test_roles_postgres import replicas  # noqa: F401 (two `digest web` processes on one database)
-from tests.web_support import SECRET, Clock, csrf_of, make_settings, running, sample_items, seed_items, text_of
+from tests.web_support import SECRET, Clock, csrf_of, make_settings, running, sample_items, text_of
 
 ADA = "ada@example.org"
 SIGNED = re.compile(r"[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{4,}\.[A-Za-z0-9_\-]{8,}")  # itsdangerous: payload.time.sig
@@ -105,8 +104,8 @@ def test_the_shared_claim_is_atomic_windowed_and_taken_back_when_sending_failed(
 def site(tmp_path: Path, sample_days: dict[str, list[dict[str, Any]]]) -> tuple[Settings, list[Item]]:
     items = sample_items(sample_days)
     data_dir = tmp_path / "data"
-    seed_items(data_dir, items)
-    with open_store(data_dir) as store:
+    with pass_store(data_dir) as store:
+        store.upsert_items(items, datetime(2026, 11, 20, 7, 0, tzinfo=UTC))
         store.save_subscriber(Subscriber(ADA, ("real-time", "4090"), subscribed_at=datetime(2026, 11, 1, tzinfo=UTC)))
     return make_settings(data_dir, None), items
 
@@ -125,7 +124,8 @@ def test_the_voted_page_holds_no_manage_token(site: tuple[Settings, list[Item]])
     with running(settings, Clock()) as client:
         done = press(client, "/vote?token=" + signer.sign("vote", ADA, p=paper, v=-1))
     assert done.status_code == 200 and "Noted: not for me" in done.text
-    assert Store(settings.data_dir, writable=False).votes(ADA) == {paper: -1}
+    with pass_store(settings.data_dir, write=False) as store:
+        assert store.votes(ADA) == {paper: -1}
     assert "/manage" not in done.text
     for token in SIGNED.findall(done.text):
         with pytest.raises(TokenError):
@@ -166,7 +166,8 @@ def test_a_refused_zone_is_refused_on_the_manage_page_too(site: tuple[Settings, 
         }
         answer = client.post("/manage", data=form)
     assert answer.status_code == 400 and "not a known time zone" in answer.text
-    assert Store(settings.data_dir, writable=False).subscriber(ADA).timezone is None  # type: ignore[union-attr]
+    with pass_store(settings.data_dir, write=False) as store:
+        assert store.subscriber(ADA).timezone is None  # type: ignore[union-attr]
 
 
 # -- 7. vote links for a feed's long paper ids ----------------------------------------------------------
@@ -210,7 +211,8 @@ def test_a_feed_papers_300_character_id_gets_vote_links_that_record_the_vote(
         query = {name: values[0] for name, values in parse_qs(urlsplit(link).query).items()}
         done = client.post("/vote", data={**query, "csrf": csrf_of(page.text)})
     assert done.status_code == 200 and "Noted: not for me" in done.text
-    assert Store(data_dir, writable=False).votes(ADA) == {paper: -1}
+    with pass_store(data_dir, write=False) as store:
+        assert store.votes(ADA) == {paper: -1}
 
 
 def feed_digest(*ids: str) -> Digest:

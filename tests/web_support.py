@@ -47,19 +47,19 @@ class Clock:
 
 
 def make_settings(
-    data_dir: Path, smtp: SmtpSink | None, public_url: str | None = None, store_url: str = "tinydb:"
+    data_dir: Path, smtp: SmtpSink | None, public_url: str | None = None, store_url: str | None = None
 ) -> Settings:
-    """Settings whose ``public_url`` is a free local port, where :func:`running` will serve them."""
+    """Settings whose ``public_url`` is a free local port, where :func:`running` will serve them;
+    the store is ``store_url``, else the pass's (``DIGEST_STORE__URL``, else TinyDB)."""
     public_url = public_url or f"http://127.0.0.1:{free_port()}"
     smtp_settings: dict[str, Any] = {"from_address": "papers@digest.example.org"}
     if smtp is not None:
         smtp_settings.update(host="127.0.0.1", port=smtp.port, security="none", timeout_seconds=10)
-    return Settings(
-        data_dir=data_dir, public_url=public_url, secret_key=SECRET, smtp=smtp_settings, store={"url": store_url}
-    )
+    store = {"store": {"url": store_url}} if store_url is not None else {}
+    return Settings(data_dir=data_dir, public_url=public_url, secret_key=SECRET, smtp=smtp_settings, **store)
 
 
-def seeded_site(data_dir: Path, smtp: SmtpSink | None, items: list[Item], store_url: str = "tinydb:") -> Settings:
+def seeded_site(data_dir: Path, smtp: SmtpSink | None, items: list[Item], store_url: str | None = None) -> Settings:
     """:func:`make_settings` for a store (TinyDB, or a PostgreSQL database) holding ``items``."""
     site = make_settings(data_dir, smtp, store_url=store_url)
     seed_store(site, items)

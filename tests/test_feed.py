@@ -38,8 +38,8 @@ from digest.mail.papers import render_papers
 from digest.models import DigestEntry, Item, Subscriber
 from digest.settings import Settings
 from digest.signing import Signer
+from digest.state.backend import is_postgres, open_backend
 from digest.state.postgres.store import PostgresStore
-from digest.state.store import open_store
 from digest.web.access_log import TokenRedactingFilter
 from digest.web.app import WebLimits, create_app
 from digest.web.atom import FeedHead, atom_feed
@@ -69,7 +69,7 @@ def seeded(tmp_path: Path, subscribers: tuple[Subscriber, ...], items: list[Item
     settings = make_settings(tmp_path / "data", None)
     papers = seed_items()
     items = items if items is not None else papers + older(papers, 3) + older(papers, 40)
-    with open_store(settings.data_dir) as store:
+    with open_backend(settings.store.url, settings.data_dir) as store:
         store.upsert_items(items, datetime(2026, 11, 20, 7, 0, tzinfo=UTC))
         store.save_subscribers(subscribers)
     return settings
@@ -358,7 +358,7 @@ def shown_feed(page: str) -> str:
 
 
 def stored(settings: Settings, email: str) -> Subscriber:
-    with open_store(settings.data_dir, write=False) as store:
+    with open_backend(settings.store.url, settings.data_dir, write=False) as store:
         person = store.subscriber(email)
     assert person is not None
     return person
@@ -473,12 +473,21 @@ def test_guessed_addresses_cost_one_table_rebuild_however_many_come_at_once(
 
 
 def test_a_subscriber_another_process_adds_is_found_at_the_first_poll(tmp_path: Path) -> None:
+    """On TinyDB at the first poll (the store file changed, so the table is rebuilt). PostgreSQL has
+    no file to watch: there a miss rebuilds the table at most every ``MISS_REBUILD_SECONDS``, so the
+    address is found within that many seconds (what the module promises), not always at once."""
     settings = seeded(tmp_path, (Subscriber(ADA, RULES),))
     bob = Subscriber("bob@example.org", RULES, subscribed_at=JOINED)
     with running(settings, Clock()) as client:
         assert client.get(url_of(settings, ADA)).status_code == 200  # the table is built
-        with open_store(settings.data_dir) as store:  # as `digest subscribe` would
+        with open_backend(settings.store.url, settings.data_dir) as store:  # as `digest subscribe` would
             store.save_subscriber(bob)
+        first = client.get(feed_url(SIGNER, settings.public_url, bob)).status_code
+        if not is_postgres(settings.store.url):
+            assert first == 200
+            return
+        assert first in (200, 404)
+        time.sleep(feed_addresses_module.MISS_REBUILD_SECONDS + 0.5)
         assert client.get(feed_url(SIGNER, settings.public_url, bob)).status_code == 200
 
 

@@ -14,7 +14,7 @@ from digest.cycle.run import cycle_config, run_once
 from digest.models import Subscriber
 from digest.settings import Settings
 from digest.signing import Signer
-from digest.state.store import open_store
+from digest.state.backend import open_backend
 from tests.email_fixtures import sample_digest
 from tests.servers import FakeHfApi, SmtpSink
 from tests.web_support import Clock, make_settings, running, text_of
@@ -41,7 +41,7 @@ def test_the_online_page_of_a_capped_digest_has_every_paper_in_full(
 ) -> None:
     base = make_settings(tmp_path / "data", smtp)
     settings = Settings(**{**base.model_dump(), "sources": {"hf_papers": {"base_url": hf_api.base_url}}})
-    with open_store(settings.data_dir) as store:
+    with open_backend(settings.store.url, settings.data_dir) as store:
         store.save_subscribers([Subscriber(CAPPED, RULES, max_papers=3), Subscriber(WHOLE, RULES)])
     report = run_once(settings, as_of=AS_OF)
     assert report.sent == 2, report.summary()

@@ -19,6 +19,7 @@ from digest.errors import ImportRefused, SubscriberError
 from digest.mail.render import Links, render_digest
 from digest.models import LAYOUTS, WEEKDAYS, Digest, DigestEntry, Highlight, Item, RuleMatch, Subscriber
 from digest.state import transfer
+from digest.state.backend import open_backend
 from digest.state.preferences import (
     MAX_PAPERS_LIMIT,
     Preferences,
@@ -27,9 +28,8 @@ from digest.state.preferences import (
     parse_rhythm,
     parse_timezone,
 )
-from digest.state.store import Store, open_store
 from digest.state.subscriptions import state_key
-from tests.conftest import cli_env, run_cli
+from tests.conftest import STORE_URL_VARIABLE, cli_env, on_postgresql, pass_store, pass_store_url, run_cli
 
 NOW = datetime(2026, 11, 20, 9, 0, tzinfo=UTC)
 ADA = "ada@example.org"
@@ -180,10 +180,18 @@ README_LINES = [  # the README's example (operators' section), run as written
 ]
 
 
-def stored(data: Path, email: str = ADA) -> Subscriber:
-    person = Store(data, writable=False).subscriber(email)
+def stored(data: Path, email: str = ADA, store_url: str | None = None) -> Subscriber:
+    with open_backend(store_url or pass_store_url(), data, write=False) as store:
+        person = store.subscriber(email)
     assert person is not None
     return person
+
+
+def another_store(request: pytest.FixtureRequest) -> str:
+    """A second, empty store of this pass (for a second data_dir): on PostgreSQL, a new database."""
+    if on_postgresql(request.config):
+        return str(request.getfixturevalue("postgres_server").new_database())
+    return pass_store_url()
 
 
 def test_the_readme_lines_set_and_change_one_persons_choices(tmp_path: Path) -> None:
@@ -207,7 +215,7 @@ def test_the_readme_lines_set_and_change_one_persons_choices(tmp_path: Path) -> 
 
 def test_an_hour_alone_is_in_the_services_zone_and_a_pause_stays(tmp_path: Path) -> None:
     env = cli_env(tmp_path, DIGEST_SCHEDULE__TIMEZONE="America/Chicago")
-    with open_store(tmp_path) as store:
+    with pass_store(tmp_path) as store:
         store.save_subscriber(Subscriber(ADA, ("4090",), active=False, subscribed_at=NOW))
     assert "┃ delivery" not in run_cli("subscribers", env=env).stdout, "no column while everyone has the defaults"
     assert run_cli("subscribe", ADA, "--hour", "6", env=env).returncode == 0
@@ -240,14 +248,17 @@ def test_choices_for_someone_not_subscribed_need_rules(tmp_path: Path) -> None:
     assert done.returncode == 2 and "not subscribed yet: give their rules with -k RULE" in done.stderr
 
 
-def test_export_and_import_on_the_command_line_keep_the_choices(tmp_path: Path) -> None:
+def test_export_and_import_on_the_command_line_keep_the_choices(tmp_path: Path, request: pytest.FixtureRequest) -> None:
     env = cli_env(tmp_path / "one")
     args = ["subscribe", ADA, "-k", "4090", "--weekly", "tue", "--max-papers", "5", "--feed-only"]
     assert run_cli(*args, env=env).returncode == 0
     assert run_cli("export", str(tmp_path / "people.jsonl"), env=env).returncode == 0
-    other = cli_env(tmp_path / "two")
+    two = another_store(request)  # an empty store: the import alone puts Ada there
+    other = {**cli_env(tmp_path / "two"), STORE_URL_VARIABLE: two}
     assert run_cli("import", str(tmp_path / "people.jsonl"), env=other).returncode == 0
-    assert Preferences.of(stored(tmp_path / "two")) == Preferences("weekly", 1, max_papers=5, by_email=False)
+    assert Preferences.of(stored(tmp_path / "two", store_url=two)) == Preferences(
+        "weekly", 1, max_papers=5, by_email=False
+    )
 
 
 # -- the cap in the email ---------------------------------------------------------------------------------

@@ -41,7 +41,7 @@ from digest.web.preview import (
 from tests.test_index_properties import items as item_lists
 from tests.test_index_properties import phrases
 from tests.test_rules_properties import CORPUS, parsed_or_none, well_formed
-from tests.web_support import TODAY, Clock, make_settings, running, seed_items
+from tests.web_support import TODAY, Clock, make_settings, running, seed_store
 
 ISSUE_22 = "\n".join(" OR ".join(f"a{c}*" for c in "bcdefghijk") + f" {n}" for n in range(30))
 
@@ -173,9 +173,9 @@ def test_the_worker_asks_to_wait_when_its_queue_is_full() -> None:
 # -- over HTTP ---------------------------------------------------------------------------------
 @pytest.fixture
 def site(tmp_path: Path, week: list[Item]) -> Settings:
-    data_dir = tmp_path / "data"
-    seed_items(data_dir, week)
-    return make_settings(data_dir, None)
+    seeded = make_settings(tmp_path / "data", None)
+    seed_store(seeded, week)
+    return seeded
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from digest.mail.render import RenderedDigest, render_digest
 from digest.ops.cli import extract_html
 from digest.settings import DkimSettings, SmtpSettings, load_settings
 from digest.signing import Signer
-from tests.conftest import cli_env, run_cli
+from tests.conftest import STORE_URL_VARIABLE, cli_env, on_postgresql, run_cli
 from tests.email_fixtures import LINKS, hostile_digest, html_reading, sample_digest
 from tests.servers import FakeHfApi, SmtpSink, free_port
 
@@ -390,7 +390,9 @@ def test_digest_run_stops_on_a_bad_dkim_key(hf_api: FakeHfApi, smtp: SmtpSink, t
     assert smtp.raw == []
 
 
-def test_a_cycle_delivers_to_a_non_ascii_address_or_refuses_it_alone(hf_api: FakeHfApi, tmp_path: Path) -> None:
+def test_a_cycle_delivers_to_a_non_ascii_address_or_refuses_it_alone(
+    hf_api: FakeHfApi, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     """End to end: ``digest subscribe`` accepts ``josé@…``; the cycle must neither crash on it nor stop the others."""
     for smtputf8, expected_status in ((True, 0), (False, 1)):
         data = tmp_path / f"data-{smtputf8}"
@@ -403,6 +405,8 @@ def test_a_cycle_delivers_to_a_non_ascii_address_or_refuses_it_alone(hf_api: Fak
                 DIGEST_SMTP__SECURITY="none",
                 DIGEST_SMTP__FROM_ADDRESS="papers@digest.example.org",
             )
+            if on_postgresql(request.config):  # each round its own empty store, as its own data_dir on TinyDB
+                env[STORE_URL_VARIABLE] = request.getfixturevalue("postgres_server").new_database()
             for address in ("josé@example.org", "ada@example.org"):
                 assert run_cli("subscribe", address, "-k", "4090", "--name", "J\nX", env=env).returncode == 0
             result = run_cli("run", "--date", "2026-11-20", env=env)

@@ -37,3 +37,17 @@ def test_the_cli_a_test_runs_uses_the_pass_store(tmp_path: Path, request: pytest
     with open_backend(settings.store.url, data_dir, write=False) as store:
         assert [s.email for s in store.subscribers()] == ["ada@example.org"]
     assert (data_dir / "digest.json").exists() is not on_postgresql(request.config)
+
+
+def test_the_demo_keeps_to_its_own_store_on_either_pass(tmp_path: Path) -> None:
+    """``digest demo`` writes its email from a throw-away TinyDB store in ``data_dir/demo``, and
+    never the store ``store.url`` names (on the PostgreSQL pass it once read that database, found
+    no demo subscriber and wrote no email)."""
+    data_dir = tmp_path / "data"
+    demo = run_cli("demo", env=cli_env(data_dir))
+    assert demo.returncode == 0, demo.stderr
+    assert list((data_dir / "demo").rglob("*.eml")), demo.stdout
+    settings = Settings(data_dir=data_dir)
+    if is_postgres(settings.store.url):
+        with open_backend(settings.store.url, data_dir, write=False) as store:
+            assert store.subscribers() == [] and store.cycles() == [] and store.seen_count == 0

@@ -9,6 +9,7 @@ alone, one cycle at a time, and a database from a newer digest is refused.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from digest.cycle.run import run_once
 from digest.errors import CycleLockedError, StoreError
@@ -29,7 +32,7 @@ from digest.sources.sample import SampleSource
 from digest.state.backend import StoreBackend
 from digest.state.postgres.copy import copy_store
 from digest.state.postgres.schema import SCHEMA_VERSION
-from digest.state.postgres.store import PostgresStore
+from digest.state.postgres.store import PostgresStore, storable_json
 from digest.state.store import CYCLES_KEPT, Store, delivery_note, open_store
 from tests.conftest import ROOT, run_cli
 from tests.postgres_server import PostgresServer, postgres_server, postgres_url  # noqa: F401 (fixtures)
@@ -251,7 +254,7 @@ KILLED_SENDER = textwrap.dedent(
     from pathlib import Path
     from digest.models import Item
     from digest.state.store import Store, delivery_note
-    from digest.state.postgres.store import PostgresStore
+    from digest.state.postgres.store import PostgresStore, storable_json
 
     url, folder = sys.argv[1], Path(sys.argv[2])
     store = Store(folder) if url == "tinydb:" else PostgresStore(url, data_dir=folder)
@@ -427,3 +430,24 @@ def test_the_same_scenarios_ran_on_both(postgres_server: PostgresServer) -> None
     with psycopg.connect(postgres_server.url()) as connection:
         row = connection.execute("SHOW server_version_num").fetchone()
     assert row is not None and int(row[0]) >= 150000
+
+
+@given(st.text(alphabet=st.sampled_from(["\x00", "\\", "u", "0", '"', "a", "é"]), max_size=40))
+def test_storable_json_drops_nul_and_nothing_else(text: str) -> None:
+    """``jsonb`` cannot hold a NUL: the store drops exactly those, and never an escaped backslash
+    followed by "u0000"."""
+    assert json.loads(storable_json({"title": text, "authors": [text]})) == {
+        "title": text.replace("\x00", ""),
+        "authors": [text.replace("\x00", "")],
+    }
+
+
+def test_a_paper_with_a_nul_is_stored_without_it(postgres_url: str) -> None:  # noqa: F811
+    item = Item(
+        id="nul-1", source="hf_papers", title="A\x00B \\u0000", abstract="x\x00", url="https://e/", listed_on=AS_OF
+    )
+    store = PostgresStore(postgres_url)
+    assert store.upsert_items([item], NOW) == [item]
+    kept = store.item("nul-1")
+    store.close()
+    assert kept is not None and (kept.title, kept.abstract) == ("AB \\u0000", "x")

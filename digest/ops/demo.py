@@ -21,7 +21,7 @@ from digest.cycle.run import run_once
 from digest.mail.mailer import OutboxMailer
 from digest.models import CycleReport, Subscriber
 from digest.paths import DEMO_DIR, OUTBOX_DIR
-from digest.settings import Settings
+from digest.settings import TINYDB_STORE, Settings
 from digest.sources import Source, make_client
 from digest.sources.hf_papers import HfPapersSource
 from digest.sources.sample import SampleSource, sample_last_day
@@ -59,7 +59,9 @@ def run_demo(settings: Settings, day: DemoDay) -> tuple[CycleReport, list[Path]]
     with open_store(demo_dir) as store:
         store.save_subscriber(Subscriber(DEMO_EMAIL, DEMO_RULES, "Demo", subscribed_at=utc_now()))
     outbox = demo_dir / OUTBOX_DIR
-    demo_settings = settings.model_copy(update={"data_dir": demo_dir})
+    # Its own throw-away TinyDB store, whatever store.url says: the demo never writes the deployment's.
+    demo_store = settings.store.model_copy(update={"url": TINYDB_STORE})
+    demo_settings = settings.model_copy(update={"data_dir": demo_dir, "store": demo_store})
     report = run_once(demo_settings, day.as_of, sources=day.sources, mailer=OutboxMailer(outbox))
     return report, sorted(outbox.glob("*.eml"))
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -37,7 +38,7 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
-from psycopg.types.json import Jsonb
+from psycopg.types.json import Jsonb, set_json_dumps
 
 from digest.errors import CycleLockedError, StoreError, StoreWriteError
 from digest.models import CycleReport, Item, SourceReport, Subscriber
@@ -74,12 +75,24 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
+_JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")  # an escaped NUL, not an escaped backslash + "u0000"
+
+
+def storable_json(value: Any) -> str:
+    """JSON as ``jsonb`` takes it: without NUL characters, which it cannot hold (a paper's title
+    may carry one from a feed; TinyDB keeps it, and no email, page or feed can show it)."""
+    text = json.dumps(value)
+    return _JSON_NUL.sub(r"\1", text) if "\\u0000" in text else text
+
+
 def connect(url: str, autocommit: bool = True) -> psycopg.Connection[Row]:
-    """A connection with digest's session settings (UTC), or a :class:`StoreError` naming the server."""
+    """A connection with digest's session settings (UTC, :func:`storable_json`), or a
+    :class:`StoreError` naming the server."""
     try:
         connection = psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_SECONDS)
     except psycopg.Error as exc:
         raise StoreError(f"cannot connect to the PostgreSQL store {redacted(url)}: {_first_line(exc)}") from None
+    set_json_dumps(storable_json, connection)
     connection.execute("SET TIME ZONE 'UTC'")
     if not autocommit:
         connection.commit()

@@ -17,10 +17,10 @@ import pytest
 
 from digest.settings import Settings
 from digest.signing import Signer
-from digest.state.store import Store
+from digest.state.backend import open_backend
 from tests.servers import SmtpSink
 from tests.test_browser_web import CHROMIUM, shoot
-from tests.web_support import SECRET, Clock, csrf_of, link_in, make_settings, running, sample_items, seed_items
+from tests.web_support import SECRET, Clock, csrf_of, link_in, make_settings, running, sample_items, seed_store
 
 pytestmark = [
     pytest.mark.browser,
@@ -49,7 +49,7 @@ def browser() -> Iterator[Any]:
 @pytest.fixture
 def site(tmp_path: Path, smtp: SmtpSink, sample_days: dict[str, list[dict[str, Any]]]) -> Iterator[Settings]:
     settings = make_settings(tmp_path / "data", smtp)
-    seed_items(settings.data_dir, sample_items(sample_days))
+    seed_store(settings, sample_items(sample_days))
     with running(settings, Clock()):
         yield settings
 
@@ -78,7 +78,8 @@ def cookieless_page(browser: Any) -> tuple[Any, Any, list[str]]:
 
 
 def stored(site: Settings) -> Any:
-    return Store(site.data_dir, writable=False).subscriber(ADA)
+    with open_backend(site.store.url, site.data_dir, write=False) as store:
+        return store.subscriber(ADA)
 
 
 def test_a_browser_without_cookies_signs_up_confirms_and_unsubscribes(

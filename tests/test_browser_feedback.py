@@ -17,10 +17,10 @@ from digest.mail.views import anchor_for
 from digest.models import Item, Subscriber
 from digest.settings import Settings
 from digest.signing import Signer
-from digest.state.store import Store, open_store
+from digest.state.backend import open_backend
 from tests.email_fixtures import digest_for
 from tests.test_browser_web import browser, new_page, shoot  # noqa: F401  (the module's browser fixture)
-from tests.web_support import SECRET, Clock, make_settings, running, sample_items, seed_items
+from tests.web_support import SECRET, Clock, make_settings, running, sample_items, seed_store
 
 pytestmark = pytest.importorskip("tests.test_browser_web").pytestmark
 
@@ -32,11 +32,22 @@ RULES = ("real-time", "4090")
 def site(tmp_path: Path, sample_days: dict[str, list[dict[str, Any]]]) -> Iterator[tuple[Settings, list[Item]]]:
     settings = make_settings(tmp_path / "data", None)
     items = sample_items(sample_days)
-    seed_items(settings.data_dir, items)
-    with open_store(settings.data_dir) as store:
+    seed_store(settings, items)
+    with open_backend(settings.store.url, settings.data_dir) as store:
         store.save_subscriber(Subscriber(ADA, RULES, subscribed_at=datetime(2026, 11, 1, tzinfo=UTC)))
     with running(settings, Clock()):
         yield settings, items
+
+
+def votes(settings: Settings) -> dict[str, int]:
+    with open_backend(settings.store.url, settings.data_dir, write=False) as store:
+        return store.votes(ADA)
+
+
+def rules(settings: Settings) -> tuple[str, ...] | None:
+    with open_backend(settings.store.url, settings.data_dir, write=False) as store:
+        person = store.subscriber(ADA)
+    return person.rules if person is not None else None
 
 
 def test_votes_from_a_rendered_digest_become_a_suggestion_that_changes_the_rule_once_accepted(
@@ -55,12 +66,12 @@ def test_votes_from_a_rendered_digest_become_a_suggestion_that_changes_the_rule_
         page.locator(f'[id="{anchor_for(paper.id)}"] + p').get_by_role("link", name="Not for me").click()
         page.get_by_role("heading", name="Not for me?").wait_for()
         assert start in page.locator("main").inner_text()
-        assert Store(settings.data_dir, writable=False).votes(ADA).get(paper.id) is None, "a GET records nothing"
+        assert votes(settings).get(paper.id) is None, "a GET records nothing"
         if n == 0:
             shoot(page, "feedback-01-vote")
         page.get_by_role("button", name="Not for me").click()
         page.get_by_role("heading", name="Noted: not for me").wait_for()
-    assert sorted(Store(settings.data_dir, writable=False).votes(ADA).values()) == [-1, -1, -1]
+    assert sorted(votes(settings).values()) == [-1, -1, -1]
     shoot(page, "feedback-02-noted")
 
     page.get_by_text("“Manage your rules” link").wait_for()  # the Noted page hands out no manage token
@@ -69,10 +80,10 @@ def test_votes_from_a_rendered_digest_become_a_suggestion_that_changes_the_rule_
     page.get_by_role("link", name="Manage your rules").click()
     section = page.locator("#suggestions")
     section.get_by_text("real-time → real-time -avatar: removes").wait_for()
-    assert Store(settings.data_dir, writable=False).subscriber(ADA).rules == RULES  # type: ignore[union-attr]
+    assert rules(settings) == RULES
     shoot(page, "feedback-03-suggestion")
     section.get_by_role("button", name="Change “real-time” to “real-time -avatar”").click()
     page.get_by_text("Your changes are saved.").wait_for()
     assert page.get_by_label("Keyword rules, one per line").input_value().splitlines()[0] == "real-time -avatar"
-    assert Store(settings.data_dir, writable=False).subscriber(ADA).rules == ("real-time -avatar", "4090")  # type: ignore[union-attr]
+    assert rules(settings) == ("real-time -avatar", "4090")
     assert not problems, problems

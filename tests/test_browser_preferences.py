@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from digest.settings import Settings
-from digest.state.store import Store
+from digest.state.backend import open_backend
 from tests.servers import SmtpSink
 from tests.test_browser_web import local_only
 from tests.web_support import Clock, link_in, make_settings, running
@@ -81,7 +81,8 @@ def test_the_form_submits_the_browsers_time_zone(
     page.get_by_text(f"weekly on Friday at 07:00 ({expected})").wait_for()
     page.get_by_role("button", name="Confirm").click()
     page.get_by_role("heading", name="You are subscribed").wait_for()
-    person = Store(site.data_dir, writable=False).subscriber("ada@example.org")
+    with open_backend(site.store.url, site.data_dir, write=False) as store:
+        person = store.subscriber("ada@example.org")
     assert person is not None and (person.frequency, person.weekday, person.hour) == ("weekly", 4, 7)
     assert person.timezone == expected
     assert problems == []

@@ -24,12 +24,12 @@ from digest.mail.render import render_digest
 from digest.models import Subscriber
 from digest.settings import ScheduleSettings, Settings
 from digest.signing import Signer
-from digest.state.store import open_store
+from digest.state.backend import is_postgres, open_backend
 from digest.state.subscriptions import state_key
 from digest.web.app import create_app, without_self_links
 from tests.email_fixtures import sample_digest
 from tests.test_browser_web import ARTIFACTS, CHROMIUM
-from tests.web_support import SECRET, TODAY, Clock, csrf_of, live_server, make_settings, sample_items, seed_items
+from tests.web_support import SECRET, TODAY, Clock, csrf_of, live_server, make_settings, sample_items, seed_store
 
 pytestmark = [
     pytest.mark.browser,
@@ -78,12 +78,12 @@ def browser() -> Iterator[Any]:
 @contextmanager
 def serving(settings: Settings, sample_days: dict[str, list[dict[str, Any]]]) -> Iterator[Site]:
     """The sample's papers, Ada subscribed, one archived digest of hers, and the app on its port."""
-    seed_items(settings.data_dir, sample_items(sample_days))
-    with open_store(settings.data_dir) as store:
+    seed_store(settings, sample_items(sample_days))
+    with open_backend(settings.store.url, settings.data_dir) as store:
         store.save_subscriber(Subscriber(ADA, ("video diffusion", "gaussian splatting")))
     digest = replace(sample_digest(), digest_id=DIGEST_ID)
     html = render_digest(digest, digest_links(SIGNER, settings.public_url, digest)).html_bytes()
-    (settings.data_dir / "archive").mkdir()
+    (settings.data_dir / "archive").mkdir(parents=True)  # PostgreSQL: the store makes no data_dir
     (settings.data_dir / "archive" / f"{DIGEST_ID}.html").write_bytes(html)
     site = Site(settings)
     app = create_app(settings, clock=Clock(), today=lambda: TODAY)
@@ -96,8 +96,12 @@ def serving(settings: Settings, sample_days: dict[str, list[dict[str, Any]]]) ->
 
         await app(scope, receive, send_and_note)
 
-    with live_server(recording, int(settings.public_url.rsplit(":", 1)[1])):  # type: ignore[arg-type]
-        yield site
+    try:
+        with live_server(recording, int(settings.public_url.rsplit(":", 1)[1])):  # type: ignore[arg-type]
+            yield site
+    finally:
+        if is_postgres(settings.store.url):  # its connections, as web_support.running closes them
+            app.state.front.keeper.close()
 
 
 @pytest.fixture

@@ -12,11 +12,11 @@ from urllib.parse import urlparse
 
 import pytest
 
-from digest.models import Item
+from digest.models import Item, Subscriber
 from digest.settings import Settings
-from digest.state.store import Store
+from digest.state.backend import open_backend
 from tests.servers import SmtpSink
-from tests.web_support import Clock, link_in, make_settings, running, sample_items, seed_items
+from tests.web_support import Clock, link_in, make_settings, running, sample_items, seed_store
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
@@ -57,7 +57,7 @@ def site(tmp_path: Path, smtp: SmtpSink, sample_days: dict[str, list[dict[str, A
     settings = make_settings(tmp_path / "data", smtp)
     hostile = Item("2611.99001", "hf_papers", "<img src=x onerror=alert(1)> Video Diffusion at 60 FPS", "", "https://e/1",
                    sample_items(sample_days)[0].listed_on)  # fmt: skip
-    seed_items(settings.data_dir, [*sample_items(sample_days), hostile])
+    seed_store(settings, [*sample_items(sample_days), hostile])
     with running(settings, Clock()):
         yield settings
 
@@ -91,6 +91,11 @@ def shoot(page: Any, name: str) -> None:
     page.set_viewport_size({"width": 1280, "height": 900})
 
 
+def stored(site: Settings, email: str) -> Subscriber | None:
+    with open_backend(site.store.url, site.data_dir, write=False) as store:
+        return store.subscriber(email)
+
+
 def test_subscribe_confirm_edit_pause_and_unsubscribe_in_a_browser(
     browser: Any, site: Settings, smtp: SmtpSink
 ) -> None:
@@ -121,11 +126,11 @@ def test_subscribe_confirm_edit_pause_and_unsubscribe_in_a_browser(
     [mail] = smtp.to("ada@example.org")
     page.goto(link_in(mail, "/confirm"))
     page.get_by_role("heading", name="Confirm your subscription").wait_for()
-    assert Store(site.data_dir, writable=False).subscriber("ada@example.org") is None, "opening it is not enough"
+    assert stored(site, "ada@example.org") is None, "opening it is not enough"
     page.get_by_role("button", name="Confirm").click()
     page.get_by_role("heading", name="You are subscribed").wait_for()
     shoot(page, "04-confirmed")
-    person = Store(site.data_dir, writable=False).subscriber("ada@example.org")
+    person = stored(site, "ada@example.org")
     assert person is not None and person.active and person.rules == ("video diffusion", "gaussian splatting")
 
     page.get_by_role("link", name="Change rules or pause").click()
@@ -136,7 +141,7 @@ def test_subscribe_confirm_edit_pause_and_unsubscribe_in_a_browser(
     shoot(page, "05-manage")
     page.get_by_role("button", name="Pause digests").click()
     page.get_by_role("button", name="Resume digests").wait_for()
-    person = Store(site.data_dir, writable=False).subscriber("ada@example.org")
+    person = stored(site, "ada@example.org")
     assert person is not None and not person.active and person.rules == ("4090", "real-time")
     page.get_by_role("button", name="Resume digests").click()
     page.get_by_role("button", name="Pause digests").wait_for()
@@ -147,7 +152,7 @@ def test_subscribe_confirm_edit_pause_and_unsubscribe_in_a_browser(
     page.get_by_role("button", name="Unsubscribe").click()
     page.get_by_role("heading", name="You are unsubscribed").wait_for()
     shoot(page, "07-unsubscribed")
-    assert Store(site.data_dir, writable=False).subscriber("ada@example.org") is None
+    assert stored(site, "ada@example.org") is None
     assert problems == [], problems  # no CSP violation, no script error
 
 

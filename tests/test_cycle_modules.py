@@ -29,7 +29,7 @@ from digest.models import Digest, Subscriber
 from digest.settings import Settings, load_settings
 from digest.sources import FetchResult
 from digest.sources.sample import SampleSource
-from digest.state.store import Store, open_store
+from digest.state.backend import open_backend
 from tests.conftest import cli_env, run_cli
 from tests.email_fixtures import AS_OF, sample_items
 from tests.servers import FakeHfApi, SmtpSink
@@ -56,42 +56,42 @@ def test_a_digest_that_fails_to_render_fails_for_that_subscriber_alone(
     tmp_path: Path, smtp: SmtpSink, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, where: str
 ) -> None:
     settings = sink_settings(tmp_path, smtp, monkeypatch)
-    if where == "in process":
-        monkeypatch.setattr(digest.cycle.render_ahead, "can_fork", lambda: False)
-    with open_store(settings.data_dir) as store:
-        for email in PEOPLE:
-            store.save_subscriber(Subscriber(email, ("video diffusion",)))
+    with monkeypatch.context() as broken:  # undone below; the settings (and the pass's store) stay
+        if where == "in process":
+            broken.setattr(digest.cycle.render_ahead, "can_fork", lambda: False)
+        with open_backend(settings.store.url, settings.data_dir) as store:
+            for email in PEOPLE:
+                store.save_subscriber(Subscriber(email, ("video diffusion",)))
 
-    def render_or_raise(digest: Digest, links: Links, **options: Any) -> RenderedDigest:
-        if digest.subscriber.email == PEOPLE[1]:
-            raise ValueError("a template choked on this paper")
-        return render_digest(digest, links, **options)
+        def render_or_raise(digest: Digest, links: Links, **options: Any) -> RenderedDigest:
+            if digest.subscriber.email == PEOPLE[1]:
+                raise ValueError("a template choked on this paper")
+            return render_digest(digest, links, **options)
 
-    monkeypatch.setattr(digest.cycle.compose, "render_digest", render_or_raise)
-    report = run_once(settings, DAY, sources=[SampleSource()])
+        broken.setattr(digest.cycle.compose, "render_digest", render_or_raise)
+        report = run_once(settings, DAY, sources=[SampleSource()])
 
-    assert recipients(smtp) == [PEOPLE[0], PEOPLE[2]]
-    assert (report.sent, report.failed, report.refused) == (2, 1, 0)
-    assert not report.ok
-    [line] = [e for e in report.errors if PEOPLE[1] in e]
-    assert "a template choked on this paper" in line and "tried again next cycle" in line
-    assert any(PEOPLE[1] in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
-    store = Store(settings.data_dir, writable=False)
-    assert store.delivered_ids(PEOPLE[1]) == set()
-    assert store.delivered_ids(PEOPLE[0]) and store.delivered_ids(PEOPLE[2])
-    [failure] = store.failures()
-    assert failure["email"] == PEOPLE[1] and not failure.get("permanent")
+        assert recipients(smtp) == [PEOPLE[0], PEOPLE[2]]
+        assert (report.sent, report.failed, report.refused) == (2, 1, 0)
+        assert not report.ok
+        [line] = [e for e in report.errors if PEOPLE[1] in e]
+        assert "a template choked on this paper" in line and "tried again next cycle" in line
+        assert any(PEOPLE[1] in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+        with open_backend(settings.store.url, settings.data_dir, write=False) as store:
+            assert store.delivered_ids(PEOPLE[1]) == set()
+            assert store.delivered_ids(PEOPLE[0]) and store.delivered_ids(PEOPLE[2])
+            [failure] = store.failures()
+        assert failure["email"] == PEOPLE[1] and not failure.get("permanent")
 
-    monkeypatch.undo()  # the template is fixed; the next day's cycle
-    settings = sink_settings(tmp_path, smtp, monkeypatch)
+    # the template is fixed; the next day's cycle
     smtp.envelopes.clear()
     smtp.messages.clear()
     again = run_once(settings, date(2026, 11, 21), sources=[SampleSource()])
     assert recipients(smtp) == [PEOPLE[1]]
     assert (again.sent, again.failed) == (1, 0)
-    store = Store(settings.data_dir, writable=False)
-    assert store.delivered_ids(PEOPLE[1]) == store.delivered_ids(PEOPLE[0])
-    assert store.failures() == []
+    with open_backend(settings.store.url, settings.data_dir, write=False) as store:
+        assert store.delivered_ids(PEOPLE[1]) == store.delivered_ids(PEOPLE[0])
+        assert store.failures() == []
 
 
 class NoticingSource:
@@ -111,7 +111,8 @@ def test_a_sources_warnings_reach_the_cycle_report_and_its_record(
     warning = "feed noticing (https://feed.example.org/rss): entry 2 has no id; skipped"
     assert warning in report.errors
     assert all(source.ok for source in report.sources)  # noticed, not failed: the exit status stays 0
-    assert warning in Store(settings.data_dir, writable=False).cycles(last=1)[-1]["errors"]
+    with open_backend(settings.store.url, settings.data_dir, write=False) as store:
+        assert warning in store.cycles(last=1)[-1]["errors"]
 
 
 def test_digest_run_prints_a_sources_warnings(tmp_path: Path, hf_api: FakeHfApi, smtp: SmtpSink) -> None:

@@ -14,7 +14,7 @@ from digest.cycle.run import run_once
 from digest.models import Subscriber
 from digest.settings import load_settings
 from digest.sources.sample import SampleSource
-from digest.state.store import open_store
+from digest.state.backend import open_backend
 from tests.servers import SmtpSink
 
 
@@ -25,7 +25,7 @@ def test_stages_and_peak_memory_are_recorded(tmp_path: Path, smtp: SmtpSink, mon
     monkeypatch.setenv("DIGEST_SMTP__SECURITY", "none")
     settings = load_settings()
 
-    with open_store(settings.data_dir) as store:
+    with open_backend(settings.store.url, settings.data_dir) as store:
         store.save_subscriber(Subscriber("a@example.org", ("video diffusion",)))
     report = run_once(settings, date(2026, 11, 20), sources=[SampleSource()])
     assert report.sent == 1 and len(smtp.messages) == 1
@@ -57,7 +57,7 @@ def test_digests_are_rendered_in_a_child_process_and_all_arrive(
     monkeypatch.setenv("DIGEST_SMTP__SECURITY", "none")
     settings = load_settings()
     people = [f"reader{n}@example.org" for n in range(6)]
-    with open_store(settings.data_dir) as store:
+    with open_backend(settings.store.url, settings.data_dir) as store:
         for email in people:
             store.save_subscriber(Subscriber(email, ("video diffusion", "diffusion")))
     report = run_once(settings, date(2026, 11, 20), sources=[SampleSource()])

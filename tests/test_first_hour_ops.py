@@ -18,10 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from digest.cycle.coverage import quiet_sources
-from tests.conftest import cli_env, run_cli
+from digest.settings import redacted
+from digest.state.backend import open_backend
+from tests.conftest import STORE_URL_VARIABLE, cli_env, on_postgresql, run_cli
 from tests.servers import FakeHfApi, SmtpSink, free_port
 from tests.test_reliability import PATIENCE, start_cli, wait_for
 
@@ -86,6 +89,31 @@ def subscribed_env(tmp_path: Path, hf_api: FakeHfApi, smtp: SmtpSink, **extra: s
     env = cli_env(tmp_path / "data", hf_api, smtp, DIGEST_LOOKBACK_DAYS="1", **extra)
     ok(run_cli("subscribe", "ada@example.org", "-k", "diffusion", env=env))
     return env
+
+
+def restore_env(env: dict[str, str], data_dir: Path, request: pytest.FixtureRequest) -> dict[str, str]:
+    """``env`` for a restore into the empty ``data_dir``: on the PostgreSQL pass with an empty database
+    of its own too (a restore loads the tables into store.url, which must hold no digest rows)."""
+    fresh = {**env, "DIGEST_DATA_DIR": str(data_dir)}
+    if on_postgresql(request.config):
+        fresh[STORE_URL_VARIABLE] = request.getfixturevalue("postgres_server").new_database()
+    return fresh
+
+
+def store_view(env: dict[str, str]) -> tuple[object, ...]:
+    """What the store of ``env`` holds, through the StoreBackend methods (to compare two stores)."""
+    with open_backend(env.get(STORE_URL_VARIABLE, "tinydb:"), Path(env["DIGEST_DATA_DIR"]), write=False) as store:
+        people = store.subscribers()
+        return (
+            people,
+            {person.email: store.delivered_ids(person.email) for person in people},
+            {person.email: store.votes(person.email) for person in people},
+            store.seen_count,
+            store.source_states(),
+            store.failures(),
+            store.cycles(last=100),
+            store.departed_count(),
+        )
 
 
 # -- /metrics ---------------------------------------------------------------------------------------
@@ -248,7 +276,7 @@ def test_a_source_is_judged_by_its_own_history() -> None:
 
 
 def test_backup_while_serving_then_restore_into_an_empty_dir_sends_nothing_twice(
-    hf_api: FakeHfApi, smtp: SmtpSink, tmp_path: Path
+    hf_api: FakeHfApi, smtp: SmtpSink, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     env = subscribed_env(tmp_path, hf_api, smtp)
     ok(run_cli("run", "--date", FRI, env=env))
@@ -263,9 +291,10 @@ def test_backup_while_serving_then_restore_into_an_empty_dir_sends_nothing_twice
     assert list(backup.parent.iterdir()) == [backup]  # no temp file left beside it
     with tarfile.open(backup) as archive:
         names = archive.getnames()
-    assert "digest.json" in names and "secret_key" in names and "digest.lock" not in names
+    store = "store.postgresql/subscribers.copy" if on_postgresql(request.config) else "digest.json"
+    assert store in names and "secret_key" in names and "digest.lock" not in names
 
-    restored = {**env, "DIGEST_DATA_DIR": str(tmp_path / "restored" / "data")}
+    restored = restore_env(env, tmp_path / "restored" / "data", request)
     ok(run_cli("restore", str(backup), env=restored))
     assert (tmp_path / "restored" / "data" / "secret_key").read_text() == (tmp_path / "data" / "secret_key").read_text()
     assert "ada@example.org" in ok(run_cli("subscribers", env=restored)).stdout
@@ -275,7 +304,7 @@ def test_backup_while_serving_then_restore_into_an_empty_dir_sends_nothing_twice
 
 
 def test_restore_refuses_a_dir_with_data_and_a_file_that_is_no_backup(
-    hf_api: FakeHfApi, smtp: SmtpSink, tmp_path: Path
+    hf_api: FakeHfApi, smtp: SmtpSink, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     env = subscribed_env(tmp_path, hf_api, smtp)
     backup = tmp_path / "digest.tar.gz"
@@ -284,11 +313,21 @@ def test_restore_refuses_a_dir_with_data_and_a_file_that_is_no_backup(
 
     into_data = run_cli("restore", str(backup), env=env)
     assert into_data.returncode == 2
-    assert into_data.stderr.strip().splitlines() == [
-        f"digest: error: data_dir {tmp_path / 'data'} is not empty: restore only into an empty or missing "
-        "directory (move the current one aside first)"
-    ]
-    assert sorted(os.listdir(tmp_path / "data")) == before
+    if on_postgresql(request.config):  # the data is in the database (data_dir holds no file yet)
+        refusal = (
+            f"digest: error: cannot restore {backup}: the PostgreSQL store {redacted(env[STORE_URL_VARIABLE])} "
+            "is not empty (1 subscribers): restore into an empty database (create a new one, or drop this "
+            "one's digest tables first); nothing was restored"
+        )
+    else:
+        refusal = (
+            f"digest: error: data_dir {tmp_path / 'data'} is not empty: restore only into an empty or missing "
+            "directory (move the current one aside first)"
+        )
+    assert into_data.stderr.strip().splitlines() == [refusal]
+    after = sorted(os.listdir(tmp_path / "data"))
+    # On PostgreSQL data_dir held no lock file yet; the refused restore's lock is all it leaves (as below).
+    assert after == before or (on_postgresql(request.config) and after == sorted([*before, "digest.lock"]))
 
     twice = run_cli("backup", str(backup), env=env)
     assert twice.returncode == 2 and "already exists" in twice.stderr and "Traceback" not in twice.stderr
@@ -312,7 +351,11 @@ def test_restore_refuses_a_dir_with_data_and_a_file_that_is_no_backup(
     )  # `docker compose exec -T digest digest backup - > digest.tar.gz`
     assert streamed.returncode == 0 and b"backed up" in streamed.stderr
     (tmp_path / "streamed.tar.gz").write_bytes(streamed.stdout)
-    ok(run_cli("restore", str(tmp_path / "streamed.tar.gz"), env={**env, "DIGEST_DATA_DIR": str(tmp_path / "s")}))
-    assert (tmp_path / "s" / "digest.json").read_bytes() == (tmp_path / "data" / "digest.json").read_bytes()
+    streamed_env = restore_env(env, tmp_path / "s", request)
+    ok(run_cli("restore", str(tmp_path / "streamed.tar.gz"), env=streamed_env))
+    if on_postgresql(request.config):
+        assert store_view(streamed_env) == store_view(env)
+    else:
+        assert (tmp_path / "s" / "digest.json").read_bytes() == (tmp_path / "data" / "digest.json").read_bytes()
     left = sorted(p.name for p in (tmp_path / "empty").iterdir()) if (tmp_path / "empty").exists() else []
     assert left in ([], ["digest.lock"])  # nothing restored; a later restore still finds it empty

@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from tests.conftest import cli_env
+from digest.state.backend import open_backend
+from tests.conftest import STORE_URL_VARIABLE, cli_env, on_postgresql, pass_store_url
 from tests.servers import FakeHfApi, SmtpSink, free_port
 from tests.test_reliability import today_api  # noqa: F401 (a fixture)
 
@@ -46,7 +48,9 @@ def test_every_digest_command_in_the_readme_runs(
     hf_api: FakeHfApi,
     smtp: SmtpSink,
     today_api: dict[str, list[dict[str, Any]]],  # noqa: F811 (the fixture: papers listed today)
+    request: pytest.FixtureRequest,
 ) -> None:
+    postgresql = on_postgresql(request.config)
     data_dir = tmp_path / "data"
     env = cli_env(data_dir, hf_api, smtp, DIGEST_WEB__PORT=str(free_port()))
     today = date.today().isoformat()
@@ -54,9 +58,9 @@ def test_every_digest_command_in_the_readme_runs(
     backups.mkdir()
     ran: set[str] = set()
 
-    def run(line: str) -> subprocess.CompletedProcess[str]:
+    def run(line: str, exit_code: int = 0, **more: str) -> subprocess.CompletedProcess[str]:
         """One README line, as a shell would split it, with the README's example paths moved under
-        this test's temp dir."""
+        this test's temp dir (``more``: variables besides the line's own)."""
         words = shlex.split(line.replace("$(date +%F)", today))
         extra: dict[str, str] = {}
         while re.fullmatch(r"[A-Z_]+=\S*", words[0]):
@@ -69,13 +73,13 @@ def test_every_digest_command_in_the_readme_runs(
             extra[name] = value.replace("/srv/digest/data", str(tmp_path / "restored"))
         done = subprocess.run(
             [sys.executable, "-m", "digest", *words[1:]],
-            env={**env, **extra},
+            env={**env, **more, **extra},
             cwd=tmp_path,
             capture_output=True,
             text=True,
             timeout=120,
         )
-        assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
+        assert done.returncode == exit_code, f"{line}\n{done.stdout}\n{done.stderr}"
         ran.add(line)
         return done
 
@@ -104,11 +108,26 @@ def test_every_digest_command_in_the_readme_runs(
             ran.add(line)
         elif line == "digest doctor [--repair]":
             run("digest doctor")
-            run("digest doctor --repair")
+            if postgresql:  # documented: `--repair` restores a TinyDB store; on PostgreSQL it is refused
+                refused = run("digest doctor --repair", exit_code=2)
+                assert refused.stderr.startswith("digest: error: --repair restores a TinyDB store"), refused.stderr
+                assert "restore a `digest backup` into an empty one" in refused.stderr
+            else:
+                run("digest doctor --repair")
             ran.add(line)
         elif "restore" in line:
-            run(line)
-            assert (tmp_path / "restored" / "digest.json").exists()
+            if postgresql:  # documented: a restore needs an empty data dir and a database with no digest rows
+                empty = request.getfixturevalue("postgres_server").new_database()
+                run(line, **{STORE_URL_VARIABLE: empty})
+                with (
+                    open_backend(pass_store_url(), data_dir, write=False) as source,
+                    open_backend(empty, tmp_path / "restored", write=False) as restored,
+                ):
+                    assert restored.subscribers() == source.subscribers() != []
+                assert (tmp_path / "restored" / "secret_key").exists()
+            else:
+                run(line)
+                assert (tmp_path / "restored" / "digest.json").exists()
         else:
             done = run(line)
             if line.startswith("digest run") and "--dry-run" not in line:

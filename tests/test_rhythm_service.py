@@ -2,18 +2,22 @@
 nights of 2026 in Europe/Berlin and America/New_York, weekly digests with a week's papers, and a
 service down for nine days catching up once per person.
 
-Real pieces but the clock and the source: the TinyDB store, the cycle, and an aiosmtpd server the
+Real pieces but the clock and the source: the store, the cycle, and an aiosmtpd server the
 digests are sent to. The scheduler's two jobs are called as APScheduler would call them: the
 ``schedule.cron`` cycle at its fire times, the tick every hour (in UTC), both at the fake ``now``.
+On the PostgreSQL pass they run as ``digest serve`` runs them there (:mod:`digest.ops.roles`): the
+cycles queue the digests, and a worker sends the queue after each job.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
+import time
 import zoneinfo
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -23,11 +27,14 @@ import httpx
 import pytest
 
 from digest.clock import cron_trigger, last_fire
-from digest.models import Item, Subscriber
+from digest.cycle.run import cycle_config, run_once
+from digest.mail.mailer import make_mailer
+from digest.models import CycleReport, Item, Subscriber
 from digest.ops.service import CycleJob
+from digest.paths import OUTBOX_DIR
 from digest.settings import Settings
 from digest.sources import FetchResult
-from digest.state.store import Store, open_store
+from digest.state.backend import is_postgres, open_backend
 from tests.servers import SmtpSink
 
 PAPER = re.compile(r"\bp20\d{6}\b")
@@ -55,6 +62,36 @@ class Sent:
     papers: list[str]
 
 
+def queueing_cycle(settings: Settings, **options: Any) -> CycleReport | None:
+    """The cycle of ``digest serve``'s scheduler on PostgreSQL (:func:`digest.ops.roles.queueing_cycle`)
+    less its turn among several schedulers, whose "a cycle ran since the fire time" reads the real clock."""
+    return run_once(settings, enqueue=True, **options)
+
+
+class QueueWorker:
+    """``digest serve``'s worker on PostgreSQL (:func:`digest.ops.roles.worker_thread`) on the fake clock:
+    :meth:`drain` sends what the scheduler's job queued, as the running worker would right after it
+    (rows a 4xx refusal postponed, for tenths of a second here, included)."""
+
+    def __init__(self, settings: Settings, now: Callable[[], datetime]) -> None:
+        from digest.cycle.queue import Worker
+
+        self.stack = contextlib.ExitStack()
+        mailer = self.stack.enter_context(make_mailer(settings.smtp, settings.data_dir / OUTBOX_DIR))
+        self.worker = Worker(cycle_config(settings), settings.store.url, mailer, now, threading.Event())
+        self.stack.callback(self.worker.close)
+
+    def drain(self) -> None:
+        from digest.state.postgres.queue import queued_count
+
+        deadline = time.monotonic() + 60
+        self.worker.run(until_empty=True)
+        while queued_count(self.worker.pace):
+            assert time.monotonic() < deadline, "the queue was not sent within a minute"
+            time.sleep(0.05)
+            self.worker.run(until_empty=True)
+
+
 @dataclass
 class World:
     """A data directory, the SMTP sink, and the service's jobs on a fake clock."""
@@ -68,14 +105,31 @@ class World:
         """Every hour from ``start`` to ``end`` (UTC, on the hour): the cron job at its fire times, then
         the tick. ``catch_up``: the service starts as ``serve`` does after a missed ``schedule.cron``,
         with the cron job at once (``must_catch_up`` reads the real clock, so the test says so)."""
-        job = CycleJob(self.settings, threading.Event(), catch_up, now=lambda: self.now, sources=[DailyPapers()])
+        with contextlib.ExitStack() as stack:
+            queued = is_postgres(self.settings.store.url)  # ``digest serve`` queues there (digest.ops.roles)
+            worker = QueueWorker(self.settings, lambda: self.now) if queued else None
+            if worker is not None:
+                stack.callback(worker.stack.close)
+            cycle = queueing_cycle if queued else run_once
+            job = CycleJob(
+                self.settings, threading.Event(), catch_up, now=lambda: self.now, sources=[DailyPapers()], cycle=cycle
+            )
+            self.run_hours(job, worker, start, end, catch_up)
+
+    def run_hours(
+        self, job: CycleJob, worker: QueueWorker | None, start: datetime, end: datetime, catch_up: bool
+    ) -> None:
         schedule = cron_trigger(CRON, "UTC")
         self.now = start
         while self.now <= end:
             before = len(self.smtp.messages)
             if last_fire(schedule, self.now) == self.now or (catch_up and self.now == start):
                 job()
+                if worker is not None:
+                    worker.drain()
             job.tick()
+            if worker is not None:
+                worker.drain()
             for message in self.smtp.messages[before:]:
                 text = message.get_body(preferencelist=("plain",)).get_content()
                 self.sent.append(Sent(self.now, str(message["To"]), sorted(set(PAPER.findall(text)))))
@@ -98,7 +152,7 @@ def world(tmp_path: Path, smtp: SmtpSink) -> Iterator[World]:
 
 
 def subscribe(world: World, *people: Subscriber) -> None:
-    with open_store(world.settings.data_dir) as store:
+    with open_backend(world.settings.store.url, world.settings.data_dir) as store:
         store.save_subscribers(people)
 
 
@@ -173,7 +227,8 @@ def test_each_person_gets_one_digest_per_local_day_at_their_hour_across_dst(
 
     for who in ("night", "morning", "weekly", "default"):
         assert_each_paper_once_and_none_lost(world, f"{who}@example.org")
-    cycles = Store(world.settings.data_dir, writable=False).cycles(last=500)
+    with open_backend(world.settings.store.url, world.settings.data_dir, write=False) as store:
+        cycles = store.cycles(last=500)
     assert cycles and all(c["failed"] == 0 and c["ok"] for c in cycles)  # the feed-only person is no failure
 
 

@@ -106,6 +106,17 @@ def digest_from_record(
     return digest, str(record.get("receipt") or "")
 
 
+def queued_record(digest: Digest, run: SendRun, receipt: str) -> dict[str, Any]:
+    """:func:`digest_record`, with the person's rhythm mark before and after queueing: a worker
+    that gives up on a temporary refusal hands the day back (:func:`sql.hand_back`), so the next
+    tick tries again, as a cycle that sends itself does."""
+    record = digest_record(digest, receipt)
+    before, stamp = digest.subscriber.handled_at, run.stamp(digest.subscriber)
+    if stamp is not None and stamp != before:
+        record["handled"] = [before.isoformat() if before else None, stamp.isoformat()]
+    return record
+
+
 def postgres_only(store: StoreBackend) -> PostgresStore:
     if not isinstance(store, PostgresStore):
         raise StoreError("the queue of digest scheduler/worker needs store.url = postgresql://…")
@@ -117,7 +128,7 @@ def enqueue_plan(store: StoreBackend, plan: Plan, run: SendRun, receipt: str) ->
     pg = postgres_only(store)
     start = run.window_start
     rows = (  # made as they are queued, a batch at a time (:func:`sql.enqueue`)
-        sql.NewRow(d.digest_id, d.subscriber.email.lower(), d.as_of, start, digest_record(d, receipt))
+        sql.NewRow(d.digest_id, d.subscriber.email.lower(), d.as_of, start, queued_record(d, run, receipt))
         for d in plan.digests
     )
     # Everyone planned is handled for their rhythm once queued: the queue sends it, and the next
@@ -312,7 +323,11 @@ class Worker:
             sql.postpone(self.store, job.id, str(exc), delay)
             return delay if exc.server_wide else 0.0
         log.error("delivery failed: %s", exc)
-        self.store.record_failure(job.email, str(exc), self.now(), permanent=isinstance(exc, PermanentDeliveryError))
+        permanent = isinstance(exc, PermanentDeliveryError)
+        self.store.record_failure(job.email, str(exc), self.now(), permanent=permanent)
+        handled = job.digest.get("handled")
+        if handled and (exc.server_wide or not permanent):  # not refused for good: the next tick tries again
+            sql.hand_back(self.store, job.email, before=handled[0], stamp=handled[1])
         sql.finish(self.store, job.id)
         return 0.0
 

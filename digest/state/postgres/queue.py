@@ -161,6 +161,16 @@ def items_by_id(store: PostgresStore, item_ids: Sequence[str]) -> dict[str, Item
     return {row[0]: Item.from_record(row[1]) for row in rows}
 
 
+def hand_back(store: PostgresStore, email: str, before: str | None, stamp: str) -> None:
+    """The person's rhythm mark back to ``before``, if it is still the ``stamp`` their queueing set
+    (a later cycle's mark stays)."""
+    store.connection.execute(
+        "UPDATE subscribers SET record = jsonb_set(record, '{handled_at}', %s) WHERE email = %s"
+        " AND record->>'handled_at' = %s",
+        (Jsonb(before), email, stamp),
+    )
+
+
 def finish(store: PostgresStore, row_id: int) -> None:
     store.connection.execute("DELETE FROM queue WHERE id = %s", (row_id,))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import AbstractContextManager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,11 @@ from digest.errors import CycleLockedError
 from digest.models import Subscriber
 from digest.paths import JOURNAL_FILE, PENDING_FILE
 from digest.signing import Signer
+from digest.state.backend import open_backend
 from digest.state.departures import append_departure, read_departures, take_departures
 from digest.state.keeper import StoreKeeper
 from digest.state.store import Store, open_store, store_lock
-from tests.conftest import cli_env, run_cli
+from tests.conftest import cli_env, on_postgresql, pass_store, pass_store_url, run_cli
 from tests.servers import SmtpSink
 from tests.test_end_to_end import EXPECTED, expected_ids
 from tests.test_reliability import PATIENCE, Service, env, start_cli, today_api, wait_for  # noqa: F401 (fixtures)
@@ -29,9 +31,24 @@ AT = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 
 
 def on_disk(data_dir: Path) -> dict[str, Subscriber]:
+    """What a fresh process reads from the TinyDB files (store, journal, pending departures)."""
     return {s.email: s for s in Store(data_dir, writable=False).subscribers()}
 
 
+def in_store(data_dir: Path) -> dict[str, Subscriber]:
+    """What a fresh process reads from this pass's store (TinyDB or PostgreSQL)."""
+    with pass_store(data_dir, write=False) as store:
+        return {s.email: s for s in store.subscribers()}
+
+
+def cycle_holds(data_dir: Path, request: pytest.FixtureRequest) -> AbstractContextManager[object]:
+    """The store held as a cycle holds it: TinyDB's file lock, or PostgreSQL's cycle (advisory) lock."""
+    if on_postgresql(request.config):
+        return open_backend(pass_store_url(), data_dir, exclusive=True, wait_seconds=5)
+    return store_lock(data_dir, 5)
+
+
+@pytest.mark.tinydb_only("the pending-departures file itself")
 def test_lines_survive_a_torn_line_and_are_taken_once(tmp_path: Path) -> None:
     append_departure(tmp_path, "Ada@Example.org", AT)
     with open(tmp_path / PENDING_FILE, "ab") as torn:
@@ -48,6 +65,7 @@ def test_lines_survive_a_torn_line_and_are_taken_once(tmp_path: Path) -> None:
     assert take_departures(tmp_path, taken.extend) == 0
 
 
+@pytest.mark.tinydb_only("the pending-departures file itself")
 def test_no_line_is_lost_between_appenders_and_the_taker(tmp_path: Path) -> None:
     """Appenders in threads while another thread takes the file again and again."""
     taken: list[tuple[str, str]] = []
@@ -74,6 +92,7 @@ def test_no_line_is_lost_between_appenders_and_the_taker(tmp_path: Path) -> None
     assert sorted(everything) == sorted(f"p{n}-{i}@example.org" for n in range(4) for i in range(100))
 
 
+@pytest.mark.tinydb_only("pending departures folded into the TinyDB journal by a flush")
 def test_every_process_sees_them_a_later_signup_wins_and_a_flush_folds_them(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
         store.save_subscriber(Subscriber("ada@example.org", ("4090",), subscribed_at=AT - timedelta(days=9)))
@@ -92,6 +111,7 @@ def test_every_process_sees_them_a_later_signup_wins_and_a_flush_folds_them(tmp_
     assert journal or (tmp_path / "deliveries.journal.1").exists()
 
 
+@pytest.mark.tinydb_only("the TinyDB keeper and the store's file lock")
 def test_the_keeper_records_an_unsubscribe_while_another_process_holds_the_lock(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
         store.save_subscriber(Subscriber("ada@example.org", ("4090",), subscribed_at=AT))
@@ -148,7 +168,7 @@ def test_one_click_to_serve_while_a_cli_run_sends_is_answered_and_honoured(
         took = time.monotonic() - started
         assert answer.status_code == 200, answer.text
         assert took < 2.5, f"answered in {took:.1f} s"
-        assert victim not in on_disk(data_dir), "durable before the 200, for every process"
+        assert victim not in in_store(data_dir), "durable before the 200, for every process"
         assert run.poll() is None, "the run was still sending"
         _, err = run.communicate(timeout=PATIENCE)
         assert run.returncode == 0, err
@@ -157,21 +177,29 @@ def test_one_click_to_serve_while_a_cli_run_sends_is_answered_and_honoured(
             run.kill()
         service.kill()
     assert smtp.to(victim) == [], "the run skipped the person who left"
-    assert victim not in on_disk(data_dir)
+    assert victim not in in_store(data_dir)
     assert not (data_dir / PENDING_FILE).exists(), "the run folded the line into the store"
     status = run_cli("subscribers", env=env)
     assert victim not in status.stdout
 
 
-def test_the_cli_unsubscribe_is_not_refused_while_a_cycle_holds_the_store(tmp_path: Path) -> None:
+def test_the_cli_unsubscribe_is_not_refused_while_a_cycle_holds_the_store(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     cli = cli_env(tmp_path)
-    with open_store(tmp_path) as store:
+    with pass_store(tmp_path) as store:
         store.save_subscriber(Subscriber("ada@example.org", ("4090",), subscribed_at=AT))
-    with store_lock(tmp_path, 5):  # a cycle holds it for longer than anyone waits
+    with cycle_holds(tmp_path, request):  # a cycle holds it for longer than anyone waits
         done = run_cli("unsubscribe", "Ada@Example.org", env=cli)
         unknown = run_cli("unsubscribe", "nobody@example.org", env=cli)
+        assert "ada@example.org" not in in_store(tmp_path), "seen by every process while the cycle runs"
     assert done.returncode == 0, done.stderr
-    assert "unsubscribed Ada@Example.org" in done.stdout and PENDING_FILE in done.stderr
-    assert "ada@example.org" not in on_disk(tmp_path)
+    assert "unsubscribed Ada@Example.org" in done.stdout
+    assert "ada@example.org" not in in_store(tmp_path)
     assert unknown.returncode == 2 and "no subscriber" in unknown.stderr
-    assert [address for address, _ in read_departures(tmp_path)] == ["ada@example.org"]
+    if on_postgresql(request.config):  # no file lock: the departure is a row at once
+        with pass_store(tmp_path, write=False) as store:
+            assert store.departed_at("ada@example.org") is not None
+    else:  # the file lock is held: the departure waits in the pending file for that cycle
+        assert PENDING_FILE in done.stderr
+        assert [address for address, _ in read_departures(tmp_path)] == ["ada@example.org"]

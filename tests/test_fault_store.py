@@ -19,7 +19,7 @@ from digest.errors import StoreError, StoreWriteError
 from digest.models import Item, Subscriber
 from digest.paths import JOURNAL_FILE, STORE_FILE
 from digest.state.store import Store, delivery_note, open_store
-from tests.conftest import cli_env, run_cli, tmpfs
+from tests.conftest import cli_env, pass_store, run_cli, tmpfs
 from tests.servers import FakeHfApi, SmtpSink
 from tests.test_end_to_end import DAY1, DAY2, EXPECTED, expected_ids, ids_in
 from tests.test_reliability import subscribe_all, wait_for
@@ -154,6 +154,7 @@ WRONG_SHAPES: list[Callable[[dict[str, Any]], Any]] = [
 ]
 
 
+@pytest.mark.tinydb_only("a digest.json of the wrong shape, refused and repaired from its backup")
 @pytest.mark.parametrize("damage", WRONG_SHAPES, ids=lambda f: f.__name__)
 def test_a_store_of_the_wrong_shape_is_refused_untouched_and_repaired(
     damage: Callable[[dict[str, Any]], Any], env: dict[str, str], smtp: SmtpSink, tmp_path: Path
@@ -187,6 +188,7 @@ def test_a_store_of_the_wrong_shape_is_refused_untouched_and_repaired(
     assert len(smtp.messages) == sent
 
 
+@pytest.mark.tinydb_only("a digest.json nested too deeply to parse")
 def test_a_store_nested_too_deeply_is_one_line_for_every_command(env: dict[str, str], tmp_path: Path) -> None:
     store = tmp_path / "data" / STORE_FILE
     store.parent.mkdir(parents=True, exist_ok=True)
@@ -197,6 +199,7 @@ def test_a_store_nested_too_deeply_is_one_line_for_every_command(env: dict[str, 
         assert "Traceback" not in result.stderr, result.stderr
 
 
+@pytest.mark.tinydb_only("a torn line in the TinyDB journal")
 def test_an_import_cut_short_in_the_journal_imports_nobody(tmp_path: Path) -> None:
     """An import is one journal line: torn by a kill or a full disk, it is skipped whole."""
     with open_store(tmp_path) as store:
@@ -212,6 +215,7 @@ def test_an_import_cut_short_in_the_journal_imports_nobody(tmp_path: Path) -> No
         assert [s.email for s in store.subscribers()] == ["ada@example.org"]
 
 
+@pytest.mark.tinydb_only("a line of the wrong shape in the TinyDB journal")
 def test_a_journal_line_of_the_wrong_shape_never_poisons_the_store(env: dict[str, str], tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     assert run_cli("subscribe", "zed@example.org", "-k", "4090", env=env).returncode == 0
@@ -224,6 +228,7 @@ def test_a_journal_line_of_the_wrong_shape_never_poisons_the_store(env: dict[str
     assert run_cli("doctor", env=env).returncode == 0
 
 
+@pytest.mark.tinydb_only("digest.json gone missing, restored from its backup")
 def test_a_store_file_that_went_missing_is_not_started_over(env: dict[str, str], tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     assert run_cli("run", "--date", DAY1, env=env).returncode == 0
@@ -237,6 +242,7 @@ def test_a_store_file_that_went_missing_is_not_started_over(env: dict[str, str],
     assert all(address in listed.stdout for address in EXPECTED)
 
 
+@pytest.mark.tinydb_only("the migration of an older digest.json")
 def test_an_older_store_of_the_wrong_shape_is_refused_by_its_migration(tmp_path: Path) -> None:
     (tmp_path / STORE_FILE).write_text(json.dumps({"meta": {"1": {"schema_version": 2}}, "ledger": {"1": 7}}))
     with pytest.raises(StoreError) as caught:
@@ -248,6 +254,7 @@ def test_an_older_store_of_the_wrong_shape_is_refused_by_its_migration(tmp_path:
 # -- a repair after recent changes -----------------------------------------------------------------
 
 
+@pytest.mark.tinydb_only("a damaged digest.json repaired from its backup and journal")
 def test_repair_keeps_every_subscriber_change_since_the_backup(
     env: dict[str, str], hf_api: FakeHfApi, smtp: SmtpSink, tmp_path: Path
 ) -> None:
@@ -279,6 +286,7 @@ def test_repair_keeps_every_subscriber_change_since_the_backup(
         assert len(got) == len(set(got)), f"{address} got a paper twice"
 
 
+@pytest.mark.tinydb_only("the TinyDB journal, written at the change and not at the flush")
 def test_a_change_made_just_before_a_crash_is_kept(tmp_path: Path) -> None:
     """The journal line is written (and fsynced) when the change is made, not at the flush."""
     with open_store(tmp_path) as store:
@@ -293,7 +301,7 @@ def test_a_change_made_just_before_a_crash_is_kept(tmp_path: Path) -> None:
 
 
 def test_a_cycles_bookkeeping_never_brings_back_someone_who_left(tmp_path: Path) -> None:
-    with open_store(tmp_path) as store:
+    with pass_store(tmp_path) as store:
         store.save_subscriber(Subscriber("ada@example.org", ("4090",)))
         ada = store.subscriber("ada@example.org")
         assert ada is not None
@@ -305,6 +313,7 @@ def test_a_cycles_bookkeeping_never_brings_back_someone_who_left(tmp_path: Path)
 # -- the journal -----------------------------------------------------------------------------------
 
 
+@pytest.mark.tinydb_only("a torn line in the TinyDB journal")
 def test_a_torn_journal_line_does_not_swallow_the_next_one(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
         store.upsert_items([paper("a"), paper("b")], NOW)
@@ -320,6 +329,7 @@ def test_a_torn_journal_line_does_not_swallow_the_next_one(tmp_path: Path) -> No
         assert store.delivered_ids("ada@example.org") == set()
 
 
+@pytest.mark.tinydb_only("the temp file of digest.json's atomic write")
 def test_a_leftover_temp_file_is_removed_by_the_next_writer(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
         store.save_subscriber(Subscriber("ada@example.org", ("4090",)))
@@ -355,6 +365,7 @@ def fill(disk: Path) -> Path:
     return filler
 
 
+@pytest.mark.tinydb_only("a full disk under digest.json and its journal")
 def test_a_full_disk_stops_a_change_with_a_message_and_leaves_no_temp_file(small_disk: Path) -> None:
     data_dir = small_disk / "data"
     with open_store(data_dir) as store:
@@ -381,6 +392,7 @@ def test_a_full_disk_stops_a_change_with_a_message_and_leaves_no_temp_file(small
         assert store.subscriber("ada@example.org") is not None
 
 
+@pytest.mark.tinydb_only("a full disk under digest.json and its journal (a PostgreSQL store is not on it)")
 def test_a_disk_that_fills_up_mid_cycle_loses_nothing_and_sends_nothing_twice(
     hf_api: FakeHfApi, smtp: SmtpSink, small_disk: Path
 ) -> None:

@@ -29,8 +29,8 @@ from digest.cycle.run import check_as_of, run_once
 from digest.errors import SettingsError
 from digest.models import Subscriber
 from digest.settings import Settings, load_settings
-from digest.state.store import Store
-from tests.conftest import cli_env, run_cli
+from digest.state.backend import open_backend
+from tests.conftest import cli_env, pass_store, run_cli
 from tests.servers import FakeHfApi, SmtpSink
 from tests.test_end_to_end import DAY2, EXPECTED, expected_ids, ids_in
 from tests.test_reliability import assert_exactly_once, subscribe_all
@@ -66,6 +66,19 @@ def serve_days(api: FakeHfApi, first: int, last: int) -> list[str]:
     for offset in range(first, last + 1):
         api.days[on(offset)] = listing(sample, D + timedelta(days=offset))
     return [on(offset) for offset in range(first, last + 1)]
+
+
+def store_state(data_dir: Path) -> tuple[Any, ...]:
+    """What the store holds, read through this pass's store (TinyDB or PostgreSQL)."""
+    with pass_store(data_dir, write=False) as store:
+        return (
+            store.cycles(last=1000),
+            store.source_states(),
+            store.subscribers(),
+            store.failures(),
+            store.seen_count,
+            store.prune_horizon,
+        )
 
 
 def plain(message: Any) -> str:
@@ -153,6 +166,7 @@ def test_a_date_in_the_future_is_refused_and_changes_nothing(
     assert run_cli("run", "--date", on(0), env=env).returncode == 0
     data = tmp_path / "data"
     before = {p: p.read_bytes() for p in data.rglob("*") if p.is_file()}
+    held = store_state(data)
     requests, emails = len(hf_api.requests), len(smtp.messages)
     today = datetime.now(UTC).date()
     ahead = today + timedelta(days=39)
@@ -164,6 +178,7 @@ def test_a_date_in_the_future_is_refused_and_changes_nothing(
     assert f"--date {ahead.isoformat()} is in the future" in refused.stderr
     assert f"the latest allowed is {(today + timedelta(days=1)).isoformat()}" in refused.stderr
     assert {p: p.read_bytes() for p in data.rglob("*") if p.is_file()} == before
+    assert store_state(data) == held  # the store too, on either backend
     assert (len(hf_api.requests), len(smtp.messages)) == (requests, emails)
 
     assert run_cli("run", "--date", on(1), env=env).returncode == 0
@@ -193,10 +208,13 @@ def test_a_clock_that_jumps_ahead_and_back_loses_nothing(
 
     cycle_on(0)
     cycle_on(39)  # the clock jumped
-    assert Store(settings.data_dir, writable=False).prune_horizon == D - timedelta(days=settings.retention_days)
+    with open_backend(settings.store.url, settings.data_dir, write=False) as store:
+        assert store.prune_horizon == D - timedelta(days=settings.retention_days)
     cycle_on(1)  # and came back
     cycle_on(2)
-    people = Store(settings.data_dir, writable=False).subscribers()
+    with open_backend(settings.store.url, settings.data_dir, write=False) as store:
+        people = store.subscribers()
+    assert len(people) == len(EXPECTED)
     assert all(p.caught_up_to is not None and p.caught_up_to <= D + timedelta(days=2) for p in people)
     cycle_on(5)  # after two days without a cycle: D+3 is fetched late
     assert_exactly_once(smtp, hf_api.days, days)

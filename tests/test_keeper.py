@@ -14,12 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from digest.models import Subscriber
 from digest.signing import Signer
 from digest.state.keeper import StoreKeeper
-from digest.state.store import Store, open_store
-from tests.conftest import cli_env, run_cli
+from digest.state.postgres.queue import queue_summary
+from digest.state.postgres.store import PostgresStore
+from digest.state.store import Store
+from tests.conftest import cli_env, pass_store, run_cli
 from tests.servers import SmtpSink
 from tests.test_end_to_end import EXPECTED, expected_ids
 from tests.test_reliability import PATIENCE, Service, env, today_api, wait_for  # noqa: F401 (fixtures)
@@ -30,6 +33,23 @@ def on_disk(data_dir: Path) -> dict[str, Subscriber]:
     return {s.email: s for s in Store(data_dir, writable=False).subscribers()}
 
 
+def in_store(data_dir: Path) -> dict[str, Subscriber]:
+    """What a fresh process would read from this pass's store (TinyDB or PostgreSQL)."""
+    with pass_store(data_dir, write=False) as store:
+        return {s.email: s for s in store.subscribers()}
+
+
+def queue_drained(data_dir: Path) -> bool:
+    """No digest waits for a worker: on PostgreSQL ``digest serve``'s cycle queues the digests and its
+    worker sends them after the cycle is recorded (README, "Past one machine"); TinyDB has no queue."""
+    with pass_store(data_dir, write=False) as store:
+        if not isinstance(store, PostgresStore):
+            return True
+        waiting, _, _ = queue_summary(store)
+        return waiting == 0
+
+
+@pytest.mark.tinydb_only("the TinyDB keeper: one store in memory, its file and journal")
 def test_concurrent_writers_and_readers_share_one_store_and_every_change_is_durable(tmp_path: Path) -> None:
     keeper = StoreKeeper(tmp_path)
     errors: list[BaseException] = []
@@ -60,6 +80,7 @@ def test_concurrent_writers_and_readers_share_one_store_and_every_change_is_dura
     assert on_disk(tmp_path) == in_memory
 
 
+@pytest.mark.tinydb_only("the TinyDB keeper reloads the file another process wrote")
 def test_a_change_by_another_process_is_seen_by_the_next_read(tmp_path: Path) -> None:
     keeper = StoreKeeper(tmp_path)
     keeper.write(lambda store: store.save_subscriber(Subscriber("ada@example.org", ("4090",))))
@@ -73,6 +94,7 @@ def test_a_change_by_another_process_is_seen_by_the_next_read(tmp_path: Path) ->
     assert set(on_disk(tmp_path)) == {"ada@example.org"}
 
 
+@pytest.mark.tinydb_only("the TinyDB keeper's writes while its cycle holds the file lock")
 def test_a_web_write_during_this_process_cycle_goes_to_memory_and_is_durable(tmp_path: Path) -> None:
     keeper = StoreKeeper(tmp_path, write_wait_seconds=1.0)
     keeper.write(lambda store: store.save_subscriber(Subscriber("ada@example.org", ("4090",))))
@@ -91,7 +113,7 @@ def test_a_web_write_during_this_process_cycle_goes_to_memory_and_is_durable(tmp
 
 
 def test_progress_keeps_what_a_person_changed_mid_cycle(tmp_path: Path) -> None:
-    with open_store(tmp_path) as store:
+    with pass_store(tmp_path) as store:
         planned = Subscriber("ada@example.org", ("4090",))
         store.save_subscriber(planned)
         store.save_subscriber(Subscriber("ada@example.org", ("diffusion",), active=False))  # the web, mid-cycle
@@ -100,6 +122,7 @@ def test_progress_keeps_what_a_person_changed_mid_cycle(tmp_path: Path) -> None:
     assert moved is not None and moved.rules == ("diffusion",) and not moved.active
 
 
+@pytest.mark.tinydb_only("the TinyDB store's in-process lock across a fork")
 def test_a_forked_child_can_use_a_store_whose_lock_another_thread_holds(tmp_path: Path) -> None:
     store = Store(tmp_path)
     store.save_subscriber(Subscriber("ada@example.org", ("4090",)))
@@ -165,12 +188,13 @@ def test_one_click_unsubscribe_while_the_scheduled_cycle_sends(
         took = time.monotonic() - started
         assert answer.status_code == 200, answer.text
         assert took < 2.5, f"answered in {took:.1f} s: it waited for the cycle"  # generous: a busy wait is 3 s
-        assert victim not in on_disk(data_dir), "durable before the 200"
+        assert victim not in in_store(data_dir), "durable before the 200"
         assert smtp.delaying == 1 or len(smtp.messages) < len(EXPECTED), "the cycle was still sending"
 
         def finished() -> bool:
             answer = service.health()
-            return answer is not None and answer.json().get("last_cycle") is not None
+            done = answer is not None and answer.json().get("last_cycle") is not None
+            return done and queue_drained(data_dir)
 
         wait_for(finished, "the cycle to finish")
     finally:
@@ -178,4 +202,4 @@ def test_one_click_unsubscribe_while_the_scheduled_cycle_sends(
     assert smtp.to(victim) == [], "no email after the unsubscribe"
     others = [a for a in EXPECTED if a != victim and expected_ids(today_api, list(today_api), EXPECTED[a][1])]
     assert all(smtp.to(a) for a in others), "everyone else got theirs"
-    assert victim not in on_disk(data_dir)
+    assert victim not in in_store(data_dir)

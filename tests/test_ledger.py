@@ -14,6 +14,8 @@ from digest.models import Item
 from digest.state.ledger import Ledger, _base36, _base36_digits, decode, encode
 from digest.state.store import JOURNAL_SYNC_LINES, Store, delivery_note, open_store
 
+pytestmark = pytest.mark.tinydb_only("digest.json's compact ledger, its v2 migration and the journal")
+
 NOW = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
 
 

@@ -18,6 +18,9 @@ from digest.state.files import BufferedAtomicStorage, json_pieces
 from digest.state.migrations import SCHEMA_VERSION
 from digest.state.store import Store, delivery_note, open_store, store_lock
 
+# The store's scenarios on both backends are tests/test_store_postgres.py.
+pytestmark = pytest.mark.tinydb_only("digest.json, its journal, backup and file lock")
+
 NOW = datetime(2026, 11, 20, 7, 0, tzinfo=UTC)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from digest.paths import DEMO_DIR, STORE_FILE
 from digest.state.backend import StoreBackend, open_backend
 from tests.postgres_server import postgres_server  # noqa: F401 (the --store postgresql pass)
 from tests.servers import FakeHfApi, SmtpSink
@@ -26,11 +27,15 @@ STORE_URL_VARIABLE = "DIGEST_STORE__URL"
 
 
 @pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def clean_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[None]:
     """Tests never read the developer's settings or data: no DIGEST_* variables, cwd in a temp dir.
 
     With ``--store postgresql`` every test gets an empty database of the session's PostgreSQL
-    server as ``DIGEST_STORE__URL``: settings built in the test and the CLI it runs use it.
+    server as ``DIGEST_STORE__URL``: settings built in the test and the CLI it runs use it; and
+    a test not marked ``tinydb_only`` that leaves a TinyDB store behind fails (it tested TinyDB
+    again, not PostgreSQL).
     """
     for key in list(os.environ):
         if key.startswith("DIGEST_") or key.lower() in {"http_proxy", "https_proxy", "all_proxy", "no_proxy"}:
@@ -39,6 +44,12 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: 
     if on_postgresql(request.config):
         server = request.getfixturevalue("postgres_server")
         monkeypatch.setenv(STORE_URL_VARIABLE, server.new_database())
+        yield
+        if request.node.get_closest_marker("tinydb_only") is None:
+            files = [p for p in tmp_path.rglob(STORE_FILE) if DEMO_DIR not in p.relative_to(tmp_path).parts]
+            assert not files, f"a TinyDB store on the PostgreSQL pass (tinydb_only, or the pass's store): {files}"
+        return
+    yield
 
 
 def pass_store_url() -> str:

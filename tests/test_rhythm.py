@@ -24,7 +24,7 @@ from digest.cycle.rhythm import Due, Rhythm, Slots, is_due, latest_slot, next_sl
 from digest.cycle.steps import kept_days
 from digest.models import Item, Subscriber
 from digest.ops.status import Status, rhythm_lines
-from digest.state.store import open_store
+from tests.conftest import pass_store
 
 SCHEDULE = cron_trigger("0 7 * * *", "UTC")
 T0 = datetime(2026, 3, 27, 0, tzinfo=UTC)
@@ -232,7 +232,7 @@ def test_only_those_due_are_planned_and_feed_only_people_get_no_email(tmp_path: 
     due = Subscriber("due@example.org", ("gpu",), subscribed_at=now - timedelta(days=3))
     later = replace(own(18, "Europe/Berlin"), email="later@example.org", handled_at=now - timedelta(hours=20))
     feed = replace(due, email="feed@example.org", by_email=False)
-    with open_store(tmp_path) as store:
+    with pass_store(tmp_path) as store:
         store.save_subscribers([due, later, feed])
         store.upsert_items([item(date(2026, 12, 5)), item(date(2026, 12, 6))], now)
         plan = plan_from_store(store, date(2026, 12, 5), date(2026, 12, 6), Due(now, SCHEDULE))

@@ -48,6 +48,7 @@ def test_upgraded_rules_rewrite_only_what_the_old_syntax_read_otherwise() -> Non
     assert upgraded_rules([OLD], RULE_SYNTAX) == [OLD]
 
 
+@pytest.mark.tinydb_only("the TinyDB journal's lines")
 def test_a_journal_line_of_a_schema_3_store_keeps_its_old_meaning(tmp_path: Path) -> None:
     v3_store(tmp_path, ["4090"])
     journal_line(tmp_path, {"subscriber": person([OLD])})  # written by the digest of that file
@@ -55,6 +56,7 @@ def test_a_journal_line_of_a_schema_3_store_keeps_its_old_meaning(tmp_path: Path
     assert found is not None and found.rules == (OLD_MEANING,)
 
 
+@pytest.mark.tinydb_only("the TinyDB journal's lines")
 def test_a_journal_line_marked_with_the_new_syntax_is_read_as_written(tmp_path: Path) -> None:
     v3_store(tmp_path, ["4090"])
     journal_line(tmp_path, {"subscribers": [person([OLD])], "syntax": RULE_SYNTAX})
@@ -62,6 +64,7 @@ def test_a_journal_line_marked_with_the_new_syntax_is_read_as_written(tmp_path: 
     assert found is not None and found.rules == (OLD,)
 
 
+@pytest.mark.tinydb_only("the TinyDB journal's lines")
 def test_an_unmarked_journal_line_of_a_current_store_is_read_as_written(tmp_path: Path) -> None:
     with open_store(tmp_path) as store:
         store.save_subscriber(Subscriber(ADA, ("4090",)))
@@ -70,6 +73,7 @@ def test_an_unmarked_journal_line_of_a_current_store_is_read_as_written(tmp_path
     assert found is not None and found.rules == (OLD,)
 
 
+@pytest.mark.tinydb_only("the TinyDB journal's lines")
 def test_the_journal_marks_each_change_with_the_rule_syntax(tmp_path: Path) -> None:
     store = Store(tmp_path)
     store.save_subscriber(Subscriber(ADA, (OLD,)))

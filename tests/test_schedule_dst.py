@@ -206,6 +206,7 @@ def test_an_unrecorded_cycle_is_caught_up_a_new_store_waits() -> None:
     assert not needs_catch_up(recorded, SEVEN, unrecorded_cycle=True)
 
 
+@pytest.mark.tinydb_only("the traces a killed cycle leaves in TinyDB's file and journal")
 def test_serve_at_start_reads_the_traces_of_a_killed_first_cycle(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", schedule={"cron": "0 0 * * *"})
     assert not must_catch_up(settings)  # no store yet
@@ -223,6 +224,7 @@ def test_serve_at_start_reads_the_traces_of_a_killed_first_cycle(tmp_path: Path)
     assert not must_catch_up(settings)
 
 
+@pytest.mark.tinydb_only("the traces a killed cycle leaves in TinyDB's file and journal")
 def test_stored_papers_alone_mark_a_killed_cycle(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", schedule={"cron": "0 0 * * *"})
     now = datetime.now(UTC)
@@ -232,6 +234,7 @@ def test_stored_papers_alone_mark_a_killed_cycle(tmp_path: Path) -> None:
     assert must_catch_up(settings)
 
 
+@pytest.mark.tinydb_only("the traces a killed cycle leaves in TinyDB's file and journal")
 def test_a_journal_alone_marks_a_killed_cycle(tmp_path: Path) -> None:
     settings = Settings(data_dir=tmp_path / "data", schedule={"cron": "0 0 * * *"})
     with open_store(settings.data_dir):
@@ -240,6 +243,7 @@ def test_a_journal_alone_marks_a_killed_cycle(tmp_path: Path) -> None:
     assert must_catch_up(settings)
 
 
+@pytest.mark.tinydb_only("the traces a killed cycle leaves in TinyDB's file and journal")
 def test_journaled_subscriber_changes_alone_are_no_cycle(tmp_path: Path) -> None:
     """Subscribing journals the change (and the flush folds it into deliveries.journal.1): no cycle ran."""
     settings = Settings(data_dir=tmp_path / "data", schedule={"cron": "0 0 * * *"})

@@ -14,6 +14,7 @@ from digest.sources import make_client
 from digest.sources.arxiv import GATE, ArxivSource, RequestSpacer
 from digest.sources.feed import FeedSource
 from digest.state.store import Store
+from tests.conftest import pass_store
 from tests.feed_server import FeedServer, Route, fixture
 
 DAY = date(2026, 11, 20)
@@ -88,17 +89,16 @@ def test_arxiv_requests_are_three_seconds_apart_and_one_at_a_time(feeds: FeedSer
 def test_feed_answering_304_the_second_time(feeds: FeedServer, tmp_path: Path) -> None:
     feeds.routes["/atom.xml"] = Route(fixture("atom.xml"), "application/atom+xml", etag='"v1"')
     source_settings = FeedSettings(name="gpu-notes", url=feeds.url("/atom.xml"))
-    store = Store(tmp_path)
     with make_client() as client:
-        first = FeedSource(source_settings, store).fetch(client, [DAY])
-        store.flush()
-        reopened = Store(tmp_path)  # the validators were written to the store file
-        second = FeedSource(source_settings, reopened).fetch(client, [DAY])
+        with pass_store(tmp_path) as store:
+            first = FeedSource(source_settings, store).fetch(client, [DAY])
+        with pass_store(tmp_path) as reopened:  # the validators were written to the store
+            second = FeedSource(source_settings, reopened).fetch(client, [DAY])
+            assert reopened.source_state("gpu-notes")["etag"] == '"v1"'
     assert len(first.items) == 2 and first.errors == []
     assert second.items == [] and second.errors == [] and second.failed_days == []
     assert "if-none-match" not in feeds.requests[0].headers
     assert feeds.requests[1].headers["if-none-match"] == '"v1"'
-    assert reopened.source_state("gpu-notes")["etag"] == '"v1"'
 
 
 def test_feed_with_last_modified_only(feeds: FeedServer, tmp_path: Path) -> None:

@@ -22,7 +22,8 @@ from digest.models import Item
 from digest.settings import HfPapersSettings
 from digest.sources import arxiv, make_client
 from digest.sources.hf_papers import MAX_PAPERS_PER_DAY, HfPapersSource, parse
-from tests.conftest import cli_env, run_cli
+from digest.sources.keepable import keepable_item
+from tests.conftest import cli_env, pass_store, run_cli
 from tests.servers import FakeHfApi, SmtpSink
 
 BASE = "https://hf.example"
@@ -289,6 +290,26 @@ def test_a_paper_with_hostile_fields_reaches_the_subscriber(smtp: SmtpSink, tmp_
     assert "entry 5" in result.stderr and "2611.7006" in result.stderr  # the one skipped is named
 
 
+def test_a_nul_or_a_lone_surrogate_is_dropped_and_the_paper_kept_on_either_store(
+    smtp: SmtpSink, tmp_path: Path
+) -> None:
+    """PostgreSQL's text and jsonb take neither (the fetch of the day failed there); TinyDB did."""
+    odd = entry("2611.70007\x00", "Zebra\x00 with \ud800odd text", summary="An \udfffabstract\x00.")
+    api = FakeHfApi(days={RUN_DAY: [odd]}).start()
+    try:
+        env = cli_env(tmp_path / "data", api, smtp)
+        subscribe(env, "zebra")
+        result = run_cli("run", "--date", RUN_DAY, env=env)
+    finally:
+        api.stop()
+    assert result.returncode == 0, result.stderr
+    text = plain_text(smtp)
+    assert "/papers/2611.70007" in text and "Zebra with odd text" in text
+    with pass_store(tmp_path / "data", write=False) as store:
+        kept = store.item("2611.70007")
+    assert kept is not None and (kept.title, kept.abstract) == ("Zebra with odd text", "An abstract.")
+
+
 def test_a_repeated_page_through_the_cli_delivers_what_was_read_and_fails_the_day(
     smtp: SmtpSink, tmp_path: Path
 ) -> None:
@@ -313,3 +334,20 @@ def test_an_arxiv_paper_with_no_date_anywhere_is_listed_on_the_day_it_was_fetche
 <description>arXiv:2611.01234v1 Announce Type: new Abstract: Stripes.</description></item></channel></rss>"""
     items, warnings = arxiv.parse(payload, fetched_on=DAY)
     assert warnings == [] and [(i.id, i.listed_on, i.published_at) for i in items] == [("2611.01234", DAY, None)]
+
+
+def without_unkeepable(text: str) -> str:
+    return "".join(c for c in text if c != "\x00" and not 0xD800 <= ord(c) <= 0xDFFF)
+
+
+@given(st.text(max_size=30), st.lists(st.text(max_size=10), max_size=3))
+def test_keepable_drops_nul_and_surrogates_and_nothing_else(text: str, authors: list[str]) -> None:
+    item = Item("i" + text, "s", text, "a", "u", date(2026, 11, 2), authors=tuple(authors))
+    kept = keepable_item(item)
+    assert (kept.id, kept.title, kept.abstract) == ("i" + without_unkeepable(text), without_unkeepable(text), "a")
+    if all(without_unkeepable(a) == a for a in authors):
+        assert kept.authors == item.authors
+    else:  # an author who was nothing but such characters is no author
+        assert kept.authors == tuple(a for a in map(without_unkeepable, authors) if a)
+    if without_unkeepable(text) == text and kept.authors == item.authors:
+        assert kept is item

@@ -31,6 +31,7 @@ from digest.settings import load_settings
 from digest.sources.sample import SampleSource
 from digest.state.backend import StoreBackend
 from digest.state.postgres.copy import copy_store
+from digest.state.postgres.queue import hand_back
 from digest.state.postgres.schema import SCHEMA_VERSION
 from digest.state.postgres.store import PostgresStore, storable_json
 from digest.state.store import CYCLES_KEPT, Store, delivery_note, open_store
@@ -451,3 +452,27 @@ def test_a_paper_with_a_nul_is_stored_without_it(postgres_url: str) -> None:  # 
     kept = store.item("nul-1")
     store.close()
     assert kept is not None and (kept.title, kept.abstract) == ("AB \\u0000", "x")
+
+
+def test_hand_back_restores_only_the_mark_its_queueing_set(postgres_url: str) -> None:  # noqa: F811
+    """A worker that gives up hands the person's day back (:func:`digest.state.postgres.queue.hand_back`):
+    only while their mark is still the one queueing set; ``None`` before is JSON null, not a lost record."""
+    before, stamp, later = (datetime(2026, 11, day, 7, tzinfo=UTC) for day in (19, 20, 21))
+    store = PostgresStore(postgres_url)
+    store.save_subscribers(
+        [
+            Subscriber("a@example.org", ("x",), handled_at=stamp),
+            Subscriber("b@example.org", ("x",), handled_at=later),  # a later cycle handled them since
+            Subscriber("c@example.org", ("x",), handled_at=stamp),
+        ]
+    )
+    hand_back(store, "a@example.org", before.isoformat(), stamp.isoformat())
+    hand_back(store, "b@example.org", before.isoformat(), stamp.isoformat())
+    hand_back(store, "c@example.org", None, stamp.isoformat())
+    marks = {s.email: (s.handled_at, s.rules) for s in store.subscribers()}
+    store.close()
+    assert marks == {
+        "a@example.org": (before, ("x",)),
+        "b@example.org": (later, ("x",)),
+        "c@example.org": (None, ("x",)),
+    }

@@ -11,11 +11,11 @@ from starlette.datastructures import FormData, Headers
 
 from digest.errors import DeliveryError, DigestError, PermanentDeliveryError
 from digest.models import Subscriber
-from digest.state.store import open_store
 from digest.web.forms import FORM_CROSS_SITE, FORM_EXPIRED, ManageForm, SignupForm, form_refusal
 from digest.web.manage import change_subscription
 from digest.web.security import form_token
 from digest.web.subscribe import not_sent
+from tests.conftest import pass_store
 
 ADA = "ada@example.org"
 SITE = "https://digest.example.org"
@@ -59,14 +59,14 @@ def test_the_forms_are_read_once_with_a_forged_layout_made_full() -> None:
     ],
 )
 def test_a_manage_button_changes_only_what_it_names(tmp_path: Path, action: str, expected: Subscriber) -> None:
-    with open_store(tmp_path) as store:
+    with pass_store(tmp_path) as store:
         store.save_subscriber(Subscriber(ADA, ("gpu",)))
         assert change_subscription(store, ADA, action, ("tpu",), "compact") is True
         assert store.subscriber(ADA) == expected
 
 
 def test_a_manage_button_for_an_address_that_left_meanwhile_writes_nothing(tmp_path: Path) -> None:
-    with open_store(tmp_path) as store:
+    with pass_store(tmp_path) as store:
         assert change_subscription(store, ADA, "save", ("tpu",), None) is False
         assert store.subscriber(ADA) is None
 

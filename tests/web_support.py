@@ -24,7 +24,6 @@ from digest.models import Item
 from digest.settings import Settings
 from digest.sources.hf_papers import parse
 from digest.state.backend import is_postgres, open_backend
-from digest.state.store import open_store
 from digest.web.app import WebLimits, create_app
 from tests.servers import SmtpSink, free_port
 
@@ -79,11 +78,6 @@ def sample_items(sample_days: dict[str, list[dict[str, Any]]]) -> list[Item]:
         assert not warnings
         items.extend(parsed)
     return items
-
-
-def seed_items(data_dir: Path, items: list[Item]) -> None:
-    with open_store(data_dir) as store:
-        store.upsert_items(items, datetime(2026, 11, 20, 7, 0, tzinfo=UTC))
 
 
 def csrf_of(html: str) -> str:

@@ -25,6 +25,7 @@ from digest.cycle.days import (
 )
 from digest.models import CycleReport, Item, SourceReport
 from digest.sources import FetchResult, Source
+from digest.sources.keepable import keepable_item
 from digest.sources.merge import merge_items, with_stored
 from digest.state.backend import StoreBackend
 
@@ -46,7 +47,7 @@ def fetch_sources(
     fetched: list[Item] = []
     for source in sources:
         planned[source.name], items = _fetch_one(store, source, client, config, now, as_of, report)
-        fetched.extend(items)
+        fetched.extend(map(keepable_item, items))
     # One paper, one item: the same id from two sources (or from this cycle and an earlier one).
     precedence = [source.name for source in sources]
     fetched = with_stored(merge_items(fetched, precedence), store.item, precedence)

@@ -259,6 +259,7 @@ class Worker:
             line = f"could not render the digest: {made.why}"
             log.error("%s for %s; it is tried again next cycle", line, job.email)
             self.store.record_failure(job.email, line, self.now(), permanent=False)
+            self._hand_back(job)
             sql.finish(self.store, job.id)
             return 0.0
         try:
@@ -291,6 +292,8 @@ class Worker:
         subscriber = Subscriber.from_record(job.subscriber) if job.subscriber is not None else None
         if subscriber is None or not subscriber.active:
             log.info("dropped the queued digest for %s: unsubscribed or paused since", job.email)
+            if subscriber is not None:  # paused: resumed the same day, the next tick plans them
+                self._hand_back(job)
             sql.finish(self.store, job.id)
             return None
         digest, receipt = digest_from_record(job.digest, subscriber, self.items.lookup(job.as_of))
@@ -325,11 +328,18 @@ class Worker:
         log.error("delivery failed: %s", exc)
         permanent = isinstance(exc, PermanentDeliveryError)
         self.store.record_failure(job.email, str(exc), self.now(), permanent=permanent)
-        handled = job.digest.get("handled")
-        if handled and (exc.server_wide or not permanent):  # not refused for good: the next tick tries again
-            sql.hand_back(self.store, job.email, before=handled[0], stamp=handled[1])
+        if exc.server_wide or not permanent:  # not refused for good: the next tick tries again
+            self._hand_back(job)
         sql.finish(self.store, job.id)
         return 0.0
+
+    def _hand_back(self, job: sql.Queued) -> None:
+        """Their day as it was before this row was queued (:func:`queued_record`), as a cycle that
+        sends itself leaves it when a digest did not get through; rows queued before the mark was
+        kept in them are left as they are."""
+        handled = job.digest.get("handled")
+        if handled:
+            sql.hand_back(self.store, job.email, before=handled[0], stamp=handled[1])
 
 
 class _Later(Exception):

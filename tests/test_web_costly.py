@@ -222,7 +222,9 @@ def test_counting_an_edit_decides_the_edited_rule_alone_within_a_budget(monkeypa
     assert suggest_module.suggest(rules, items, [], votes) == [], "no edit counted past the budget"
 
 
-@pytest.mark.parametrize("kind", ["tinydb", "postgresql"])
+@pytest.mark.parametrize(
+    "kind", [pytest.param("tinydb", marks=pytest.mark.tinydb_only("its TinyDB case: first pass")), "postgresql"]
+)
 def test_the_voted_papers_are_read_in_one_go_from_either_store(
     kind: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

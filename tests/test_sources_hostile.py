@@ -9,6 +9,7 @@ was read, instead of being marked done with papers missing.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from datetime import date, timedelta
 from pathlib import Path
@@ -273,14 +274,21 @@ def plain_text(smtp: SmtpSink) -> str:
     return text
 
 
-def test_a_paper_with_hostile_fields_reaches_the_subscriber(smtp: SmtpSink, tmp_path: Path) -> None:
-    api = FakeHfApi(days={RUN_DAY: HOSTILE}).start()
+def run_day(
+    entries: list[dict[str, Any]], rule: str, smtp: SmtpSink, data_dir: Path
+) -> subprocess.CompletedProcess[str]:
+    """Zoe subscribes to ``rule``; ``digest run`` of a day whose listing is ``entries``."""
+    api = FakeHfApi(days={RUN_DAY: entries}).start()
     try:
-        env = cli_env(tmp_path / "data", api, smtp)
-        subscribe(env, "zebra OR 4090")
-        result = run_cli("run", "--date", RUN_DAY, env=env)
+        env = cli_env(data_dir, api, smtp)
+        subscribe(env, rule)
+        return run_cli("run", "--date", RUN_DAY, env=env)
     finally:
         api.stop()
+
+
+def test_a_paper_with_hostile_fields_reaches_the_subscriber(smtp: SmtpSink, tmp_path: Path) -> None:
+    result = run_day(HOSTILE, "zebra OR 4090", smtp, tmp_path / "data")
     assert result.returncode == 0, result.stderr
     text = plain_text(smtp)
     for n in range(1, 6):
@@ -295,13 +303,7 @@ def test_a_nul_or_a_lone_surrogate_is_dropped_and_the_paper_kept_on_either_store
 ) -> None:
     """PostgreSQL's text and jsonb take neither (the fetch of the day failed there); TinyDB did."""
     odd = entry("2611.70007\x00", "Zebra\x00 with \ud800odd text", summary="An \udfffabstract\x00.")
-    api = FakeHfApi(days={RUN_DAY: [odd]}).start()
-    try:
-        env = cli_env(tmp_path / "data", api, smtp)
-        subscribe(env, "zebra")
-        result = run_cli("run", "--date", RUN_DAY, env=env)
-    finally:
-        api.stop()
+    result = run_day([odd], "zebra", smtp, tmp_path / "data")
     assert result.returncode == 0, result.stderr
     text = plain_text(smtp)
     assert "/papers/2611.70007" in text and "Zebra with odd text" in text

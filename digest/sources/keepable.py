@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import fields, replace
+from typing import Any
 
 from digest.models import Item
 
@@ -21,11 +22,11 @@ def keepable(text: str) -> str:
 
 def keepable_item(item: Item) -> Item:
     """``item`` without NUL or lone surrogates in any of its text; the same object when it has none."""
-    changes: dict[str, object] = {}
+    changes: dict[str, Any] = {}
     for field in fields(item):
         value = getattr(item, field.name)
         if isinstance(value, str) and _UNKEEPABLE.search(value):
             changes[field.name] = keepable(value)
         elif isinstance(value, tuple) and any(_UNKEEPABLE.search(part) for part in value):
             changes[field.name] = tuple(kept for kept in map(keepable, value) if kept)
-    return replace(item, **changes) if changes else item  # type: ignore[arg-type]
+    return replace(item, **changes) if changes else item

@@ -79,8 +79,9 @@ _JSON_NUL = re.compile(r"(?<!\\)((?:\\\\)*)\\u0000")  # an escaped NUL, not an e
 
 
 def storable_json(value: Any) -> str:
-    """JSON as ``jsonb`` takes it: without NUL characters, which it cannot hold (a paper's title
-    may carry one from a feed; TinyDB keeps it, and no email, page or feed can show it)."""
+    """JSON as ``jsonb`` takes it: without NUL characters, which it cannot hold. Fetched papers lose
+    them on the way in (:mod:`digest.sources.keepable`); this is for what came in before, through a
+    TinyDB store that ``migrate-store`` copies."""
     text = json.dumps(value)
     return _JSON_NUL.sub(r"\1", text) if "\\u0000" in text else text
 

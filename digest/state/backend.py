@@ -27,7 +27,7 @@ from digest.models import CycleReport, Item, SourceReport, Subscriber
 from digest.settings import redacted, store_kind
 from digest.state.store import DeferredSync, DeliveryNote
 
-__all__ = ["Keeper", "StoreBackend", "is_postgres", "open_backend", "redacted", "store_kind"]
+__all__ = ["Keeper", "LoopQueries", "StoreBackend", "is_postgres", "leave", "open_backend", "redacted", "store_kind"]
 
 T = TypeVar("T")
 
@@ -96,17 +96,38 @@ class StoreBackend(Protocol):
     def close(self) -> None: ...
 
 
+class LoopQueries(Protocol):
+    """The web's most frequent reads and the one-click's change, awaited on the event loop without a
+    worker thread: :class:`digest.state.postgres.loop_queries.LoopQueries` (PostgreSQL). The TinyDB
+    keeper has none: its reads are in memory already."""
+
+    async def subscriber(self, email: str) -> Subscriber | None: ...
+    async def subscriber_with_votes(self, email: str) -> tuple[Subscriber | None, dict[str, int]]: ...
+    async def leave(self, email: str) -> bool: ...
+
+
 class Keeper(Protocol):
     """How the web front reaches the store: :class:`digest.state.keeper.StoreKeeper` (TinyDB: one
     store in memory, shared with ``digest serve``'s cycle) or
     :class:`digest.state.postgres.keeper.PostgresKeeper` (a few connections, every change one
     transaction, any number of replicas)."""
 
+    @property
+    def loop_queries(self) -> LoopQueries | None: ...
     def read(self, fn: Callable[[StoreBackend], T]) -> T: ...
     def read_now(self, fn: Callable[[StoreBackend], T]) -> tuple[bool, T | None]: ...
     def store(self) -> StoreBackend: ...
     def submit(self, fn: Callable[[StoreBackend], T], departure: str | None = None) -> Future[T]: ...
     def close(self) -> None: ...
+
+
+def leave(store: StoreBackend, email: str) -> bool:
+    """Unsubscribe ``email``; nothing is written when it left already (a one-click replayed at
+    will must not grow the journal). On PostgreSQL the web runs it as one statement
+    (:data:`digest.state.postgres.loop_queries.LEAVE`)."""
+    if store.subscriber(email) is None and store.departed_at(email) is not None:
+        return False
+    return store.remove_subscriber(email)
 
 
 def is_postgres(url: str) -> bool:

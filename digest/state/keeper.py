@@ -62,6 +62,8 @@ def file_identity(path: Path) -> tuple[int, int, int] | None:
 class StoreKeeper:
     """Holds the store of ``data_dir`` in memory; see the module docstring."""
 
+    loop_queries = None  # reads are in memory already: see read_now
+
     def __init__(self, data_dir: Path, write_wait_seconds: float = WRITE_WAIT_SECONDS) -> None:
         self.data_dir = data_dir
         self.write_wait_seconds = write_wait_seconds

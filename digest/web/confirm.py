@@ -185,7 +185,7 @@ class Confirm:
             return asked
         problem = self.front.form_problem(request, form)
         if problem:
-            existing = await self.front.read(lambda store: store.subscriber(asked.email))
+            existing = await self.front.subscriber(asked.email)
             return self.page(asked, existing, 400, form_error=problem)
         now = self.front.clock()
 
@@ -200,6 +200,6 @@ class Confirm:
         try:
             outcome, subscriber = await self.front.write(change)
         except CycleLockedError:
-            existing = await self.front.read(lambda store: store.subscriber(asked.email))
+            existing = await self.front.subscriber(asked.email)
             return self.front.retry_later(self.page(asked, existing, 503, form_error=BUSY))
         return self.answer(asked, outcome, subscriber)

@@ -73,7 +73,7 @@ class FeedAddresses:
         email = await self._email_of(token)
         if email is None:
             return "gone" if token in self._gone else None
-        subscriber = await self.front.read(lambda store: store.subscriber(email))
+        subscriber = await self.front.subscriber(email)
         if subscriber is None or not hmac.compare_digest(self.front.signer.feed_token(subscriber), token):
             remember(self._gone, token, email)
             return "gone"

@@ -1,8 +1,9 @@
 """What every page of the web front shares: settings, the store, link signing, the clock, the limits.
 
 The pages (:mod:`~digest.web.subscribe`, :mod:`~digest.web.confirm`, :mod:`~digest.web.manage`, …) each
-hold one :class:`Front` and go through it for the store (never on the event loop), for signed links
-and for rendering, so each of them reads as what its page does.
+hold one :class:`Front` and go through it for the store (in a worker thread, or on the event loop
+where the store allows it: TinyDB's memory, PostgreSQL's :class:`~digest.state.backend.LoopQueries`),
+for signed links and for rendering, so each of them reads as what its page does.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from digest.errors import TokenError
 from digest.models import Subscriber
 from digest.settings import Settings
 from digest.signing import Purpose, Signer
-from digest.state.backend import Keeper, StoreBackend
+from digest.state.backend import Keeper, StoreBackend, leave
 from digest.web.forms import form_refusal
 from digest.web.limits import FormLimits, WebLimits
 from digest.web.pages import render_page
@@ -132,7 +133,7 @@ class Front:
         except TokenError as exc:
             return self.bad_link(exc, purpose)
         assert token is not None
-        return token, email, await self.read(lambda store: store.subscriber(email))
+        return token, email, await self.subscriber(email)
 
     # -- the store --------------------------------------------------------------------------------
     async def write(self, change: Callable[[StoreBackend], Any], departure: str | None = None) -> Any:
@@ -149,6 +150,26 @@ class Front:
         if done:
             return value  # type: ignore[return-value]
         return await run_in_threadpool(self.keeper.read, fn)
+
+    async def subscriber(self, email: str) -> Subscriber | None:
+        """The person ``email`` names, or None: on the event loop where the store can
+        (:class:`~digest.state.backend.LoopQueries`), else :meth:`read`."""
+        if self.keeper.loop_queries is not None:
+            return await self.keeper.loop_queries.subscriber(email)
+        return await self.read(lambda store: store.subscriber(email))
+
+    async def subscriber_with_votes(self, email: str) -> tuple[Subscriber | None, dict[str, int]]:
+        """:meth:`subscriber` and their votes (paper id → +1 or -1, oldest first), in one read."""
+        if self.keeper.loop_queries is not None:
+            return await self.keeper.loop_queries.subscriber_with_votes(email)
+        return await self.read(lambda store: (store.subscriber(email), store.votes(email)))
+
+    async def leave(self, email: str) -> bool:
+        """Unsubscribe ``email`` (:func:`leave`), committed before it returns; True if they were
+        subscribed."""
+        if self.keeper.loop_queries is not None:
+            return await self.keeper.loop_queries.leave(email)
+        return bool(await self.write(lambda store: leave(store, email), departure=email))
 
     def read_store(self) -> StoreBackend:
         """The shared in-memory store, read again first if another process wrote (call it in a

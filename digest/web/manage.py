@@ -137,8 +137,7 @@ class Manage:
         except TokenError as exc:
             return self.front.bad_link(exc, "manage")
         assert token is not None
-        # the record and the votes in one read: on PostgreSQL each read is a hop to a thread and a query
-        subscriber, votes = await self.front.read(lambda store: (store.subscriber(email), store.votes(email)))
+        subscriber, votes = await self.front.subscriber_with_votes(email)
         if subscriber is None:
             return self.not_subscribed()
         done = request.query_params.get("done", "")
@@ -155,7 +154,7 @@ class Manage:
             email = self.front.token_data("manage", form.token)["e"]
         except TokenError as exc:
             return self.front.bad_link(exc, "manage")
-        current = await self.front.read(lambda store: store.subscriber(email))
+        current = await self.front.subscriber(email)
         if current is None:
             return self.not_subscribed()
         refused = await self.refusal(request, raw, form, current)

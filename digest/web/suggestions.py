@@ -217,7 +217,7 @@ class Suggestions:
             return self.back(token, "Nothing was changed", problem, 400)
         if not changed or len(rule) > MAX_RULE_LENGTH or len(changed) > MAX_RULE_LENGTH:
             return self.back(token, "Nothing was changed", "This suggestion is not one this page made.", 400)
-        current = await front.read(lambda store: store.subscriber(email))
+        current = await front.subscriber(email)
         if current is None:
             return front.message("Not subscribed", "This address is not subscribed (any more).", 404, show_home=True)
         rules = edited(current.rules, rule, changed) or current.rules  # stale: the writer says so

@@ -16,21 +16,12 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 
 from digest.errors import TokenError
-from digest.state.backend import StoreBackend
 from digest.web.forms import FORM_EXPIRED
 from digest.web.front import Front
 
 log = logging.getLogger(__name__)
 
 ONE_CLICK = "One-Click"
-
-
-def leave(store: StoreBackend, email: str) -> bool:
-    """Unsubscribe ``email``; nothing is written when it left already (a one-click replayed at
-    will must not grow the journal)."""
-    if store.subscriber(email) is None and store.departed_at(email) is not None:
-        return False
-    return store.remove_subscriber(email)
 
 
 class Unsubscribe:
@@ -72,11 +63,11 @@ class Unsubscribe:
         assert token is not None
         problem = None if one_click else self.front.form_problem(request, form)
         if problem:
-            subscriber = await self.front.read(lambda store: store.subscriber(email))
+            subscriber = await self.front.subscriber(email)
             if problem == FORM_EXPIRED:
                 problem = "This page had expired, so nothing was done. Press “Unsubscribe” again."
             return self.page(token, email, subscriber is not None, 400, problem)
-        await self.front.write(lambda store: leave(store, email), departure=email)
+        await self.front.leave(email)
         log.info("unsubscribed an address through the web (%s)", "one-click" if one_click else "page")
         if one_click:
             return PlainTextResponse("You are unsubscribed.\n")

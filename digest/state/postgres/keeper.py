@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from digest.state.backend import StoreBackend
+from digest.state.postgres.loop_queries import LoopQueries
 from digest.state.postgres.store import PostgresStore
 
 T = TypeVar("T")
@@ -37,6 +38,8 @@ class PostgresKeeper:
         self._guard = threading.Lock()
         self._writes = ThreadPoolExecutor(max_workers=connections, thread_name_prefix="store-write")
         self._shared: PostgresStore | None = None
+        # the manage page's read and the one-click, on the event loop (see that module)
+        self.loop_queries = LoopQueries(url, prepare=lambda: self.read(lambda store: None), connections=connections)
 
     @contextmanager
     def _borrowed(self) -> Iterator[PostgresStore]:
@@ -85,6 +88,7 @@ class PostgresKeeper:
 
     def close(self) -> None:
         self._writes.shutdown(wait=True)
+        self.loop_queries.close()
         with self._guard:
             stores, self._all, self._shared = list(self._all), [], None
         for store in stores:

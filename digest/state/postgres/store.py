@@ -65,13 +65,13 @@ def _locked(method: Callable[Concatenate[PostgresStore, _P], _R]) -> Callable[Co
             try:
                 return method(self, *args, **kwargs)
             except psycopg.OperationalError as exc:  # the server went away, a disk filled up there
-                raise StoreWriteError(f"the PostgreSQL store {self.where}: {_first_line(exc)}") from None
+                raise StoreWriteError(f"the PostgreSQL store {self.where}: {first_line(exc)}") from None
 
     locked.__name__, locked.__qualname__, locked.__doc__ = method.__name__, method.__qualname__, method.__doc__
     return locked
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
@@ -92,7 +92,7 @@ def connect(url: str, autocommit: bool = True) -> psycopg.Connection[Row]:
     try:
         connection = psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_SECONDS)
     except psycopg.Error as exc:
-        raise StoreError(f"cannot connect to the PostgreSQL store {redacted(url)}: {_first_line(exc)}") from None
+        raise StoreError(f"cannot connect to the PostgreSQL store {redacted(url)}: {first_line(exc)}") from None
     set_json_dumps(storable_json, connection)
     connection.execute("SET TIME ZONE 'UTC'")
     if not autocommit:

@@ -258,8 +258,11 @@ def role_env(url: str, data_dir: Path, api_url: str, smtp_port: int, web_port: i
 
 
 # -- the web's clients ----------------------------------------------------------------------------
-async def load(port: int, clients: int, seconds: float, size: int, idle: bool = False) -> dict[str, list[float | None]]:
-    """``clients`` loops over the three endpoints for ``seconds``; latencies per endpoint (None:
+async def load(
+    ports: list[int], clients: int, seconds: float, size: int, idle: bool = False
+) -> dict[str, list[float | None]]:
+    """``clients`` loops over the three endpoints for ``seconds``, client n on the web replica at
+    ``ports[n % len(ports)]`` (a load balancer's round robin); latencies per endpoint (None:
     not answered 200). Each one-click unsubscribes someone new, from the end of the list down: the
     last 5 % during the cycle, the 5 % before them while idle (then repeats of the last one).
     Every request names a visitor of its own through the trusted "proxy": many people, each under
@@ -279,7 +282,7 @@ async def load(port: int, clients: int, seconds: float, size: int, idle: bool = 
     visits = iter(range(1, 1 << 24))
 
     async def client(n: int) -> None:
-        connection = Connection(port)
+        connection = Connection(ports[n % len(ports)])
         turn = n
         while time.monotonic() < end:
             name = ENDPOINTS[turn % len(ENDPOINTS)]
@@ -368,20 +371,24 @@ def run(args: argparse.Namespace) -> Run:
                 print(f"floor before: {result.floors[0]:.1f} s for {result.floor_emails} emails", flush=True)
             floor_counts = sink.take()
 
-            web_port = free_port()
+            web_ports = [free_port() for _ in range(args.web_replicas)]
             fire = (datetime.now(UTC) + timedelta(seconds=args.fire_after + args.idle_web_seconds)).replace(
                 microsecond=0
             )
             cron = f"{fire.second} {fire.minute} {fire.hour} * * *"
-            env = role_env(url, work / "data", api.base_url, sink.port, web_port, cron)
-            roles.append(Role("web", "web", env, work))
+            env = role_env(url, work / "data", api.base_url, sink.port, web_ports[0], cron)
+            for n, port in enumerate(web_ports):
+                name = "web" if len(web_ports) == 1 else f"web{n + 1}"
+                roles.append(Role(name, "web", {**env, "DIGEST_WEB__PORT": str(port)}, work))
+            webs = list(roles)
             roles += [Role(f"worker{n + 1}", "worker", env, work) for n in range(args.workers)]
             roles.append(Role("scheduler", "scheduler", env, work))
-            wait_for_web(web_port, roles[0])
+            for port, role in zip(web_ports, webs, strict=True):
+                wait_for_web(port, role)
             spies = [spy(role, work) for role in roles if role.name in args.py_spy.split(",")] if args.py_spy else []
             if args.idle_web_seconds > 0 and args.workers:  # the same load before the cycle, for comparison
                 result.idle_web = asyncio.run(
-                    load(web_port, args.clients, args.idle_web_seconds, args.subscribers, True)
+                    load(web_ports, args.clients, args.idle_web_seconds, args.subscribers, True)
                 )
             postmaster = int((server.data / "postmaster.pid").read_text().split()[0])
             before = {r.name: cpu_seconds(r.process.pid) for r in roles}
@@ -390,7 +397,7 @@ def run(args: argparse.Namespace) -> Run:
                 time.sleep(0.05)
             fired = time.perf_counter()
             result.sent, result.cycle, result.queued_at, cycle_counts = watch(
-                args, url, sink, roles, fired, web_port, result
+                args, url, sink, roles, fired, web_ports, result
             )
             for role in roles:
                 role.sample()
@@ -426,7 +433,13 @@ def run(args: argparse.Namespace) -> Run:
 
 
 def watch(
-    args: argparse.Namespace, url: str, sink: SmtpServer, roles: list[Role], fired: float, web_port: int, result: Run
+    args: argparse.Namespace,
+    url: str,
+    sink: SmtpServer,
+    roles: list[Role],
+    fired: float,
+    web_ports: list[int],
+    result: Run,
 ) -> tuple[int, float, float, tuple[int, int]]:
     """Until the cycle is recorded, the queue empty and the sink got everything: the emails sent,
     the cycle's time (fire to the last email accepted), the time to the first, and the sink's counts."""
@@ -456,7 +469,9 @@ def watch(
                 last = now
                 break
             if web_thread is None and count >= min(200, args.subscribers // 10) and args.web_seconds > 0:
-                web_thread = threading.Thread(target=web_phase, args=(args, web_port, result, now - fired), daemon=True)
+                web_thread = threading.Thread(
+                    target=web_phase, args=(args, web_ports, result, now - fired), daemon=True
+                )
                 web_thread.start()
             if count and now - last > 2.0 and len(store.cycles(last=2)) >= 2 and sql.queued_count(store) == 0:
                 break
@@ -472,9 +487,9 @@ def watch(
     return count, last - fired, first - fired, (count, size)
 
 
-def web_phase(args: argparse.Namespace, port: int, result: Run, at: float) -> None:
+def web_phase(args: argparse.Namespace, ports: list[int], result: Run, at: float) -> None:
     started = time.perf_counter()
-    result.web = asyncio.run(load(port, args.clients, args.web_seconds, args.subscribers))
+    result.web = asyncio.run(load(ports, args.clients, args.web_seconds, args.subscribers))
     result.web_window = (at, at + time.perf_counter() - started)
 
 
@@ -562,6 +577,9 @@ def main(argv: list[str] | None = None) -> None:
         "--workers", type=int, default=4, help="digest worker processes (and floor connections); 0: the scheduler alone"
     )
     parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument(
+        "--web-replicas", type=int, default=1, help="digest web processes; the clients take turns (round robin)"
+    )
     parser.add_argument("--web-seconds", type=float, default=20.0, help="0: no web load")
     parser.add_argument("--idle-web-seconds", type=float, default=10.0, help="the same load before the cycle (0: none)")
     parser.add_argument("--floor-emails", type=int, default=0, help="emails in each floor (default: --subscribers)")

@@ -195,6 +195,46 @@ def test_a_worker_killed_mid_send_loses_nothing_and_doubles_at_most_one(
     assert all(delivered[email] for email in PEOPLE)
 
 
+def niceness(pid: int) -> int:
+    """The process's nice value: field 19 of /proc/PID/stat, the 17th after the command's ")"."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def test_the_senders_run_at_a_lower_cpu_priority_than_the_web(env: dict[str, str]) -> None:
+    """``digest scheduler`` and ``digest worker`` yield the CPU to ``digest web`` on a shared machine."""
+    own = niceness(os.getpid())
+    port = free_port()
+    started = {
+        role: subprocess.Popen(
+            [sys.executable, "-m", "digest", role],
+            env={**env, "PYTHONPATH": str(ROOT), "DIGEST_WEB__HOST": "127.0.0.1", "DIGEST_WEB__PORT": str(port)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        for role in ("scheduler", "worker", "web")
+    }
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        expected = {"scheduler": min(19, own + 10), "worker": min(19, own + 10), "web": own}
+        seen = {role: niceness(process.pid) for role, process in started.items()}
+        while seen != expected and time.monotonic() < deadline:  # each lowers it first thing after start-up
+            time.sleep(0.1)
+            seen = {role: niceness(process.pid) for role, process in started.items()}
+        assert seen == expected, seen
+    finally:
+        for process in started.values():
+            process.send_signal(signal.SIGTERM)
+        for role, process in started.items():
+            _, errors = process.communicate(timeout=30)
+            assert process.returncode == 0, f"{role}: {errors.decode()[-2000:]}"
+
+
 def test_two_schedulers_at_once_run_one_cycle(settings: Settings, smtp: SmtpSink) -> None:
     subscribe_all(settings.store.url)
     barrier, reports = threading.Barrier(2), []

@@ -28,7 +28,7 @@ from digest.models import Subscriber
 from digest.signing import Signer
 from digest.state.backend import leave
 from digest.state.postgres.keeper import PostgresKeeper
-from digest.state.postgres.loop_queries import LoopQueries
+from digest.state.postgres.loop_queries import CONNECTIONS, LoopQueries
 from digest.state.postgres.store import PostgresStore
 from digest.web.app import create_app
 from tests.postgres_server import PostgresServer, free_port, postgres_server, postgres_url  # noqa: F401 (fixtures)
@@ -81,6 +81,24 @@ def test_a_person_and_their_votes_read_as_the_store_reads_them(
     assert run(loop_queries.subscriber(X)) == person
 
 
+def count_departure_writes(store: PostgresStore) -> None:
+    """A trigger that counts every row written to ``departures`` (an update that changes nothing too)."""
+    for statement in (
+        "CREATE TABLE departure_writes (email text)",
+        "CREATE FUNCTION note_departure_write() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN INSERT INTO departure_writes VALUES (NEW.email); RETURN NEW; END $$",
+        "CREATE TRIGGER counted AFTER INSERT OR UPDATE ON departures "
+        "FOR EACH ROW EXECUTE FUNCTION note_departure_write()",
+    ):
+        store.connection.execute(statement)
+
+
+def departure_writes(store: PostgresStore) -> int:
+    row = store.connection.execute("SELECT count(*) FROM departure_writes").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
 STATES = {
     "subscribed, never left": (True, None),
     "subscribed again after leaving": (True, AT),
@@ -105,9 +123,10 @@ def test_the_one_statement_leave_changes_what_the_stores_leave_changes(
             if subscribed:
                 store.save_subscriber(Subscriber(X, ("diffusion",)))
             store.save_subscriber(Subscriber(Y, ("gpu",)))
+            count_departure_writes(store)
             before = datetime.now(UTC)
-            if way == "backend.leave":
-                with store.transaction():
+            if way == "backend.leave":  # as the keeper runs it (PostgresKeeper.write)
+                with store.transaction(), store.locking_reads():
                     gone = leave(store, X)
             else:
                 gone = run(queries.leave(X))
@@ -118,16 +137,51 @@ def test_the_one_statement_leave_changes_what_the_stores_leave_changes(
                     store.subscriber(X),
                     [s.email for s in store.subscribers()],
                     None if at is None else ("now" if at >= before else at),
+                    departure_writes(store),
                 )
             )
         finally:
             queries.close()
             store.close()
     assert outcomes[0] == outcomes[1]
-    gone, person, left, at = outcomes[1]
+    gone, person, left, at, writes = outcomes[1]
     assert person is None and left == [Y], "the person is gone, nobody else"
     assert gone is subscribed
-    assert at == (AT if state == "left already" else "now"), "a replay writes nothing; any other leave is noted now"
+    assert at == (AT if state == "left already" else "now"), "any leave but a replay is noted now"
+    assert writes == (0 if state == "left already" else 1), "a replay writes nothing"
+
+
+@pytest.mark.parametrize("subscribed", [True, False], ids=["subscribed", "never subscribed"])
+def test_one_clicks_racing_behind_a_send_remove_once_and_write_one_departure(
+    store: PostgresStore, loop_queries: LoopQueries, subscribed: bool
+) -> None:
+    """A mail provider's one-click and the person's own, both waiting for a send to them: the person
+    is removed once, and the departure is written once (a replay writes nothing, also in a race)."""
+    store.save_subscribers([Subscriber(X, ("diffusion",)), Subscriber(Y, ("gpu",))])
+    if not subscribed:
+        store.remove_subscriber(X)
+        store.connection.execute("DELETE FROM departures")
+    count_departure_writes(store)
+
+    async def three_one_clicks() -> list[bool]:
+        return list(await asyncio.gather(*(loop_queries.leave(X) for _ in range(3))))
+
+    sending = PostgresStore(store.url)
+    results: list[bool] = []
+    try:
+        with sending.transaction():  # a worker mid-send holds their row (nothing to hold if they are gone)
+            sending.connection.execute("SELECT 1 FROM subscribers WHERE email = %s FOR UPDATE", (X,))
+            thread = threading.Thread(target=lambda: results.extend(run(three_one_clicks())))
+            thread.start()
+            time.sleep(1.0)
+            assert thread.is_alive() is subscribed, "they wait for the send to them, and only then"
+        thread.join(20)
+    finally:
+        sending.close()
+    assert sorted(results) == ([False, False, True] if subscribed else [False, False, False])
+    assert store.subscriber(X) is None and store.subscriber(Y) is not None
+    writes = store.connection.execute("SELECT count(*) FROM departure_writes WHERE email = %s", (X,)).fetchone()
+    assert writes == (1,), "one departure written, whoever came second"
 
 
 def test_a_connection_the_server_dropped_is_replaced_without_an_error(
@@ -149,48 +203,126 @@ def test_a_connection_the_server_dropped_is_replaced_without_an_error(
     assert run(loop_queries.leave(X)) is True and store.subscriber(X) is None
 
 
-def test_a_one_click_waiting_for_a_send_holds_up_no_other_request(
+def open_connections(store: PostgresStore) -> int:
+    row = store.connection.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_read_cancelled_in_flight_leaves_no_connection_behind_it(
+    store: PostgresStore, loop_queries: LoopQueries
+) -> None:
+    """A read cancelled while its statement waits (here behind a lock on the whole table): its
+    connection is closed, never lent to the next request with a statement still running on it."""
+    store.save_subscribers([Subscriber(X, ("diffusion",)), Subscriber(Y, ("gpu",))])
+    locker = PostgresStore(store.url)
+
+    async def cancelled_then_more() -> list[Subscriber | None]:
+        reading = asyncio.create_task(loop_queries.subscriber(X))
+        await asyncio.sleep(0.3)
+        assert not reading.done(), "the read waits behind the table's lock"
+        reading.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await reading
+        locker.connection.rollback()
+        return list(await asyncio.gather(*(loop_queries.subscriber(Y) for _ in range(8))))
+
+    try:
+        locker.connection.autocommit = False
+        locker.connection.execute("LOCK TABLE subscribers IN ACCESS EXCLUSIVE MODE")
+        results = run(cancelled_then_more())
+    finally:
+        locker.close()
+    assert {r.email if r else None for r in results} == {Y}
+    assert open_connections(store) <= 4, "the cancelled statement's connection was closed"
+
+
+def test_a_one_click_cancelled_while_it_waits_for_a_send_still_unsubscribes(
+    store: PostgresStore, loop_queries: LoopQueries
+) -> None:
+    """A person who asked to leave is never kept: a shutdown that cancels their one-click while it
+    waits for a send to them does not undo it."""
+    store.save_subscribers([Subscriber(X, ("diffusion",)), Subscriber(Y, ("gpu",))])
+    sending = PostgresStore(store.url)
+
+    async def cancelled_one_click() -> None:
+        leaving = asyncio.create_task(loop_queries.leave(X))
+        await asyncio.sleep(0.3)
+        assert not leaving.done(), "it waits for the send"
+        leaving.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leaving
+        sending.connection.rollback()  # the send ends
+        for _ in range(100):
+            if await loop_queries.subscriber(X) is None:
+                return
+            await asyncio.sleep(0.05)
+
+    try:
+        sending.connection.autocommit = False
+        sending.connection.execute("SELECT 1 FROM subscribers WHERE email = %s FOR UPDATE", (X,))
+        run(cancelled_one_click())
+    finally:
+        sending.close()
+    assert store.subscriber(X) is None and store.departed_at(X) is not None
+    assert store.subscriber(Y) is not None
+
+
+@pytest.mark.parametrize("waiting_clicks", [1, 6], ids=["one", "more than the unsubscribes' connections"])
+def test_one_clicks_waiting_for_a_send_hold_up_no_page(
     tmp_path: Path,
     postgres_url: str,  # noqa: F811
+    waiting_clicks: int,
 ) -> None:
-    """A worker sending to X holds X's row (``FOR UPDATE``) until its email is recorded: X's one-click
-    waits for it, on the event loop, while every other page (and other people's one-clicks) answers."""
+    """A worker sending to X holds X's row (``FOR UPDATE``) until its email is recorded: X's one-clicks
+    (a provider's, a scanner's, the person's) wait for it on the event loop, while the pages answer,
+    and when they take fewer than all the unsubscribes' connections, other people's one-clicks too."""
     site = make_settings(tmp_path / "data", None, store_url=postgres_url)
     seeding = PostgresStore(postgres_url)
     seeding.save_subscribers(Subscriber(email, ("diffusion",)) for email in (X, Y, "cy@example.org"))
     signer = Signer(SECRET)
+    body = {"List-Unsubscribe": "One-Click"}
 
     def one_click(email: str) -> str:
         return "/unsubscribe?token=" + signer.sign("unsubscribe", email)
 
     app = create_app(site)
-    answers: dict[str, int] = {}
+    answers: list[int] = []
     try:
         with live_server(app) as base, httpx.Client(base_url=base, timeout=30) as client:
-            body = {"List-Unsubscribe": "One-Click"}
             with seeding.transaction():  # the worker, mid-send
                 seeding.connection.execute("SELECT 1 FROM subscribers WHERE email = %s FOR UPDATE", (X,))
-                waiting = threading.Thread(
-                    target=lambda: answers.__setitem__("X", httpx.post(base + one_click(X), data=body).status_code)
-                )
-                waiting.start()
+                waiting = [
+                    threading.Thread(
+                        target=lambda: answers.append(httpx.post(base + one_click(X), data=body).status_code)
+                    )
+                    for _ in range(waiting_clicks)
+                ]
+                for thread in waiting:
+                    thread.start()
                 time.sleep(0.5)
                 started = time.monotonic()
-                for _ in range(8):  # more requests than the loop's connections: the waiting one holds one
+                for _ in range(8):  # more reads than the reads' connections
                     assert client.get("/").status_code == 200
                     manage = client.get("/manage?token=" + signer.sign("manage", Y))
                     assert manage.status_code == 200 and "diffusion" in manage.text
-                assert client.post(one_click("cy@example.org"), data=body).status_code == 200
+                    assert client.get("/unsubscribe?token=" + signer.sign("unsubscribe", Y)).status_code == 200
+                if waiting_clicks < CONNECTIONS:
+                    assert client.post(one_click("cy@example.org"), data=body).status_code == 200
                 assert time.monotonic() - started < 5, "other requests were held up"
-                assert waiting.is_alive() and "X" not in answers, "X's one-click waits for the send"
-            waiting.join(20)
+                assert all(thread.is_alive() for thread in waiting) and not answers, "X's one-clicks wait"
+            for thread in waiting:
+                thread.join(20)
     finally:
         app.state.front.keeper.close()
         seeding.close()
-    assert answers == {"X": 200}
+    assert answers == [200] * waiting_clicks
     store = PostgresStore(postgres_url)
     try:
-        assert [s.email for s in store.subscribers()] == [Y]
+        expected = [Y] if waiting_clicks < CONNECTIONS else [Y, "cy@example.org"]
+        assert sorted(s.email for s in store.subscribers()) == sorted(expected)
     finally:
         store.close()
 

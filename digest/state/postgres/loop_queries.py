@@ -8,9 +8,12 @@ each is one statement awaited on the loop: at 20 clients, 2,000 subscribers, the
 request went 1.5–1.8 → 0.8 ms and the manage page's p99 150–180 → 35 ms (``bench/postgres.md``).
 Every other read and change still goes through the keeper.
 
-A few connections (:data:`CONNECTIONS`), opened when first needed and kept for the event loop that
-opened them; one the server dropped is replaced, and the statement tried once more on a new one
-(each is idempotent).
+Connections are opened when first needed and kept for the event loop that opened them: up to
+:data:`CONNECTIONS` for reads and as many for unsubscribes, so one-clicks that wait for a send in
+progress to their person never hold up a page. One whose statement failed or was cancelled is
+closed, never lent again; if the server had dropped it, the statement is tried once more on a new
+one (each is idempotent: a second ``LEAVE`` finds the person gone and writes nothing). An
+unsubscribe, once asked, runs to its commit even if its request is cancelled meanwhile.
 """
 
 from __future__ import annotations
@@ -28,21 +31,26 @@ from digest.state.backend import redacted
 from digest.state.postgres.store import CONNECT_TIMEOUT_SECONDS, first_line
 
 CONNECTIONS = 4
+READS, LEAVES = "reads", "leaves"
+
+SUBSCRIBER = "SELECT record FROM subscribers WHERE email = %(email)s"
 
 PERSON = (
     "SELECT s.record, (SELECT coalesce(jsonb_agg(jsonb_build_array(v.paper, v.vote) ORDER BY v.at, v.paper), '[]')"
     " FROM votes v WHERE v.email = s.email) FROM subscribers s WHERE s.email = %(email)s"
 )
 
-# digest.state.backend.leave in one statement: remove the person; note the departure (which kills confirm
-# links sent before it) unless they were not there and had left already, so that a one-click
-# replayed at will writes nothing. The DELETE waits for a worker sending to them (its FOR UPDATE).
+# digest.state.backend.leave in one statement. The DELETE waits for a worker sending to them (its
+# FOR UPDATE). Someone removed notes their departure (which kills confirm links sent before it);
+# someone who was not there is noted only if they never left (DO NOTHING, not a snapshot's NOT
+# EXISTS: a replay racing the first one-click must write nothing either).
 LEAVE = (
     "WITH gone AS (DELETE FROM subscribers WHERE email = %(email)s RETURNING email),"
-    " noted AS (INSERT INTO departures SELECT %(email)s, %(at)s"
-    " WHERE EXISTS (SELECT 1 FROM gone) OR NOT EXISTS (SELECT 1 FROM departures WHERE email = %(email)s)"
-    " ON CONFLICT (email) DO UPDATE SET at = greatest(departures.at, excluded.at) RETURNING 1)"
-    " SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM noted)"
+    " left_now AS (INSERT INTO departures SELECT email, %(at)s FROM gone"
+    " ON CONFLICT (email) DO UPDATE SET at = greatest(departures.at, excluded.at) RETURNING 1),"
+    " never_left AS (INSERT INTO departures SELECT %(email)s, %(at)s WHERE NOT EXISTS (SELECT 1 FROM gone)"
+    " ON CONFLICT (email) DO NOTHING RETURNING 1)"
+    " SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM left_now) + (SELECT count(*) FROM never_left)"
 )
 
 
@@ -58,47 +66,55 @@ class LoopQueries:
         self._prepare: Callable[[], None] | None = prepare
         self._connections = connections
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._slots = asyncio.Semaphore(connections)
+        self._slots = {READS: asyncio.Semaphore(connections), LEAVES: asyncio.Semaphore(connections)}
         self._idle: list[psycopg.AsyncConnection[Any]] = []
         self._all: list[psycopg.AsyncConnection[Any]] = []
 
     async def subscriber(self, email: str) -> Subscriber | None:
-        return (await self.subscriber_with_votes(email))[0]
+        row = await self._one(READS, SUBSCRIBER, {"email": email.lower()})
+        return Subscriber.from_record(row[0]) if row else None
 
     async def subscriber_with_votes(self, email: str) -> tuple[Subscriber | None, dict[str, int]]:
         """The person ``email`` names (None: not subscribed) and their votes, oldest first."""
-        row = await self._one(PERSON, {"email": email.lower()})
+        row = await self._one(READS, PERSON, {"email": email.lower()})
         if row is None:
             return None, {}
         return Subscriber.from_record(row[0]), {str(paper): int(vote) for paper, vote in row[1]}
 
     async def leave(self, email: str) -> bool:
         """:func:`digest.state.backend.leave`: committed (synchronously) before this returns; True
-        if they were subscribed."""
-        row = await self._one(LEAVE, {"email": email.lower(), "at": datetime.now(UTC)})
+        if they were subscribed. Shielded: a request cancelled while this waits for a send to the
+        person (a shutdown) does not undo the unsubscribe it asked for."""
+        params = {"email": email.lower(), "at": datetime.now(UTC)}
+        row = await asyncio.shield(self._one(LEAVES, LEAVE, params))
         return bool(row and row[0])
 
-    async def _one(self, query: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
+    async def _one(self, kind: str, query: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
         for attempt in (1, 2):
-            async with self._slots_here():
+            async with self._slots_here()[kind]:
                 connection = await self._borrow()
                 try:
                     cursor = await connection.execute(query.encode(), params)
-                    return await cursor.fetchone()
-                except psycopg.OperationalError:
-                    if not connection.broken or attempt == 2:
-                        raise
-                finally:
-                    self._give_back(connection)
+                    row = await cursor.fetchone()
+                except BaseException as exc:
+                    dropped_by_the_server = connection.broken
+                    # never lent again in an unknown state (a statement cancelled in flight, an error)
+                    self._drop(connection)
+                    if attempt == 1 and isinstance(exc, psycopg.OperationalError) and dropped_by_the_server:
+                        continue  # the server dropped it: once more, on a new one
+                    raise
+                self._give_back(connection)
+                return row
         raise AssertionError("unreachable")
 
-    def _slots_here(self) -> asyncio.Semaphore:
+    def _slots_here(self) -> dict[str, asyncio.Semaphore]:
         """The slots of the running loop: connections belong to the loop that opened them (a test
         may serve the same app twice, each time on a new loop)."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self.close()
-            self._loop, self._slots = loop, asyncio.Semaphore(self._connections)
+            self._loop = loop
+            self._slots = {kind: asyncio.Semaphore(self._connections) for kind in (READS, LEAVES)}
         return self._slots
 
     async def _borrow(self) -> psycopg.AsyncConnection[Any]:
@@ -113,14 +129,26 @@ class LoopQueries:
             )
         except psycopg.Error as exc:
             raise StoreError(f"cannot connect to the PostgreSQL store {self.where}: {first_line(exc)}") from None
+        try:  # the default whatever the server's: under repeatable read, a one-click that waited for a
+            # send would fail on the row the send changed
+            await connection.execute("SET default_transaction_isolation = 'read committed'")
+        except BaseException:
+            connection.pgconn.finish()
+            raise
         self._all.append(connection)
         return connection
 
     def _give_back(self, connection: psycopg.AsyncConnection[Any]) -> None:
-        if connection.closed:
-            self._all.remove(connection)
-        else:
+        if connection in self._all:
             self._idle.append(connection)
+        else:  # closed meanwhile (close(), a new loop)
+            self._drop(connection)
+
+    def _drop(self, connection: psycopg.AsyncConnection[Any]) -> None:
+        if connection in self._all:
+            self._all.remove(connection)
+        if not connection.closed:
+            connection.pgconn.finish()
 
     def close(self) -> None:
         """Close every connection (from any thread: closing one does no I/O on the loop)."""

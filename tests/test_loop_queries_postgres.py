@@ -211,6 +211,16 @@ def open_connections(store: PostgresStore) -> int:
     return int(row[0])
 
 
+async def cancel_while_it_waits(statement: Coroutine[Any, Any, Any]) -> None:
+    """Start ``statement``, check that it waits (behind a lock the test holds), then cancel it."""
+    task = asyncio.create_task(statement)
+    await asyncio.sleep(0.3)
+    assert not task.done(), "it waits behind the lock"
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
 def test_a_read_cancelled_in_flight_leaves_no_connection_behind_it(
     store: PostgresStore, loop_queries: LoopQueries
 ) -> None:
@@ -220,12 +230,7 @@ def test_a_read_cancelled_in_flight_leaves_no_connection_behind_it(
     locker = PostgresStore(store.url)
 
     async def cancelled_then_more() -> list[Subscriber | None]:
-        reading = asyncio.create_task(loop_queries.subscriber(X))
-        await asyncio.sleep(0.3)
-        assert not reading.done(), "the read waits behind the table's lock"
-        reading.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await reading
+        await cancel_while_it_waits(loop_queries.subscriber(X))
         locker.connection.rollback()
         return list(await asyncio.gather(*(loop_queries.subscriber(Y) for _ in range(8))))
 
@@ -248,12 +253,7 @@ def test_a_one_click_cancelled_while_it_waits_for_a_send_still_unsubscribes(
     sending = PostgresStore(store.url)
 
     async def cancelled_one_click() -> None:
-        leaving = asyncio.create_task(loop_queries.leave(X))
-        await asyncio.sleep(0.3)
-        assert not leaving.done(), "it waits for the send"
-        leaving.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await leaving
+        await cancel_while_it_waits(loop_queries.leave(X))
         sending.connection.rollback()  # the send ends
         for _ in range(100):
             if await loop_queries.subscriber(X) is None:

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import psycopg
 import pytest
 
 from digest.clock import utc_now
@@ -104,6 +105,49 @@ def test_a_manage_save_racing_an_unsubscribe_behind_a_send_never_writes_the_pers
         saving.join(10)
         assert results == {"leave": True, "save": False}, results
         assert sending.subscriber(X) is None, "the person who left is not written back by the save"
+    finally:
+        keeper.close()
+        sending.close()
+
+
+@pytest.mark.parametrize("way", LEAVES)
+def test_changes_that_wait_for_a_send_succeed_on_a_server_that_defaults_to_repeatable_read(
+    settings: Settings,  # noqa: F811
+    way: str,
+) -> None:
+    """Every connection digest opens reads committed rows whatever the server's default: under
+    repeatable read, an unsubscribe or a save that waited for a send would fail on the row the
+    send changed (a 500, and a person who asked to leave still subscribed)."""
+    url, Y = settings.store.url, PEOPLE[1]
+    subscribe_all(url, [X, Y])
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {url.rsplit('/', 1)[1]} SET default_transaction_isolation = 'repeatable read'")
+    keeper = PostgresKeeper(url)
+    sending = psycopg.connect(url)  # a send as any client makes it, under the server's default
+    results: dict[str, Any] = {}
+    changes: dict[str, Callable[[], Any]] = {
+        "leave": lambda: LEAVES[way](keeper, X),
+        "save": lambda: keeper.write(lambda store: change_subscription(store, Y, "save", ("gpu",), None)),
+    }
+    threads = [threading.Thread(target=lambda n=name: results.__setitem__(n, changes[n]())) for name in changes]
+    try:
+        assert sending.execute("SHOW transaction_isolation").fetchone() == ("repeatable read",)
+        sending.execute("SELECT 1 FROM subscribers WHERE email = ANY(%s) FOR UPDATE", ([X, Y],))
+        for thread in threads:
+            thread.start()
+        time.sleep(0.5)  # both wait for the send
+        assert all(thread.is_alive() for thread in threads)
+        sending.execute("UPDATE subscribers SET record = record || '{}'::jsonb WHERE email = ANY(%s)", ([X, Y],))
+        sending.commit()  # the send's progress is recorded
+        for thread in threads:
+            thread.join(10)
+        assert results == {"leave": True, "save": True}, results
+        store = PostgresStore(url)
+        try:
+            saved = store.subscriber(Y)
+            assert store.subscriber(X) is None and saved is not None and saved.rules == ("gpu",)
+        finally:
+            store.close()
     finally:
         keeper.close()
         sending.close()

@@ -143,9 +143,7 @@ def deliver_asynchronously(store: PostgresStore) -> None:
     durable within the WAL writer's fraction of a second), set once for its connection instead of
     a ``SET LOCAL`` in each."""
     store.connection.execute("SET synchronous_commit = off")
-    # The claim and its reads rely on READ COMMITTED (a read after a lock sees what the lock waited
-    # for), whatever the server's default_transaction_isolation says.
-    store.connection.execute("SET default_transaction_isolation = 'read committed'")
+    # The claim and its reads rely on READ COMMITTED, which every connection sets (store.connect).
 
 
 def delivered_among(store: PostgresStore, email: str, item_ids: Sequence[str]) -> set[str]:

@@ -87,7 +87,7 @@ def storable_json(value: Any) -> str:
 
 
 def connect(url: str, autocommit: bool = True) -> psycopg.Connection[Row]:
-    """A connection with digest's session settings (UTC, :func:`storable_json`), or a
+    """A connection with digest's session settings (UTC, read committed, :func:`storable_json`), or a
     :class:`StoreError` naming the server."""
     try:
         connection = psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_SECONDS)
@@ -95,6 +95,9 @@ def connect(url: str, autocommit: bool = True) -> psycopg.Connection[Row]:
         raise StoreError(f"cannot connect to the PostgreSQL store {redacted(url)}: {first_line(exc)}") from None
     set_json_dumps(storable_json, connection)
     connection.execute("SET TIME ZONE 'UTC'")
+    # A read after a lock sees what the lock waited for (READ COMMITTED), whatever the server's
+    # default says: under repeatable read, a change that waited for a send would fail on its row.
+    connection.execute("SET default_transaction_isolation = 'read committed'")
     if not autocommit:
         connection.commit()
     return connection

@@ -61,7 +61,9 @@ def test_every_digest_command_in_the_readme_runs(
     def run(line: str, exit_code: int = 0, **more: str) -> subprocess.CompletedProcess[str]:
         """One README line, as a shell would split it, with the README's example paths moved under
         this test's temp dir (``more``: variables besides the line's own)."""
-        words = shlex.split(line.replace("$(date +%F)", today))
+        # the backup the README makes is named by today's date; its restore line names an example day
+        dated = re.sub(r"digest-\d{4}-\d{2}-\d{2}\.tar\.gz", f"digest-{today}.tar.gz", line)
+        words = shlex.split(dated.replace("$(date +%F)", today))
         extra: dict[str, str] = {}
         while re.fullmatch(r"[A-Z_]+=\S*", words[0]):
             name, _, value = words.pop(0).partition("=")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import html as htmllib
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -214,9 +215,11 @@ def test_healthz_answers_while_costly_previews_run(client: httpx.Client, index: 
 def test_the_count_of_matching_papers_shows_under_the_rules_field(client: httpx.Client) -> None:
     fragment = client.post("/preview", data={"rules": "diffusion"}).text
     count = htmllib.unescape(fragment.split("data-count>", 1)[1].split("<", 1)[0])
-    assert count.endswith(" papers in the last 7 days") and int(count.split()[0]) > 0
+    # On a busy machine the highlights can run past their time budget; the count is still whole.
+    shown = re.fullmatch(r"(\d+) papers in the last 7 days( \(not all rules checked\))?", count)
+    assert shown is not None and int(shown.group(1)) > 0, count
     page = client.post("/subscribe", data={"email": "", "rules": "diffusion", "action": "preview"}).text
-    assert f'id="rules-count">{count}</p>' in page
+    assert f'id="rules-count">{shown.group(1)} papers in the last 7 days' in page
 
 
 def test_oversized_rules_are_refused_clearly(client: httpx.Client) -> None:

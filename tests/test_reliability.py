@@ -348,3 +348,44 @@ def test_export_then_import_is_all_or_nothing(
     imported = run_cli("import", str(exported), env=other)
     assert imported.returncode == 0 and "imported 4" in imported.stdout
     assert run_cli("export", env=other).stdout == exported.read_text()
+
+
+class SignalKilledStartUp(Exception):
+    """The SIGTERM reached the handler that was there before ``serve`` installed its own."""
+
+
+@pytest.mark.tinydb_only("serve's start-up on the TinyDB file; the PostgreSQL roles have their own test")
+def test_a_stop_during_serves_start_up_ends_it_cleanly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A SIGTERM that arrives while ``serve`` still reads the store (seconds at 10,000 subscribers)
+    is heard: serve returns once the read is done, and starts neither the web nor the scheduler.
+    Before, it met the default handler and the process died mid-read (exit -15)."""
+    from digest.ops import service
+    from digest.settings import load_settings
+
+    monkeypatch.setenv("DIGEST_DATA_DIR", str(tmp_path / "data"))
+    settings = load_settings()
+    read_while_told_to_stop = service.must_catch_up
+
+    def must_catch_up(settings: Any) -> bool:
+        signal.raise_signal(signal.SIGTERM)
+        return read_while_told_to_stop(settings)
+
+    def started(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("started after the stop")
+
+    def killed(signum: int, frame: Any) -> None:
+        raise SignalKilledStartUp
+
+    monkeypatch.setattr(service, "must_catch_up", must_catch_up)
+    monkeypatch.setattr(service, "start_web", started)
+    monkeypatch.setattr(service, "make_scheduler", started)
+    previous = signal.signal(signal.SIGTERM, killed)
+    try:
+        with caplog.at_level("INFO", logger="digest"):
+            service.serve(settings)
+        assert signal.getsignal(signal.SIGTERM) is killed, "serve gave the previous handler back"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert "received SIGTERM" in caplog.text and "stopped before the service started" in caplog.text

@@ -19,6 +19,7 @@ from datetime import date
 from pathlib import Path
 
 import httpx
+import psycopg
 import pytest
 
 from digest.clock import utc_now
@@ -228,11 +229,65 @@ def test_the_senders_run_at_a_lower_cpu_priority_than_the_web(env: dict[str, str
             seen = {role: niceness(process.pid) for role, process in started.items()}
         assert seen == expected, seen
     finally:
-        for process in started.values():
-            process.send_signal(signal.SIGTERM)
-        for role, process in started.items():
+        ended = stop_all(started)
+    assert all(code == 0 for code, _ in ended.values()), ended
+
+
+def stop_all(started: dict[str, subprocess.Popen[bytes]]) -> dict[str, tuple[int, str]]:
+    """SIGTERM to each, then every exit code and the end of its stderr, all collected before any
+    check, so that one failing role leaves no process running into the next test."""
+    for process in started.values():
+        process.send_signal(signal.SIGTERM)
+    ended = {}
+    for role, process in started.items():
+        try:
             _, errors = process.communicate(timeout=30)
-            assert process.returncode == 0, f"{role}: {errors.decode()[-2000:]}"
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, errors = process.communicate()
+        ended[role] = (process.returncode, errors.decode()[-2000:])
+    return ended
+
+
+def waiting_on_a_lock(url: str) -> bool:
+    """Whether another session of this database waits for a lock."""
+    with psycopg.connect(url, autocommit=True) as connection:
+        row = connection.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+            " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+        ).fetchone()
+    return bool(row and row[0])
+
+
+@pytest.mark.parametrize("role", ["scheduler", "serve"])
+def test_a_stop_during_start_up_ends_the_process_cleanly(env: dict[str, str], postgres_url: str, role: str) -> None:  # noqa: F811
+    """A SIGTERM that arrives while start-up still reads the store (here: behind a table lock) is
+    heard: once the read returns the process exits 0, without starting its work. Before, the
+    default action killed it (exit -15), which is what a container stop right after a start met."""
+    PostgresStore(postgres_url).close()  # the schema exists, so that start-up's read is of the cycles
+    port = free_port()
+    with psycopg.connect(postgres_url) as holder:
+        holder.execute("LOCK TABLE cycles IN ACCESS EXCLUSIVE MODE")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "digest", role],
+            env={**env, "PYTHONPATH": str(ROOT), "DIGEST_WEB__HOST": "127.0.0.1", "DIGEST_WEB__PORT": str(port)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + 60
+        while not waiting_on_a_lock(postgres_url) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert waiting_on_a_lock(postgres_url), "start-up waits for the cycles table"
+        process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert process.poll() is None, "still waiting for its read: the signal did not kill it"
+        holder.rollback()
+    _, stderr = process.communicate(timeout=60)
+    errors = stderr.decode()[-2000:]
+    assert process.returncode == 0, errors
+    assert "received SIGTERM" in errors and "stopped before the" in errors, errors
+    with pytest.raises(httpx.TransportError):
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=2)
 
 
 def test_two_schedulers_at_once_run_one_cycle(settings: Settings, smtp: SmtpSink) -> None:

@@ -130,9 +130,14 @@ def worker_thread(settings: Settings, stop: threading.Event) -> threading.Thread
 
 
 def scheduler(settings: Settings) -> None:
-    yield_to_the_web()
-    catch_up = must_catch_up(settings)
+    # The stop is heard from the first step: a SIGTERM while start-up reads the store ends the
+    # process cleanly once that read returns, instead of killing it mid-way.
     with stop_on_signals(partial(announce_stop, log=log)) as stop:
+        yield_to_the_web()
+        catch_up = must_catch_up(settings)
+        if stop.is_set():
+            log.info("stopped before the scheduler started")
+            return
         jobs = run_scheduler(settings, stop, catch_up)
         try:
             stop.wait()
@@ -142,8 +147,8 @@ def scheduler(settings: Settings) -> None:
 
 
 def worker(settings: Settings) -> None:
-    yield_to_the_web()
     with stop_on_signals(partial(announce_stop, log=log)) as stop:
+        yield_to_the_web()
         log.info("worker: sending queued digests")
         thread = worker_thread(settings, stop)
         while thread.is_alive() and not stop.wait(0.5):
@@ -154,8 +159,11 @@ def worker(settings: Settings) -> None:
 
 def web(settings: Settings, with_scheduler: bool = False, with_worker: bool = False) -> None:
     """The web pages (and, for ``digest serve`` on PostgreSQL, a scheduler and a worker beside them)."""
-    catch_up = must_catch_up(settings) if with_scheduler else False
     with stop_on_signals(partial(announce_stop, log=log)) as stop:
+        catch_up = must_catch_up(settings) if with_scheduler else False
+        if stop.is_set():
+            log.info("stopped before the web started")
+            return
         server, thread = start_web(settings, stop)
         jobs = run_scheduler(settings, stop, catch_up) if with_scheduler else None
         sender = worker_thread(settings, stop) if with_worker else None

@@ -109,6 +109,12 @@ class StoreWriteError(StoreError):
     exit_code = 1
 
 
+class StoreUnavailableError(StoreError):
+    """The store could not be reached, or did not answer in time: worth trying again shortly."""
+
+    exit_code = 1
+
+
 class DataDirError(DigestError):
     exit_code = 2
 

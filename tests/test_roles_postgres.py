@@ -31,6 +31,7 @@ from digest.ops import roles
 from digest.settings import Settings, load_settings
 from digest.signing import Signer
 from digest.sources.sample import SampleSource
+from digest.state.departures import append_departure, pending_departures
 from digest.state.postgres import queue as sql
 from digest.state.postgres.store import PostgresStore
 from tests.conftest import ROOT, cli_env, run_cli
@@ -422,3 +423,22 @@ def test_serve_on_postgresql_runs_web_scheduler_and_a_worker_in_one_process(
     assert service.returncode == 0, errors.decode()
     assert page.status_code == 200
     assert received(smtp) == {email: 1 for email in PEOPLE[:4]}
+
+
+def test_a_worker_applies_unsubscribes_kept_on_its_disk_before_it_sends(settings: Settings, smtp: SmtpSink) -> None:
+    """A web front on the same disk kept two one-clicks while the database did not answer
+    (``unsubscribes.pending``): the worker applies them before its next email, and mails neither."""
+    subscribe_all(settings.store.url)
+    assert queue_cycle(settings) == len(PEOPLE)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    gone = PEOPLE[:2]
+    for email in gone:
+        append_departure(settings.data_dir, email, utc_now())
+    workers(settings, 1)
+    assert set(received(smtp)) == set(PEOPLE) - set(gone)
+    assert not pending_departures(settings.data_dir)
+    store = PostgresStore(settings.store.url)
+    try:
+        assert all(store.subscriber(email) is None and store.departed_at(email) is not None for email in gone)
+    finally:
+        store.close()

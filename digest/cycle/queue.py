@@ -218,6 +218,9 @@ class Worker:
 
         Every wait (the relay's rate and quotas, a slow-down the relay asks for) is outside the
         transaction: its claim locks the person's row, and their unsubscribe must not wait on a pause."""
+        # Unsubscribes a web front on this disk kept while the database did not answer (one stat
+        # when there are none): applied before anything is sent.
+        self.store.take_departures()
         if self.config.limits.any:
             if not sql.has_ready(self.store):  # no slot taken for nothing
                 return None

@@ -81,6 +81,11 @@ def parse(text: bytes) -> list[Departure]:
     return found
 
 
+def pending_departures(data_dir: Path) -> bool:
+    """Whether unsubscribes wait in ``data_dir`` (one ``stat``)."""
+    return (data_dir / PENDING_FILE).exists()
+
+
 def read_departures(data_dir: Path) -> list[Departure]:
     """The pending lines, left in place (any process opening the store applies them)."""
     try:

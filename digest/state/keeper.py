@@ -63,6 +63,7 @@ class StoreKeeper:
     """Holds the store of ``data_dir`` in memory; see the module docstring."""
 
     loop_queries = None  # reads are in memory already: see read_now
+    answer_seconds = None  # a write waits for the file lock as write_wait_seconds says
 
     def __init__(self, data_dir: Path, write_wait_seconds: float = WRITE_WAIT_SECONDS) -> None:
         self.data_dir = data_dir

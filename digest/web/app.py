@@ -32,6 +32,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp
 
 from digest.clock import today_in, utc_now
+from digest.errors import StoreUnavailableError
 from digest.settings import Settings
 from digest.state.backend import Keeper, is_postgres
 from digest.state.keeper import StoreKeeper
@@ -114,15 +115,19 @@ def create_app(
 
     app = Starlette(
         routes=[
-            *health.routes(settings, lambda: front.keeper.read(lambda store: store.cycles(last=50))),
-            *metrics.routes(settings, front.keeper.read),
+            *health.routes(settings, lambda: front.keeper.read(lambda store: store.cycles(last=50)), front.in_thread),
+            *metrics.routes(settings, front.keeper.read, front.in_thread),
             *page_routes(front),
         ],
         middleware=[
             Middleware(SecurityHeadersMiddleware),
             Middleware(BodyLimitMiddleware, limit=MAX_BODY_BYTES, too_large=too_large),
         ],
-        exception_handlers={HTTPException: errors.http_error, Exception: errors.server_error},
+        exception_handlers={
+            HTTPException: errors.http_error,
+            StoreUnavailableError: errors.store_unavailable,
+            Exception: errors.server_error,
+        },
     )
     app.router.redirect_slashes = False  # Starlette's would take the Location's host from the Host header
     app.state.front = front

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -9,6 +11,8 @@ from starlette.responses import HTMLResponse, Response
 from digest.web.front import Front
 from digest.web.pages import render_page
 from digest.web.security import CSRF_FIELD, SECURITY_HEADERS
+
+log = logging.getLogger(__name__)
 
 TITLES = {404: "Page not found", 405: "Not allowed"}
 
@@ -23,6 +27,22 @@ class ErrorPages:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
         title = TITLES.get(status, "Something went wrong")
         return self.front.message(title, "There is nothing to see at this address.", status, show_home=True)
+
+    async def store_unavailable(self, request: Request, exc: Exception) -> Response:
+        """The store did not answer in time or could not be reached (a database that hangs or is away): a 503
+        that says to try again, with ``Retry-After``; the cause goes to the log, never to the page."""
+        log.error("%s %s: the store is unavailable: %s", request.method, request.url.path, exc)
+        html = render_page(
+            "message.html",
+            title="Please try again in a minute",
+            text="Our subscription list did not answer in time, so this may not have been done. "
+            "Please try again in a minute.",
+            csrf="",
+            csrf_field=CSRF_FIELD,
+            show_home=True,
+            site_name=self.front.settings.site_name,
+        )
+        return HTMLResponse(html, status_code=503, headers={**SECURITY_HEADERS, "retry-after": "60"})
 
     async def server_error(self, request: Request, exc: Exception) -> Response:
         """No stack trace to the browser: a plain page; the details go to the log (uvicorn logs it).

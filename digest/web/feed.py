@@ -153,7 +153,7 @@ class FeedBuilder:
                 if waiting:
                     job.subscriber, job.key = subscriber, key
                 assert job.future is not None
-            built = await asyncio.wrap_future(job.future)
+            built = await self.front.bounded(asyncio.shield(asyncio.wrap_future(job.future)))
             if waiting:
                 return built
         return built

@@ -26,8 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from starlette.concurrency import run_in_threadpool
-
 from digest.models import Subscriber
 from digest.web.front import Front
 
@@ -97,7 +95,7 @@ class FeedAddresses:
             if self._table is not seen and self._table is not None:
                 return self._table
             version = self.version()
-            holders = await run_in_threadpool(self._holders)
+            holders = await self.front.in_thread(self._holders)
             if seen is not None:
                 for token, email in seen.holders.items():
                     if token not in holders:

@@ -9,8 +9,9 @@ for signed links and for rendering, so each of them reads as what its page does.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from datetime import date, datetime
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
@@ -20,17 +21,22 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from digest.clock import cron_trigger, next_fire
-from digest.errors import TokenError
+from digest.errors import DigestError, StoreError, TokenError
 from digest.models import Subscriber
 from digest.settings import Settings
 from digest.signing import Purpose, Signer
+from digest.state.answer import within
 from digest.state.backend import Keeper, StoreBackend, leave
+from digest.state.departures import append_departure, pending_departures
 from digest.web.forms import form_refusal
 from digest.web.limits import FormLimits, WebLimits
 from digest.web.pages import render_page
 from digest.web.security import CSRF_FIELD, client_address, form_token, rate_key, trusted_networks
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+DRAIN_SECONDS = 5.0  # how often unsubscribes kept on disk are tried against the store again
 
 
 class Front:
@@ -53,6 +59,7 @@ class Front:
         self.today = today
         self.limits = FormLimits(limits, settings.data_dir, self.now_seconds())
         self.trusted = trusted_networks(settings.web.trusted_proxies)
+        self._draining: asyncio.Future[None] | None = None  # see leave
 
     def now_seconds(self) -> float:
         return self.clock().timestamp()
@@ -141,7 +148,8 @@ class Front:
         before it returns, also while this process's cycle sends; :class:`~digest.errors.CycleLockedError`
         only if another process (a CLI ``digest run``) holds the file lock for the keeper's
         ``write_wait_seconds``: the person is asked to try again shortly."""
-        return await asyncio.wrap_future(self.keeper.submit(change, departure))
+        # shielded: a change past the bound (see bounded) is still made when the store answers
+        return await self.bounded(asyncio.shield(asyncio.wrap_future(self.keeper.submit(change, departure))))
 
     async def read(self, fn: Callable[[StoreBackend], T]) -> T:
         """``fn`` on the shared store: at once when memory is current and no lock is taken
@@ -149,7 +157,21 @@ class Front:
         done, value = self.keeper.read_now(fn)
         if done:
             return value  # type: ignore[return-value]
-        return await run_in_threadpool(self.keeper.read, fn)
+        return await self.in_thread(self.keeper.read, fn)
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a worker thread, for work that reads the store: :meth:`bounded`."""
+        return await self.bounded(run_in_threadpool(fn, *args))
+
+    async def bounded(self, work: Awaitable[T]) -> T:
+        """``work``'s result, or a :class:`~digest.errors.StoreUnavailableError` once the store has not
+        answered within the keeper's ``answer_seconds`` (PostgreSQL: a server that hangs without
+        answering): the person gets a "try again" page (:mod:`digest.web.error_pages`) at the
+        bound, and ``work`` goes on in the background (:func:`digest.state.answer.within`)."""
+        seconds = self.keeper.answer_seconds
+        if seconds is None:
+            return await work
+        return await within(work, seconds, "the store")
 
     async def subscriber(self, email: str) -> Subscriber | None:
         """The person ``email`` names, or None: on the event loop where the store can
@@ -167,9 +189,39 @@ class Front:
     async def leave(self, email: str) -> bool:
         """Unsubscribe ``email`` (:func:`leave`), committed before it returns; True if they were
         subscribed."""
-        if self.keeper.loop_queries is not None:
+        if self.keeper.loop_queries is None:
+            return bool(await self.write(lambda store: leave(store, email), departure=email))
+        try:
             return await self.keeper.loop_queries.leave(email)
-        return bool(await self.write(lambda store: leave(store, email), departure=email))
+        except StoreError as exc:
+            # Never refused: the database is away or did not answer in time, so the departure is
+            # kept on this machine's disk (fsynced; digest.state.departures) and applied when the
+            # database answers: by this process's drain, by a worker on the same disk before its next
+            # email, and by any store opened on it. A one-click is not retried by a mail provider.
+            await run_in_threadpool(self._keep_departure, email)
+            log.warning("unsubscribe of a subscriber kept on disk until the store answers: %s", exc)
+            self._drain_departures_soon()
+            return True
+
+    def _keep_departure(self, email: str) -> None:
+        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        append_departure(self.settings.data_dir, email, datetime.now(UTC))
+
+    def _drain_departures_soon(self) -> None:
+        if self._draining is None or self._draining.done():
+            self._draining = asyncio.ensure_future(self._drain_departures())
+
+    async def _drain_departures(self) -> None:
+        """Apply the departures kept on disk once the store answers; tried every
+        :data:`DRAIN_SECONDS` until the file is gone (one call at a time, however long it waits)."""
+        while pending_departures(self.settings.data_dir):
+            await asyncio.sleep(DRAIN_SECONDS)
+            try:
+                taken = await run_in_threadpool(self.keeper.read, lambda store: store.take_departures())
+            except DigestError as exc:
+                log.warning("unsubscribes kept on disk wait for the store: %s", exc)
+                continue
+            log.info("applied %d unsubscribe(s) kept on disk while the store did not answer", taken)
 
     def read_store(self) -> StoreBackend:
         """The shared in-memory store, read again first if another process wrote (call it in a

@@ -15,7 +15,7 @@ decided as everywhere else: ``X-Forwarded-For`` only from ``web.trusted_proxies`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -27,7 +27,7 @@ from starlette.routing import Route
 from digest.clock import cron_trigger
 from digest.cycle.coverage import quiet_sources
 from digest.cycle.schedule import FireWindow, started
-from digest.errors import DigestError
+from digest.errors import DigestError, StoreError
 from digest.settings import Settings
 from digest.state.store import Store
 from digest.web.security import is_loopback, operator_client, trusted_networks
@@ -137,16 +137,23 @@ def health_status(
     return status, body
 
 
-def routes(settings: Settings, cycles_of: CyclesProvider | None = None) -> list[Route]:
+def routes(
+    settings: Settings,
+    cycles_of: CyclesProvider | None = None,
+    in_thread: Callable[..., Awaitable[Any]] = run_in_threadpool,
+) -> list[Route]:
+    """``GET /healthz``; ``in_thread`` runs the read (:meth:`digest.web.front.Front.in_thread`: a
+    store that does not answer in time is a 503 "error", not a health check that hangs)."""
     serving_since = datetime.now(UTC)  # the app is built when the service starts
     window = FireWindow(cron_trigger(settings.schedule.cron, settings.schedule.timezone))
     trusted = trusted_networks(settings.web.trusted_proxies)
 
     async def healthz(request: Request) -> JSONResponse:
         # In a worker thread: the cycles may have to be read again after another process wrote.
-        status, body = await run_in_threadpool(
-            health_status, settings, datetime.now(UTC), serving_since, cycles_of, window
-        )
+        try:
+            status, body = await in_thread(health_status, settings, datetime.now(UTC), serving_since, cycles_of, window)
+        except StoreError as exc:
+            status, body = 503, {"status": "error", "error": str(exc)}
         peer = request.client.host if request.client else None
         client = operator_client(peer, request.headers, trusted)
         if client is None or not is_loopback(client):

@@ -60,7 +60,7 @@ class LivePreview:
     async def preview_for(self, rules_text: str) -> tuple[Preview | None, tuple[str, ...]]:
         """Matches of the rules that parse, and the problems of those that do not (in the preview worker)."""
         try:
-            return await WORKER.run(preview_rules, rules_text, self.recent_index)
+            return await self.front.bounded(WORKER.run(preview_rules, rules_text, self.recent_index))
         except PreviewBusy:
             return None, (PREVIEW_BUSY,)
         except DigestError as exc:

@@ -18,7 +18,7 @@ reverse proxy is allowed by its own address and a visitor cannot claim to be loo
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -202,7 +202,9 @@ def allowed(client: str, networks: Sequence[IPNetwork]) -> bool:
     return any(address.version == network.version and address in network for network in networks)
 
 
-def routes(settings: Settings, read: Reader[Snapshot]) -> list[Route]:
+def routes(
+    settings: Settings, read: Reader[Snapshot], in_thread: Callable[..., Awaitable[Any]] = run_in_threadpool
+) -> list[Route]:
     """``GET /metrics``, served from ``read`` (the keeper's :meth:`~digest.state.keeper.StoreKeeper.read`)."""
     trusted = trusted_networks(settings.web.trusted_proxies)
     allow = trusted_networks(settings.web.metrics_allow)
@@ -217,7 +219,7 @@ def routes(settings: Settings, read: Reader[Snapshot]) -> list[Route]:
             return PlainTextResponse("Not found.\n", status_code=404)
         if client is None or not allowed(client, allow):
             return PlainTextResponse("Forbidden: /metrics answers only web.metrics_allow.\n", status_code=403)
-        body = await run_in_threadpool(scrape)
+        body = await in_thread(scrape)
         return Response(body, media_type=TEXT_FORMAT, headers={"cache-control": "no-store"})
 
     return [Route("/metrics", metrics, methods=["GET"])]

@@ -25,6 +25,9 @@ from digest.state.postgres.store import PostgresStore
 T = TypeVar("T")
 
 CONNECTIONS = 4
+# How long a web request waits for the database before it answers "try again" (503): a server
+# that hangs without answering must not hold a page, a one-click or /healthz for ever.
+ANSWER_SECONDS = 15.0
 
 
 class PostgresKeeper:
@@ -38,8 +41,11 @@ class PostgresKeeper:
         self._guard = threading.Lock()
         self._writes = ThreadPoolExecutor(max_workers=connections, thread_name_prefix="store-write")
         self._shared: PostgresStore | None = None
+        self.answer_seconds: float | None = ANSWER_SECONDS
         # the manage page's read and the one-click, on the event loop (see that module)
-        self.loop_queries = LoopQueries(url, prepare=lambda: self.read(lambda store: None), connections=connections)
+        self.loop_queries = LoopQueries(
+            url, prepare=lambda: self.read(lambda store: None), connections=connections, answer_seconds=ANSWER_SECONDS
+        )
 
     @contextmanager
     def _borrowed(self) -> Iterator[PostgresStore]:

@@ -14,21 +14,29 @@ progress to their person never hold up a page. One whose statement failed or was
 closed, never lent again; if the server had dropped it, the statement is tried once more on a new
 one (each is idempotent: a second ``LEAVE`` finds the person gone and writes nothing). An
 unsubscribe, once asked, runs to its commit even if its request is cancelled meanwhile.
+
+Each call answers within ``answer_seconds`` (:data:`digest.state.postgres.keeper.ANSWER_SECONDS`)
+or raises :class:`~digest.errors.StoreUnavailableError`: a server that hangs without answering
+costs a person a "try again" page, not a request that never ends. An unsubscribe past that bound
+still runs to its commit when the server answers.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 
-from digest.errors import StoreError
+from digest.errors import StoreUnavailableError
 from digest.models import Subscriber
+from digest.state.answer import within
 from digest.state.backend import redacted
-from digest.state.postgres.store import CONNECT_TIMEOUT_SECONDS, first_line
+from digest.state.postgres.store import connection_options, first_line
+
+T = TypeVar("T")
 
 CONNECTIONS = 4
 READS, LEAVES = "reads", "leaves"
@@ -61,8 +69,11 @@ class LoopQueries:
     brings the schema up to date (:func:`digest.state.postgres.schema.migrate`).
     """
 
-    def __init__(self, url: str, prepare: Callable[[], None], connections: int = CONNECTIONS) -> None:
+    def __init__(
+        self, url: str, prepare: Callable[[], None], connections: int = CONNECTIONS, answer_seconds: float = 15.0
+    ) -> None:
         self.url, self.where = url, redacted(url)
+        self.answer_seconds = answer_seconds
         self._prepare: Callable[[], None] | None = prepare
         self._connections = connections
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -71,12 +82,12 @@ class LoopQueries:
         self._all: list[psycopg.AsyncConnection[Any]] = []
 
     async def subscriber(self, email: str) -> Subscriber | None:
-        row = await self._one(READS, SUBSCRIBER, {"email": email.lower()})
+        row = await self._answer(self._one(READS, SUBSCRIBER, {"email": email.lower()}))
         return Subscriber.from_record(row[0]) if row else None
 
     async def subscriber_with_votes(self, email: str) -> tuple[Subscriber | None, dict[str, int]]:
         """The person ``email`` names (None: not subscribed) and their votes, oldest first."""
-        row = await self._one(READS, PERSON, {"email": email.lower()})
+        row = await self._answer(self._one(READS, PERSON, {"email": email.lower()}))
         if row is None:
             return None, {}
         return Subscriber.from_record(row[0]), {str(paper): int(vote) for paper, vote in row[1]}
@@ -84,10 +95,16 @@ class LoopQueries:
     async def leave(self, email: str) -> bool:
         """:func:`digest.state.backend.leave`: committed (synchronously) before this returns; True
         if they were subscribed. Shielded: a request cancelled while this waits for a send to the
-        person (a shutdown) does not undo the unsubscribe it asked for."""
+        person (a shutdown), or past ``answer_seconds``, does not undo the unsubscribe it asked for."""
         params = {"email": email.lower(), "at": datetime.now(UTC)}
-        row = await asyncio.shield(self._one(LEAVES, LEAVE, params))
+        row = await self._answer(asyncio.shield(self._one(LEAVES, LEAVE, params)), cancel=False)
         return bool(row and row[0])
+
+    async def _answer(self, call: Awaitable[T], cancel: bool = True) -> T:
+        """``call``'s answer, or a :class:`~digest.errors.StoreUnavailableError` once the server has
+        taken ``answer_seconds`` (:func:`digest.state.answer.within`: a read is cancelled, its
+        connection dropped when psycopg is done with it; an unsubscribe goes on)."""
+        return await within(call, self.answer_seconds, f"the PostgreSQL store {self.where}", cancel)
 
     async def _one(self, kind: str, query: str, params: dict[str, Any]) -> tuple[Any, ...] | None:
         for attempt in (1, 2):
@@ -125,10 +142,12 @@ class LoopQueries:
             self._prepare = None
         try:
             connection = await psycopg.AsyncConnection.connect(
-                self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
+                self.url, autocommit=True, **connection_options(self.url)
             )
         except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to the PostgreSQL store {self.where}: {first_line(exc)}") from None
+            raise StoreUnavailableError(
+                f"cannot connect to the PostgreSQL store {self.where}: {first_line(exc)}"
+            ) from None
         try:  # the default whatever the server's: under repeatable read, a one-click that waited for a
             # send would fail on the row the send changed
             await connection.execute("SET default_transaction_isolation = 'read committed'")

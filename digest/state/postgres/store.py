@@ -38,9 +38,10 @@ from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb, set_json_dumps
 
-from digest.errors import CycleLockedError, StoreError, StoreWriteError
+from digest.errors import CycleLockedError, StoreUnavailableError, StoreWriteError
 from digest.models import CycleReport, Item, SourceReport, Subscriber
 from digest.state import records
 from digest.state.backend import redacted
@@ -86,13 +87,37 @@ def storable_json(value: Any) -> str:
     return _JSON_NUL.sub(r"\1", text) if "\\u0000" in text else text
 
 
+# TCP keepalives, so that a connection to a server that is gone without a word (a host powered
+# off, a network cut: no reset ever comes) fails within about a minute and a half instead of
+# hanging a worker or a page's thread until the kernel gives up (up to hours). Values in the
+# store's URL win (``?keepalives_idle=300``).
+KEEPALIVES = {
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "60000",  # ms a sent packet may go unacknowledged
+}
+
+
+def connection_options(url: str) -> dict[str, Any]:
+    """``psycopg.connect``'s options for ``url``: the connect timeout and the keepalives it does not set."""
+    given = conninfo_to_dict(url)
+    options: dict[str, Any] = {k: v for k, v in KEEPALIVES.items() if k not in given}
+    if "connect_timeout" not in given:
+        options["connect_timeout"] = CONNECT_TIMEOUT_SECONDS
+    return options
+
+
 def connect(url: str, autocommit: bool = True) -> psycopg.Connection[Row]:
-    """A connection with digest's session settings (UTC, read committed, :func:`storable_json`), or a
-    :class:`StoreError` naming the server."""
+    """A connection with digest's session settings (UTC, read committed, :func:`storable_json`,
+    :data:`KEEPALIVES`), or a :class:`StoreError` naming the server."""
     try:
-        connection = psycopg.connect(url, autocommit=autocommit, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+        connection = psycopg.connect(url, autocommit=autocommit, **connection_options(url))
     except psycopg.Error as exc:
-        raise StoreError(f"cannot connect to the PostgreSQL store {redacted(url)}: {first_line(exc)}") from None
+        raise StoreUnavailableError(
+            f"cannot connect to the PostgreSQL store {redacted(url)}: {first_line(exc)}"
+        ) from None
     set_json_dumps(storable_json, connection)
     connection.execute("SET TIME ZONE 'UTC'")
     # A read after a lock sees what the lock waited for (READ COMMITTED), whatever the server's

@@ -1,0 +1,224 @@
+"""A PostgreSQL server that hangs without answering (its host stops mid-conversation: no reset, no
+close), between the web and a real PostgreSQL (:class:`tests.tcp_proxy.FreezableProxy`): every
+request that needs the database answers "try again" (503) within the keeper's bound, the pages that
+do not need it answer at once, an unsubscribe asked for meanwhile is carried out when the server
+answers again, and then everything works as before. And every connection keeps TCP alive, so one
+to a host that is gone for good fails instead of waiting for ever."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from digest.models import Subscriber
+from digest.signing import Signer
+from digest.state.departures import pending_departures, read_departures
+from digest.state.postgres import keeper as postgres_keeper
+from digest.state.postgres.loop_queries import LoopQueries
+from digest.state.postgres.store import PostgresStore, connect
+from digest.web import front as front_module
+from digest.web.app import create_app
+from tests.postgres_server import PostgresServer, postgres_server, postgres_url  # noqa: F401 (fixtures)
+from tests.tcp_proxy import FreezableProxy
+from tests.web_support import SECRET, csrf_of, live_server, make_settings
+
+X, Y = "ada@example.org", "bob@example.org"
+BOUND = 1.5  # the keeper's answer bound in these tests (15 s in a deployment)
+SIGNER = Signer(SECRET)
+ONE_CLICK = {"List-Unsubscribe": "One-Click"}
+
+
+@pytest.fixture
+def proxied(postgres_url: str) -> Iterator[tuple[FreezableProxy, str]]:  # noqa: F811
+    seeding = PostgresStore(postgres_url)
+    seeding.save_subscribers(Subscriber(email, ("diffusion",)) for email in (X, Y))
+    seeding.close()
+    proxy, url = FreezableProxy.before(postgres_url)
+    yield proxy, url
+    proxy.stop()
+
+
+def subscribed(url: str) -> list[str]:
+    store = PostgresStore(url)
+    try:
+        return sorted(s.email for s in store.subscribers())
+    finally:
+        store.close()
+
+
+def test_a_database_that_hangs_gets_try_again_pages_within_the_bound_and_loses_no_unsubscribe(
+    tmp_path: Path,
+    postgres_url: str,  # noqa: F811
+    proxied: tuple[FreezableProxy, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    proxy, url = proxied
+    monkeypatch.setattr(postgres_keeper, "ANSWER_SECONDS", BOUND)
+    monkeypatch.setattr(front_module, "DRAIN_SECONDS", 0.2)
+    site = make_settings(tmp_path / "data", None, store_url=url)
+    app = create_app(site)
+    manage_x = "/manage?token=" + SIGNER.sign("manage", X)
+    try:
+        with live_server(app) as base, httpx.Client(base_url=base, timeout=30) as client:
+            page = client.get(manage_x)  # connections opened, schema checked: all through the proxy
+            assert page.status_code == 200 and "diffusion" in page.text
+            save = {"csrf": csrf_of(page.text), "token": SIGNER.sign("manage", X), "action": "pause"}
+            proxy.freeze()
+            answers: dict[str, tuple[int, float, httpx.Response]] = {}
+
+            def ask(name: str, method: str, path: str, **kwargs: object) -> None:
+                started = time.monotonic()
+                with httpx.Client(base_url=base, timeout=30, cookies=client.cookies) as own:
+                    response = own.request(method, path, **kwargs)  # type: ignore[arg-type]
+                answers[name] = (response.status_code, time.monotonic() - started, response)
+
+            asked = [
+                ("manage page", "GET", manage_x, {}),
+                ("manage save", "POST", "/manage", {"data": save}),
+                ("one-click", "POST", "/unsubscribe?token=" + SIGNER.sign("unsubscribe", X), {"data": ONE_CLICK}),
+                ("unsubscribe page", "GET", "/unsubscribe?token=" + SIGNER.sign("unsubscribe", Y), {}),
+                ("health", "GET", "/healthz", {}),
+            ]
+            threads = [threading.Thread(target=ask, args=(n, m, p), kwargs=k) for n, m, p, k in asked]
+            for thread in threads:
+                thread.start()
+            time.sleep(0.3)
+            started = time.monotonic()
+            home = client.get("/")  # needs no database: answers while the others wait
+            assert home.status_code == 200 and time.monotonic() - started < 1.0
+            for thread in threads:
+                thread.join(30)
+            clicked = answers.pop("one-click")
+            assert clicked[0] == 200 and clicked[1] < BOUND + 3, "never refused: kept on disk at the bound"
+            assert read_departures(site.data_dir)[0][0] == X
+            for name, (status, took, response) in answers.items():
+                assert status == 503, (name, status, response.text[:300])
+                assert took < BOUND + 3, (name, took)
+                if name == "health":
+                    assert response.json()["status"] == "error"
+                else:
+                    assert "Please try again in a minute" in response.text and "Traceback" not in response.text
+                    assert response.headers["retry-after"] == "60"
+            assert len(answers) == len(asked) - 1
+            assert subscribed(postgres_url) == [X, Y], "nothing was done while the server hung"
+
+            proxy.thaw()
+            deadline = time.monotonic() + 20
+            while X in subscribed(postgres_url) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert subscribed(postgres_url) == [Y], "the one-click asked for during the hang is carried out"
+            deadline = time.monotonic() + 20
+            while pending_departures(site.data_dir) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not pending_departures(site.data_dir), "the copy kept on disk is applied, then removed"
+            again = client.post("/unsubscribe?token=" + SIGNER.sign("unsubscribe", X), data=ONE_CLICK)
+            assert again.status_code == 200
+            page = client.get("/manage?token=" + SIGNER.sign("manage", Y))
+            assert page.status_code == 200 and "diffusion" in page.text, "the web works again"
+            assert client.get("/healthz").json()["status"] != "error"
+    finally:
+        proxy.thaw()  # a keeper closing waits for the calls still waiting on the server
+        app.state.front.keeper.close()
+
+
+def test_many_requests_during_a_hang_all_answer_and_none_holds_up_the_rest(
+    tmp_path: Path,
+    proxied: tuple[FreezableProxy, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """More requests than the web has connections and threads for, at once, while the server
+    hangs: each answers 503 within about the bound (they do not queue behind each other's waits)."""
+    proxy, url = proxied
+    monkeypatch.setattr(postgres_keeper, "ANSWER_SECONDS", BOUND)
+    app = create_app(make_settings(tmp_path / "data", None, store_url=url))
+    took: list[tuple[int, float]] = []
+    try:
+        with live_server(app) as base:
+            assert httpx.get(base + "/manage?token=" + SIGNER.sign("manage", Y), timeout=30).status_code == 200
+            proxy.freeze()
+
+            def ask(n: int) -> None:
+                started = time.monotonic()
+                path = "/manage?token=" + SIGNER.sign("manage", f"p{n}@example.org")
+                status = httpx.get(base + path, timeout=30).status_code
+                took.append((status, time.monotonic() - started))
+
+            threads = [threading.Thread(target=ask, args=(n,)) for n in range(24)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join(30)
+    finally:
+        proxy.thaw()
+        app.state.front.keeper.close()
+    assert len(took) == 24 and all(status == 503 for status, _ in took), took
+    assert max(seconds for _, seconds in took) < BOUND + 3, took
+
+
+def test_every_connection_keeps_tcp_alive_and_the_urls_own_values_win(postgres_url: str) -> None:  # noqa: F811
+    PostgresStore(postgres_url).close()  # the schema
+    connection = connect(postgres_url)
+    try:
+        parameters = connection.info.get_parameters()
+        assert parameters["keepalives"] == "1" and parameters["keepalives_idle"] == "30"
+        assert parameters["tcp_user_timeout"] == "60000"
+    finally:
+        connection.close()
+    own = connect(postgres_url + "?keepalives_idle=7")
+    try:
+        assert own.info.get_parameters()["keepalives_idle"] == "7"
+    finally:
+        own.close()
+
+    async def loop_parameters() -> dict[str, str]:
+        queries = LoopQueries(postgres_url, prepare=lambda: None)
+        try:
+            await queries.subscriber(X)
+            return queries._all[0].info.get_parameters()
+        finally:
+            queries.close()
+
+    import asyncio
+
+    assert asyncio.run(loop_parameters())["keepalives_idle"] == "30"
+
+
+def test_a_one_click_while_the_database_is_away_is_kept_and_applied_when_it_is_back(
+    tmp_path: Path,
+    postgres_url: str,  # noqa: F811
+    proxied: tuple[FreezableProxy, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server refuses connections (down, restarting): the one-click still answers 200, the
+    departure waits on disk, and the web applies it once the server is back, without a restart."""
+    proxy, url = proxied
+    monkeypatch.setattr(front_module, "DRAIN_SECONDS", 0.2)
+    site = make_settings(tmp_path / "data", None, store_url=url)
+    app = create_app(site)
+    try:
+        with live_server(app) as base, httpx.Client(base_url=base, timeout=30) as client:
+            assert client.get("/manage?token=" + SIGNER.sign("manage", Y)).status_code == 200
+            app.state.front.keeper.loop_queries.close()  # its connections, as a server restart ends them
+            proxy.refuse()
+            clicked = client.post("/unsubscribe?token=" + SIGNER.sign("unsubscribe", X), data=ONE_CLICK)
+            assert clicked.status_code == 200 and "unsubscribed" in clicked.text.lower()
+            assert [email for email, _ in read_departures(site.data_dir)] == [X]
+            time.sleep(1.0)  # the drain tries, and waits
+            assert subscribed(postgres_url) == [X, Y] and pending_departures(site.data_dir)
+            proxy.accept()
+            deadline = time.monotonic() + 20
+            while pending_departures(site.data_dir) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert subscribed(postgres_url) == [Y] and not pending_departures(site.data_dir)
+            store = PostgresStore(postgres_url)
+            try:
+                assert store.departed_at(X) is not None
+            finally:
+                store.close()
+    finally:
+        app.state.front.keeper.close()

@@ -27,7 +27,7 @@ import tomllib
 import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -335,16 +335,32 @@ def store_kind(url: str) -> Literal["tinydb", "postgresql"]:
     )
 
 
+_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)([^&#]*)")
+_USERINFO_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*:([^/?#@]*)@")
+
+
 def redacted(url: str) -> str:
-    """``url`` with its password, if any, replaced by ``***`` (for messages and logs)."""
+    """``url`` with its password, if any (``user:pw@`` or ``?password=``), replaced by ``***``
+    (for messages and logs)."""
     try:
         parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
+        if parts.password is not None:
+            netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
+            url = urlunsplit(parts._replace(netloc=netloc))
     except ValueError:
-        return url.rsplit("@", 1)[-1]
+        url = url.rsplit("@", 1)[-1]
+    return _QUERY_PASSWORD.sub(r"\1***", url)
+
+
+def scrubbed(text: str, url: str) -> str:
+    """``text`` (a driver's error about ``url``) without ``url``'s password, as written or decoded:
+    a URL that does not parse is echoed back in the error, password and all."""
+    found = _USERINFO_PASSWORD.match(url)
+    written = [found.group(1)] if found else []
+    written += [value for _, value in _QUERY_PASSWORD.findall(url)]
+    for secret in sorted({*written, *map(unquote, written)} - {""}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return text
 
 
 class Settings(BaseSettings):

@@ -7,23 +7,28 @@ to a host that is gone for good fails instead of waiting for ever."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from digest.errors import StoreUnavailableError
 from digest.models import Subscriber
+from digest.settings import redacted, scrubbed
 from digest.signing import Signer
-from digest.state.departures import pending_departures, read_departures
+from digest.state.departures import append_departure, pending_departures, read_departures
 from digest.state.postgres import keeper as postgres_keeper
 from digest.state.postgres.loop_queries import LoopQueries
 from digest.state.postgres.store import PostgresStore, connect
 from digest.web import front as front_module
 from digest.web.app import create_app
-from tests.postgres_server import PostgresServer, postgres_server, postgres_url  # noqa: F401 (fixtures)
+from tests.postgres_server import PostgresServer, free_port, postgres_server, postgres_url  # noqa: F401 (fixtures)
 from tests.tcp_proxy import FreezableProxy
 from tests.web_support import SECRET, csrf_of, live_server, make_settings
 
@@ -90,15 +95,15 @@ def test_a_database_that_hangs_gets_try_again_pages_within_the_bound_and_loses_n
             time.sleep(0.3)
             started = time.monotonic()
             home = client.get("/")  # needs no database: answers while the others wait
-            assert home.status_code == 200 and time.monotonic() - started < 1.0
+            assert home.status_code == 200 and time.monotonic() - started < 3.0
             for thread in threads:
                 thread.join(30)
             clicked = answers.pop("one-click")
-            assert clicked[0] == 200 and clicked[1] < BOUND + 3, "never refused: kept on disk at the bound"
+            assert clicked[0] == 200 and clicked[1] < BOUND + 6, "never refused: kept on disk at the bound"
             assert read_departures(site.data_dir)[0][0] == X
             for name, (status, took, response) in answers.items():
                 assert status == 503, (name, status, response.text[:300])
-                assert took < BOUND + 3, (name, took)
+                assert took < BOUND + 6, (name, took)
                 if name == "health":
                     assert response.json()["status"] == "error"
                 else:
@@ -157,7 +162,7 @@ def test_many_requests_during_a_hang_all_answer_and_none_holds_up_the_rest(
         proxy.thaw()
         app.state.front.keeper.close()
     assert len(took) == 24 and all(status == 503 for status, _ in took), took
-    assert max(seconds for _, seconds in took) < BOUND + 3, took
+    assert max(seconds for _, seconds in took) < BOUND + 6, took
 
 
 def test_every_connection_keeps_tcp_alive_and_the_urls_own_values_win(postgres_url: str) -> None:  # noqa: F811
@@ -182,8 +187,6 @@ def test_every_connection_keeps_tcp_alive_and_the_urls_own_values_win(postgres_u
             return queries._all[0].info.get_parameters()
         finally:
             queries.close()
-
-    import asyncio
 
     assert asyncio.run(loop_parameters())["keepalives_idle"] == "30"
 
@@ -222,3 +225,132 @@ def test_a_one_click_while_the_database_is_away_is_kept_and_applied_when_it_is_b
                 store.close()
     finally:
         app.state.front.keeper.close()
+
+
+def test_unsubscribes_kept_on_disk_before_a_restart_are_applied_at_start(
+    tmp_path: Path,
+    postgres_url: str,  # noqa: F811
+    proxied: tuple[FreezableProxy, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A web replica stopped while a departure waited on its disk (the database did not answer):
+    started again, it applies it without waiting for another one-click."""
+    _, url = proxied
+    monkeypatch.setattr(front_module, "DRAIN_SECONDS", 0.2)
+    site = make_settings(tmp_path / "data", None, store_url=url)
+    site.data_dir.mkdir(parents=True)
+    append_departure(site.data_dir, X, datetime.now(UTC))
+    app = create_app(site)
+    try:
+        with live_server(app, lifespan="on"):
+            deadline = time.monotonic() + 20
+            while pending_departures(site.data_dir) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not pending_departures(site.data_dir) and subscribed(postgres_url) == [Y]
+    finally:
+        app.state.front.keeper.close()
+
+
+def test_a_flood_of_requests_during_a_hang_starves_no_unsubscribe_and_no_static_page(
+    tmp_path: Path,
+    postgres_url: str,  # noqa: F811
+    proxied: tuple[FreezableProxy, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Sixty health checks at once while the server hangs (anyone may send them): a call the
+    server never answers keeps its thread, and sixty of them would hold every thread of the shared
+    pool (static files, the archive, rule checks wait there too); here only those that hold one of
+    the keeper's connections stay, the rest give up at the bound, and a one-click and a static
+    file still answer (this failed, static file starved, before the connections were bounded)."""
+    proxy, url = proxied
+    monkeypatch.setattr(postgres_keeper, "ANSWER_SECONDS", BOUND)
+    app = create_app(make_settings(tmp_path / "data", None, store_url=url))
+    statuses: list[int] = []
+    try:
+        with live_server(app) as base, httpx.Client(base_url=base, timeout=60) as client:
+            assert client.get("/manage?token=" + SIGNER.sign("manage", Y)).status_code == 200
+            proxy.freeze()
+            flood = [
+                threading.Thread(target=lambda: statuses.append(httpx.get(base + "/healthz", timeout=60).status_code))
+                for _ in range(60)
+            ]
+            for thread in flood:
+                thread.start()
+            time.sleep(BOUND + 0.5)  # every store thread now waits for the server
+            started = time.monotonic()
+            assert client.get("/static/site.css").status_code == 200
+            clicked = client.post("/unsubscribe?token=" + SIGNER.sign("unsubscribe", X), data=ONE_CLICK)
+            assert clicked.status_code == 200 and time.monotonic() - started < BOUND + 6
+            for thread in flood:
+                thread.join(60)
+            assert statuses == [503] * 60
+            proxy.thaw()
+            deadline = time.monotonic() + 20
+            while X in subscribed(postgres_url) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert subscribed(postgres_url) == [Y]
+    finally:
+        proxy.thaw()
+        app.state.front.keeper.close()
+
+
+def test_a_change_that_commits_after_its_request_gave_up_is_undone(
+    tmp_path: Path,
+    proxied: tuple[FreezableProxy, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A sign-up's mail claim that the database commits after the person was told "try again" is
+    taken back (``Front.write``'s ``undo``): their retry within the hour is mailed."""
+    _, url = proxied
+    monkeypatch.setattr(postgres_keeper, "ANSWER_SECONDS", 0.5)
+    app = create_app(make_settings(tmp_path / "data", None, store_url=url))
+    front = app.state.front
+    undone = threading.Event()
+
+    def slow_claim(store: Any) -> bool:
+        store.connection.execute("SELECT pg_sleep(1.5)")
+        return True
+
+    async def write_then_wait() -> None:
+        with pytest.raises(StoreUnavailableError):
+            await front.write(slow_claim, undo=lambda store: undone.set())
+        assert not undone.is_set(), "not before the change is made"
+        await asyncio.sleep(0)
+
+    try:
+        asyncio.run(write_then_wait())
+        assert undone.wait(10), "undone once the change was made"
+        refused = threading.Event()
+
+        async def refused_write() -> None:
+            def fails(store: Any) -> bool:
+                store.connection.execute("SELECT pg_sleep(1.0)")
+                raise RuntimeError("not made")
+
+            with pytest.raises(StoreUnavailableError):
+                await front.write(fails, undo=lambda store: refused.set())
+
+        asyncio.run(refused_write())
+        time.sleep(1.5)
+        assert not refused.is_set(), "a change that failed is not undone"
+    finally:
+        front.keeper.close()
+
+
+@pytest.mark.parametrize(
+    "url, secret",
+    [
+        ("postgresql://digest:s3cr%et@127.0.0.1:{port}/digest", "s3cr%et"),  # not valid percent-encoding
+        ("postgresql://digest:p%40ss@127.0.0.1:{port}/digest", "p@ss"),
+        ("postgresql://digest@127.0.0.1:{port}/digest?password=hunter2&sslmode=disable", "hunter2"),
+    ],
+)
+def test_a_connection_error_never_shows_the_password(url: str, secret: str) -> None:
+    """What the driver says about a URL it cannot use (it may echo the URL back) and the URL as
+    digest names it, for every way a password can be written in ``store.url``."""
+    url = url.format(port=free_port())
+    with pytest.raises(StoreUnavailableError) as raised:
+        connect(url)
+    assert secret not in str(raised.value) and secret.split("%")[0] not in str(raised.value)
+    assert secret not in redacted(url) and "***" in redacted(url)
+    assert scrubbed(f'invalid token: "{secret}"', url) == 'invalid token: "***"'

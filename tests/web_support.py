@@ -99,10 +99,11 @@ def link_in(message: EmailMessage, path: str) -> str:
 
 
 @contextmanager
-def live_server(app: Starlette, port: int | None = None) -> Iterator[str]:
-    """Serve ``app`` with uvicorn on 127.0.0.1 (a free port unless given); yield its base URL."""
+def live_server(app: Starlette, port: int | None = None, lifespan: str = "off") -> Iterator[str]:
+    """Serve ``app`` with uvicorn on 127.0.0.1 (a free port unless given); yield its base URL.
+    ``lifespan="on"`` runs the app's start-up as ``digest web`` does."""
     port = port or free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan=lifespan))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

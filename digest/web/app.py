@@ -20,7 +20,8 @@ host from the request.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import date, datetime
 
 from starlette.applications import Starlette
@@ -113,7 +114,13 @@ def create_app(
     def too_large() -> ASGIApp:
         return PlainTextResponse("The form is too large.\n", status_code=413)
 
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        front.drain_departures_left_before()  # a restart after the database did not answer
+        yield
+
     app = Starlette(
+        lifespan=lifespan,
         routes=[
             *health.routes(settings, lambda: front.keeper.read(lambda store: store.cycles(last=50)), front.in_thread),
             *metrics.routes(settings, front.keeper.read, front.in_thread),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, date, datetime
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -21,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from digest.clock import cron_trigger, next_fire
-from digest.errors import DigestError, StoreError, TokenError
+from digest.errors import StoreError, StoreUnavailableError, TokenError
 from digest.models import Subscriber
 from digest.settings import Settings
 from digest.signing import Purpose, Signer
@@ -60,6 +61,8 @@ class Front:
         self.limits = FormLimits(limits, settings.data_dir, self.now_seconds())
         self.trusted = trusted_networks(settings.web.trusted_proxies)
         self._draining: asyncio.Future[None] | None = None  # see leave
+        # Unsubscribes kept on disk (see leave) get a thread of their own: never behind store calls.
+        self._departures = ThreadPoolExecutor(max_workers=1, thread_name_prefix="departures")
 
     def now_seconds(self) -> float:
         return self.clock().timestamp()
@@ -143,13 +146,29 @@ class Front:
         return token, email, await self.subscriber(email)
 
     # -- the store --------------------------------------------------------------------------------
-    async def write(self, change: Callable[[StoreBackend], Any], departure: str | None = None) -> Any:
+    async def write(
+        self,
+        change: Callable[[StoreBackend], Any],
+        departure: str | None = None,
+        undo: Callable[[StoreBackend], Any] | None = None,
+    ) -> Any:
         """Run ``change`` on the shared store (by the keeper's writer thread): journalled and fsynced
         before it returns, also while this process's cycle sends; :class:`~digest.errors.CycleLockedError`
         only if another process (a CLI ``digest run``) holds the file lock for the keeper's
         ``write_wait_seconds``: the person is asked to try again shortly."""
-        # shielded: a change past the bound (see bounded) is still made when the store answers
-        return await self.bounded(asyncio.shield(asyncio.wrap_future(self.keeper.submit(change, departure))))
+        submitted = self.keeper.submit(change, departure)
+        if self.keeper.answer_seconds is None:
+            return await asyncio.wrap_future(submitted)
+        try:  # shielded: a change past the bound (see bounded) is still made when the store answers
+            return await self.bounded(asyncio.shield(asyncio.wrap_future(submitted)))
+        except StoreUnavailableError:
+            if undo is not None:  # ``undo`` then, if the change was made and answered truthy
+                submitted.add_done_callback(lambda done: self._undo_after(done, undo))
+            raise
+
+    def _undo_after(self, done: Future[Any], undo: Callable[[StoreBackend], Any]) -> None:
+        if not done.cancelled() and done.exception() is None and done.result():
+            self.keeper.submit(undo)
 
     async def read(self, fn: Callable[[StoreBackend], T]) -> T:
         """``fn`` on the shared store: at once when memory is current and no lock is taken
@@ -160,7 +179,10 @@ class Front:
         return await self.in_thread(self.keeper.read, fn)
 
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(*args)`` in a worker thread, for work that reads the store: :meth:`bounded`."""
+        """``fn(*args)`` in a worker thread, for work that reads the store: :meth:`bounded`. A call
+        a hung server never answers keeps its thread; the keeper's connections bound how many do
+        (:class:`~digest.state.postgres.keeper.PostgresKeeper`: a thread waits for one at most
+        ``answer_seconds``), so they cannot take the pool every other page needs."""
         return await self.bounded(run_in_threadpool(fn, *args))
 
     async def bounded(self, work: Awaitable[T]) -> T:
@@ -198,7 +220,7 @@ class Front:
             # kept on this machine's disk (fsynced; digest.state.departures) and applied when the
             # database answers: by this process's drain, by a worker on the same disk before its next
             # email, and by any store opened on it. A one-click is not retried by a mail provider.
-            await run_in_threadpool(self._keep_departure, email)
+            await asyncio.get_running_loop().run_in_executor(self._departures, self._keep_departure, email)
             log.warning("unsubscribe of a subscriber kept on disk until the store answers: %s", exc)
             self._drain_departures_soon()
             return True
@@ -206,6 +228,12 @@ class Front:
     def _keep_departure(self, email: str) -> None:
         self.settings.data_dir.mkdir(parents=True, exist_ok=True)
         append_departure(self.settings.data_dir, email, datetime.now(UTC))
+
+    def drain_departures_left_before(self) -> None:
+        """At start (the app's lifespan): unsubscribes kept on disk before a restart (see
+        :meth:`leave`) are applied as soon as the database answers, as if just kept."""
+        if self.keeper.loop_queries is not None and pending_departures(self.settings.data_dir):
+            self._drain_departures_soon()
 
     def _drain_departures_soon(self) -> None:
         if self._draining is None or self._draining.done():
@@ -218,7 +246,7 @@ class Front:
             await asyncio.sleep(DRAIN_SECONDS)
             try:
                 taken = await run_in_threadpool(self.keeper.read, lambda store: store.take_departures())
-            except DigestError as exc:
+            except Exception as exc:  # any: the drain must outlive whatever the store or the disk does
                 log.warning("unsubscribes kept on disk wait for the store: %s", exc)
                 continue
             log.info("applied %d unsubscribe(s) kept on disk while the store did not answer", taken)

@@ -39,11 +39,18 @@ class MailLimit:
         """Yes, and the mail is counted; or no: the mailbox had its mails within the window."""
         if not self.shared:
             return self.front.limits.address_mails.allow(key, now)
-        from digest.state.postgres.limits import claim_mail
+        from digest.state.postgres.limits import claim_mail, release_mail
 
         config, at = self.front.limits.config, datetime.fromtimestamp(now, UTC)
         window, limit = config.address_window_seconds, config.mails_per_address
-        return bool(await self.front.write(lambda store: claim_mail(_postgres(store), key, at, window, limit)))
+        # A claim that commits after the person got "try again" is taken back: else their retry
+        # within the window would find it counted, and no mail would ever go.
+        return bool(
+            await self.front.write(
+                lambda store: claim_mail(_postgres(store), key, at, window, limit),
+                undo=lambda store: release_mail(_postgres(store), key),
+            )
+        )
 
     async def release(self, key: str) -> None:
         """Take the latest claim back: its mail was not sent."""

@@ -15,6 +15,7 @@ import hmac
 import logging
 import smtplib
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
@@ -25,6 +26,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from digest.errors import DeliveryError, DigestError, PermanentDeliveryError, TokenError
 from digest.mail.mailer import make_mailer
 from digest.matching.syntax import RULE_SYNTAX
+from digest.models import Subscriber
 from digest.paths import OUTBOX_DIR
 from digest.signing import MAX_AGE_SECONDS
 from digest.state.preferences import Preferences
@@ -136,10 +138,12 @@ class Signup:
         # One inbox, however it is spelled (case, +tags, Gmail's dots), kept only as a keyed hash.
         mailbox = mailbox_key(email).encode("utf-8")
         address_key = hmac.new(self.front.secret.encode(), mailbox, hashlib.sha256).hexdigest()[:32]
+        # Read before the claim (and bounded): a store that fails here has counted no mail.
+        existing, departed = await self.front.read(lambda store: (store.subscriber(email), store.departed_at(email)))
         if not await self.mails.claim(address_key, now):
             return None
         try:
-            await run_in_threadpool(self.send_confirmation, email, rules, chosen)
+            await run_in_threadpool(self.send_confirmation, email, rules, chosen, existing, departed)
         except DigestError as exc:
             await self.mails.release(address_key)
             log.error("confirmation email not sent: %s", exc)
@@ -155,17 +159,23 @@ class Signup:
         window_minutes = round(self.front.limits.config.address_window_seconds / 60)
         return self.front.page("check_inbox.html", email=email, window_minutes=window_minutes)
 
-    def send_confirmation(self, email: str, rules: Sequence[str], chosen: Preferences | None = None) -> None:
-        """Mail the confirm link; runs in a worker thread (the store read and SMTP block).
+    def send_confirmation(
+        self,
+        email: str,
+        rules: Sequence[str],
+        chosen: Preferences | None,
+        existing: Subscriber | None,
+        departed: datetime | None,
+    ) -> None:
+        """Mail the confirm link; runs in a worker thread (SMTP blocks). ``existing`` and
+        ``departed``: the store's record of the address, read before (:meth:`mail_once`).
 
         The rules and the choices travel in the signed link: nothing is stored before the click.
         The layout in ``l`` as before, the other choices in ``p`` only where they differ from the
         defaults, so a link for the defaults reads as one sent before the choices existed."""
         chosen = chosen or Preferences()
         front, settings = self.front, self.front.settings
-        store = front.read_store()
-        existing = store.subscriber(email)
-        key = state_key(existing, store.departed_at(email))
+        key = state_key(existing, departed)
         others = {name: value for name, value in chosen.differences().items() if name != "layout"}
         extra = {"p": others} if others else {}
         token = front.signer.sign("confirm", email, r=list(rules), s=key, l=chosen.layout, y=RULE_SYNTAX, **extra)

@@ -18,7 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-from digest.state.backend import StoreBackend
+from digest.errors import StoreUnavailableError
+from digest.state.backend import StoreBackend, redacted
 from digest.state.postgres.loop_queries import LoopQueries
 from digest.state.postgres.store import PostgresStore
 
@@ -49,7 +50,11 @@ class PostgresKeeper:
 
     @contextmanager
     def _borrowed(self) -> Iterator[PostgresStore]:
-        with self._slots:
+        # A slot, or an error once ANSWER_SECONDS have passed: calls a hung server never answers
+        # keep theirs, and a thread must not wait for one for ever.
+        if not self._slots.acquire(timeout=self.answer_seconds):
+            raise StoreUnavailableError(f"the PostgreSQL store {redacted(self.url)} did not answer the calls before")
+        try:
             try:
                 store = self._idle.get_nowait()
             except queue.Empty:
@@ -64,6 +69,8 @@ class PostgresKeeper:
                         self._all.remove(store)
                 else:
                     self._idle.put(store)
+        finally:
+            self._slots.release()
 
     def read(self, fn: Callable[[StoreBackend], T]) -> T:
         """``fn`` on a connection of its own (blocking: call it from a worker thread)."""

@@ -32,6 +32,7 @@ import psycopg
 
 from digest.errors import StoreUnavailableError
 from digest.models import Subscriber
+from digest.settings import scrubbed
 from digest.state.answer import within
 from digest.state.backend import redacted
 from digest.state.postgres.store import connection_options, first_line
@@ -75,6 +76,7 @@ class LoopQueries:
         self.url, self.where = url, redacted(url)
         self.answer_seconds = answer_seconds
         self._prepare: Callable[[], None] | None = prepare
+        self._preparing: asyncio.Future[None] | None = None  # see _prepared
         self._connections = connections
         self._loop: asyncio.AbstractEventLoop | None = None
         self._slots = {READS: asyncio.Semaphore(connections), LEAVES: asyncio.Semaphore(connections)}
@@ -119,6 +121,8 @@ class LoopQueries:
                     self._drop(connection)
                     if attempt == 1 and isinstance(exc, psycopg.OperationalError) and dropped_by_the_server:
                         continue  # the server dropped it: once more, on a new one
+                    if isinstance(exc, psycopg.Error):  # a shutdown, a server-side timeout: try again later
+                        raise StoreUnavailableError(f"the PostgreSQL store {self.where}: {first_line(exc)}") from None
                     raise
                 self._give_back(connection)
                 return row
@@ -130,7 +134,7 @@ class LoopQueries:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:
             self.close()
-            self._loop = loop
+            self._loop, self._preparing = loop, None
             self._slots = {kind: asyncio.Semaphore(self._connections) for kind in (READS, LEAVES)}
         return self._slots
 
@@ -138,24 +142,43 @@ class LoopQueries:
         if self._idle:
             return self._idle.pop()
         if self._prepare is not None:
-            await asyncio.to_thread(self._prepare)
-            self._prepare = None
+            await self._prepared()
         try:
             connection = await psycopg.AsyncConnection.connect(
                 self.url, autocommit=True, **connection_options(self.url)
             )
         except psycopg.Error as exc:
             raise StoreUnavailableError(
-                f"cannot connect to the PostgreSQL store {self.where}: {first_line(exc)}"
+                f"cannot connect to the PostgreSQL store {self.where}: {scrubbed(first_line(exc), self.url)}"
             ) from None
         try:  # the default whatever the server's: under repeatable read, a one-click that waited for a
             # send would fail on the row the send changed
             await connection.execute("SET default_transaction_isolation = 'read committed'")
-        except BaseException:
+        except BaseException as exc:
             connection.pgconn.finish()
+            if isinstance(exc, psycopg.Error):
+                raise StoreUnavailableError(f"the PostgreSQL store {self.where}: {first_line(exc)}") from None
             raise
         self._all.append(connection)
         return connection
+
+    async def _prepared(self) -> None:
+        """``prepare`` once, in a thread, however many requests wait for it meanwhile (one whose
+        wait ends at its bound leaves it running for the next, not a second one)."""
+        if self._preparing is None:
+            self._preparing = asyncio.get_running_loop().run_in_executor(None, self._prepare_once)
+        preparing = self._preparing
+        try:
+            await asyncio.shield(preparing)
+        except BaseException:
+            if preparing.done() and self._preparing is preparing:
+                self._preparing = None  # it failed: the next request tries again
+            raise
+
+    def _prepare_once(self) -> None:
+        if self._prepare is not None:
+            self._prepare()
+            self._prepare = None
 
     def _give_back(self, connection: psycopg.AsyncConnection[Any]) -> None:
         if connection in self._all:

@@ -43,6 +43,7 @@ from psycopg.types.json import Jsonb, set_json_dumps
 
 from digest.errors import CycleLockedError, StoreUnavailableError, StoreWriteError
 from digest.models import CycleReport, Item, SourceReport, Subscriber
+from digest.settings import scrubbed
 from digest.state import records
 from digest.state.backend import redacted
 from digest.state.departures import Departure, take_departures
@@ -116,7 +117,7 @@ def connect(url: str, autocommit: bool = True) -> psycopg.Connection[Row]:
         connection = psycopg.connect(url, autocommit=autocommit, **connection_options(url))
     except psycopg.Error as exc:
         raise StoreUnavailableError(
-            f"cannot connect to the PostgreSQL store {redacted(url)}: {first_line(exc)}"
+            f"cannot connect to the PostgreSQL store {redacted(url)}: {scrubbed(first_line(exc), url)}"
         ) from None
     set_json_dumps(storable_json, connection)
     connection.execute("SET TIME ZONE 'UTC'")

@@ -8,6 +8,9 @@ to a host that is gone for good fails instead of waiting for ever."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +31,7 @@ from digest.state.postgres.loop_queries import LoopQueries
 from digest.state.postgres.store import PostgresStore, connect
 from digest.web import front as front_module
 from digest.web.app import create_app
+from tests.conftest import ROOT, cli_env
 from tests.postgres_server import PostgresServer, free_port, postgres_server, postgres_url  # noqa: F401 (fixtures)
 from tests.tcp_proxy import FreezableProxy
 from tests.web_support import SECRET, csrf_of, live_server, make_settings
@@ -353,3 +357,51 @@ def test_a_connection_error_never_shows_the_password(url: str, secret: str) -> N
     assert secret not in str(raised.value) and secret.split("%")[0] not in str(raised.value)
     assert secret not in redacted(url) and "***" in redacted(url)
     assert scrubbed(f'invalid token: "{secret}"', url) == 'invalid token: "***"'
+
+
+def test_digest_web_stops_on_sigterm_while_the_database_hangs(
+    tmp_path: Path,
+    proxied: tuple[FreezableProxy, str],
+) -> None:
+    """``digest web`` (a real process, the deployment's 15 s bound) told to stop while a request
+    waits for a hung database: the request still gets its answer, and the process exits 0 without
+    closing the connections under it."""
+    proxy, url = proxied
+    port = free_port()
+    env = cli_env(tmp_path / "data", DIGEST_STORE__URL=url, DIGEST_SECRET_KEY=SECRET)
+    env |= {"PYTHONPATH": str(ROOT), "DIGEST_WEB__HOST": "127.0.0.1", "DIGEST_WEB__PORT": str(port)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digest", "web"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    base = f"http://127.0.0.1:{port}"
+    answers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(base + "/manage?token=" + SIGNER.sign("manage", Y), timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        proxy.freeze()
+        waiting = threading.Thread(
+            target=lambda: answers.append(
+                httpx.get(base + "/manage?token=" + SIGNER.sign("manage", X), timeout=60).status_code
+            )
+        )
+        waiting.start()
+        time.sleep(1.0)
+        started = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+        waiting.join(30)
+    finally:
+        proxy.thaw()
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    errors = stderr.decode()[-3000:]
+    assert process.returncode == 0, errors
+    assert time.monotonic() - started < postgres_keeper.ANSWER_SECONDS + 10, "stopped within the bound"
+    assert answers == [503], "the waiting request got its answer"
+    assert "stopped cleanly" in errors

@@ -179,8 +179,14 @@ def web(settings: Settings, with_scheduler: bool = False, with_worker: bool = Fa
                 jobs.shutdown(wait=True)
             if sender is not None:
                 sender.join()
-            thread.join(WEB_STOP_SECONDS)
-            front = getattr(server.config.app, "state", None)
-            if front is not None and hasattr(front, "front"):
-                front.front.keeper.close()
+            # Requests in flight are answered first: one waiting for a database that hangs gets its
+            # "try again" (or its unsubscribe kept on disk) at the keeper's bound.
+            front = getattr(getattr(server.config.app, "state", None), "front", None)
+            bound = front.keeper.answer_seconds if front is not None else None
+            waited = max(WEB_STOP_SECONDS, (bound or 0) + 2)
+            thread.join(waited)
+            if thread.is_alive():
+                log.warning("the web did not stop within %g s; its connections end with the process", waited)
+            elif front is not None:
+                front.keeper.close()  # never under a request still using its connections
     log.info("stopped cleanly")

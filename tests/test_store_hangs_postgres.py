@@ -52,6 +52,13 @@ def proxied(postgres_url: str) -> Iterator[tuple[FreezableProxy, str]]:  # noqa:
     proxy.stop()
 
 
+def wait_until_applied(data_dir: Path) -> None:
+    """Until the unsubscribes kept in ``data_dir`` are applied (the file goes), or 20 s."""
+    deadline = time.monotonic() + 20
+    while pending_departures(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def subscribed(url: str) -> list[str]:
     store = PostgresStore(url)
     try:
@@ -121,9 +128,7 @@ def test_a_database_that_hangs_gets_try_again_pages_within_the_bound_and_loses_n
             while X in subscribed(postgres_url) and time.monotonic() < deadline:
                 time.sleep(0.1)
             assert subscribed(postgres_url) == [Y], "the one-click asked for during the hang is carried out"
-            deadline = time.monotonic() + 20
-            while pending_departures(site.data_dir) and time.monotonic() < deadline:
-                time.sleep(0.1)
+            wait_until_applied(site.data_dir)
             assert not pending_departures(site.data_dir), "the copy kept on disk is applied, then removed"
             again = client.post("/unsubscribe?token=" + SIGNER.sign("unsubscribe", X), data=ONE_CLICK)
             assert again.status_code == 200
@@ -217,9 +222,7 @@ def test_a_one_click_while_the_database_is_away_is_kept_and_applied_when_it_is_b
             time.sleep(1.0)  # the drain tries, and waits
             assert subscribed(postgres_url) == [X, Y] and pending_departures(site.data_dir)
             proxy.accept()
-            deadline = time.monotonic() + 20
-            while pending_departures(site.data_dir) and time.monotonic() < deadline:
-                time.sleep(0.1)
+            wait_until_applied(site.data_dir)
             assert subscribed(postgres_url) == [Y] and not pending_departures(site.data_dir)
             store = PostgresStore(postgres_url)
             try:
@@ -246,9 +249,7 @@ def test_unsubscribes_kept_on_disk_before_a_restart_are_applied_at_start(
     app = create_app(site)
     try:
         with live_server(app, lifespan="on"):
-            deadline = time.monotonic() + 20
-            while pending_departures(site.data_dir) and time.monotonic() < deadline:
-                time.sleep(0.1)
+            wait_until_applied(site.data_dir)
             assert not pending_departures(site.data_dir) and subscribed(postgres_url) == [Y]
     finally:
         app.state.front.keeper.close()

@@ -406,3 +406,30 @@ def test_digest_web_stops_on_sigterm_while_the_database_hangs(
     assert time.monotonic() - started < postgres_keeper.ANSWER_SECONDS + 10, "stopped within the bound"
     assert answers == [503], "the waiting request got its answer"
     assert "stopped cleanly" in errors
+
+
+def test_a_worker_that_loses_its_database_exits_with_an_error(
+    tmp_path: Path,
+    proxied: tuple[FreezableProxy, str],
+) -> None:
+    """``digest worker`` whose database goes away stops with exit 1, so that a supervisor that
+    restarts on failure (systemd's ``Restart=on-failure``) restarts it; it said "stopped cleanly"
+    and exited 0."""
+    proxy, url = proxied
+    env = cli_env(tmp_path / "data", DIGEST_STORE__URL=url, DIGEST_SECRET_KEY=SECRET) | {"PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "digest", "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        time.sleep(3)
+        assert process.poll() is None, "it polls the empty queue"
+        proxy.refuse()
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    errors = stderr.decode()
+    assert process.returncode == 1, errors[-2000:]
+    assert "the worker crashed" in errors and "stopped cleanly" not in errors
+    assert "the worker stopped after an error" in errors

@@ -28,6 +28,7 @@ from typing import Any
 from digest.clock import cron_trigger, last_fire, utc_now
 from digest.cycle.run import cycle_config, run_once
 from digest.cycle.schedule import cycle_left_traces, needs_catch_up, started
+from digest.errors import DigestError
 from digest.mail.mailer import make_mailer
 from digest.models import CycleReport
 from digest.ops.service import CYCLE_JOB_ID, WEB_STOP_SECONDS, make_scheduler, start_web
@@ -108,8 +109,9 @@ def run_scheduler(settings: Settings, stop: threading.Event, catch_up: bool) -> 
     return scheduler
 
 
-def worker_thread(settings: Settings, stop: threading.Event) -> threading.Thread:
-    """A worker in a thread, sending until ``stop``; a crash of it sets ``stop`` (the process ends)."""
+def worker_thread(settings: Settings, stop: threading.Event, crashed: threading.Event) -> threading.Thread:
+    """A worker in a thread, sending until ``stop``; a crash of it sets ``crashed`` and ``stop``
+    (the process ends, exit 1: a supervisor that restarts on failure restarts it)."""
     from digest.cycle.queue import run_worker
 
     config = cycle_config(settings)
@@ -122,6 +124,7 @@ def worker_thread(settings: Settings, stop: threading.Event) -> threading.Thread
             log.info("worker stopped after sending %d digest(s)", sent)
         except Exception:
             log.exception("the worker crashed; stopping")
+            crashed.set()
             stop.set()
 
     thread = threading.Thread(target=work, name="worker", daemon=True)
@@ -150,10 +153,13 @@ def worker(settings: Settings) -> None:
     with stop_on_signals(partial(announce_stop, log=log)) as stop:
         yield_to_the_web()
         log.info("worker: sending queued digests")
-        thread = worker_thread(settings, stop)
+        crashed = threading.Event()
+        thread = worker_thread(settings, stop, crashed)
         while thread.is_alive() and not stop.wait(0.5):
             pass
         thread.join()
+    if crashed.is_set():
+        raise DigestError("the worker stopped after an error (logged above)")
     log.info("stopped cleanly")
 
 
@@ -166,12 +172,14 @@ def web(settings: Settings, with_scheduler: bool = False, with_worker: bool = Fa
             return
         server, thread = start_web(settings, stop)
         jobs = run_scheduler(settings, stop, catch_up) if with_scheduler else None
-        sender = worker_thread(settings, stop) if with_worker else None
+        crashed = threading.Event()
+        sender = worker_thread(settings, stop, crashed) if with_worker else None
         log.info("serving on http://%s:%d", settings.web.host, settings.web.port)
         try:
             while not stop.wait(0.5):
                 if not thread.is_alive():
                     log.error("the web server stopped; stopping")
+                    crashed.set()
                     stop.set()
         finally:
             server.should_exit = True
@@ -189,4 +197,6 @@ def web(settings: Settings, with_scheduler: bool = False, with_worker: bool = Fa
                 log.warning("the web did not stop within %g s; its connections end with the process", waited)
             elif front is not None:
                 front.keeper.close()  # never under a request still using its connections
+    if crashed.is_set():
+        raise DigestError("the web server or the worker stopped after an error (logged above)")
     log.info("stopped cleanly")

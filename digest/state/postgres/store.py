@@ -89,7 +89,7 @@ def storable_json(value: Any) -> str:
 
 
 # TCP keepalives, so that a connection to a server that is gone without a word (a host powered
-# off, a network cut: no reset ever comes) fails within about a minute and a half instead of
+# off, a network cut: no reset ever comes) fails within about a minute instead of
 # hanging a worker or a page's thread until the kernel gives up (up to hours). Values in the
 # store's URL win (``?keepalives_idle=300``).
 KEEPALIVES = {

@@ -14,6 +14,7 @@ FOLDED_JOURNAL_FILE = "deliveries.journal.1"  # the journal folded into the last
 LOCK_FILE = "digest.lock"
 # Unsubscribes recorded while another process holds the store (digest.state.departures).
 PENDING_FILE = "unsubscribes.pending"
+KEPT_DIR = "unsubscribes.kept"  # a PostgreSQL web's unsubscribes while the database did not answer
 # The signing key, generated once when settings give none (digest.settings).
 SECRET_KEY_FILE = "secret_key"
 # What the relay's quota has counted (digest.mail.quota) and each address's bounces (digest.mail.bounces).

@@ -27,7 +27,7 @@ import tomllib
 import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
@@ -335,30 +335,46 @@ def store_kind(url: str) -> Literal["tinydb", "postgresql"]:
     )
 
 
-_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)([^&#]*)")
-_USERINFO_PASSWORD = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#@:]*:([^/?#@]*)@")
+_PASSWORD_PARAMETER = re.compile(r"([?&])([^=&#]*)=([^&#]*)")
+
+
+def _is_password_key(key: str) -> bool:
+    return unquote(key).lower().endswith("password")  # password, sslpassword, %70assword
+
+
+def _userinfo(url: str) -> tuple[str, str, str] | None:
+    """``url`` as (``scheme://``, user info, the rest from the host on), read from the raw text:
+    the last ``@`` ends the user info, so a password with ``/ ? # @`` in it is still found."""
+    scheme, separator, rest = url.partition("://")
+    if not separator or "@" not in rest:
+        return None
+    userinfo, _, host = rest.rpartition("@")
+    return scheme + separator, userinfo, host
 
 
 def redacted(url: str) -> str:
-    """``url`` with its password, if any (``user:pw@`` or ``?password=``), replaced by ``***``
-    (for messages and logs)."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is not None:
-            netloc = f"{parts.username or ''}:***@{parts.hostname or ''}" + (f":{parts.port}" if parts.port else "")
-            url = urlunsplit(parts._replace(netloc=netloc))
-    except ValueError:
-        url = url.rsplit("@", 1)[-1]
-    return _QUERY_PASSWORD.sub(r"\1***", url)
+    """``url`` with its password, if any (``user:pw@``, ``?password=``, ``?sslpassword=``), replaced
+    by ``***`` (for messages and logs)."""
+    parts = _userinfo(url)
+    if parts is not None and ":" in parts[1]:
+        scheme, userinfo, host = parts
+        url = f"{scheme}{userinfo.split(':', 1)[0]}:***@{host}"
+    return _PASSWORD_PARAMETER.sub(
+        lambda m: f"{m[1]}{m[2]}=***" if _is_password_key(m[2]) else m[0],
+        url,
+    )
 
 
 def scrubbed(text: str, url: str) -> str:
-    """``text`` (a driver's error about ``url``) without ``url``'s password, as written or decoded:
-    a URL that does not parse is echoed back in the error, password and all."""
-    found = _USERINFO_PASSWORD.match(url)
-    written = [found.group(1)] if found else []
-    written += [value for _, value in _QUERY_PASSWORD.findall(url)]
-    for secret in sorted({*written, *map(unquote, written)} - {""}, key=len, reverse=True):
+    """``text`` (a driver's error about ``url``) without ``url``'s passwords, as written, decoded,
+    or in the pieces a driver that misreads an ``@`` in one quotes: a URL it cannot parse is
+    echoed back in its error."""
+    parts = _userinfo(url)
+    written = [parts[1].split(":", 1)[1]] if parts is not None and ":" in parts[1] else []
+    written += [m[3] for m in _PASSWORD_PARAMETER.finditer(url) if _is_password_key(m[2])]
+    secrets = {*written, *map(unquote, written)}
+    secrets |= {piece for secret in list(secrets) for piece in secret.split("@") if len(piece) >= 3}
+    for secret in sorted(secrets - {""}, key=len, reverse=True):
         text = text.replace(secret, "***")
     return text
 

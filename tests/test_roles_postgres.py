@@ -31,7 +31,7 @@ from digest.ops import roles
 from digest.settings import Settings, load_settings
 from digest.signing import Signer
 from digest.sources.sample import SampleSource
-from digest.state.departures import append_departure, pending_departures
+from digest.state.departures import append_departure, keep_departure, pending_departures
 from digest.state.postgres import queue as sql
 from digest.state.postgres.store import PostgresStore
 from tests.conftest import ROOT, cli_env, run_cli
@@ -432,8 +432,8 @@ def test_a_worker_applies_unsubscribes_kept_on_its_disk_before_it_sends(settings
     assert queue_cycle(settings) == len(PEOPLE)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     gone = PEOPLE[:2]
-    for email in gone:
-        append_departure(settings.data_dir, email, utc_now())
+    append_departure(settings.data_dir, gone[0], utc_now())  # the pending file
+    keep_departure(settings.data_dir, gone[1], utc_now())  # a web's own file (the database did not answer)
     workers(settings, 1)
     assert set(received(smtp)) == set(PEOPLE) - set(gone)
     assert not pending_departures(settings.data_dir)

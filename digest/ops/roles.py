@@ -194,7 +194,7 @@ def web(settings: Settings, with_scheduler: bool = False, with_worker: bool = Fa
             waited = max(WEB_STOP_SECONDS, (bound or 0) + 2)
             thread.join(waited)
             if thread.is_alive():
-                log.warning("the web did not stop within %g s; its connections end with the process", waited)
+                log.warning("the web did not stop within %g s; exiting without waiting for it", waited)
             elif front is not None:
                 front.keeper.close()  # never under a request still using its connections
     if crashed.is_set():

@@ -18,15 +18,17 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
-from digest.paths import PENDING_FILE
+from digest.paths import KEPT_DIR, PENDING_FILE
 from digest.state.shape import is_iso_time
 
 Departure = tuple[str, str]  # (lower-case address, ISO time)
+KEPT_SUFFIX = ".jsonl"
 
 
 @contextmanager
@@ -82,8 +84,70 @@ def parse(text: bytes) -> list[Departure]:
 
 
 def pending_departures(data_dir: Path) -> bool:
-    """Whether unsubscribes wait in ``data_dir`` (one ``stat``)."""
-    return (data_dir / PENDING_FILE).exists()
+    """Whether unsubscribes wait in ``data_dir``: the pending file, or any kept one (:func:`keep_departure`)."""
+    return (data_dir / PENDING_FILE).exists() or bool(_kept_files(data_dir))
+
+
+# A PostgreSQL web front keeps an unsubscribe the database did not take in time as a file of its
+# own in KEPT_DIR, written whole under a temporary name and renamed into place: the one-click never
+# waits for a lock, not even one held by a taker stuck on a database that hangs mid-fold. Takers
+# lock each file (without waiting: one busy is another taker's) and delete it once folded; a fold
+# applied twice (a taker that died before the delete) changes nothing (forget_departed).
+
+
+def keep_departure(data_dir: Path, email: str, at: datetime) -> None:
+    """Record that ``email`` unsubscribed at ``at`` in a file of its own: on disk when this returns."""
+    kept = data_dir / KEPT_DIR
+    kept.mkdir(mode=0o700, parents=True, exist_ok=True)
+    name = uuid.uuid4().hex
+    temporary, final = kept / f".{name}.tmp", kept / f"{name}{KEPT_SUFFIX}"
+    line = json.dumps({"unsubscribed": email.lower(), "at": at.isoformat()}, ensure_ascii=False) + "\n"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(descriptor, line.encode("utf-8"))
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    os.rename(temporary, final)
+    directory = os.open(kept, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(directory)  # the rename too
+    finally:
+        os.close(directory)
+
+
+def take_kept_departures(data_dir: Path, fold: Callable[[list[Departure]], None]) -> int:
+    """Hand each kept file's lines to ``fold`` and delete it; a file another taker holds is left
+    to it. Costs one ``listdir`` (a failed one when no unsubscribe was ever kept)."""
+    taken = 0
+    for path in _kept_files(data_dir):
+        try:
+            descriptor = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:  # taken meanwhile
+            continue
+        try:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue
+            if not path.exists():  # folded and deleted before we locked it
+                continue
+            departures = parse(os.pread(descriptor, os.fstat(descriptor).st_size, 0))
+            if departures:
+                fold(departures)
+            path.unlink(missing_ok=True)
+            taken += len(departures)
+        finally:
+            os.close(descriptor)
+    return taken
+
+
+def _kept_files(data_dir: Path) -> list[Path]:
+    try:
+        names = os.listdir(data_dir / KEPT_DIR)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [data_dir / KEPT_DIR / name for name in sorted(names) if name.endswith(KEPT_SUFFIX)]
 
 
 def read_departures(data_dir: Path) -> list[Departure]:

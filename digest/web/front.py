@@ -22,13 +22,13 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from digest.clock import cron_trigger, next_fire
-from digest.errors import StoreError, StoreUnavailableError, TokenError
+from digest.errors import StoreUnavailableError, TokenError
 from digest.models import Subscriber
 from digest.settings import Settings
 from digest.signing import Purpose, Signer
 from digest.state.answer import within
 from digest.state.backend import Keeper, StoreBackend, leave
-from digest.state.departures import append_departure, pending_departures
+from digest.state.departures import keep_departure, pending_departures
 from digest.web.forms import form_refusal
 from digest.web.limits import FormLimits, WebLimits
 from digest.web.pages import render_page
@@ -38,6 +38,7 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 DRAIN_SECONDS = 5.0  # how often unsubscribes kept on disk are tried against the store again
+STORE_THREADS = 4  # store calls in threads at a time with a bound (see in_thread): the keeper's connections
 
 
 class Front:
@@ -61,6 +62,7 @@ class Front:
         self.limits = FormLimits(limits, settings.data_dir, self.now_seconds())
         self.trusted = trusted_networks(settings.web.trusted_proxies)
         self._draining: asyncio.Future[None] | None = None  # see leave
+        self._store_turns: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         # Unsubscribes kept on disk (see leave) get a thread of their own: never behind store calls.
         self._departures = ThreadPoolExecutor(max_workers=1, thread_name_prefix="departures")
 
@@ -159,16 +161,22 @@ class Front:
         submitted = self.keeper.submit(change, departure)
         if self.keeper.answer_seconds is None:
             return await asyncio.wrap_future(submitted)
-        try:  # shielded: a change past the bound (see bounded) is still made when the store answers
+        try:  # shielded: a change under way past the bound (see bounded) is made when the store answers
             return await self.bounded(asyncio.shield(asyncio.wrap_future(submitted)))
-        except StoreUnavailableError:
-            if undo is not None:  # ``undo`` then, if the change was made and answered truthy
+        except (StoreUnavailableError, asyncio.CancelledError):
+            # The person was told "try again" (or left): a change still queued is dropped, one
+            # under way is followed by ``undo`` if it was made and answered truthy.
+            if not submitted.cancel() and undo is not None:
                 submitted.add_done_callback(lambda done: self._undo_after(done, undo))
             raise
 
     def _undo_after(self, done: Future[Any], undo: Callable[[StoreBackend], Any]) -> None:
-        if not done.cancelled() and done.exception() is None and done.result():
+        if done.cancelled() or done.exception() is not None or not done.result():
+            return
+        try:
             self.keeper.submit(undo)
+        except RuntimeError as exc:  # the keeper closed meanwhile (a shutdown)
+            log.warning("a change made after its request gave up could not be undone: %s", exc)
 
     async def read(self, fn: Callable[[StoreBackend], T]) -> T:
         """``fn`` on the shared store: at once when memory is current and no lock is taken
@@ -180,10 +188,26 @@ class Front:
 
     async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in a worker thread, for work that reads the store: :meth:`bounded`. A call
-        a hung server never answers keeps its thread; the keeper's connections bound how many do
-        (:class:`~digest.state.postgres.keeper.PostgresKeeper`: a thread waits for one at most
-        ``answer_seconds``), so they cannot take the pool every other page needs."""
-        return await self.bounded(run_in_threadpool(fn, *args))
+        a hung server never answers keeps its thread, so with a bound (PostgreSQL) at most
+        :data:`STORE_THREADS` calls take a thread at a time and the others wait on the event loop:
+        a flood during a hang cannot take the thread pool every other page needs (static files, the
+        archive, rule checks). A call still waiting for its turn at the bound is dropped."""
+        if self.keeper.answer_seconds is None:
+            return await run_in_threadpool(fn, *args)
+        turns = self._store_turns_here()
+
+        async def in_turn() -> T:
+            async with turns:
+                return await run_in_threadpool(fn, *args)
+
+        return await within(in_turn(), self.keeper.answer_seconds, "the store", cancel=True)
+
+    def _store_turns_here(self) -> asyncio.Semaphore:
+        """The turns of the running event loop (a test may serve the same app on a new loop)."""
+        loop = asyncio.get_running_loop()
+        if self._store_turns is None or self._store_turns[0] is not loop:
+            self._store_turns = (loop, asyncio.Semaphore(STORE_THREADS))
+        return self._store_turns[1]
 
     async def bounded(self, work: Awaitable[T]) -> T:
         """``work``'s result, or a :class:`~digest.errors.StoreUnavailableError` once the store has not
@@ -215,7 +239,7 @@ class Front:
             return bool(await self.write(lambda store: leave(store, email), departure=email))
         try:
             return await self.keeper.loop_queries.leave(email)
-        except StoreError as exc:
+        except Exception as exc:  # any: an unsubscribe is never refused
             # Never refused: the database is away or did not answer in time, so the departure is
             # kept on this machine's disk (fsynced; digest.state.departures) and applied when the
             # database answers: by this process's drain, by a worker on the same disk before its next
@@ -226,8 +250,7 @@ class Front:
             return True
 
     def _keep_departure(self, email: str) -> None:
-        self.settings.data_dir.mkdir(parents=True, exist_ok=True)
-        append_departure(self.settings.data_dir, email, datetime.now(UTC))
+        keep_departure(self.settings.data_dir, email, datetime.now(UTC))
 
     def drain_departures_left_before(self) -> None:
         """At start (the app's lifespan): unsubscribes kept on disk before a restart (see

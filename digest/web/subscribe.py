@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from digest.errors import DeliveryError, DigestError, PermanentDeliveryError, TokenError
+from digest.errors import DeliveryError, DigestError, PermanentDeliveryError, StoreUnavailableError, TokenError
 from digest.mail.mailer import make_mailer
 from digest.matching.syntax import RULE_SYNTAX
 from digest.models import Subscriber
@@ -53,6 +53,12 @@ def not_sent(exc: DigestError) -> tuple[int, str, str]:
             "email_error",
             "Our mail server cannot deliver to addresses with accented or "
             "non-Latin letters before the @. Please use another address.",
+        )
+    if isinstance(exc, StoreUnavailableError):
+        return (
+            503,
+            "form_error",
+            "Our subscription list did not answer in time. Your entries are kept: please try again in a minute.",
         )
     if isinstance(exc, DeliveryError):
         return (
@@ -138,9 +144,21 @@ class Signup:
         # One inbox, however it is spelled (case, +tags, Gmail's dots), kept only as a keyed hash.
         mailbox = mailbox_key(email).encode("utf-8")
         address_key = hmac.new(self.front.secret.encode(), mailbox, hashlib.sha256).hexdigest()[:32]
-        # Read before the claim (and bounded): a store that fails here has counted no mail.
-        existing, departed = await self.front.read(lambda store: (store.subscriber(email), store.departed_at(email)))
-        if not await self.mails.claim(address_key, now):
+        # Read before the claim (and bounded): a store that fails here has counted no mail, and the
+        # form comes back with the person's entries, as when sending fails.
+        try:
+            existing, departed = await self.front.read(
+                lambda store: (store.subscriber(email), store.departed_at(email))
+            )
+        except DigestError as exc:
+            log.error("confirmation email not sent: %s", exc)
+            return not_sent(exc)
+        try:
+            claimed = await self.mails.claim(address_key, now)
+        except StoreUnavailableError as exc:
+            log.error("confirmation email not sent: %s", exc)
+            return not_sent(exc)
+        if not claimed:
             return None
         try:
             await run_in_threadpool(self.send_confirmation, email, rules, chosen, existing, departed)

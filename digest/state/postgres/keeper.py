@@ -43,6 +43,7 @@ class PostgresKeeper:
         self._writes = ThreadPoolExecutor(max_workers=connections, thread_name_prefix="store-write")
         self._shared: PostgresStore | None = None
         self.answer_seconds: float | None = ANSWER_SECONDS
+        self._closed = False
         # the manage page's read and the one-click, on the event loop (see that module)
         self.loop_queries = LoopQueries(
             url, prepare=lambda: self.read(lambda store: None), connections=connections, answer_seconds=ANSWER_SECONDS
@@ -66,7 +67,10 @@ class PostgresKeeper:
             finally:
                 if store.connection.closed or store.connection.broken:
                     with self._guard:
-                        self._all.remove(store)
+                        if store in self._all:
+                            self._all.remove(store)
+                elif self._closed:  # the keeper closed while this call waited: close it now
+                    store.close_connection()
                 else:
                     self._idle.put(store)
         finally:
@@ -100,10 +104,14 @@ class PostgresKeeper:
         return self._writes.submit(self.write, fn)
 
     def close(self) -> None:
-        self._writes.shutdown(wait=True)
+        """Close every connection not in use. Writes still queued are dropped (their requests got
+        "try again" or are gone), and one still waiting for a database that hangs keeps its
+        connection, and its thread, until the server answers: never waited for here."""
+        self._closed = True
+        self._writes.shutdown(wait=False, cancel_futures=True)
         self.loop_queries.close()
         with self._guard:
             stores, self._all, self._shared = list(self._all), [], None
         for store in stores:
             with contextlib.suppress(Exception):
-                store.close_connection()
+                store.close_connection(wait=False)

@@ -166,14 +166,17 @@ class LoopQueries:
         """``prepare`` once, in a thread, however many requests wait for it meanwhile (one whose
         wait ends at its bound leaves it running for the next, not a second one)."""
         if self._preparing is None:
-            self._preparing = asyncio.get_running_loop().run_in_executor(None, self._prepare_once)
-        preparing = self._preparing
+            preparing = self._preparing = asyncio.get_running_loop().run_in_executor(None, self._prepare_once)
+            preparing.add_done_callback(self._forget_failed)
         try:
-            await asyncio.shield(preparing)
-        except BaseException:
-            if preparing.done() and self._preparing is preparing:
-                self._preparing = None  # it failed: the next request tries again
-            raise
+            await asyncio.shield(self._preparing)
+        except psycopg.Error as exc:  # migrate's or connect's: the server is away or refused
+            raise StoreUnavailableError(f"the PostgreSQL store {self.where}: {first_line(exc)}") from None
+
+    def _forget_failed(self, preparing: asyncio.Future[None]) -> None:
+        """A preparation that failed is tried again by the next request, whoever waited for it."""
+        if self._preparing is preparing and (preparing.cancelled() or preparing.exception() is not None):
+            self._preparing = None
 
     def _prepare_once(self) -> None:
         if self._prepare is not None:

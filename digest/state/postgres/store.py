@@ -46,7 +46,7 @@ from digest.models import CycleReport, Item, SourceReport, Subscriber
 from digest.settings import scrubbed
 from digest.state import records
 from digest.state.backend import redacted
-from digest.state.departures import Departure, take_departures
+from digest.state.departures import Departure, take_departures, take_kept_departures
 from digest.state.postgres.schema import migrate
 from digest.state.store import CYCLES_KEPT, VOTES_KEPT, DeferredSync, DeliveryNote, delivery_note
 
@@ -226,9 +226,12 @@ class PostgresStore:
         finally:
             self.close_connection()
 
-    def close_connection(self) -> None:
-        """End the session: a snapshot's changes are rolled back, the cycle lock released."""
-        with self._lock:
+    def close_connection(self, wait: bool = True) -> None:
+        """End the session: a snapshot's changes are rolled back, the cycle lock released. Not
+        ``wait``: left open if another thread is using it (it may wait for a server that hangs)."""
+        if not self._lock.acquire(blocking=wait):
+            return
+        try:
             if not self.connection.closed:
                 if not self.writable:
                     self.connection.rollback()
@@ -237,6 +240,8 @@ class PostgresStore:
                         self.connection.execute("SELECT pg_advisory_unlock(%s)", (CYCLE_LOCK,))
                     self._cycle_locked = False
                 self.connection.close()
+        finally:
+            self._lock.release()
 
     # -- meta ---------------------------------------------------------------------------------
     @property
@@ -461,11 +466,13 @@ class PostgresStore:
 
     @_locked
     def take_departures(self) -> int:
-        """Unsubscribes another process left in ``data_dir/unsubscribes.pending`` (see
+        """Unsubscribes another process left in ``data_dir/unsubscribes.pending``, and those a web
+        front kept while the database did not answer (``unsubscribes.kept``; see
         :mod:`digest.state.departures`): applied here. The PostgreSQL store itself needs no such file."""
         if not self.writable or self.data_dir is None:
             return 0
-        return take_departures(self.data_dir, self._fold_departures)
+        taken = take_departures(self.data_dir, self._fold_departures)
+        return taken + take_kept_departures(self.data_dir, self._fold_departures)
 
     def _fold_departures(self, departures: list[Departure]) -> None:
         for email, at in departures:

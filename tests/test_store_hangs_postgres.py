@@ -13,18 +13,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
 from digest.errors import StoreUnavailableError
 from digest.models import Subscriber
 from digest.paths import KEPT_DIR
-from digest.settings import redacted, scrubbed
+from digest.settings import Settings, redacted, scrubbed
 from digest.signing import Signer
 from digest.state.departures import keep_departure, parse, pending_departures
 from digest.state.postgres import keeper as postgres_keeper
@@ -32,6 +35,7 @@ from digest.state.postgres.loop_queries import LoopQueries
 from digest.state.postgres.store import PostgresStore, connect
 from digest.web import front as front_module
 from digest.web.app import create_app
+from digest.web.front import Front
 from tests.conftest import ROOT, cli_env
 from tests.postgres_server import PostgresServer, free_port, postgres_server, postgres_url  # noqa: F401 (fixtures)
 from tests.tcp_proxy import FreezableProxy
@@ -53,6 +57,60 @@ def proxied(postgres_url: str) -> Iterator[tuple[FreezableProxy, str]]:  # noqa:
     proxy.stop()
 
 
+@dataclass
+class Site:
+    """A web front (``create_app``) whose database is behind ``proxy``; ``url`` reaches it directly."""
+
+    proxy: FreezableProxy
+    url: str
+    settings: Settings
+    app: Starlette
+
+    @property
+    def front(self) -> Front:
+        front: Front = self.app.state.front
+        return front
+
+    @contextmanager
+    def serving(self, lifespan: str = "off") -> Iterator[httpx.Client]:
+        with live_server(self.app, lifespan=lifespan) as base, httpx.Client(base_url=base, timeout=60) as client:
+            yield client
+
+
+@pytest.fixture
+def site(
+    tmp_path: Path,
+    postgres_url: str,  # noqa: F811
+    proxied: tuple[FreezableProxy, str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[Callable[..., Site]]:
+    """A :class:`Site` whose keeper waits ``answer_seconds`` (default :data:`BOUND`) and whose
+    drain tries every 0.2 s; its proxy thawed and its keeper closed at the end."""
+    proxy, url = proxied
+    made: list[Site] = []
+
+    def make(answer_seconds: float = BOUND) -> Site:
+        monkeypatch.setattr(postgres_keeper, "ANSWER_SECONDS", answer_seconds)
+        monkeypatch.setattr(front_module, "DRAIN_SECONDS", 0.2)
+        settings = make_settings(tmp_path / "data", None, store_url=url)
+        made.append(Site(proxy, postgres_url, settings, create_app(settings)))
+        return made[-1]
+
+    yield make
+    proxy.thaw()  # a keeper closing waits for the calls still waiting on the server
+    for each in made:
+        each.front.keeper.close()
+
+
+def unsubscribe(client: httpx.Client, email: str) -> httpx.Response:
+    """The one-click (RFC 8058) a mail client sends."""
+    return client.post("/unsubscribe?token=" + SIGNER.sign("unsubscribe", email), data=ONE_CLICK)
+
+
+def manage(client: httpx.Client, email: str) -> httpx.Response:
+    return client.get("/manage?token=" + SIGNER.sign("manage", email))
+
+
 def kept(data_dir: Path) -> list[str]:
     """The addresses of the unsubscribes kept on disk (``unsubscribes.kept``), in no order."""
     folder = data_dir / KEPT_DIR
@@ -67,6 +125,12 @@ def wait_until_applied(data_dir: Path) -> None:
         time.sleep(0.1)
 
 
+def wait_until_gone(url: str, email: str) -> None:
+    deadline = time.monotonic() + 20
+    while email in subscribed(url) and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+
 def subscribed(url: str) -> list[str]:
     store = PostgresStore(url)
     try:
@@ -76,108 +140,83 @@ def subscribed(url: str) -> list[str]:
 
 
 def test_a_database_that_hangs_gets_try_again_pages_within_the_bound_and_loses_no_unsubscribe(
-    tmp_path: Path,
-    postgres_url: str,  # noqa: F811
-    proxied: tuple[FreezableProxy, str],
-    monkeypatch: pytest.MonkeyPatch,
+    site: Callable[..., Site],
 ) -> None:
-    proxy, url = proxied
-    monkeypatch.setattr(postgres_keeper, "ANSWER_SECONDS", BOUND)
-    monkeypatch.setattr(front_module, "DRAIN_SECONDS", 0.2)
-    site = make_settings(tmp_path / "data", None, store_url=url)
-    app = create_app(site)
-    manage_x = "/manage?token=" + SIGNER.sign("manage", X)
-    try:
-        with live_server(app) as base, httpx.Client(base_url=base, timeout=30) as client:
-            page = client.get(manage_x)  # connections opened, schema checked: all through the proxy
-            assert page.status_code == 200 and "diffusion" in page.text
-            save = {"csrf": csrf_of(page.text), "token": SIGNER.sign("manage", X), "action": "pause"}
-            proxy.freeze()
-            answers: dict[str, tuple[int, float, httpx.Response]] = {}
+    web = site()
+    with web.serving() as client:
+        page = manage(client, X)  # connections opened, schema checked: all through the proxy
+        assert page.status_code == 200 and "diffusion" in page.text
+        save = {"csrf": csrf_of(page.text), "token": SIGNER.sign("manage", X), "action": "pause"}
+        web.proxy.freeze()
+        answers: dict[str, tuple[int, float, httpx.Response]] = {}
 
-            def ask(name: str, method: str, path: str, **kwargs: object) -> None:
-                started = time.monotonic()
-                with httpx.Client(base_url=base, timeout=30, cookies=client.cookies) as own:
-                    response = own.request(method, path, **kwargs)  # type: ignore[arg-type]
-                answers[name] = (response.status_code, time.monotonic() - started, response)
-
-            asked = [
-                ("manage page", "GET", manage_x, {}),
-                ("manage save", "POST", "/manage", {"data": save}),
-                ("one-click", "POST", "/unsubscribe?token=" + SIGNER.sign("unsubscribe", X), {"data": ONE_CLICK}),
-                ("unsubscribe page", "GET", "/unsubscribe?token=" + SIGNER.sign("unsubscribe", Y), {}),
-                ("health", "GET", "/healthz", {}),
-            ]
-            threads = [threading.Thread(target=ask, args=(n, m, p), kwargs=k) for n, m, p, k in asked]
-            for thread in threads:
-                thread.start()
-            time.sleep(0.3)
+        def ask(name: str, method: str, path: str, **kwargs: object) -> None:
             started = time.monotonic()
-            home = client.get("/")  # needs no database: answers while the others wait
-            assert home.status_code == 200 and time.monotonic() - started < 3.0
-            for thread in threads:
-                thread.join(30)
-            clicked = answers.pop("one-click")
-            assert clicked[0] == 200 and clicked[1] < BOUND + 6, "never refused: kept on disk at the bound"
-            assert kept(site.data_dir) == [X]
-            for name, (status, took, response) in answers.items():
-                assert status == 503, (name, status, response.text[:300])
-                assert took < BOUND + 6, (name, took)
-                if name == "health":
-                    assert response.json()["status"] == "error"
-                else:
-                    assert "Please try again in a minute" in response.text and "Traceback" not in response.text
-                    assert response.headers["retry-after"] == "60"
-            assert len(answers) == len(asked) - 1
-            assert subscribed(postgres_url) == [X, Y], "nothing was done while the server hung"
+            with httpx.Client(base_url=client.base_url, timeout=30, cookies=client.cookies) as own:
+                response = own.request(method, path, **kwargs)  # type: ignore[arg-type]
+            answers[name] = (response.status_code, time.monotonic() - started, response)
 
-            proxy.thaw()
-            deadline = time.monotonic() + 20
-            while X in subscribed(postgres_url) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert subscribed(postgres_url) == [Y], "the one-click asked for during the hang is carried out"
-            wait_until_applied(site.data_dir)
-            assert not pending_departures(site.data_dir), "the copy kept on disk is applied, then removed"
-            again = client.post("/unsubscribe?token=" + SIGNER.sign("unsubscribe", X), data=ONE_CLICK)
-            assert again.status_code == 200
-            page = client.get("/manage?token=" + SIGNER.sign("manage", Y))
-            assert page.status_code == 200 and "diffusion" in page.text, "the web works again"
-            assert client.get("/healthz").json()["status"] != "error"
-    finally:
-        proxy.thaw()  # a keeper closing waits for the calls still waiting on the server
-        app.state.front.keeper.close()
+        asked = [
+            ("manage page", "GET", "/manage?token=" + SIGNER.sign("manage", X), {}),
+            ("manage save", "POST", "/manage", {"data": save}),
+            ("one-click", "POST", "/unsubscribe?token=" + SIGNER.sign("unsubscribe", X), {"data": ONE_CLICK}),
+            ("unsubscribe page", "GET", "/unsubscribe?token=" + SIGNER.sign("unsubscribe", Y), {}),
+            ("health", "GET", "/healthz", {}),
+        ]
+        threads = [threading.Thread(target=ask, args=(n, m, p), kwargs=k) for n, m, p, k in asked]
+        for thread in threads:
+            thread.start()
+        time.sleep(0.3)
+        started = time.monotonic()
+        home = client.get("/")  # needs no database: answers while the others wait
+        assert home.status_code == 200 and time.monotonic() - started < 3.0
+        for thread in threads:
+            thread.join(30)
+        clicked = answers.pop("one-click")
+        assert clicked[0] == 200 and clicked[1] < BOUND + 6, "never refused: kept on disk at the bound"
+        assert kept(web.settings.data_dir) == [X]
+        for name, (status, took, response) in answers.items():
+            assert status == 503, (name, status, response.text[:300])
+            assert took < BOUND + 6, (name, took)
+            if name == "health":
+                assert response.json()["status"] == "error"
+            else:
+                assert "Please try again in a minute" in response.text and "Traceback" not in response.text
+                assert response.headers["retry-after"] == "60"
+        assert len(answers) == len(asked) - 1
+        assert subscribed(web.url) == [X, Y], "nothing was done while the server hung"
+
+        web.proxy.thaw()
+        wait_until_gone(web.url, X)
+        assert subscribed(web.url) == [Y], "the one-click asked for during the hang is carried out"
+        wait_until_applied(web.settings.data_dir)
+        assert not pending_departures(web.settings.data_dir), "the copy kept on disk is applied, then removed"
+        assert unsubscribe(client, X).status_code == 200
+        page = manage(client, Y)
+        assert page.status_code == 200 and "diffusion" in page.text, "the web works again"
+        assert client.get("/healthz").json()["status"] != "error"
 
 
-def test_many_requests_during_a_hang_all_answer_and_none_holds_up_the_rest(
-    tmp_path: Path,
-    proxied: tuple[FreezableProxy, str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_many_requests_during_a_hang_all_answer_and_none_holds_up_the_rest(site: Callable[..., Site]) -> None:
     """More requests than the web has connections and threads for, at once, while the server
     hangs: each answers 503 within about the bound (they do not queue behind each other's waits)."""
-    proxy, url = proxied
-    monkeypatch.setattr(postgres_keeper, "ANSWER_SECONDS", BOUND)
-    app = create_app(make_settings(tmp_path / "data", None, store_url=url))
+    web = site()
     took: list[tuple[int, float]] = []
-    try:
-        with live_server(app) as base:
-            assert httpx.get(base + "/manage?token=" + SIGNER.sign("manage", Y), timeout=30).status_code == 200
-            proxy.freeze()
+    with web.serving() as client:
+        assert manage(client, Y).status_code == 200
+        web.proxy.freeze()
 
-            def ask(n: int) -> None:
-                started = time.monotonic()
-                path = "/manage?token=" + SIGNER.sign("manage", f"p{n}@example.org")
-                status = httpx.get(base + path, timeout=30).status_code
-                took.append((status, time.monotonic() - started))
+        def ask(n: int) -> None:
+            started = time.monotonic()
+            token = SIGNER.sign("manage", f"p{n}@example.org")
+            status = httpx.get(f"{client.base_url}/manage?token={token}", timeout=30).status_code
+            took.append((status, time.monotonic() - started))
 
-            threads = [threading.Thread(target=ask, args=(n,)) for n in range(24)]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join(30)
-    finally:
-        proxy.thaw()
-        app.state.front.keeper.close()
+        threads = [threading.Thread(target=ask, args=(n,)) for n in range(24)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
     assert len(took) == 24 and all(status == 503 for status, _ in took), took
     assert max(seconds for _, seconds in took) < BOUND + 6, took
 
@@ -209,144 +248,165 @@ def test_every_connection_keeps_tcp_alive_and_the_urls_own_values_win(postgres_u
 
 
 def test_a_one_click_while_the_database_is_away_is_kept_and_applied_when_it_is_back(
-    tmp_path: Path,
-    postgres_url: str,  # noqa: F811
-    proxied: tuple[FreezableProxy, str],
-    monkeypatch: pytest.MonkeyPatch,
+    site: Callable[..., Site],
 ) -> None:
     """The server refuses connections (down, restarting): the one-click still answers 200, the
     departure waits on disk, and the web applies it once the server is back, without a restart."""
-    proxy, url = proxied
-    monkeypatch.setattr(front_module, "DRAIN_SECONDS", 0.2)
-    site = make_settings(tmp_path / "data", None, store_url=url)
-    app = create_app(site)
-    try:
-        with live_server(app) as base, httpx.Client(base_url=base, timeout=30) as client:
-            assert client.get("/manage?token=" + SIGNER.sign("manage", Y)).status_code == 200
-            proxy.refuse()  # ends the web's open connections, and refuses new ones
-            clicked = client.post("/unsubscribe?token=" + SIGNER.sign("unsubscribe", X), data=ONE_CLICK)
-            assert clicked.status_code == 200 and "unsubscribed" in clicked.text.lower()
-            assert kept(site.data_dir) == [X]
-            time.sleep(1.0)  # the drain tries, and waits
-            assert subscribed(postgres_url) == [X, Y] and pending_departures(site.data_dir)
-            proxy.accept()
-            wait_until_applied(site.data_dir)
-            assert subscribed(postgres_url) == [Y] and not pending_departures(site.data_dir)
-            store = PostgresStore(postgres_url)
-            try:
-                assert store.departed_at(X) is not None
-            finally:
-                store.close()
-    finally:
-        app.state.front.keeper.close()
+    web = site()
+    with web.serving() as client:
+        assert manage(client, Y).status_code == 200
+        web.proxy.refuse()  # ends the web's open connections, and refuses new ones
+        clicked = unsubscribe(client, X)
+        assert clicked.status_code == 200 and "unsubscribed" in clicked.text.lower()
+        assert kept(web.settings.data_dir) == [X]
+        time.sleep(1.0)  # the drain tries, and waits
+        assert subscribed(web.url) == [X, Y] and pending_departures(web.settings.data_dir)
+        web.proxy.accept()
+        wait_until_applied(web.settings.data_dir)
+        assert subscribed(web.url) == [Y] and not pending_departures(web.settings.data_dir)
+        store = PostgresStore(web.url)
+        try:
+            assert store.departed_at(X) is not None
+        finally:
+            store.close()
 
 
-def test_unsubscribes_kept_on_disk_before_a_restart_are_applied_at_start(
-    tmp_path: Path,
-    postgres_url: str,  # noqa: F811
-    proxied: tuple[FreezableProxy, str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_unsubscribes_kept_on_disk_before_a_restart_are_applied_at_start(site: Callable[..., Site]) -> None:
     """A web replica stopped while a departure waited on its disk (the database did not answer):
     started again, it applies it without waiting for another one-click."""
-    _, url = proxied
-    monkeypatch.setattr(front_module, "DRAIN_SECONDS", 0.2)
-    site = make_settings(tmp_path / "data", None, store_url=url)
-    site.data_dir.mkdir(parents=True)
-    keep_departure(site.data_dir, X, datetime.now(UTC))
-    app = create_app(site)
-    try:
-        with live_server(app, lifespan="on"):
-            wait_until_applied(site.data_dir)
-            assert not pending_departures(site.data_dir) and subscribed(postgres_url) == [Y]
-    finally:
-        app.state.front.keeper.close()
+    web = site()
+    web.settings.data_dir.mkdir(parents=True)
+    keep_departure(web.settings.data_dir, X, datetime.now(UTC))
+    with web.serving(lifespan="on"):
+        wait_until_applied(web.settings.data_dir)
+        assert not pending_departures(web.settings.data_dir) and subscribed(web.url) == [Y]
 
 
-def test_a_flood_of_requests_during_a_hang_starves_no_unsubscribe_and_no_static_page(
-    tmp_path: Path,
-    postgres_url: str,  # noqa: F811
-    proxied: tuple[FreezableProxy, str],
-    monkeypatch: pytest.MonkeyPatch,
+def test_a_one_click_to_a_web_that_started_while_the_database_was_down_is_kept(site: Callable[..., Site]) -> None:
+    """The web's first contact with the database (its schema check) fails: the one-click is
+    still kept and applied once the server is up, by the same process."""
+    web = site()
+    web.proxy.refuse()
+    with web.serving(lifespan="on") as client:
+        assert unsubscribe(client, X).status_code == 200 and kept(web.settings.data_dir) == [X]
+        assert manage(client, Y).status_code == 503
+        web.proxy.accept()
+        wait_until_applied(web.settings.data_dir)
+        assert subscribed(web.url) == [Y]
+        assert manage(client, Y).status_code == 200
+
+
+def test_a_one_click_while_the_drain_is_stuck_on_the_hung_database_is_still_kept_at_once(
+    site: Callable[..., Site],
 ) -> None:
-    """Sixty health checks at once while the server hangs (anyone may send them): a call the
-    server never answers keeps its thread, and sixty of them would hold every thread of the shared
-    pool (static files, the archive, rule checks wait there too); here only those that hold one of
-    the keeper's connections stay, the rest give up at the bound, and a one-click and a static
-    file still answer (this failed, static file starved, before the connections were bounded)."""
-    proxy, url = proxied
-    monkeypatch.setattr(postgres_keeper, "ANSWER_SECONDS", BOUND)
-    app = create_app(make_settings(tmp_path / "data", None, store_url=url))
-    statuses: list[int] = []
-    try:
-        with live_server(app) as base, httpx.Client(base_url=base, timeout=60) as client:
-            assert client.get("/manage?token=" + SIGNER.sign("manage", Y)).status_code == 200
-            proxy.freeze()
-            flood = [
-                threading.Thread(target=lambda: statuses.append(httpx.get(base + "/healthz", timeout=60).status_code))
-                for _ in range(60)
-            ]
-            for thread in flood:
-                thread.start()
-            time.sleep(BOUND + 0.5)  # every store thread now waits for the server
+    """The first one-click during a hang is kept, and the drain then waits inside its fold for the
+    server; a second one-click must not wait for the drain (it waited for the drain's file lock,
+    with no bound, before each kept unsubscribe became a file of its own)."""
+    web = site()
+    with web.serving() as client:
+        assert manage(client, Y).status_code == 200
+        web.proxy.freeze()
+        assert unsubscribe(client, X).status_code == 200
+        time.sleep(1.0)  # the drain has taken X's file and waits for the server
+        started = time.monotonic()
+        assert unsubscribe(client, Y).status_code == 200 and time.monotonic() - started < BOUND + 6
+        assert kept(web.settings.data_dir) == [X, Y]
+        web.proxy.thaw()
+        wait_until_applied(web.settings.data_dir)
+        assert subscribed(web.url) == [] and kept(web.settings.data_dir) == []
+
+
+def test_a_steady_flood_during_a_hang_starves_no_static_file_and_no_unsubscribe(site: Callable[..., Site]) -> None:
+    """Sixty clients asking /healthz again and again while the server hangs (anyone may): a call
+    the server never answers keeps its thread, so the store's calls take at most a few threads at
+    a time and a static file and a one-click answer throughout. With only the wait for a
+    connection bounded, the static file took 7-8 s each time here, longer under a longer flood;
+    with nothing bounded, it got no answer."""
+    web = site(answer_seconds=5.0)  # long enough for waiting threads to pile up
+    flooding = threading.Event()
+    flooding.set()
+
+    def flood(base: str) -> None:
+        with httpx.Client(base_url=base, timeout=60) as own:
+            while flooding.is_set():
+                own.get("/healthz")
+
+    with web.serving() as client:
+        assert manage(client, Y).status_code == 200
+        web.proxy.freeze()
+        clients = [threading.Thread(target=flood, args=(str(client.base_url),)) for _ in range(60)]
+        for thread in clients:
+            thread.start()
+        try:
+            took = []
+            for _ in range(5):
+                time.sleep(2.0)
+                started = time.monotonic()
+                assert client.get("/static/site.css").status_code == 200
+                took.append(time.monotonic() - started)
             started = time.monotonic()
-            assert client.get("/static/site.css").status_code == 200
-            clicked = client.post("/unsubscribe?token=" + SIGNER.sign("unsubscribe", X), data=ONE_CLICK)
-            assert clicked.status_code == 200 and time.monotonic() - started < BOUND + 6
-            for thread in flood:
+            assert unsubscribe(client, X).status_code == 200 and time.monotonic() - started < 5.0 + 6
+        finally:
+            flooding.clear()
+            web.proxy.thaw()
+            for thread in clients:
                 thread.join(60)
-            assert statuses == [503] * 60
-            proxy.thaw()
-            deadline = time.monotonic() + 20
-            while X in subscribed(postgres_url) and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert subscribed(postgres_url) == [Y]
-    finally:
-        proxy.thaw()
-        app.state.front.keeper.close()
+        assert max(took) < 3.0, took
+        wait_until_gone(web.url, X)
+        assert subscribed(web.url) == [Y]
 
 
-def test_a_change_that_commits_after_its_request_gave_up_is_undone(
-    tmp_path: Path,
-    proxied: tuple[FreezableProxy, str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_a_change_that_commits_after_its_request_gave_up_is_undone(site: Callable[..., Site]) -> None:
     """A sign-up's mail claim that the database commits after the person was told "try again" is
     taken back (``Front.write``'s ``undo``): their retry within the hour is mailed."""
-    _, url = proxied
-    monkeypatch.setattr(postgres_keeper, "ANSWER_SECONDS", 0.5)
-    app = create_app(make_settings(tmp_path / "data", None, store_url=url))
-    front = app.state.front
-    undone = threading.Event()
+    front = site(answer_seconds=0.5).front
+    undone, refused = threading.Event(), threading.Event()
 
     def slow_claim(store: Any) -> bool:
         store.connection.execute("SELECT pg_sleep(1.5)")
         return True
 
+    def fails(store: Any) -> bool:
+        store.connection.execute("SELECT pg_sleep(1.0)")
+        raise RuntimeError("not made")
+
     async def write_then_wait() -> None:
         with pytest.raises(StoreUnavailableError):
             await front.write(slow_claim, undo=lambda store: undone.set())
         assert not undone.is_set(), "not before the change is made"
-        await asyncio.sleep(0)
 
-    try:
-        asyncio.run(write_then_wait())
-        assert undone.wait(10), "undone once the change was made"
-        refused = threading.Event()
+    async def refused_write() -> None:
+        with pytest.raises(StoreUnavailableError):
+            await front.write(fails, undo=lambda store: refused.set())
 
-        async def refused_write() -> None:
-            def fails(store: Any) -> bool:
-                store.connection.execute("SELECT pg_sleep(1.0)")
-                raise RuntimeError("not made")
+    asyncio.run(write_then_wait())
+    assert undone.wait(10), "undone once the change was made"
+    asyncio.run(refused_write())
+    time.sleep(1.5)
+    assert not refused.is_set(), "a change that failed is not undone"
 
+
+def test_a_change_still_queued_when_its_request_gave_up_is_dropped(site: Callable[..., Site]) -> None:
+    """Past the bound, a change not yet started is never made (a stale "pause" must not land after
+    a later "resume"); the keeper's writers were all busy with slow changes."""
+    front = site(answer_seconds=0.5).front
+    made = threading.Event()
+
+    def slow(store: Any) -> None:
+        store.connection.execute("SELECT pg_sleep(2)")
+
+    async def writes() -> None:
+        busy = [asyncio.ensure_future(front.write(slow)) for _ in range(postgres_keeper.CONNECTIONS)]
+        await asyncio.sleep(0.1)
+        with pytest.raises(StoreUnavailableError):
+            await front.write(lambda store: made.set())
+        for task in busy:
             with pytest.raises(StoreUnavailableError):
-                await front.write(fails, undo=lambda store: refused.set())
+                await task
 
-        asyncio.run(refused_write())
-        time.sleep(1.5)
-        assert not refused.is_set(), "a change that failed is not undone"
-    finally:
-        front.keeper.close()
+    asyncio.run(writes())
+    time.sleep(3)
+    assert not made.is_set()
 
 
 @pytest.mark.parametrize(
@@ -443,141 +503,3 @@ def test_a_worker_that_loses_its_database_exits_with_an_error(
     assert process.returncode == 1, errors[-2000:]
     assert "the worker crashed" in errors and "stopped cleanly" not in errors
     assert "the worker stopped after an error" in errors
-
-
-def test_a_one_click_while_the_drain_is_stuck_on_the_hung_database_is_still_kept_at_once(
-    tmp_path: Path,
-    postgres_url: str,  # noqa: F811
-    proxied: tuple[FreezableProxy, str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The first one-click during a hang is kept, and the drain then waits inside its fold for the
-    server; a second one-click must not wait for the drain (it waited for the drain's file lock,
-    with no bound, before each kept unsubscribe became a file of its own)."""
-    proxy, url = proxied
-    monkeypatch.setattr(postgres_keeper, "ANSWER_SECONDS", BOUND)
-    monkeypatch.setattr(front_module, "DRAIN_SECONDS", 0.2)
-    site = make_settings(tmp_path / "data", None, store_url=url)
-    app = create_app(site)
-    try:
-        with live_server(app) as base, httpx.Client(base_url=base, timeout=60) as client:
-            assert client.get("/manage?token=" + SIGNER.sign("manage", Y)).status_code == 200
-            proxy.freeze()
-            first = client.post("/unsubscribe?token=" + SIGNER.sign("unsubscribe", X), data=ONE_CLICK)
-            assert first.status_code == 200
-            time.sleep(1.0)  # the drain has taken X's file and waits for the server
-            started = time.monotonic()
-            second = client.post("/unsubscribe?token=" + SIGNER.sign("unsubscribe", Y), data=ONE_CLICK)
-            assert second.status_code == 200 and time.monotonic() - started < BOUND + 6
-            assert kept(site.data_dir) == [X, Y]
-            proxy.thaw()
-            wait_until_applied(site.data_dir)
-            assert subscribed(postgres_url) == [] and kept(site.data_dir) == []
-    finally:
-        proxy.thaw()
-        app.state.front.keeper.close()
-
-
-def test_a_one_click_to_a_web_that_started_while_the_database_was_down_is_kept(
-    tmp_path: Path,
-    postgres_url: str,  # noqa: F811
-    proxied: tuple[FreezableProxy, str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The web's first contact with the database (its schema check) fails: the one-click is
-    still kept and applied once the server is up, by the same process."""
-    proxy, url = proxied
-    monkeypatch.setattr(front_module, "DRAIN_SECONDS", 0.2)
-    proxy.refuse()
-    site = make_settings(tmp_path / "data", None, store_url=url)
-    app = create_app(site)
-    try:
-        with live_server(app, lifespan="on") as base, httpx.Client(base_url=base, timeout=60) as client:
-            clicked = client.post("/unsubscribe?token=" + SIGNER.sign("unsubscribe", X), data=ONE_CLICK)
-            assert clicked.status_code == 200 and kept(site.data_dir) == [X]
-            assert client.get("/manage?token=" + SIGNER.sign("manage", Y)).status_code == 503
-            proxy.accept()
-            wait_until_applied(site.data_dir)
-            assert subscribed(postgres_url) == [Y]
-            assert client.get("/manage?token=" + SIGNER.sign("manage", Y)).status_code == 200
-    finally:
-        app.state.front.keeper.close()
-
-
-def test_a_steady_flood_during_a_hang_leaves_static_files_answering(
-    tmp_path: Path,
-    proxied: tuple[FreezableProxy, str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Sixty clients asking /healthz again and again while the server hangs: the store's calls
-    take at most a few threads at a time, so a static file answers throughout (with only the wait
-    for a connection bounded, it took 7-8 s each time here, and longer under a longer flood)."""
-    proxy, url = proxied
-    monkeypatch.setattr(postgres_keeper, "ANSWER_SECONDS", 5.0)  # long enough for threads to pile up
-    app = create_app(make_settings(tmp_path / "data", None, store_url=url))
-    flooding = threading.Event()
-    flooding.set()
-
-    def flood(base: str) -> None:
-        with httpx.Client(base_url=base, timeout=60) as own:
-            while flooding.is_set():
-                own.get("/healthz")
-
-    try:
-        with live_server(app) as base, httpx.Client(base_url=base, timeout=60) as client:
-            assert client.get("/manage?token=" + SIGNER.sign("manage", Y)).status_code == 200
-            proxy.freeze()
-            clients = [threading.Thread(target=flood, args=(base,)) for _ in range(60)]
-            for thread in clients:
-                thread.start()
-            took = []
-            for _ in range(5):
-                time.sleep(2.0)
-                started = time.monotonic()
-                assert client.get("/static/site.css").status_code == 200
-                took.append(time.monotonic() - started)
-            flooding.clear()
-            proxy.thaw()
-            for thread in clients:
-                thread.join(60)
-            assert max(took) < 3.0, took
-    finally:
-        flooding.clear()
-        proxy.thaw()
-        app.state.front.keeper.close()
-
-
-def test_a_change_still_queued_when_its_request_gave_up_is_dropped(
-    tmp_path: Path,
-    proxied: tuple[FreezableProxy, str],
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Past the bound, a change not yet started is never made (a stale "pause" must not land after
-    a later "resume"); the keeper's writers were all busy with slow changes."""
-    _, url = proxied
-    monkeypatch.setattr(postgres_keeper, "ANSWER_SECONDS", 0.5)
-    app = create_app(make_settings(tmp_path / "data", None, store_url=url))
-    front = app.state.front
-    made = threading.Event()
-
-    def slow(store: Any) -> None:
-        store.connection.execute("SELECT pg_sleep(2)")
-
-    def queued(store: Any) -> None:
-        made.set()
-
-    async def writes() -> None:
-        busy = [asyncio.ensure_future(front.write(slow)) for _ in range(postgres_keeper.CONNECTIONS)]
-        await asyncio.sleep(0.1)
-        with pytest.raises(StoreUnavailableError):
-            await front.write(queued)
-        for task in busy:
-            with pytest.raises(StoreUnavailableError):
-                await task
-
-    try:
-        asyncio.run(writes())
-        time.sleep(3)
-        assert not made.is_set()
-    finally:
-        front.keeper.close()

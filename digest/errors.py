@@ -13,7 +13,8 @@ DigestError                    base: the CLI turns it into a message and an exit
 ├── BounceMailboxError         the bounce mailbox cannot be read (connection, login, folder)
 ├── StoreError                 the store cannot be used
 │   ├── StoreCorruptError      the store file does not parse or has the wrong shape; left untouched
-│   └── StoreWriteError        a write failed (disk full, read-only): the cycle stops, nothing lost
+│   ├── StoreWriteError        a write failed (disk full, read-only): the cycle stops, nothing lost
+│   └── StoreUnavailableError  PostgreSQL unreachable or no answer within the web's bound: try again
 ├── BusyError                  someone else has what was asked for: nothing was done, try again shortly
 │   ├── CycleLockedError       another process (a cycle, a CLI command) holds the store lock
 │   └── PreviewBusy            more previews are waiting than the preview worker queues

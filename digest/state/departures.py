@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 
 from digest.paths import KEPT_DIR, PENDING_FILE
+from digest.state.files import write_atomically
 from digest.state.shape import is_iso_time
 
 Departure = tuple[str, str]  # (lower-case address, ISO time)
@@ -56,8 +57,7 @@ def _locked_file(path: Path, flags: int) -> Iterator[int | None]:
 
 def append_departure(data_dir: Path, email: str, at: datetime) -> None:
     """Record that ``email`` unsubscribed at ``at``: on disk (fsynced) when this returns."""
-    line = json.dumps({"unsubscribed": email.lower(), "at": at.isoformat()}, ensure_ascii=False) + "\n"
-    data = memoryview(line.encode("utf-8"))
+    data = memoryview(_line(email, at))
     with _locked_file(data_dir / PENDING_FILE, os.O_RDWR | os.O_APPEND | os.O_CREAT) as descriptor:
         assert descriptor is not None  # O_CREAT
         size = os.fstat(descriptor).st_size
@@ -66,6 +66,10 @@ def append_departure(data_dir: Path, email: str, at: datetime) -> None:
         while data:
             data = data[os.write(descriptor, data) :]
         os.fsync(descriptor)
+
+
+def _line(email: str, at: datetime) -> bytes:
+    return (json.dumps({"unsubscribed": email.lower(), "at": at.isoformat()}, ensure_ascii=False) + "\n").encode()
 
 
 def parse(text: bytes) -> list[Departure]:
@@ -96,24 +100,11 @@ def pending_departures(data_dir: Path) -> bool:
 
 
 def keep_departure(data_dir: Path, email: str, at: datetime) -> None:
-    """Record that ``email`` unsubscribed at ``at`` in a file of its own: on disk when this returns."""
+    """Record that ``email`` unsubscribed at ``at`` in a file of its own: on disk when this returns
+    (written whole, then renamed into place: a taker never reads half of it)."""
     kept = data_dir / KEPT_DIR
     kept.mkdir(mode=0o700, parents=True, exist_ok=True)
-    name = uuid.uuid4().hex
-    temporary, final = kept / f".{name}.tmp", kept / f"{name}{KEPT_SUFFIX}"
-    line = json.dumps({"unsubscribed": email.lower(), "at": at.isoformat()}, ensure_ascii=False) + "\n"
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(descriptor, line.encode("utf-8"))
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-    os.rename(temporary, final)
-    directory = os.open(kept, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(directory)  # the rename too
-    finally:
-        os.close(directory)
+    write_atomically(kept / f"{uuid.uuid4().hex}{KEPT_SUFFIX}", _line(email, at))
 
 
 def take_kept_departures(data_dir: Path, fold: Callable[[list[Departure]], None]) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import socket
 import threading
 import time
@@ -14,6 +15,7 @@ from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -98,6 +100,39 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
+
+
+def ephemeral_port_floor() -> int:
+    """The lowest port the kernel hands out to outgoing connections and port-0 binds."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def host_ports(count: int = 1) -> list[int]:
+    """``count`` consecutive free ports below the kernel's ephemeral range, for a container engine
+    to publish on a while later.
+
+    A port from :func:`free_port` is an ephemeral one: until the engine binds it, any connection the
+    tests open to 127.0.0.1 may take it as its source port (and hold it in TIME_WAIT for a minute),
+    and the engine's bind then fails ("all ports are allocated" for a range). Below the range only an
+    explicit bind takes a port.
+    """
+    ceiling = ephemeral_port_floor() - count
+    for _ in range(200):
+        first = random.randint(20000, max(20000, ceiling))
+        probes = [socket.socket() for _ in range(count)]
+        try:
+            for offset, probe in enumerate(probes):
+                probe.bind(("127.0.0.1", first + offset))
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+        return [first + offset for offset in range(count)]
+    raise AssertionError(f"no {count} consecutive free ports below the ephemeral range")
 
 
 class _Handler:

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.servers import FakeHfApi, SmtpSink, free_port
+from tests.servers import FakeHfApi, SmtpSink, host_ports
 from tests.test_end_to_end import DAY1, DAY2, DAY3, EXPECTED, expected_ids, ids_in, third_day
 
 pytestmark = [
@@ -187,7 +187,7 @@ def test_a_bind_mounted_data_dir_of_another_owner_is_one_line_and_exit_2(
 
 def test_healthcheck_follows_the_port_set_in_the_settings_file(engine: Engine, image: str, tmp_path: Path) -> None:
     """web.port only in the mounted TOML (no DIGEST_WEB__PORT): the image's HEALTHCHECK must still find it."""
-    port = free_port()
+    (port,) = host_ports(1)
     config = tmp_path / "digest.toml"
     config.write_text(f"[web]\nport = {port}\n", encoding="utf-8")
     config.chmod(0o644)
@@ -210,7 +210,7 @@ def container_world(
 ) -> Iterator[dict[str, Any]]:
     tag = uuid.uuid4().hex[:10]
     volume = f"digest-test-{tag}"
-    web_port = free_port()
+    (web_port,) = host_ports(1)
     settings = {
         "DIGEST_PUBLIC_URL": "https://digest.example.org",
         "DIGEST_WEB__PORT": str(web_port),

@@ -18,7 +18,6 @@ import email
 import email.policy
 import json
 import os
-import socket
 import subprocess
 import time
 import urllib.error
@@ -34,7 +33,7 @@ import pytest
 import yaml
 
 from tests.conftest import ROOT
-from tests.servers import free_port
+from tests.servers import host_ports
 from tests.test_container import (  # engine: the fixture, shared with that module
     DIGEST_UID,
     Engine,
@@ -65,19 +64,6 @@ def feed_xml() -> str:
         for n, title in enumerate(PAPERS)
     )
     return f'<?xml version="1.0"?><rss version="2.0"><channel><title>Papers</title>{items}</channel></rss>'
-
-
-def adjacent_free_ports() -> tuple[int, int]:
-    """Two free consecutive ports: a host range the web replicas each take one port of."""
-    for _ in range(50):
-        port = free_port()
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port, port + 1
-    raise AssertionError("no two adjacent free ports")
 
 
 def override_file(tmp_path: Path) -> Path:
@@ -125,12 +111,12 @@ def scale_out(engine: Engine, tmp_path: Path) -> Iterator[Callable[..., subproce
     if os.geteuid() != 0:  # the engine runs as root; so must whoever hands the pgpass secret to uid 10001
         skip_or_fail("the scale-out compose test needs root to give the pgpass secret to the image's user")
     project = f"digestpg{uuid.uuid4().hex[:8]}"
-    first, second = adjacent_free_ports()
+    first, second = host_ports(2)  # a range: the web replicas each take one port of it
     env = {
         **engine.env,
         "BASE_IMAGE": engine.base_image,
         "WEB_HOST_PORTS": f"{first}-{second}",
-        "MAILPIT_PORT": str(free_port()),
+        "MAILPIT_PORT": str(host_ports(1)[0]),
     }
     files = [ROOT / "compose.postgres.yaml", ROOT / "compose.postgres.local.yaml", override_file(tmp_path)]
     command = [*compose_command(engine), "--project-name", project, "--project-directory", str(ROOT)]

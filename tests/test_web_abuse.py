@@ -11,10 +11,12 @@ as a real ``digest serve`` process — with a real store and a real SMTP server 
 
 from __future__ import annotations
 
+import asyncio
 import html as htmllib
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -23,6 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 from starlette.datastructures import Headers
 
 from digest.models import Item, Subscriber
@@ -33,7 +36,9 @@ from digest.state.backend import is_postgres, open_backend
 from digest.state.store import Store, open_store, store_lock
 from digest.state.subscriptions import mailbox_key
 from digest.web import app as web
+from digest.web import health
 from digest.web.app import FORM_CROSS_SITE, WebLimits
+from digest.web.health import SharedCall
 from digest.web.security import client_address, cross_site, is_loopback, rate_key, trusted_networks
 from tests.conftest import cli_env, pass_store, run_cli
 from tests.servers import FakeHfApi, SmtpSink, free_port
@@ -43,6 +48,7 @@ from tests.web_support import (
     Clock,
     csrf_of,
     link_in,
+    live_server,
     make_settings,
     running,
     sample_items,
@@ -409,6 +415,55 @@ def test_healthz_gives_details_to_loopback_only(tmp_path: Path) -> None:
         assert public.status_code == 200 and public.json() == {"status": "ok"}
         through_proxy_from_here = httpx.get(base + "/healthz", headers={"x-forwarded-for": "127.0.0.1"})
         assert "last_cycle" in through_proxy_from_here.json()
+
+
+def test_a_flood_of_healthz_reads_the_store_one_at_a_time_and_never_answers_stale(tmp_path: Path) -> None:
+    """Anyone may ask ``/healthz``: a hundred at once must cost the store one read at a time (each
+    was a read, a thread and, on PostgreSQL, a connection of its own), and the first request after
+    a change must see it."""
+    lock, reading, most, reads = threading.Lock(), [0], [0], [0]
+    last_cycle = [{"as_of": "2026-12-07", "started_at": "2026-12-07T06:00:00+00:00", "ok": True}]
+
+    def slow_cycles() -> list[dict[str, Any]]:
+        with lock:
+            reading[0] += 1
+            reads[0] += 1
+            most[0] = max(most[0], reading[0])
+        time.sleep(0.3)  # a store that is slow to answer
+        with lock:
+            reading[0] -= 1
+        return list(last_cycle)
+
+    settings = make_settings(tmp_path / "data", None)
+    app = Starlette(routes=health.routes(settings, slow_cycles))
+    with live_server(app) as base:
+        with ThreadPoolExecutor(100) as pool:
+            answers = list(pool.map(lambda _: httpx.get(base + "/healthz", timeout=30), range(100)))
+        assert [a.status_code for a in answers] == [200] * 100
+        assert all(a.json()["last_cycle"]["as_of"] == "2026-12-07" for a in answers)
+        assert most[0] == 1 and reads[0] <= 10, (most[0], reads[0])
+        last_cycle[0] = {**last_cycle[0], "ok": False, "errors": ["smtp down"]}
+        assert httpx.get(base + "/healthz", timeout=30).json()["status"] == "failing"
+
+
+def test_a_healthz_asker_who_gives_up_does_not_cancel_the_others_answer() -> None:
+    calls = [0]
+
+    async def work() -> int:
+        calls[0] += 1
+        await asyncio.sleep(0.2)
+        return 7
+
+    async def scenario() -> None:
+        shared = SharedCall(work)
+        impatient = asyncio.ensure_future(shared())
+        patient = asyncio.ensure_future(shared())
+        await asyncio.sleep(0.05)
+        impatient.cancel()
+        assert await patient == 7 and calls[0] == 1
+        assert await shared() == 7 and calls[0] == 2  # nothing kept once the call is over
+
+    asyncio.run(scenario())
 
 
 # -- client IPs: X-Forwarded-For only from trusted proxies ------------------------------------------

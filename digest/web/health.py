@@ -15,9 +15,10 @@ decided as everywhere else: ``X-Forwarded-For`` only from ``web.trusted_proxies`
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -106,6 +107,27 @@ def assess(
 CyclesProvider = Callable[[], Sequence[Mapping[str, Any]]]
 
 
+T = TypeVar("T")
+
+
+class SharedCall(Generic[T]):
+    """One call of ``work`` at a time, its answer shared by everyone who asked while it ran.
+
+    Anyone may ask ``/healthz``, as often as they like: a flood of them costs the store one read
+    at a time, never a thread and a connection each. Nothing is kept once the call is over: an
+    answer is at most as old as the read that was under way when its request came."""
+
+    def __init__(self, work: Callable[[], Awaitable[T]]) -> None:
+        self.work = work
+        self.running: asyncio.Task[T] | None = None
+
+    async def __call__(self) -> T:
+        task = self.running
+        if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
+            task = self.running = asyncio.ensure_future(self.work())
+        return await asyncio.shield(task)  # one asker giving up does not cancel the others' answer
+
+
 def health_status(
     settings: Settings,
     now: datetime,
@@ -148,12 +170,20 @@ def routes(
     window = FireWindow(cron_trigger(settings.schedule.cron, settings.schedule.timezone))
     trusted = trusted_networks(settings.web.trusted_proxies)
 
-    async def healthz(request: Request) -> JSONResponse:
+    async def assessed() -> tuple[int, dict[str, Any]]:
         # In a worker thread: the cycles may have to be read again after another process wrote.
         try:
-            status, body = await in_thread(health_status, settings, datetime.now(UTC), serving_since, cycles_of, window)
+            answer: tuple[int, dict[str, Any]] = await in_thread(
+                health_status, settings, datetime.now(UTC), serving_since, cycles_of, window
+            )
+            return answer
         except StoreError as exc:
-            status, body = 503, {"status": "error", "error": str(exc)}
+            return 503, {"status": "error", "error": str(exc)}
+
+    shared = SharedCall(assessed)
+
+    async def healthz(request: Request) -> JSONResponse:
+        status, body = await shared()
         peer = request.client.host if request.client else None
         client = operator_client(peer, request.headers, trusted)
         if client is None or not is_loopback(client):

@@ -97,9 +97,11 @@ class FakeHfApi:
 
 
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A free port for a server that binds it later (a subprocess, a container): see :func:`host_ports`."""
+    return host_ports(1)[0]
+
+
+_PICK = random.SystemRandom()  # not the global generator: a test that seeds it must not repeat ports
 
 
 def ephemeral_port_floor() -> int:
@@ -111,17 +113,18 @@ def ephemeral_port_floor() -> int:
 
 
 def host_ports(count: int = 1) -> list[int]:
-    """``count`` consecutive free ports below the kernel's ephemeral range, for a container engine
-    to publish on a while later.
+    """``count`` consecutive free ports below the kernel's ephemeral range, for a server (a
+    subprocess, a container engine publishing a range) that binds them a while later.
 
-    A port from :func:`free_port` is an ephemeral one: until the engine binds it, any connection the
-    tests open to 127.0.0.1 may take it as its source port (and hold it in TIME_WAIT for a minute),
-    and the engine's bind then fails ("all ports are allocated" for a range). Below the range only an
-    explicit bind takes a port.
+    A port the kernel picks (a bind to port 0) is an ephemeral one: until the server binds it, any
+    connection the tests open to 127.0.0.1 may take it as its source port (and hold it in TIME_WAIT
+    for a minute), and the server's bind then fails (a container engine's range: "all ports are
+    allocated"). Below the range only an explicit bind takes a port.
     """
     ceiling = ephemeral_port_floor() - count
+    low = 20000 if ceiling > 21000 else 1024  # a machine whose ephemeral range starts low: what is left
     for _ in range(200):
-        first = random.randint(20000, max(20000, ceiling))
+        first = _PICK.randint(low, max(low, ceiling))
         probes = [socket.socket() for _ in range(count)]
         try:
             for offset, probe in enumerate(probes):

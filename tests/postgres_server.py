@@ -17,13 +17,14 @@ import itertools
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.servers import free_port  # below the ephemeral range: see host_ports
 
 FALLBACK_USER = "digest-pg"
 START_ATTEMPTS = 3
@@ -52,13 +53,6 @@ def unprivileged_user() -> str:
         capture_output=True,
     )
     return FALLBACK_USER
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 class PostgresServer:

@@ -111,12 +111,12 @@ def scale_out(engine: Engine, tmp_path: Path) -> Iterator[Callable[..., subproce
     if os.geteuid() != 0:  # the engine runs as root; so must whoever hands the pgpass secret to uid 10001
         skip_or_fail("the scale-out compose test needs root to give the pgpass secret to the image's user")
     project = f"digestpg{uuid.uuid4().hex[:8]}"
-    first, second = host_ports(2)  # a range: the web replicas each take one port of it
+    first, second, mailpit = host_ports(3)  # first-second: a range the web replicas each take one port of
     env = {
         **engine.env,
         "BASE_IMAGE": engine.base_image,
         "WEB_HOST_PORTS": f"{first}-{second}",
-        "MAILPIT_PORT": str(host_ports(1)[0]),
+        "MAILPIT_PORT": str(mailpit),
     }
     files = [ROOT / "compose.postgres.yaml", ROOT / "compose.postgres.local.yaml", override_file(tmp_path)]
     command = [*compose_command(engine), "--project-name", project, "--project-directory", str(ROOT)]

@@ -36,7 +36,7 @@ from digest.state.postgres import queue as sql
 from digest.state.postgres.store import PostgresStore
 from tests.conftest import ROOT, cli_env, run_cli
 from tests.postgres_server import PostgresServer, postgres_server, postgres_url  # noqa: F401 (fixtures)
-from tests.servers import SmtpSink, free_port
+from tests.servers import SmtpSink, free_port, host_ports
 from tests.web_support import SECRET, csrf_of, link_in
 
 AS_OF = date(2026, 11, 20)  # a day of the bundled sample
@@ -324,7 +324,7 @@ def test_roles_refuse_a_tinydb_store_in_one_line(tmp_path: Path) -> None:
 @pytest.fixture
 def replicas(tmp_path: Path, smtp: SmtpSink, postgres_url: str) -> Iterator[list[str]]:  # noqa: F811
     """Two ``digest web`` processes on one database, each with its own port and data dir."""
-    ports = [free_port(), free_port()]
+    ports = host_ports(2)  # one call: two calls could pick the same port before either binds
     urls = [f"http://127.0.0.1:{port}" for port in ports]
     processes = []
     for number, port in enumerate(ports):

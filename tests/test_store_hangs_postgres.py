@@ -317,11 +317,12 @@ def test_a_one_click_while_the_drain_is_stuck_on_the_hung_database_is_still_kept
 
 
 def test_a_steady_flood_during_a_hang_starves_no_static_file_and_no_unsubscribe(site: Callable[..., Site]) -> None:
-    """Sixty clients asking /healthz again and again while the server hangs (anyone may): a call
-    the server never answers keeps its thread, so the store's calls take at most a few threads at
-    a time and a static file and a one-click answer throughout. With only the wait for a
+    """Sixty clients asking /metrics (loopback: allowed) again and again while the server hangs: a
+    call the server never answers keeps its thread, so the store's calls take at most a few threads
+    at a time and a static file and a one-click answer throughout. With only the wait for a
     connection bounded, the static file took 7-8 s each time here, longer under a longer flood;
-    with nothing bounded, it got no answer."""
+    with nothing bounded, it got no answer. (It flooded /healthz until /healthz requests began to
+    share one read.)"""
     web = site(answer_seconds=5.0)  # long enough for waiting threads to pile up
     flooding = threading.Event()
     flooding.set()
@@ -329,7 +330,7 @@ def test_a_steady_flood_during_a_hang_starves_no_static_file_and_no_unsubscribe(
     def flood(base: str) -> None:
         with httpx.Client(base_url=base, timeout=60) as own:
             while flooding.is_set():
-                own.get("/healthz")
+                own.get("/metrics")
 
     with web.serving() as client:
         assert manage(client, Y).status_code == 200

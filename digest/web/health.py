@@ -125,7 +125,13 @@ class SharedCall(Generic[T]):
         task = self.running
         if task is None or task.done() or task.get_loop() is not asyncio.get_running_loop():
             task = self.running = asyncio.ensure_future(self.work())
+            task.add_done_callback(_retrieved)  # every asker may have given up: no "never retrieved"
         return await asyncio.shield(task)  # one asker giving up does not cancel the others' answer
+
+
+def _retrieved(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def health_status(

@@ -123,39 +123,31 @@ def host_ports(count: int = 1) -> list[int]:
     """
     ceiling = ephemeral_port_floor() - count
     low = 20000 if ceiling > 21000 else 1024  # a machine whose ephemeral range starts low: what is left
-    if ceiling < low + 100:  # (almost) no port below the range: the kernel's pick, as before
-        return _kernel_ports(count)
+    below_the_range = ceiling >= low + 100  # else (almost) no port below it: the kernel's pick, as before
     for _ in range(200):
-        first = _PICK.randint(low, max(low, ceiling))
-        probes = [socket.socket() for _ in range(count)]
-        try:
-            for offset, probe in enumerate(probes):
-                probe.bind(("127.0.0.1", first + offset))
-        except OSError:
-            continue
-        finally:
-            for probe in probes:
-                probe.close()
-        return [first + offset for offset in range(count)]
-    raise AssertionError(f"no {count} consecutive free ports below the ephemeral range")
-
-
-def _kernel_ports(count: int) -> list[int]:
-    for _ in range(200):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            first = int(probe.getsockname()[1])
-            others = [socket.socket() for _ in range(count - 1)]
-            try:
-                for offset, other in enumerate(others, start=1):
-                    other.bind(("127.0.0.1", first + offset))
-            except OSError:
-                continue
-            finally:
-                for other in others:
-                    other.close()
-        return [first + offset for offset in range(count)]
+        first = _PICK.randint(low, ceiling) if below_the_range else _kernel_port()
+        if _all_free(range(first, first + count)):
+            return list(range(first, first + count))
     raise AssertionError(f"no {count} consecutive free ports")
+
+
+def _kernel_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _all_free(ports: range) -> bool:
+    probes = [socket.socket() for _ in ports]
+    try:
+        for probe, port in zip(probes, ports, strict=True):
+            probe.bind(("127.0.0.1", port))
+    except OSError:
+        return False
+    finally:
+        for probe in probes:
+            probe.close()
+    return True
 
 
 class _Handler:

@@ -24,6 +24,7 @@ class FreezableProxy:
         self._refusing = threading.Event()
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._moving = 0  # pumps between their look at the flag and the end of what they forward
 
     @classmethod
     def before(cls, url: str) -> tuple[FreezableProxy, str]:
@@ -40,7 +41,18 @@ class FreezableProxy:
         return self
 
     def freeze(self) -> None:
+        """Hold everything from now on: returns once no pump is still forwarding, so no byte a
+        client sends after this returns reaches the server (a pump in its ``select`` when the
+        flag went up forwarded what came meanwhile: a one-click sent just after the freeze was
+        committed, and the test saw it done "during the hang")."""
         self._frozen.set()
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with self._lock:
+                if self._moving == 0:
+                    return
+            time.sleep(0.005)
+        raise AssertionError("a pump kept forwarding after the freeze")
 
     def thaw(self) -> None:
         self._frozen.clear()
@@ -85,15 +97,22 @@ class FreezableProxy:
         other = {client: server, server: client}
         try:
             while not self._stopped.is_set():
-                if self._frozen.is_set():
+                with self._lock:  # the look and the count together: freeze() waits for the moving
+                    frozen = self._frozen.is_set()
+                    self._moving += 0 if frozen else 1
+                if frozen:
                     time.sleep(0.02)
                     continue
-                readable, _, _ = select.select([client, server], [], [], 0.05)
-                for sock in readable:
-                    data = sock.recv(65536)
-                    if not data:
-                        return
-                    other[sock].sendall(data)
+                try:
+                    readable, _, _ = select.select([client, server], [], [], 0.05)
+                    for sock in readable:
+                        data = sock.recv(65536)
+                        if not data:
+                            return
+                        other[sock].sendall(data)
+                finally:
+                    with self._lock:
+                        self._moving -= 1
         except OSError:
             return
         finally:

@@ -198,8 +198,11 @@ def test_healthcheck_follows_the_port_set_in_the_settings_file(engine: Engine, i
             "--volume", f"{config}:/app/config/digest.toml:ro", image,
         )  # fmt: skip
         engine.wait_healthy(name)
-        logs = engine.logs(name)
-        assert "settings file /app/config/digest.toml" in logs and f"serving on http://0.0.0.0:{port}" in logs, logs
+        wanted = ("settings file /app/config/digest.toml", f"serving on http://0.0.0.0:{port}")
+        deadline = time.monotonic() + 30  # the engine's log pipe may run behind the health check
+        while not all(line in (logs := engine.logs(name)) for line in wanted) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert all(line in logs for line in wanted), logs
     finally:
         engine.docker("rm", "--force", name, check=False)
 

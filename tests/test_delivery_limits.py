@@ -201,8 +201,11 @@ def test_max_per_second_spaces_the_emails(tmp_path: Path, make_relay: Any, monke
     subscribe(settings, 12)
     report = run_once(settings, AS_OF, sources=[SampleSource()])
     assert report.sent == 12
-    gaps = [b - a for a, b in zip(handler.mail_times, handler.mail_times[1:], strict=False)]
-    assert min(gaps) > 0.03  # 1/20 s apart, less the scheduling noise of a loaded machine
+    # 1/20 s apart: 11 gaps, 0.55 s in all. Measured over the whole run, as the relay sees each
+    # MAIL: one gap alone also carries how late a loaded machine woke its server's thread (and the
+    # first email the connection's opening), which a run without spacing takes well under 0.1 s.
+    times = handler.mail_times
+    assert times[-1] - times[0] > 0.45, times
 
 
 @pytest.mark.parametrize(("pipelining", "connections"), [(False, "1"), (True, "3")])

@@ -173,8 +173,12 @@ def test_one_clicks_racing_behind_a_send_remove_once_and_write_one_departure(
             sending.connection.execute("SELECT 1 FROM subscribers WHERE email = %s FOR UPDATE", (X,))
             thread = threading.Thread(target=lambda: results.extend(run(three_one_clicks())))
             thread.start()
-            time.sleep(1.0)
-            assert thread.is_alive() is subscribed, "they wait for the send to them, and only then"
+            if subscribed:  # they wait for the send to them
+                run(until_waiting_on_locks(store, 1))
+                assert thread.is_alive()
+            else:  # and only then: with nothing to wait for, they end while the send goes on
+                thread.join(20)
+                assert not thread.is_alive()
         thread.join(20)
     finally:
         sending.close()
@@ -218,10 +222,29 @@ def open_connections(store: PostgresStore, *, at_most: int, within: float = 5.0)
         time.sleep(0.05)
 
 
-async def cancel_while_it_waits(statement: Coroutine[Any, Any, Any]) -> None:
-    """Start ``statement``, check that it waits (behind a lock the test holds), then cancel it."""
+def waiting_on_locks(store: PostgresStore) -> int:
+    """How many other sessions of this database wait for a lock right now."""
+    row = store.connection.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+async def until_waiting_on_locks(store: PostgresStore, count: int, within: float = 20.0) -> None:
+    """Until ``count`` sessions wait for a lock: a fixed sleep could end while a loaded machine
+    still connects them."""
+    deadline = time.monotonic() + within
+    while waiting_on_locks(store) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} statements wait behind the lock"
+        await asyncio.sleep(0.05)
+
+
+async def cancel_while_it_waits(store: PostgresStore, statement: Coroutine[Any, Any, Any]) -> None:
+    """Start ``statement``, see it wait (behind a lock the test holds), then cancel it."""
     task = asyncio.create_task(statement)
-    await asyncio.sleep(0.3)
+    await until_waiting_on_locks(store, 1)
     assert not task.done(), "it waits behind the lock"
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -237,7 +260,7 @@ def test_a_read_cancelled_in_flight_leaves_no_connection_behind_it(
     locker = PostgresStore(store.url)
 
     async def cancelled_then_more() -> list[Subscriber | None]:
-        await cancel_while_it_waits(loop_queries.subscriber(X))
+        await cancel_while_it_waits(store, loop_queries.subscriber(X))
         locker.connection.rollback()
         return list(await asyncio.gather(*(loop_queries.subscriber(Y) for _ in range(8))))
 
@@ -260,7 +283,7 @@ def test_a_one_click_cancelled_while_it_waits_for_a_send_still_unsubscribes(
     sending = PostgresStore(store.url)
 
     async def cancelled_one_click() -> None:
-        await cancel_while_it_waits(loop_queries.leave(X))
+        await cancel_while_it_waits(store, loop_queries.leave(X))
         sending.connection.rollback()  # the send ends
         for _ in range(100):
             if await loop_queries.subscriber(X) is None:

@@ -44,6 +44,22 @@ LEAVES: dict[str, Callable[[PostgresKeeper, str], bool]] = {
 }
 
 
+def until_waiting_on_locks(url: str, count: int, within: float = 20.0) -> None:
+    """Until ``count`` other sessions of this database wait for a lock (a fixed sleep could end
+    while a loaded machine still connects them, and let a later change go first)."""
+    deadline = time.monotonic() + within
+    with psycopg.connect(url, autocommit=True) as connection:
+        while True:
+            row = connection.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            ).fetchone()
+            if row is not None and row[0] >= count:
+                return
+            assert time.monotonic() < deadline, f"fewer than {count} changes wait behind the send's lock"
+            time.sleep(0.05)
+
+
 @pytest.mark.parametrize("way", LEAVES)
 def test_a_throttled_worker_waits_after_letting_go_of_the_persons_row(
     settings: Settings,  # noqa: F811
@@ -85,19 +101,19 @@ def test_a_manage_save_racing_an_unsubscribe_behind_a_send_never_writes_the_pers
     sending = PostgresStore(settings.store.url)
     results: dict[str, Any] = {}
 
-    def change(name: str, fn: Callable[[], Any]) -> threading.Thread:
+    def change(name: str, fn: Callable[[], Any], waiting: int) -> threading.Thread:
         thread = threading.Thread(target=lambda: results.__setitem__(name, fn()))
         thread.start()
-        time.sleep(0.5)  # waiting behind the send's lock
+        until_waiting_on_locks(settings.store.url, waiting)  # behind the send's lock, in this order
         return thread
 
     try:
         with sending.transaction():  # a worker sending to X holds their row
             job = sql.claim(sending)
             assert job is not None and job.subscriber is not None
-            unsubscribing = change("leave", lambda: LEAVES[way](keeper, X))
+            unsubscribing = change("leave", lambda: LEAVES[way](keeper, X), 1)
             saving = change(
-                "save", lambda: keeper.write(lambda store: change_subscription(store, X, "save", ("gpu",), None))
+                "save", lambda: keeper.write(lambda store: change_subscription(store, X, "save", ("gpu",), None)), 2
             )
             assert unsubscribing.is_alive() and saving.is_alive()
             sql.finish(sending, job.id)
@@ -135,7 +151,7 @@ def test_changes_that_wait_for_a_send_succeed_on_a_server_that_defaults_to_repea
         sending.execute("SELECT 1 FROM subscribers WHERE email = ANY(%s) FOR UPDATE", ([X, Y],))
         for thread in threads:
             thread.start()
-        time.sleep(0.5)  # both wait for the send
+        until_waiting_on_locks(url, 2)  # both wait for the send
         assert all(thread.is_alive() for thread in threads)
         sending.execute("UPDATE subscribers SET record = record || '{}'::jsonb WHERE email = ANY(%s)", ([X, Y],))
         sending.commit()  # the send's progress is recorded

@@ -19,8 +19,10 @@ import pwd
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -143,3 +145,25 @@ def postgres_server() -> Iterator[PostgresServer]:
 def postgres_url(postgres_server: PostgresServer) -> str:
     """The URL of an empty database for this test alone."""
     return postgres_server.new_database()
+
+
+def sessions_waiting_on_locks(connection: Any) -> int:
+    """How many other sessions of this database wait for a lock right now (``connection``: a
+    psycopg connection to it)."""
+    row = connection.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def until_waiting_on_locks(url: str, count: int = 1, within: float = 20.0) -> None:
+    """Until ``count`` other sessions of the database at ``url`` wait for a lock: a fixed sleep
+    could end while a loaded machine still connects them (and let a later change go first)."""
+    import psycopg
+
+    deadline = time.monotonic() + within
+    with psycopg.connect(url, autocommit=True) as connection:
+        while sessions_waiting_on_locks(connection) < count:
+            assert time.monotonic() < deadline, f"fewer than {count} sessions wait for a lock"
+            time.sleep(0.05)

@@ -23,7 +23,7 @@ from digest.errors import StoreError
 from digest.models import Subscriber
 from digest.state.postgres.store import PostgresStore
 from tests.blackhole import blackholed, require_iptables
-from tests.postgres_server import postgres_server, postgres_url  # noqa: F401 (fixtures)
+from tests.postgres_server import postgres_server, postgres_url, until_waiting_on_locks  # noqa: F401 (fixtures)
 from tests.tcp_proxy import FreezableProxy
 
 X = "ada@example.org"
@@ -54,20 +54,6 @@ def started(call: Callable[[], Any]) -> tuple[threading.Thread, dict[str, Any]]:
     return thread, outcome
 
 
-def until_waiting_on_a_lock(url: str) -> None:
-    deadline = time.monotonic() + 20
-    with psycopg.connect(url, autocommit=True) as connection:
-        while True:
-            row = connection.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-            ).fetchone()
-            if row is not None and row[0] > 0:
-                return
-            assert time.monotonic() < deadline, "the read never waited behind the lock"
-            time.sleep(0.05)
-
-
 def assert_failed_as_the_stores(outcome: dict[str, Any]) -> None:
     error = outcome.get("error")
     assert isinstance(error, (psycopg.OperationalError, StoreError)), outcome
@@ -83,7 +69,7 @@ def test_a_server_gone_while_a_statement_waits_for_its_answer(postgres_url: str,
     try:
         holder.execute("LOCK TABLE subscribers IN ACCESS EXCLUSIVE MODE")
         thread, outcome = started(lambda: store.subscriber(X))
-        until_waiting_on_a_lock(postgres_url)
+        until_waiting_on_locks(postgres_url)
         with blackholed(proxy.port):
             holder.rollback()  # the answer goes out now, and is dropped on the way
             if bounded:

@@ -31,7 +31,13 @@ from digest.state.postgres.keeper import PostgresKeeper
 from digest.state.postgres.loop_queries import CONNECTIONS, LoopQueries
 from digest.state.postgres.store import PostgresStore
 from digest.web.app import create_app
-from tests.postgres_server import PostgresServer, free_port, postgres_server, postgres_url  # noqa: F401 (fixtures)
+from tests.postgres_server import (  # noqa: F401 (fixtures)
+    PostgresServer,
+    free_port,
+    postgres_server,
+    postgres_url,
+    sessions_waiting_on_locks,
+)
 from tests.web_support import SECRET, live_server, make_settings
 
 T = TypeVar("T")
@@ -222,21 +228,11 @@ def open_connections(store: PostgresStore, *, at_most: int, within: float = 5.0)
         time.sleep(0.05)
 
 
-def waiting_on_locks(store: PostgresStore) -> int:
-    """How many other sessions of this database wait for a lock right now."""
-    row = store.connection.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-        " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-    ).fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 async def until_waiting_on_locks(store: PostgresStore, count: int, within: float = 20.0) -> None:
     """Until ``count`` sessions wait for a lock: a fixed sleep could end while a loaded machine
     still connects them."""
     deadline = time.monotonic() + within
-    while waiting_on_locks(store) < count:
+    while sessions_waiting_on_locks(store.connection) < count:
         assert time.monotonic() < deadline, f"fewer than {count} statements wait behind the lock"
         await asyncio.sleep(0.05)
 

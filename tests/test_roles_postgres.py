@@ -35,7 +35,7 @@ from digest.state.departures import append_departure, keep_departure, pending_de
 from digest.state.postgres import queue as sql
 from digest.state.postgres.store import PostgresStore
 from tests.conftest import ROOT, cli_env, run_cli
-from tests.postgres_server import PostgresServer, postgres_server, postgres_url  # noqa: F401 (fixtures)
+from tests.postgres_server import PostgresServer, postgres_server, postgres_url, sessions_waiting_on_locks  # noqa: F401
 from tests.servers import SmtpSink, free_port, host_ports
 from tests.web_support import SECRET, csrf_of, link_in
 
@@ -253,11 +253,7 @@ def stop_all(started: dict[str, subprocess.Popen[bytes]]) -> dict[str, tuple[int
 def waiting_on_a_lock(url: str) -> bool:
     """Whether another session of this database waits for a lock."""
     with psycopg.connect(url, autocommit=True) as connection:
-        row = connection.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-            " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-        ).fetchone()
-    return bool(row and row[0])
+        return sessions_waiting_on_locks(connection) > 0
 
 
 @pytest.mark.parametrize("role", ["scheduler", "serve"])

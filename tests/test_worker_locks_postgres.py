@@ -30,7 +30,7 @@ from digest.state.postgres import queue as sql
 from digest.state.postgres.keeper import PostgresKeeper
 from digest.state.postgres.store import PostgresStore
 from digest.web.manage import change_subscription
-from tests.postgres_server import postgres_server, postgres_url  # noqa: F401 (fixtures)
+from tests.postgres_server import postgres_server, postgres_url, until_waiting_on_locks  # noqa: F401 (fixtures)
 from tests.servers import SmtpSink
 from tests.test_roles_postgres import PEOPLE, env, queue_cycle, settings, subscribe_all  # noqa: F401 (fixtures)
 
@@ -42,22 +42,6 @@ LEAVES: dict[str, Callable[[PostgresKeeper, str], bool]] = {
     "transaction": lambda keeper, email: keeper.write(lambda store: leave(store, email)),
     "one statement": lambda keeper, email: asyncio.run(keeper.loop_queries.leave(email)),
 }
-
-
-def until_waiting_on_locks(url: str, count: int, within: float = 20.0) -> None:
-    """Until ``count`` other sessions of this database wait for a lock (a fixed sleep could end
-    while a loaded machine still connects them, and let a later change go first)."""
-    deadline = time.monotonic() + within
-    with psycopg.connect(url, autocommit=True) as connection:
-        while True:
-            row = connection.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
-                " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
-            ).fetchone()
-            if row is not None and row[0] >= count:
-                return
-            assert time.monotonic() < deadline, f"fewer than {count} changes wait behind the send's lock"
-            time.sleep(0.05)
 
 
 @pytest.mark.parametrize("way", LEAVES)

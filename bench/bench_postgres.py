@@ -95,30 +95,6 @@ def postgres_cpu(postmaster: int) -> float:
     return total
 
 
-def busy_share(seconds: float = 1.0) -> float:
-    """The share of the machine's CPU time in use over the next ``seconds`` (``/proc/stat``)."""
-
-    def totals() -> tuple[int, int]:
-        fields = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-        idle = fields[3] + fields[4]  # idle and iowait
-        return sum(fields), idle
-
-    total0, idle0 = totals()
-    time.sleep(seconds)
-    total1, idle1 = totals()
-    return 1.0 - (idle1 - idle0) / max(1, total1 - total0)
-
-
-def until_quiet(what: str, at_most: float = 0.10, within: float = 240.0) -> None:
-    """Wait until the machine is quiet (PostgreSQL's autovacuum and checkpoints after a load of
-    writes, the last role's exit), so that a floor measures the relay and not leftover work."""
-    started = time.monotonic()
-    share = busy_share()
-    while share > at_most and time.monotonic() - started < within:
-        share = busy_share()
-    print(f"{what}: machine {share:.0%} busy after {time.monotonic() - started:.0f} s of waiting", flush=True)
-
-
 # -- the database ---------------------------------------------------------------------------------
 def start_postgres() -> Any:
     from tests.postgres_server import PostgresServer, postgres_bin
@@ -406,7 +382,6 @@ def run(args: argparse.Namespace) -> Run:
             messages = floor_messages(url, entries, today)
             result.floor_emails = args.floor_emails or args.subscribers
             if args.workers:
-                until_quiet("before the first floor")
                 result.floors.append(timed_floor(sink, messages, result.floor_emails, args.workers, "floor before"))
             floor_counts = sink.take()
 
@@ -456,7 +431,6 @@ def run(args: argparse.Namespace) -> Run:
                 role.stop()
             result.stages = last_stages(url)
             if args.workers:
-                until_quiet("before the second floor")
                 result.floors.append(timed_floor(sink, messages, result.floor_emails, args.workers, "floor after"))
                 sink.take()
             if args.keep_logs:

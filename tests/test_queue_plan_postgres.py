@@ -10,6 +10,7 @@ which makes every worker plan its claim again.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from datetime import date
 
@@ -76,3 +77,30 @@ def test_without_the_analyse_the_kept_plan_reads_the_whole_queue(store: Postgres
         assert "Seq Scan on queue" in claim_plan(worker)
     finally:
         worker.close()
+
+
+def test_a_role_that_may_not_analyse_the_queue_is_told_in_the_log(
+    store: PostgresStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The queue's ``ANALYZE`` needs the role that owns the table (digest's, when it made them). For
+    another role PostgreSQL skips it with a warning, which psycopg keeps to itself: digest logs it,
+    so an operator learns why claims got slow."""
+    role = "digest_sender"
+    store.connection.execute(f"CREATE ROLE {role} LOGIN")
+    store.connection.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
+    store.connection.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+    other = PostgresStore(store.url.replace("postgres@", f"{role}@", 1))
+    try:
+        with caplog.at_level(logging.WARNING, logger="digest.state.postgres.store"):
+            assert sql.enqueue(other, rows(3)) == 3
+    finally:
+        other.close()
+    warned = [r.getMessage() for r in caplog.records if r.name == "digest.state.postgres.store"]
+    assert len(warned) == 1 and warned[0].startswith("PostgreSQL warns: ") and '"queue"' in warned[0], warned
+    assert sql.queued_count(store) == 3  # queued all the same
+
+
+def test_the_owner_analyses_the_queue_without_a_word(store: PostgresStore, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.DEBUG, logger="digest.state.postgres.store"):
+        assert sql.enqueue(store, rows(3)) == 3
+    assert not [r for r in caplog.records if r.name == "digest.state.postgres.store"]

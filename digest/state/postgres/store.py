@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 import threading
 import time
@@ -49,6 +50,8 @@ from digest.state.backend import redacted
 from digest.state.departures import Departure, take_departures, take_kept_departures
 from digest.state.postgres.schema import migrate
 from digest.state.store import CYCLES_KEPT, VOTES_KEPT, DeferredSync, DeliveryNote, delivery_note
+
+log = logging.getLogger(__name__)
 
 CYCLE_LOCK = 0x64696765_7374_0002  # pg_advisory_lock key of "a cycle is running"
 CONNECT_TIMEOUT_SECONDS = 10
@@ -110,6 +113,16 @@ def connection_options(url: str) -> dict[str, Any]:
     return options
 
 
+def log_server_warning(notice: psycopg.errors.Diagnostic) -> None:
+    """A warning the server sends with a statement's success, logged: psycopg shows none. Such as
+    the queue's ``ANALYZE`` skipped for a role that does not own the table, which leaves every
+    claim of the cycle reading the whole queue (:func:`digest.state.postgres.queue.enqueue`).
+    Notices (``… already exists, skipping``) are not worth a line."""
+    if notice.severity_nonlocalized == "WARNING":
+        hint = f" ({notice.message_hint})" if notice.message_hint else ""
+        log.warning("PostgreSQL warns: %s%s", notice.message_primary, hint)
+
+
 def connect(url: str, autocommit: bool = True) -> psycopg.Connection[Row]:
     """A connection with digest's session settings (UTC, read committed, :func:`storable_json`,
     :data:`KEEPALIVES`), or a :class:`StoreError` naming the server."""
@@ -120,6 +133,7 @@ def connect(url: str, autocommit: bool = True) -> psycopg.Connection[Row]:
             f"cannot connect to the PostgreSQL store {redacted(url)}: {scrubbed(first_line(exc), url)}"
         ) from None
     set_json_dumps(storable_json, connection)
+    connection.add_notice_handler(log_server_warning)
     connection.execute("SET TIME ZONE 'UTC'")
     # A read after a lock sees what the lock waited for (READ COMMITTED), whatever the server's
     # default says: under repeatable read, a change that waited for a send would fail on its row.

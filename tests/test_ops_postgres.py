@@ -164,6 +164,31 @@ def test_doctor_checks_the_connection_the_schema_and_the_records(env: dict[str, 
     assert "cannot connect to the PostgreSQL store" in line and "check store.url" in line
 
 
+def test_doctor_warns_when_digest_s_role_may_not_analyse_the_queue(env: dict[str, str]) -> None:
+    """A least-privilege role that does not own the tables: the scheduler's ANALYZE of the queue is
+    skipped (with a warning in its log), and doctor says so up front, with the two ways out."""
+    subscribe_and_run(env)
+    assert "may not analyse" not in ok("doctor", env=env)  # the owner (here a superuser too)
+
+    url = env["DIGEST_STORE__URL"]
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("CREATE ROLE digest_app LOGIN")
+        connection.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO digest_app")
+        connection.execute("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO digest_app")
+    app = {**env, "DIGEST_STORE__URL": url.replace("postgres@", "digest_app@", 1)}
+    report = ok("doctor", env=app)  # a warning, not a problem of the data: exit 0
+    assert (
+        "warning: role digest_app may not analyse the queue table (its owner is postgres), so the workers' claims"
+        " can read the whole queue after the first cycle: make digest_app its owner"
+        " (ALTER TABLE queue OWNER TO digest_app), or on PostgreSQL 17+ GRANT MAINTAIN ON queue TO digest_app"
+    ) in report
+    assert report.rstrip().endswith("no problems found")
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("ALTER TABLE queue OWNER TO digest_app")
+    assert "may not analyse" not in ok("doctor", env=app)
+
+
 def rows(url: str) -> dict[str, int]:
     with psycopg.connect(url) as connection:
         return {t: int(connection.execute(f"SELECT count(*) FROM {t}".encode()).fetchone()[0]) for t in TABLES}  # type: ignore[index]

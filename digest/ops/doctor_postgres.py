@@ -61,8 +61,41 @@ def examine_postgres(url: str, data_dir: Path) -> Examination:
         )
         found.notes.append(f"store {where}: connected, schema version {version}{later}")
         found.notes.append(", ".join(f"{count} {table}" for table, count in counts(connection).items()))
+        found.notes.extend(queue_upkeep_warnings(connection))
         found.problems.extend(record_problems(connection)[:MAX_PROBLEMS])
     return found
+
+
+# Whether this role may ANALYZE the queue: a superuser, the table's or the database's owner (or a
+# member of theirs), or from PostgreSQL 17 one granted MAINTAIN on it.
+MAY_ANALYSE_QUEUE = (
+    "SELECT r.rolsuper OR pg_has_role(c.relowner, 'USAGE') OR pg_has_role(d.datdba, 'USAGE'), "
+    "pg_get_userbyid(c.relowner) FROM pg_class c, pg_database d, pg_roles r "
+    "WHERE c.oid = 'queue'::regclass AND d.datname = current_database() AND r.rolname = current_user"
+)
+
+
+def queue_upkeep_warnings(connection: Connection) -> list[str]:
+    """A warning when digest's role may not analyse the queue table. The scheduler does as it
+    queues (:func:`digest.state.postgres.queue.enqueue`); without it, a worker that planned its
+    claim on the empty queue between cycles keeps a plan that reads the whole queue for every
+    email. Not a problem of the data, so a note: doctor still exits 0."""
+    exists = connection.execute("SELECT to_regclass('queue') IS NOT NULL").fetchone()
+    if not (exists and exists[0]):
+        return []
+    row = connection.execute(MAY_ANALYSE_QUEUE).fetchone()
+    if row is None or row[0]:
+        return []
+    if connection.info.server_version >= 170000:
+        granted = connection.execute("SELECT has_table_privilege('queue', 'MAINTAIN')").fetchone()
+        if granted and granted[0]:
+            return []
+    role = connection.info.user
+    return [
+        f"warning: role {role} may not analyse the queue table (its owner is {row[1]}), so the workers' "
+        f"claims can read the whole queue after the first cycle: make {role} its owner "
+        f"(ALTER TABLE queue OWNER TO {role}), or on PostgreSQL 17+ GRANT MAINTAIN ON queue TO {role}"
+    ]
 
 
 def counts(connection: Connection) -> dict[str, int]:

@@ -171,21 +171,22 @@ def test_doctor_warns_when_digest_s_role_may_not_analyse_the_queue(env: dict[str
     assert "may not analyse" not in ok("doctor", env=env)  # the owner (here a superuser too)
 
     url = env["DIGEST_STORE__URL"]
+    role = f"app_{url.rsplit('/', 1)[1]}"  # roles are the cluster's: one of this database's own
     with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute("CREATE ROLE digest_app LOGIN")
-        connection.execute("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO digest_app")
-        connection.execute("GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO digest_app")
-    app = {**env, "DIGEST_STORE__URL": url.replace("postgres@", "digest_app@", 1)}
+        connection.execute(f"CREATE ROLE {role} LOGIN")
+        connection.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
+        connection.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+    app = {**env, "DIGEST_STORE__URL": url.replace("postgres@", f"{role}@", 1)}
     report = ok("doctor", env=app)  # a warning, not a problem of the data: exit 0
     assert (
-        "warning: role digest_app may not analyse the queue table (its owner is postgres), so the workers' claims"
-        " can read the whole queue after the first cycle: make digest_app its owner"
-        " (ALTER TABLE queue OWNER TO digest_app), or on PostgreSQL 17+ GRANT MAINTAIN ON queue TO digest_app"
+        f"warning: role {role} may not analyse the queue table (its owner is postgres), so the workers' claims"
+        f" can read the whole queue after the first cycle: make {role} its owner"
+        f" (ALTER TABLE queue OWNER TO {role}), or on PostgreSQL 17+ GRANT MAINTAIN ON queue TO {role}"
     ) in report
     assert report.rstrip().endswith("no problems found")
 
     with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute("ALTER TABLE queue OWNER TO digest_app")
+        connection.execute(f"ALTER TABLE queue OWNER TO {role}")
     assert "may not analyse" not in ok("doctor", env=app)
 
 

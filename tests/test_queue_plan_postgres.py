@@ -85,7 +85,7 @@ def test_a_role_that_may_not_analyse_the_queue_is_told_in_the_log(
     """The queue's ``ANALYZE`` needs the role that owns the table (digest's, when it made them). For
     another role PostgreSQL skips it with a warning, which psycopg keeps to itself: digest logs it,
     so an operator learns why claims got slow."""
-    role = "digest_sender"
+    role = f"sender_{store.url.rsplit('/', 1)[1]}"  # roles are the cluster's: one of this database's own
     store.connection.execute(f"CREATE ROLE {role} LOGIN")
     store.connection.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
     store.connection.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")

@@ -18,6 +18,7 @@ import psycopg
 import pytest
 
 from digest.state.postgres import queue as sql
+from digest.state.postgres import store as postgres_store
 from digest.state.postgres.queue import CLAIM
 from digest.state.postgres.store import PostgresStore
 from tests.postgres_server import postgres_server, postgres_url  # noqa: F401 (fixtures)
@@ -79,6 +80,12 @@ def test_without_the_analyse_the_kept_plan_reads_the_whole_queue(store: Postgres
         worker.close()
 
 
+@pytest.fixture(autouse=True)
+def no_warning_logged_yet(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The log's memory of warnings already logged (once an hour each) starts empty in each test."""
+    monkeypatch.setattr(postgres_store, "_warned_at", {})
+
+
 def test_a_role_that_may_not_analyse_the_queue_is_told_in_the_log(
     store: PostgresStore, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -93,11 +100,27 @@ def test_a_role_that_may_not_analyse_the_queue_is_told_in_the_log(
     try:
         with caplog.at_level(logging.WARNING, logger="digest.state.postgres.store"):
             assert sql.enqueue(other, rows(3)) == 3
+            assert sql.enqueue(other, rows(3)) == 0  # the next slice: the same warning, not logged again
     finally:
         other.close()
     warned = [r.getMessage() for r in caplog.records if r.name == "digest.state.postgres.store"]
     assert len(warned) == 1 and warned[0].startswith("PostgreSQL warns: ") and '"queue"' in warned[0], warned
     assert sql.queued_count(store) == 3  # queued all the same
+
+
+def test_an_analyse_skipped_for_a_lock_taken_is_not_a_warning_worth_a_line(
+    store: PostgresStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``ANALYZE (SKIP_LOCKED)`` skips the queue while autovacuum holds it, on purpose: PostgreSQL
+    still warns, and digest keeps that to itself."""
+    vacuum = psycopg.connect(store.url)  # a transaction holding the lock autovacuum would
+    try:
+        vacuum.execute("LOCK TABLE queue IN SHARE UPDATE EXCLUSIVE MODE")
+        with caplog.at_level(logging.DEBUG, logger="digest.state.postgres.store"):
+            assert sql.enqueue(store, rows(3)) == 3
+    finally:
+        vacuum.close()
+    assert not [r for r in caplog.records if r.name == "digest.state.postgres.store"]
 
 
 def test_the_owner_analyses_the_queue_without_a_word(store: PostgresStore, caplog: pytest.LogCaptureFixture) -> None:

@@ -70,7 +70,7 @@ def examine_postgres(url: str, data_dir: Path) -> Examination:
 # member of theirs), or from PostgreSQL 17 one granted MAINTAIN on it.
 MAY_ANALYSE_QUEUE = (
     "SELECT r.rolsuper OR pg_has_role(c.relowner, 'USAGE') OR pg_has_role(d.datdba, 'USAGE'), "
-    "pg_get_userbyid(c.relowner) FROM pg_class c, pg_database d, pg_roles r "
+    "pg_get_userbyid(c.relowner), quote_ident(current_user) FROM pg_class c, pg_database d, pg_roles r "
     "WHERE c.oid = 'queue'::regclass AND d.datname = current_database() AND r.rolname = current_user"
 )
 
@@ -90,7 +90,7 @@ def queue_upkeep_warnings(connection: Connection) -> list[str]:
         granted = connection.execute("SELECT has_table_privilege('queue', 'MAINTAIN')").fetchone()
         if granted and granted[0]:
             return []
-    role = connection.info.user
+    role = row[2]  # the role the checks are about, quoted as the statements below need it
     return [
         f"warning: role {role} may not analyse the queue table (its owner is {row[1]}), so the workers' "
         f"claims can read the whole queue after the first cycle: make {role} its owner "

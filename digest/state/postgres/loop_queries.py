@@ -35,7 +35,7 @@ from digest.models import Subscriber
 from digest.settings import scrubbed
 from digest.state.answer import within
 from digest.state.backend import redacted
-from digest.state.postgres.store import connection_options, first_line
+from digest.state.postgres.store import connection_options, first_line, log_server_warning
 
 T = TypeVar("T")
 
@@ -151,6 +151,7 @@ class LoopQueries:
             raise StoreUnavailableError(
                 f"cannot connect to the PostgreSQL store {self.where}: {scrubbed(first_line(exc), self.url)}"
             ) from None
+        connection.add_notice_handler(log_server_warning)
         try:  # the default whatever the server's: under repeatable read, a one-click that waited for a
             # send would fail on the row the send changed
             await connection.execute("SET default_transaction_isolation = 'read committed'")

@@ -113,14 +113,27 @@ def connection_options(url: str) -> dict[str, Any]:
     return options
 
 
+# A warning the server sends again (the queue's ANALYZE, once per slice of a cycle) is logged once
+# in this long; and a skip for a lock taken (autovacuum's, SKIP_LOCKED) is meant, not worth a line.
+WARNING_REPEAT_SECONDS = 3600.0
+LOCK_NOT_AVAILABLE = "55P03"
+_warned_at: dict[str, float] = {}
+
+
 def log_server_warning(notice: psycopg.errors.Diagnostic) -> None:
     """A warning the server sends with a statement's success, logged: psycopg shows none. Such as
     the queue's ``ANALYZE`` skipped for a role that does not own the table, which leaves every
     claim of the cycle reading the whole queue (:func:`digest.state.postgres.queue.enqueue`).
     Notices (``… already exists, skipping``) are not worth a line."""
-    if notice.severity_nonlocalized == "WARNING":
-        hint = f" ({notice.message_hint})" if notice.message_hint else ""
-        log.warning("PostgreSQL warns: %s%s", notice.message_primary, hint)
+    if notice.severity_nonlocalized != "WARNING" or notice.sqlstate == LOCK_NOT_AVAILABLE:
+        return
+    message = notice.message_primary or ""
+    now, last = time.monotonic(), _warned_at.get(message)
+    if last is not None and now - last < WARNING_REPEAT_SECONDS:
+        return
+    _warned_at[message] = now
+    hint = f" ({notice.message_hint})" if notice.message_hint else ""
+    log.warning("PostgreSQL warns: %s%s", message, hint)
 
 
 def connect(url: str, autocommit: bool = True) -> psycopg.Connection[Row]:

@@ -147,6 +147,19 @@ def postgres_url(postgres_server: PostgresServer) -> str:
     return postgres_server.new_database()
 
 
+def url_of_a_role_not_owning_the_tables(url: str, prefix: str) -> str:
+    """``url`` as a new login role that may read and write digest's tables but owns none of them
+    (named after the database: roles are the cluster's, shared by every test of a run)."""
+    import psycopg
+
+    role = f"{prefix}_{url.rsplit('/', 1)[1]}"
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute(f"CREATE ROLE {role} LOGIN")
+        connection.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
+        connection.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+    return url.replace("postgres@", f"{role}@", 1)
+
+
 def sessions_waiting_on_locks(connection: Any) -> int:
     """How many other sessions of this database wait for a lock right now (``connection``: a
     psycopg connection to it)."""

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from digest.cycle.run import run_once
 from digest.settings import load_settings
@@ -20,7 +21,12 @@ from digest.state.postgres.dump import TABLES
 from digest.state.postgres.schema import SCHEMA_VERSION, VERSION_TABLE
 from digest.state.postgres.store import PostgresStore
 from tests.conftest import cli_env, run_cli
-from tests.postgres_server import PostgresServer, postgres_server, postgres_url  # noqa: F401 (fixtures)
+from tests.postgres_server import (  # noqa: F401 (fixtures)
+    PostgresServer,
+    postgres_server,
+    postgres_url,
+    url_of_a_role_not_owning_the_tables,
+)
 from tests.servers import FakeHfApi, SmtpSink, free_port
 from tests.test_bounces import PASSWORD, arf, deliver_to_mailbox, dovecot, dsn  # noqa: F401 (fixture)
 
@@ -171,12 +177,8 @@ def test_doctor_warns_when_digest_s_role_may_not_analyse_the_queue(env: dict[str
     assert "may not analyse" not in ok("doctor", env=env)  # the owner (here a superuser too)
 
     url = env["DIGEST_STORE__URL"]
-    role = f"app_{url.rsplit('/', 1)[1]}"  # roles are the cluster's: one of this database's own
-    with psycopg.connect(url, autocommit=True) as connection:
-        connection.execute(f"CREATE ROLE {role} LOGIN")
-        connection.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
-        connection.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
-    app = {**env, "DIGEST_STORE__URL": url.replace("postgres@", f"{role}@", 1)}
+    app = {**env, "DIGEST_STORE__URL": url_of_a_role_not_owning_the_tables(url, "app")}
+    role = conninfo_to_dict(app["DIGEST_STORE__URL"])["user"]
     report = ok("doctor", env=app)  # a warning, not a problem of the data: exit 0
     assert (
         f"warning: role {role} may not analyse the queue table (its owner is postgres), so the workers' claims"

@@ -21,7 +21,7 @@ from digest.state.postgres import queue as sql
 from digest.state.postgres import store as postgres_store
 from digest.state.postgres.queue import CLAIM
 from digest.state.postgres.store import PostgresStore
-from tests.postgres_server import postgres_server, postgres_url  # noqa: F401 (fixtures)
+from tests.postgres_server import postgres_server, postgres_url, url_of_a_role_not_owning_the_tables  # noqa: F401
 
 QUEUED = 3000
 DAY = date(2026, 12, 7)
@@ -92,11 +92,7 @@ def test_a_role_that_may_not_analyse_the_queue_is_told_in_the_log(
     """The queue's ``ANALYZE`` needs the role that owns the table (digest's, when it made them). For
     another role PostgreSQL skips it with a warning, which psycopg keeps to itself: digest logs it,
     so an operator learns why claims got slow."""
-    role = f"sender_{store.url.rsplit('/', 1)[1]}"  # roles are the cluster's: one of this database's own
-    store.connection.execute(f"CREATE ROLE {role} LOGIN")
-    store.connection.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}")
-    store.connection.execute(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
-    other = PostgresStore(store.url.replace("postgres@", f"{role}@", 1))
+    other = PostgresStore(url_of_a_role_not_owning_the_tables(store.url, "sender"))
     try:
         with caplog.at_level(logging.WARNING, logger="digest.state.postgres.store"):
             assert sql.enqueue(other, rows(3)) == 3

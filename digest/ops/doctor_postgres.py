@@ -80,8 +80,7 @@ def queue_upkeep_warnings(connection: Connection) -> list[str]:
     queues (:func:`digest.state.postgres.queue.enqueue`); without it, a worker that planned its
     claim on the empty queue between cycles keeps a plan that reads the whole queue for every
     email. Not a problem of the data, so a note: doctor still exits 0."""
-    exists = connection.execute("SELECT to_regclass('queue') IS NOT NULL").fetchone()
-    if not (exists and exists[0]):
+    if not has_table(connection, "queue"):
         return []
     row = connection.execute(MAY_ANALYSE_QUEUE).fetchone()
     if row is None or row[0]:
@@ -98,12 +97,17 @@ def queue_upkeep_warnings(connection: Connection) -> list[str]:
     ]
 
 
+def has_table(connection: Connection, table: str) -> bool:
+    """Whether this schema version has ``table`` (an older one may lack the newer tables)."""
+    row = connection.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
+    return bool(row and row[0])
+
+
 def counts(connection: Connection) -> dict[str, int]:
     """Rows of each table this schema version has (an older one may lack the newer tables)."""
     numbers = {}
     for table in COUNTED:
-        exists = connection.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()
-        if exists and exists[0]:
+        if has_table(connection, table):
             row = connection.execute(f"SELECT count(*) FROM {table}".encode()).fetchone()
             numbers[table] = int(row[0]) if row else 0
     return numbers

@@ -139,9 +139,15 @@ def claim(store: PostgresStore) -> Queued | None:
     return Queued(*row) if row else None
 
 
+# A scan from the table's first page, through the rows sent this cycle (dead until vacuumed), or
+# from where the last scan of a big table left off; measured against the claim's path, the oldest
+# id through the index, and left as it is (bench/postgres.md, "afternoon").
+HAS_READY = "SELECT EXISTS (SELECT 1 FROM queue WHERE not_before <= now())"
+
+
 def has_ready(store: PostgresStore) -> bool:
     """Whether a row is ready to send (a worker asks before it takes a slot of the relay's limits)."""
-    row = store.connection.execute("SELECT EXISTS (SELECT 1 FROM queue WHERE not_before <= now())").fetchone()
+    row = store.connection.execute(HAS_READY).fetchone()
     return bool(row and row[0])
 
 

@@ -3,9 +3,10 @@
 ``bench_email`` times one 20-paper digest in three cache states; a real cycle mixes them, in the
 proportions its subscribers' rules give. This plans one day of the cycle benchmark's workload
 (2,000 papers, N subscribers × 5 rules from the same 500-phrase vocabulary, no history) with the
-cycle's own :func:`plan_digests`, then renders each digest (:func:`render_digest`) and builds its
-bytes (:func:`digest_message`, no DKIM) one after another, as the cycle's render process does,
-without the SMTP server or the pipe. Reported: CPU time of the loop (``time.thread_time``), so a
+cycle's own :func:`plan_digests`, then renders each digest (:func:`render_digest`) with the links a
+cycle gives it (signed, a paper's two vote links included: :func:`digest_links`) and builds its
+bytes (:func:`digest_message`, no DKIM) one after another, as a worker does, without the SMTP
+server or the database. Reported: CPU time of the loop (``time.thread_time``), so a
 busy neighbour on a shared machine weighs less than on wall time, and per email.
 
 Figures, never assertions: run it by hand (``python -m bench.bench_cycle_render``).
@@ -21,10 +22,12 @@ from datetime import UTC, date, datetime
 
 from bench.workload import items_for_day, subscribers, vocabulary
 from digest.cycle.compose import digest_message
+from digest.cycle.links import digest_links
 from digest.cycle.plan import plan_digests
 from digest.mail.paper_cache import PAPERS
 from digest.mail.render import Links, render_digest
 from digest.models import Subscriber
+from digest.signing import Signer
 from digest.sources.hf_papers import parse
 
 DAY = date(2026, 11, 20)
@@ -33,6 +36,7 @@ LINKS = Links(
     manage="https://digest.example.org/manage?token=manage-token",
     unsubscribe="https://digest.example.org/unsubscribe?token=unsubscribe-token",
 )
+SIGNER = Signer("bench-secret-key-bench-secret-key")
 NOW = datetime(2026, 11, 20, 7, tzinfo=UTC)
 
 
@@ -40,6 +44,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--subscribers", type=int, default=10_000)
     parser.add_argument("--items", type=int, default=2_000)
+    parser.add_argument("--no-links", action="store_true", help="fixed links without votes (as before 2026-12-07)")
     args = parser.parse_args(argv)
 
     vocab = vocabulary()
@@ -51,8 +56,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     cpu, wall = time.thread_time(), time.perf_counter()
     size = 0
     for digest in plan.digests:
-        rendered = render_digest(digest, LINKS)
-        size += len(digest_message(digest, rendered, LINKS, "papers@digest.example.org", NOW, None).as_bytes())
+        links = LINKS if args.no_links else digest_links(SIGNER, "https://digest.example.org", digest)
+        rendered = render_digest(digest, links)
+        size += len(digest_message(digest, rendered, links, "papers@digest.example.org", NOW, None).as_bytes())
     cpu, wall = time.thread_time() - cpu, time.perf_counter() - wall
 
     count = max(1, len(plan.digests))

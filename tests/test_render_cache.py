@@ -133,6 +133,46 @@ def test_hostile_text_is_escaped_in_cached_blocks_too() -> None:
     assert "<script" not in first.lower() and "<img" not in first and "&lt;script&gt;" in first
 
 
+def test_a_layout_whose_paper_loop_holds_more_than_the_blocks_and_votes_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The layout's loop over papers becomes one string joined in Python (render._joined): markup
+    anywhere else in that loop would be lost, so the layout is refused instead."""
+    (tmp_path / "email").mkdir()
+    layout = (templates.templates_dir() / "email" / "digest.mjml").read_text(encoding="utf-8")
+    moved = layout.replace("{# /votes #}{% endfor %}", "{# /votes #}<hr>{% endfor %}")
+    assert moved != layout
+    (tmp_path / "email" / "digest.mjml").write_text(moved, encoding="utf-8")
+    (tmp_path / "email" / "digest.txt.j2").write_text("{# paper #}{# /paper #}{# compact #}{# /compact #}")
+    monkeypatch.setattr(templates, "templates_dir", lambda: tmp_path)
+    templates.email_templates.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match=r"digest\.mjml: the loop over papers must hold"):
+            templates.email_templates()
+    finally:
+        monkeypatch.undo()
+        templates.email_templates.cache_clear()
+
+
+def test_vote_links_are_escaped_in_the_html_and_written_as_they_are_in_the_text() -> None:
+    """The vote links go into the HTML without autoescape (escaped once, by render.VoteLinks): a
+    link with every character HTML gives a meaning to comes out as autoescape would write it."""
+    digest = sample_digest()
+    odd = "https://x.example/vote?a=1&b=<2>'\"&p="
+
+    def vote(paper: str, sign: int) -> str:
+        return f"{odd}{paper}&v={sign}"
+
+    rendered = render_digest(digest, replace(LINKS, vote=vote))
+    for entry in digest.entries[: rendered.papers_in_full]:
+        for sign in (1, -1):
+            url = vote(entry.item.id, sign)
+            assert f'href="{markupsafe.escape(url)}"' in rendered.html
+            assert url in rendered.text
+    assert "<2>" not in rendered.html and "&lt;2&gt;" in rendered.html
+    assert rendered.html.count("More like this</a>") == rendered.papers_in_full == len(digest.entries)
+
+
 def test_a_layout_without_the_paper_marks_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "email").mkdir()
     layout = (templates.templates_dir() / "email" / "digest.mjml").read_text(encoding="utf-8")
@@ -221,6 +261,19 @@ def whole_text_template(layout: str = "full") -> jinja2.Template:
     return env.from_string(one_layout(source, layout))
 
 
+def context_for(
+    digest: Digest,
+    papers: list[views.PaperView],
+    full: int,
+    listed: int,
+    receipt: str = "",
+    links: render.Links = LINKS,
+) -> dict[str, object]:
+    """The templates' values for ``full`` papers in full, ``listed`` by title: as render has them."""
+    votes = render.VoteLinks(links.vote, digest.entries)
+    return {**render._context(digest, links, papers, receipt=receipt), **render._shown(papers, full, listed, votes)}
+
+
 def in_layout(digest: Digest, layout: str) -> Digest:
     digest.subscriber = replace(digest.subscriber, layout=layout)
     return digest
@@ -233,7 +286,7 @@ def test_the_text_part_is_what_the_whole_text_template_gives(make: Callable[[], 
     rendered = cold(digest)
     papers = paper_cache(layout).views(digest.entries)
     listed = min(len(papers) - rendered.papers_in_full, render.OVERFLOW_TITLES)
-    context = render._context(digest, LINKS, papers, rendered.papers_in_full, listed)
+    context = context_for(digest, papers, rendered.papers_in_full, listed)
     assert rendered.text == whole_text_template(layout).render(context)
     assert templates.TEXT_PAPER_SEPARATOR not in rendered.text
 
@@ -246,17 +299,20 @@ def test_a_title_holding_the_text_separator_is_rendered_one_paper_at_a_time() ->
     base.entries = [DigestEntry(odd, base.entries[0].matches), *base.entries[1:]]
     rendered = cold(base)
     papers = PAPERS.views(base.entries)
-    context = render._context(base, LINKS, papers, len(papers), 0)
+    context = context_for(base, papers, len(papers), 0)
     assert rendered.text == whole_text_template().render(context)
     assert f"1.  Before {templates.TEXT_PAPER_SEPARATOR} after" in rendered.text
     assert f"2.  {wrap(base.entries[1].item.title)}" in rendered.text
 
 
 def whole_html_template(layout: str = "full") -> jinja2.Template:
-    """The compiled layout as one template with autoescape, every value as it came from the feed:
-    what the paper blocks, rendered without autoescape from values escaped in advance, must give."""
+    """The compiled layout as one template with autoescape, every value as it came from the feed
+    (the vote links too): what the paper blocks and the vote links, rendered without autoescape
+    from values escaped in advance and joined in Python, must give."""
     env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, finalize=escape.ascii_html)
-    return env.from_string(one_layout(templates.layout_html(), layout))
+    source = one_layout(templates.layout_html(), layout)
+    source = source.replace(templates.VOTES_START, "{% set vote = votes[loop.index0] if votes else None %}")
+    return env.from_string(source.replace("vote.more_html", "vote.more").replace("vote.less_html", "vote.less"))
 
 
 def emphasised(text: str, spans: list[tuple[int, int]]) -> markupsafe.Markup:
@@ -297,12 +353,12 @@ def raw_paper(entry: DigestEntry, layout: str = "full") -> SimpleNamespace:
     )
 
 
-def autoescaped_html(digest: Digest, rendered: RenderedDigest, receipt: str = "") -> str:
+def autoescaped_html(digest: Digest, rendered: RenderedDigest, receipt: str = "", links: render.Links = LINKS) -> str:
     layout = digest.subscriber.layout
     papers = paper_cache(layout).views(digest.entries)
     full = rendered.papers_in_full
     listed = min(len(papers) - full, render.OVERFLOW_TITLES)
-    context = render._context(digest, LINKS, papers, full, listed, receipt=receipt)
+    context = context_for(digest, papers, full, listed, receipt, links)
     context["papers"] = [raw_paper(entry, layout) for entry in digest.entries[:full]]
     return whole_html_template(layout).render(context)
 
@@ -317,6 +373,10 @@ def test_the_html_is_what_the_whole_layout_gives_with_autoescape(make: Callable[
     receipt = "Checked <b>x</b> & y."
     with_receipt = render_digest(digest, LINKS, receipt=receipt)
     assert with_receipt.html == autoescaped_html(digest, with_receipt, receipt)
+    voting = replace(LINKS, vote=lambda paper, sign: f"https://x.example/vote?t=<a>&'\"&p={paper}&v={sign}")
+    with_votes = render_digest(digest, voting)
+    assert with_votes.html == autoescaped_html(digest, with_votes, links=voting)
+    assert with_votes.html.count("Not for me</a>") == with_votes.papers_in_full > 0
 
 
 feed_text = st.text(st.sampled_from("<>&\"' ab4é—🚀\n"), max_size=30) | st.text(max_size=30)

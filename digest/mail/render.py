@@ -21,10 +21,11 @@ from typing import Any, NamedTuple
 
 from markupsafe import Markup
 
+from digest.mail.escape import escaped
 from digest.mail.highlight import shorten
 from digest.mail.mime import html_part_bound, html_part_size, seven_bit_html
 from digest.mail.paper_cache import paper_cache
-from digest.mail.templates import email_templates
+from digest.mail.templates import PAPER_SEPARATOR, email_templates
 from digest.mail.text_lines import wrap, wrap_parts
 from digest.mail.views import MONTHS, WEEKDAYS, PaperView, plural
 from digest.models import Digest, DigestEntry
@@ -53,24 +54,47 @@ class Links:
     vote: Callable[[str, int], str | None] | None = None
 
 
+class Vote(NamedTuple):
+    """A paper's two vote links: as the text part shows them, and escaped for the HTML part."""
+
+    more: str
+    less: str
+    more_html: str
+    less_html: str
+
+
 class VoteLinks:
     """A digest's "more like this" / "not for me" links, made for the papers shown in full only,
-    each once however often the size check renders the email again.
+    each once however often the size check renders the email again: the links, escaped for the
+    HTML here, and each paper's HTML of them, for all papers in one template call.
     A paper without both links (its id too long for a link) shows neither: None in its place."""
 
     def __init__(self, vote: Callable[[str, int], str | None] | None, entries: Sequence[DigestEntry]) -> None:
         self.vote = vote
         self.entries = entries
-        self.made: list[tuple[str, str] | None] = []
+        self.made: list[Vote | None] = []
+        self.made_html: list[str] = []
 
-    def first(self, count: int) -> list[tuple[str, str] | None]:
+    def first(self, count: int) -> list[Vote | None]:
         if self.vote is None:
             return []
         while len(self.made) < count:
             paper = self.entries[len(self.made)].item.id
             more, less = self.vote(paper, 1), self.vote(paper, -1)
-            self.made.append((more, less) if more and less else None)
+            self.made.append(Vote(more, less, escaped(more), escaped(less)) if more and less else None)
         return self.made[:count]
+
+    def html(self, count: int) -> list[str]:
+        """The HTML of the first ``count`` papers' links: an empty string each when there are none."""
+        if self.vote is None:
+            return [""] * count
+        if len(self.made_html) < count:
+            votes = self.first(count)[len(self.made_html) :]
+            made = email_templates().votes.render(votes=votes).split(PAPER_SEPARATOR)
+            if len(made) != len(votes) + 1:  # the separator is the template's alone; never expected
+                raise RuntimeError(f"rendered {len(made) - 1} papers' vote links for {len(votes)} papers")
+            self.made_html += made[:-1]
+        return self.made_html[:count]
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,16 +169,13 @@ def _context(
     digest: Digest,
     links: Links,
     papers: list[PaperView],
-    full: int,
-    listed: int,
     site_name: str = SITE_NAME,
     receipt: str = "",
-    votes: VoteLinks | None = None,
 ) -> dict[str, Any]:
-    """Everything both templates need; ``full`` papers shown whole, the next ``listed`` by title."""
+    """What both templates need that is the same however many papers the size limit leaves in
+    full: made once per email (see :func:`_shown` for the rest)."""
     count = len(digest.entries)
     as_of = digest.as_of
-    overflow = papers[full : full + listed]
     titles = "; ".join(paper.title for paper in papers[:3])
     counts = _rule_counts(digest)
     counts[0] = f"Papers per rule — {counts[0]}"
@@ -168,15 +189,6 @@ def _context(
         "intro": " · ".join(counts),
         "intro_wrapped": wrap_parts(counts),
         "notices": digest.notices,
-        "top_picks": _top_picks(papers, full),
-        "papers": papers[:full],
-        "votes": votes.first(full) if votes is not None else [],  # by paper, as "papers"
-        # The text part's papers after their numbers, "1.  " and "10. " alike four columns wide (see
-        # wrap); paired here, as Jinja's loop.index costs a loop object per email.
-        "numbered": list(zip(_numbers(full), papers[:full], strict=True)),
-        "overflow": overflow,
-        "overflow_heading": f"{plural(count - full, 'more paper')}, by title",
-        "overflow_unlisted": count - full - listed,
         "receipt": receipt,
         "receipt_wrapped": wrap_parts(receipt.split(" · ")),
         "recipient": digest.subscriber.email,
@@ -186,6 +198,29 @@ def _context(
         "manage_url": links.manage,
         "unsubscribe_url": links.unsubscribe,
     }
+
+
+def _shown(papers: list[PaperView], full: int, listed: int, votes: VoteLinks) -> dict[str, Any]:
+    """What the templates need for ``full`` papers shown whole and the next ``listed`` by title."""
+    count = len(papers)
+    return {
+        "top_picks": _top_picks(papers, full),
+        # Each paper's block and its vote links, as the HTML part shows them: one string, so that
+        # a render again for the size limit costs a join per paper rather than a template loop.
+        "papers_html": "".join(_joined(papers[:full], votes.html(full))),
+        "votes": votes.first(full),  # by paper, as "numbered"
+        # The text part's papers after their numbers, "1.  " and "10. " alike four columns wide (see
+        # wrap); paired here, as Jinja's loop.index costs a loop object per email.
+        "numbered": list(zip(_numbers(full), papers[:full], strict=True)),
+        "overflow": papers[full : full + listed],
+        "overflow_heading": f"{plural(count - full, 'more paper')}, by title",
+        "overflow_unlisted": count - full - listed,
+    }
+
+
+def _joined(papers: list[PaperView], votes: list[str]) -> list[str]:
+    """Each paper's block followed by its vote links' HTML (empty when it has none)."""
+    return [paper.html + vote for paper, vote in zip(papers, votes, strict=True)]
 
 
 def _cut(size: int, limit: int, full: int, listed: int, count: int) -> tuple[int, int]:
@@ -227,8 +262,9 @@ def render_digest(
     papers = paper_cache(digest.subscriber.layout).views(digest.entries)
     votes = VoteLinks(links.vote, digest.entries)
     full, listed = _capped(len(papers), digest.subscriber.max_papers)
+    context = _context(digest, links, papers, site_name, receipt)
     while True:
-        context = _context(digest, links, papers, full, listed, site_name, receipt, votes)
+        context.update(_shown(papers, full, listed, votes))
         html = templates.html.render(context)
         html_ascii = html.encode("ascii", "xmlcharrefreplace")  # a copy: the templates write ASCII
         # The bound (three counts) settles most digests; the bytes as sent only when it is near.

@@ -34,10 +34,13 @@ def templates_dir() -> Path:
 # Mark the block of one paper in the layout, in each layout; see :func:`email_templates`.
 PAPER_START, PAPER_END = "{# paper #}", "{# /paper #}"
 COMPACT_START, COMPACT_END = "{# compact #}", "{# /compact #}"
+# And, in the HTML layout, each paper's vote links after its block (per subscriber, not cached).
+VOTES_START, VOTES_END = "{# votes #}", "{# /votes #}"
+PAPER_LOOP, LOOP_END = "{% for paper in papers %}", "{% endfor %}"
 
 
-# Ends each paper's block in the output of ``Templates.papers``: "<" from a feed is always escaped,
-# so only the template itself can write this.
+# Ends each paper's block in the output of ``Templates.papers`` (and ``Templates.votes``): "<" from
+# a feed is always escaped, so only the template itself can write this.
 PAPER_SEPARATOR = "<paper-end/>"
 # The same for ``Templates.text_papers``. The text part escapes nothing, so this one is drawn at
 # random per process: a title cannot guess it (and a miscount is caught anyway).
@@ -57,9 +60,13 @@ class Blocks:
 
 @dataclass(frozen=True, slots=True)
 class Templates:
+    # The email around its papers, given them as one string (``papers_html``: each paper's block
+    # and vote links), so that rendering it again for the size limit costs little per paper.
     html: jinja2.Template
     text: jinja2.Template
     blocks: dict[str, Blocks]  # by layout
+    # Each paper's vote links (``Vote`` or None), every paper's ending with PAPER_SEPARATOR.
+    votes: jinja2.Template
 
 
 def _paper_block(source: str, where: str, marks: tuple[str, str] = (PAPER_START, PAPER_END)) -> tuple[str, str, str]:
@@ -79,6 +86,16 @@ def _layout_blocks(source: str, where: str) -> tuple[str, dict[str, str], str]:
     if between.strip():
         raise RuntimeError(f"{where}: nothing may stand between the paper block and the compact one")
     return head, {"full": full, "compact": compact}, tail
+
+
+def _html_parts(source: str, where: str) -> tuple[str, dict[str, str], str, str]:
+    """The HTML layout split around its loop over papers: the head before the loop, each paper
+    block's source, the vote links' source, and the tail after the loop."""
+    head, paper_sources, tail = _layout_blocks(source, where)
+    votes_start, votes, rest = _paper_block(tail, where, (VOTES_START, VOTES_END))
+    if not head.endswith(PAPER_LOOP) or votes_start or not rest.startswith(LOOP_END):
+        raise RuntimeError(f"{where}: the loop over papers must hold the paper blocks and the votes, and nothing else")
+    return head.removesuffix(PAPER_LOOP), paper_sources, votes, rest.removeprefix(LOOP_END)
 
 
 def layout_html() -> str:
@@ -103,7 +120,7 @@ def email_templates() -> Templates:
     out of the compiled layout.
     """
     base = templates_dir() / "email"
-    head, paper_sources, tail = _layout_blocks(layout_html(), "templates/email/digest.mjml")
+    head, paper_sources, votes, tail = _html_parts(layout_html(), "templates/email/digest.mjml")
     html_env = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined, finalize=ascii_html)
     # The paper block gets PaperHtml values, every one escaped and in ASCII already.
     block_env = jinja2.Environment(autoescape=False, undefined=jinja2.StrictUndefined)
@@ -113,9 +130,9 @@ def email_templates() -> Templates:
         (base / "digest.txt.j2").read_text(encoding="utf-8"), "templates/email/digest.txt.j2"
     )
     return Templates(
-        # A block is escaped already (PaperHtml), and in ASCII: written as it is, not through
-        # autoescape (a Markup made per paper and email) or ascii_html.
-        html=html_env.from_string(head + "{% autoescape false %}{{ paper.html }}{% endautoescape %}" + tail),
+        # The papers are escaped already (PaperHtml, VoteLinks), and in ASCII: written as they are,
+        # not through autoescape (a Markup made per paper and email) or ascii_html.
+        html=html_env.from_string(head + "{% autoescape false %}{{ papers_html }}{% endautoescape %}" + tail),
         text=text_env.from_string(text_head + "{{ paper.text }}" + text_tail),
         blocks={
             layout: Blocks(
@@ -129,4 +146,5 @@ def email_templates() -> Templates:
             )
             for layout in LAYOUTS
         },
+        votes=block_env.from_string("{% for vote in votes %}" + votes + PAPER_SEPARATOR + "{% endfor %}"),
     )

@@ -15,6 +15,7 @@ from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from types import SimpleNamespace
+from urllib.parse import quote
 
 import jinja2
 import markupsafe
@@ -27,6 +28,7 @@ from digest.mail.highlight import escape_html, mark, shorten, tidy
 from digest.mail.paper_cache import COMPACT_PAPERS, PAPERS, PaperCache, paper_cache
 from digest.mail.render import RenderedDigest, render_digest
 from digest.mail.text_lines import wrap
+from digest.mail.votes import VoteLinks
 from digest.matching.spans import merge_spans, spans_for
 from digest.models import LAYOUTS, Digest, DigestEntry, Highlight, Item, RuleMatch, Subscriber
 from tests.email_fixtures import LINKS, digest_for, hostile_digest, huge_digest, sample_digest, sample_items
@@ -155,18 +157,14 @@ def test_a_layout_whose_paper_loop_holds_more_than_the_blocks_and_votes_is_refus
 
 
 def test_vote_links_are_escaped_in_the_html_and_written_as_they_are_in_the_text() -> None:
-    """The vote links go into the HTML without autoescape (escaped once, by render.VoteLinks): a
-    link with every character HTML gives a meaning to comes out as autoescape would write it."""
+    """The vote links go into the HTML without autoescape (escaped in digest.mail.votes): a start
+    with every character HTML gives a meaning to comes out as autoescape would write it."""
     digest = sample_digest()
     odd = "https://x.example/vote?a=1&b=<2>'\"&p="
-
-    def vote(paper: str, sign: int) -> str:
-        return f"{odd}{paper}&v={sign}"
-
-    rendered = render_digest(digest, replace(LINKS, vote=vote))
+    rendered = render_digest(digest, replace(LINKS, vote=odd))
     for entry in digest.entries[: rendered.papers_in_full]:
         for sign in (1, -1):
-            url = vote(entry.item.id, sign)
+            url = f"{odd}{quote(entry.item.id, safe=':/')}&v={sign}"
             assert f'href="{markupsafe.escape(url)}"' in rendered.html
             assert url in rendered.text
     assert "<2>" not in rendered.html and "&lt;2&gt;" in rendered.html
@@ -270,7 +268,7 @@ def context_for(
     links: render.Links = LINKS,
 ) -> dict[str, object]:
     """The templates' values for ``full`` papers in full, ``listed`` by title: as render has them."""
-    votes = render.VoteLinks(links.vote, digest.entries)
+    votes = VoteLinks(links.vote, digest.entries)
     return {**render._context(digest, links, papers, receipt=receipt), **render._shown(papers, full, listed, votes)}
 
 
@@ -373,7 +371,7 @@ def test_the_html_is_what_the_whole_layout_gives_with_autoescape(make: Callable[
     receipt = "Checked <b>x</b> & y."
     with_receipt = render_digest(digest, LINKS, receipt=receipt)
     assert with_receipt.html == autoescaped_html(digest, with_receipt, receipt)
-    voting = replace(LINKS, vote=lambda paper, sign: f"https://x.example/vote?t=<a>&'\"&p={paper}&v={sign}")
+    voting = replace(LINKS, vote="https://x.example/vote?t=<a>&'\"&p=")
     with_votes = render_digest(digest, voting)
     assert with_votes.html == autoescaped_html(digest, with_votes, links=voting)
     assert with_votes.html.count("Not for me</a>") == with_votes.papers_in_full > 0

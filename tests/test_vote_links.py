@@ -19,8 +19,9 @@ from urllib.parse import parse_qs, quote, urlsplit
 import httpx
 import pytest
 
-from digest.cycle.links import MAX_VOTE_PAPER_CHARS, MAX_VOTE_URL_CHARS, digest_links, vote_links
+from digest.cycle.links import digest_links, vote_start
 from digest.mail.render import render_digest
+from digest.mail.votes import MAX_VOTE_PAPER_CHARS, MAX_VOTE_URL_CHARS, Vote, paper_vote
 from digest.models import Item, Subscriber
 from digest.settings import Settings
 from digest.signing import Signer
@@ -102,8 +103,11 @@ def test_a_paper_id_with_query_characters_goes_there_and_back(tmp_path: Path) ->
         store.upsert_items([odd], datetime(2026, 11, 20, 7, 0, tzinfo=UTC))
         store.save_subscriber(Subscriber(ADA, ("zanzibarquux",), subscribed_at=datetime(2026, 11, 1, tzinfo=UTC)))
     settings = make_settings(data_dir, None)
-    url = vote_links(signer(), settings.public_url, ADA)(ODD_ID, -1)
-    assert url is not None and parse_qs(urlsplit(url).query)["p"] == [ODD_ID] and "#" not in url
+    start = vote_start(signer(), settings.public_url, ADA)
+    vote = paper_vote(start, start, ODD_ID)
+    assert vote is not None
+    url = vote.less
+    assert parse_qs(urlsplit(url).query)["p"] == [ODD_ID] and "#" not in url
     with running(settings, Clock()) as client:
         assert "Zanzibarquux &amp; friends" in client.get(url).text
         assert press(client, url).status_code == 200
@@ -225,8 +229,12 @@ def test_many_presses_at_once_for_one_paper_are_all_answered_and_keep_one_vote(
 
 
 def test_a_link_too_long_for_the_email_is_not_made() -> None:
-    make = vote_links(signer(), "https://digest.example.org", ADA)
-    assert make("blog:" + "x" * 300, 1) is not None
-    assert make("blog:" + "é" * 200, 1) is None, "205 characters, 1,200 once URL-encoded: past the link's bound"
-    assert make("x" * (MAX_VOTE_PAPER_CHARS + 1), 1) is None
-    assert make("blog:\ud800", -1) is None, "no URL carries a lone surrogate"
+    start = vote_start(signer(), "https://digest.example.org", ADA)
+
+    def make(paper: str) -> Vote | None:
+        return paper_vote(start, start, paper)
+
+    assert make("blog:" + "x" * 300) is not None
+    assert make("blog:" + "é" * 200) is None, "205 characters, 1,200 once URL-encoded: past the link's bound"
+    assert make("x" * (MAX_VOTE_PAPER_CHARS + 1)) is None
+    assert make("blog:\ud800") is None, "no URL carries a lone surrogate"

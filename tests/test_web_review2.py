@@ -19,10 +19,11 @@ from urllib.parse import parse_qs, urlsplit
 import httpx
 import pytest
 
-from digest.cycle.links import MAX_VOTE_PAPER_CHARS, digest_links
+from digest.cycle.links import digest_links
 from digest.errors import SubscriberError, TokenError
 from digest.mail.mime import seven_bit_html
 from digest.mail.render import render_digest
+from digest.mail.votes import MAX_VOTE_PAPER_CHARS
 from digest.models import Digest, Item, Subscriber
 from digest.settings import Settings
 from digest.signing import Signer

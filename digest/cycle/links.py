@@ -15,23 +15,15 @@ stored paper, not only the digest's; that is all it grants: votes only feed that
 suggested rule changes, which change nothing until they accept one, and the same email's Manage
 link grants more. The vote page shows only the stored title (an unknown id: "Paper no longer here").
 
-A feed's paper ids (``name:`` + the entry's guid or link) run to hundreds of characters: the vote
-page takes any id up to :data:`MAX_VOTE_PAPER_CHARS` and any link up to :data:`MAX_VOTE_URL_CHARS`
-(within one 998-octet line of the HTML part with its tag and ``&amp;``s, so the email still goes
-7-bit); a paper past either gets no vote links rather than links that cannot work.
+A feed's paper ids run to hundreds of characters; the limits a vote link keeps to, and the links
+themselves, are :mod:`digest.mail.votes`'s.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from urllib.parse import quote
-
 from digest.mail.render import Links
 from digest.models import Digest
 from digest.signing import Signer
-
-MAX_VOTE_PAPER_CHARS = 1000  # a paper id a vote link may name (the vote page's bound, digest.web.vote)
-MAX_VOTE_URL_CHARS = 900  # a vote link, base URL and token: one line of the HTML part with its tag
 
 
 def digest_links(signer: Signer, base: str, digest: Digest) -> Links:
@@ -42,22 +34,11 @@ def digest_links(signer: Signer, base: str, digest: Digest) -> Links:
         view_online=f"{base}/digest/{digest.digest_id}?token={view_token}",
         manage=f"{base}/manage?token={signer.sign('manage', email)}",
         unsubscribe=f"{base}/unsubscribe?token={signer.sign('unsubscribe', email)}",
-        vote=vote_links(signer, base, email),
+        vote=vote_start(signer, base, email),
     )
 
 
-def vote_links(signer: Signer, base: str, email: str) -> Callable[[str, int], str | None]:
-    """A paper's vote link for ``email``, or None when the vote page could not take it: one token
-    for all of them, signed once here (the paper id and vote go beside it, see the module)."""
-    start = f"{base}/vote?token={signer.sign('vote', email)}&p="
-
-    def link(paper: str, vote: int) -> str | None:
-        if len(paper) > MAX_VOTE_PAPER_CHARS:
-            return None
-        try:
-            url = f"{start}{quote(paper, safe=':/')}&v={vote}"
-        except UnicodeEncodeError:  # a lone surrogate: no URL can carry it
-            return None
-        return url if len(url) <= MAX_VOTE_URL_CHARS else None
-
-    return link
+def vote_start(signer: Signer, base: str, email: str) -> str:
+    """What every vote link of an email for ``email`` starts with: one token for all of them,
+    signed once here (the paper id and vote go after it: :mod:`digest.mail.votes`)."""
+    return f"{base}/vote?token={signer.sign('vote', email)}&p="

@@ -14,21 +14,20 @@ subscriber's own cap on papers per email (``Subscriber.max_papers``), before any
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, NamedTuple
 
 from markupsafe import Markup
 
-from digest.mail.escape import escaped
 from digest.mail.highlight import shorten
 from digest.mail.mime import html_part_bound, html_part_size, seven_bit_html
 from digest.mail.paper_cache import paper_cache
-from digest.mail.templates import PAPER_SEPARATOR, email_templates
+from digest.mail.templates import email_templates
 from digest.mail.text_lines import wrap, wrap_parts
 from digest.mail.views import MONTHS, WEEKDAYS, PaperView, plural
-from digest.models import Digest, DigestEntry
+from digest.mail.votes import VoteLinks
+from digest.models import Digest
 
 # Gmail clips a message whose HTML passes "102 KB" (reports range 102-105 KB): the HTML part is
 # kept to this many bytes as sent (CRLF line ends), below the lowest reading of that.
@@ -48,53 +47,9 @@ class Links:
     view_online: str
     manage: str
     unsubscribe: str
-    # A paper's signed "more like this" (+1) / "not for me" (-1) link: (paper id, vote) → URL, or
-    # None for a paper whose links could not work (digest.cycle.links: an id too long for them);
-    # None (a preview, the tests) shows no vote links.
-    vote: Callable[[str, int], str | None] | None = None
-
-
-class Vote(NamedTuple):
-    """A paper's two vote links: as the text part shows them, and escaped for the HTML part."""
-
-    more: str
-    less: str
-    more_html: str
-    less_html: str
-
-
-class VoteLinks:
-    """A digest's "more like this" / "not for me" links, made for the papers shown in full only,
-    each once however often the size check renders the email again: the links, escaped for the
-    HTML here, and each paper's HTML of them, for all papers in one template call.
-    A paper without both links (its id too long for a link) shows neither: None in its place."""
-
-    def __init__(self, vote: Callable[[str, int], str | None] | None, entries: Sequence[DigestEntry]) -> None:
-        self.vote = vote
-        self.entries = entries
-        self.made: list[Vote | None] = []
-        self.made_html: list[str] = []
-
-    def first(self, count: int) -> list[Vote | None]:
-        if self.vote is None:
-            return []
-        while len(self.made) < count:
-            paper = self.entries[len(self.made)].item.id
-            more, less = self.vote(paper, 1), self.vote(paper, -1)
-            self.made.append(Vote(more, less, escaped(more), escaped(less)) if more and less else None)
-        return self.made[:count]
-
-    def html(self, count: int) -> list[str]:
-        """The HTML of the first ``count`` papers' links: an empty string each when there are none."""
-        if self.vote is None:
-            return [""] * count
-        if len(self.made_html) < count:
-            votes = self.first(count)[len(self.made_html) :]
-            made = email_templates().votes.render(votes=votes).split(PAPER_SEPARATOR)
-            if len(made) != len(votes) + 1:  # the separator is the template's alone; never expected
-                raise RuntimeError(f"rendered {len(made) - 1} papers' vote links for {len(votes)} papers")
-            self.made_html += made[:-1]
-        return self.made_html[:count]
+    # The start of each paper's signed "more like this" / "not for me" link (``…/vote?token=…&p=``;
+    # the paper's id and vote follow it: digest.mail.votes); None (a preview, the tests) shows none.
+    vote: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

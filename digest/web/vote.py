@@ -26,8 +26,8 @@ from datetime import datetime
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from digest.cycle.links import MAX_VOTE_PAPER_CHARS, MAX_VOTE_URL_CHARS
 from digest.errors import CycleLockedError, TokenError
+from digest.mail.votes import MAX_VOTE_PAPER_CHARS, MAX_VOTE_URL_CHARS
 from digest.state.backend import StoreBackend
 from digest.text import first_control
 from digest.web.forms import BUSY, FORM_EXPIRED
@@ -35,12 +35,12 @@ from digest.web.front import Front
 
 log = logging.getLogger(__name__)
 
-# A token is shorter than its link, and the email makes none longer (digest.cycle.links); a paper
+# A token is shorter than its link, and the email makes none longer (digest.mail.votes); a paper
 # id up to what those links may name: a feed's ids (``name:`` + guid or link) run to hundreds.
 MAX_TOKEN_CHARS = MAX_VOTE_URL_CHARS
 MAX_PAPER_ID_CHARS = MAX_VOTE_PAPER_CHARS
 LABELS = {1: "More like this", -1: "Not for me"}
-VOTES = {"1": 1, "-1": -1}  # a link's ``v``, as written by digest.cycle.links: nothing else
+VOTES = {"1": 1, "-1": -1}  # a link's ``v``, as written by digest.mail.votes: nothing else
 SLOW_DOWN = "Too many votes from your network in the last minute. Please wait a minute and press again."
 
 

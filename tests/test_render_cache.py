@@ -156,18 +156,34 @@ def test_a_layout_whose_paper_loop_holds_more_than_the_blocks_and_votes_is_refus
         templates.email_templates.cache_clear()
 
 
+def test_a_layout_without_the_vote_marks_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "email").mkdir()
+    layout = (templates.templates_dir() / "email" / "digest.mjml").read_text(encoding="utf-8")
+    (tmp_path / "email" / "digest.mjml").write_text(layout.replace(templates.VOTES_END, ""), encoding="utf-8")
+    (tmp_path / "email" / "digest.txt.j2").write_text("{# paper #}{# /paper #}{# compact #}{# /compact #}")
+    monkeypatch.setattr(templates, "templates_dir", lambda: tmp_path)
+    templates.email_templates.cache_clear()
+    try:
+        with pytest.raises(RuntimeError, match=r"digest\.mjml: the vote links' part lost its"):
+            templates.email_templates()
+    finally:
+        monkeypatch.undo()
+        templates.email_templates.cache_clear()
+
+
 def test_vote_links_are_escaped_in_the_html_and_written_as_they_are_in_the_text() -> None:
     """The vote links go into the HTML without autoescape (escaped in digest.mail.votes): a start
-    with every character HTML gives a meaning to comes out as autoescape would write it."""
+    with every character HTML gives a meaning to, and one past ASCII, comes out as autoescape and
+    the layout's ASCII would write it."""
     digest = sample_digest()
-    odd = "https://x.example/vote?a=1&b=<2>'\"&p="
+    odd = "https://x.example/voté?a=1&b=<2>'\"&p="
     rendered = render_digest(digest, replace(LINKS, vote=odd))
     for entry in digest.entries[: rendered.papers_in_full]:
         for sign in (1, -1):
             url = f"{odd}{quote(entry.item.id, safe=':/')}&v={sign}"
-            assert f'href="{markupsafe.escape(url)}"' in rendered.html
+            assert f'href="{escape.escaped(url)}"' in rendered.html
             assert url in rendered.text
-    assert "<2>" not in rendered.html and "&lt;2&gt;" in rendered.html
+    assert "<2>" not in rendered.html and "&lt;2&gt;" in rendered.html and "vot&#233;?a=1&amp;b" in rendered.html
     assert rendered.html.count("More like this</a>") == rendered.papers_in_full == len(digest.entries)
 
 
@@ -371,7 +387,7 @@ def test_the_html_is_what_the_whole_layout_gives_with_autoescape(make: Callable[
     receipt = "Checked <b>x</b> & y."
     with_receipt = render_digest(digest, LINKS, receipt=receipt)
     assert with_receipt.html == autoescaped_html(digest, with_receipt, receipt)
-    voting = replace(LINKS, vote="https://x.example/vote?t=<a>&'\"&p=")
+    voting = replace(LINKS, vote="https://x.example/voté?t=<a>&'\"&p=")
     with_votes = render_digest(digest, voting)
     assert with_votes.html == autoescaped_html(digest, with_votes, links=voting)
     assert with_votes.html.count("Not for me</a>") == with_votes.papers_in_full > 0

@@ -104,7 +104,7 @@ def test_a_paper_id_with_query_characters_goes_there_and_back(tmp_path: Path) ->
         store.save_subscriber(Subscriber(ADA, ("zanzibarquux",), subscribed_at=datetime(2026, 11, 1, tzinfo=UTC)))
     settings = make_settings(data_dir, None)
     start = vote_start(signer(), settings.public_url, ADA)
-    vote = paper_vote(start, start, ODD_ID)
+    vote = paper_vote(start, start, ODD_ID)  # the start as it is for the HTML too: only the text link is used
     assert vote is not None
     url = vote.less
     assert parse_qs(urlsplit(url).query)["p"] == [ODD_ID] and "#" not in url
@@ -231,7 +231,7 @@ def test_many_presses_at_once_for_one_paper_are_all_answered_and_keep_one_vote(
 def test_a_link_too_long_for_the_email_is_not_made() -> None:
     start = vote_start(signer(), "https://digest.example.org", ADA)
 
-    def make(paper: str) -> Vote | None:
+    def make(paper: str) -> Vote | None:  # the start as it is for the HTML too: only None or not matters
         return paper_vote(start, start, paper)
 
     assert make("blog:" + "x" * 300) is not None

@@ -2,8 +2,9 @@
 
 This module puts an email together; the parts are elsewhere in :mod:`digest.mail`: the templates
 (:mod:`~digest.mail.templates`), each paper's blocks (:mod:`~digest.mail.papers`, kept per process
-by :mod:`~digest.mail.paper_cache`), what an item shows (:mod:`~digest.mail.views`), escaping
-(:mod:`~digest.mail.escape`) and the text part's lines (:mod:`~digest.mail.text_lines`).
+by :mod:`~digest.mail.paper_cache`), its vote links (:mod:`~digest.mail.votes`), what an item
+shows (:mod:`~digest.mail.views`), escaping (:mod:`~digest.mail.escape`) and the text part's
+lines (:mod:`~digest.mail.text_lines`).
 
 Papers are listed in relevance order (see :func:`digest.matching.ranking.rank_entries`); a digest
 of more than a few papers opens with its top picks, and ends with the coverage receipt the cycle

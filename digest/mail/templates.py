@@ -4,7 +4,9 @@ Each email is then a Jinja render of that HTML, much cheaper than running MJML p
 The block of one paper (between ``{# paper #}`` and ``{# /paper #}``, in each layout and in
 the text template) becomes a template of its own, rendered once per paper and matches
 (:mod:`digest.mail.paper_cache`); each email then inserts the cached blocks, which gives the same
-output as one template would.
+output as one template would. In the HTML layout, the whole loop over papers is cut out: each
+paper's vote links (between ``{# votes #}`` and ``{# /votes #}``) become a template of their own
+too (:mod:`digest.mail.votes`), and the email's template gets the papers as one string.
 """
 
 from __future__ import annotations
@@ -69,12 +71,15 @@ class Templates:
     votes: jinja2.Template
 
 
-def _paper_block(source: str, where: str, marks: tuple[str, str] = (PAPER_START, PAPER_END)) -> tuple[str, str, str]:
-    """``source`` split around the paper block marked by ``{# paper #}`` and ``{# /paper #}``."""
+def _paper_block(
+    source: str, where: str, marks: tuple[str, str] = (PAPER_START, PAPER_END), what: str = "the paper block"
+) -> tuple[str, str, str]:
+    """``source`` split around the part marked by ``marks``: by default the paper block, between
+    ``{# paper #}`` and ``{# /paper #}``."""
     head, start, rest = source.partition(marks[0])
     paper_source, end, tail = rest.partition(marks[1])
     if not (start and end):
-        raise RuntimeError(f"{where}: the paper block lost its {marks[0]} {marks[1]} marks")
+        raise RuntimeError(f"{where}: {what} lost its {marks[0]} {marks[1]} marks")
     return head, paper_source, tail
 
 
@@ -92,7 +97,7 @@ def _html_parts(source: str, where: str) -> tuple[str, dict[str, str], str, str]
     """The HTML layout split around its loop over papers: the head before the loop, each paper
     block's source, the vote links' source, and the tail after the loop."""
     head, paper_sources, tail = _layout_blocks(source, where)
-    votes_start, votes, rest = _paper_block(tail, where, (VOTES_START, VOTES_END))
+    votes_start, votes, rest = _paper_block(tail, where, (VOTES_START, VOTES_END), "the vote links' part")
     if not head.endswith(PAPER_LOOP) or votes_start or not rest.startswith(LOOP_END):
         raise RuntimeError(f"{where}: the loop over papers must hold the paper blocks and the votes, and nothing else")
     return head.removesuffix(PAPER_LOOP), paper_sources, votes, rest.removeprefix(LOOP_END)

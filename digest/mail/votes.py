@@ -41,9 +41,8 @@ class Vote(NamedTuple):
 @lru_cache(maxsize=8192)
 def quoted_paper(paper: str) -> str | None:
     """``paper`` as its vote links carry it (letters, digits, ``%``, ``_.-~:/`` only), or None when
-    no vote link may name it. Kept per process: a day's digests share a few thousand papers."""
-    if len(paper) > MAX_VOTE_PAPER_CHARS:
-        return None
+    no vote link may name it (a lone surrogate). Kept per process: a day's digests share a few
+    thousand papers."""
     try:
         return quote(paper, safe=":/")
     except UnicodeEncodeError:  # a lone surrogate: no URL can carry it
@@ -53,6 +52,8 @@ def quoted_paper(paper: str) -> str | None:
 def paper_vote(start: str, start_html: str, paper: str) -> Vote | None:
     """``paper``'s links after ``start`` (``start_html``: the same, escaped), or None when one
     would pass :data:`MAX_VOTE_URL_CHARS`."""
+    if len(paper) > MAX_VOTE_PAPER_CHARS:  # before the cache: it keeps only ids a link may name
+        return None
     quoted = quoted_paper(paper)
     if quoted is None or len(start) + len(quoted) + len(LONGEST_VOTE) > MAX_VOTE_URL_CHARS:
         return None
@@ -70,7 +71,7 @@ class VoteLinks:
 
     def __init__(self, start: str | None, entries: Sequence[DigestEntry]) -> None:
         self.start = start
-        self.start_html = escaped(start) if start else ""
+        self.start_html = escaped(start) if start is not None else ""
         self.entries = entries
         self.made: list[Vote | None] = []
         self.made_html: list[str] = []

@@ -135,42 +135,6 @@ def test_hostile_text_is_escaped_in_cached_blocks_too() -> None:
     assert "<script" not in first.lower() and "<img" not in first and "&lt;script&gt;" in first
 
 
-def test_a_layout_whose_paper_loop_holds_more_than_the_blocks_and_votes_is_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The layout's loop over papers becomes one string joined in Python (render._joined): markup
-    anywhere else in that loop would be lost, so the layout is refused instead."""
-    (tmp_path / "email").mkdir()
-    layout = (templates.templates_dir() / "email" / "digest.mjml").read_text(encoding="utf-8")
-    moved = layout.replace("{# /votes #}{% endfor %}", "{# /votes #}<hr>{% endfor %}")
-    assert moved != layout
-    (tmp_path / "email" / "digest.mjml").write_text(moved, encoding="utf-8")
-    (tmp_path / "email" / "digest.txt.j2").write_text("{# paper #}{# /paper #}{# compact #}{# /compact #}")
-    monkeypatch.setattr(templates, "templates_dir", lambda: tmp_path)
-    templates.email_templates.cache_clear()
-    try:
-        with pytest.raises(RuntimeError, match=r"digest\.mjml: the loop over papers must hold"):
-            templates.email_templates()
-    finally:
-        monkeypatch.undo()
-        templates.email_templates.cache_clear()
-
-
-def test_a_layout_without_the_vote_marks_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "email").mkdir()
-    layout = (templates.templates_dir() / "email" / "digest.mjml").read_text(encoding="utf-8")
-    (tmp_path / "email" / "digest.mjml").write_text(layout.replace(templates.VOTES_END, ""), encoding="utf-8")
-    (tmp_path / "email" / "digest.txt.j2").write_text("{# paper #}{# /paper #}{# compact #}{# /compact #}")
-    monkeypatch.setattr(templates, "templates_dir", lambda: tmp_path)
-    templates.email_templates.cache_clear()
-    try:
-        with pytest.raises(RuntimeError, match=r"digest\.mjml: the vote links' part lost its"):
-            templates.email_templates()
-    finally:
-        monkeypatch.undo()
-        templates.email_templates.cache_clear()
-
-
 def test_vote_links_are_escaped_in_the_html_and_written_as_they_are_in_the_text() -> None:
     """The vote links go into the HTML without autoescape (escaped in digest.mail.votes): a start
     with every character HTML gives a meaning to, and one past ASCII, comes out as autoescape and
@@ -187,15 +151,28 @@ def test_vote_links_are_escaped_in_the_html_and_written_as_they_are_in_the_text(
     assert rendered.html.count("More like this</a>") == rendered.papers_in_full == len(digest.entries)
 
 
-def test_a_layout_without_the_paper_marks_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(
+    ("old", "new", "refusal"),
+    [
+        (templates.PAPER_END, "", "the paper block lost its"),
+        (templates.VOTES_END, "", "the vote links' part lost its"),
+        # The loop over papers becomes one string joined in Python (render._joined): markup
+        # anywhere else in that loop would be lost, so the layout is refused instead.
+        ("{# /votes #}{% endfor %}", "{# /votes #}<hr>{% endfor %}", "the loop over papers must hold"),
+    ],
+)
+def test_a_layout_that_lost_its_marks_or_holds_more_in_its_paper_loop_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, old: str, new: str, refusal: str
+) -> None:
     (tmp_path / "email").mkdir()
     layout = (templates.templates_dir() / "email" / "digest.mjml").read_text(encoding="utf-8")
-    (tmp_path / "email" / "digest.mjml").write_text(layout.replace("{# /paper #}", ""), encoding="utf-8")
-    (tmp_path / "email" / "digest.txt.j2").write_text("x", encoding="utf-8")
+    assert old in layout
+    (tmp_path / "email" / "digest.mjml").write_text(layout.replace(old, new), encoding="utf-8")
+    (tmp_path / "email" / "digest.txt.j2").write_text("{# paper #}{# /paper #}{# compact #}{# /compact #}")
     monkeypatch.setattr(templates, "templates_dir", lambda: tmp_path)
     templates.email_templates.cache_clear()
     try:
-        with pytest.raises(RuntimeError, match=r"digest\.mjml: the paper block lost its"):
+        with pytest.raises(RuntimeError, match=rf"digest\.mjml: {refusal}"):
             templates.email_templates()
     finally:
         monkeypatch.undo()

@@ -8,15 +8,13 @@ page takes any id up to :data:`MAX_VOTE_PAPER_CHARS` and any link up to :data:`M
 7-bit); a paper past either gets no vote links rather than links that cannot work.
 
 Made for the papers shown in full only, once per email however often the size limit renders it
-again, and escaped for the HTML here: the start once per email, and a paper's quoted id (which
-holds nothing HTML gives a meaning to) once per paper and process. The layout writes them
-without autoescape, as it does the paper blocks.
+again, and escaped for the HTML here: the start once per email; a paper's quoted id holds nothing
+HTML gives a meaning to. The layout writes them without autoescape, as it does the paper blocks.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 from typing import NamedTuple
 from urllib.parse import quote
 
@@ -38,11 +36,9 @@ class Vote(NamedTuple):
     less_html: str
 
 
-@lru_cache(maxsize=8192)
 def quoted_paper(paper: str) -> str | None:
     """``paper`` as its vote links carry it (letters, digits, ``%``, ``_.-~:/`` only), or None when
-    no vote link may name it (a lone surrogate). Kept per process: a day's digests share a few
-    thousand papers."""
+    no vote link may name it (a lone surrogate)."""
     try:
         return quote(paper, safe=":/")
     except UnicodeEncodeError:  # a lone surrogate: no URL can carry it
@@ -52,7 +48,7 @@ def quoted_paper(paper: str) -> str | None:
 def paper_vote(start: str, start_html: str, paper: str) -> Vote | None:
     """``paper``'s links after ``start`` (``start_html``: the same, escaped), or None when one
     would pass :data:`MAX_VOTE_URL_CHARS`."""
-    if len(paper) > MAX_VOTE_PAPER_CHARS:  # before the cache: it keeps only ids a link may name
+    if len(paper) > MAX_VOTE_PAPER_CHARS:
         return None
     quoted = quoted_paper(paper)
     if quoted is None or len(start) + len(quoted) + len(LONGEST_VOTE) > MAX_VOTE_URL_CHARS:

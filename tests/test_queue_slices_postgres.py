@@ -6,6 +6,7 @@ between two slices loses nobody and doubles nothing when the cycle runs again.""
 from __future__ import annotations
 
 import collections
+import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -55,8 +56,10 @@ def test_the_scheduler_queues_a_slice_at_a_time_and_workers_start_on_the_first(
 ) -> None:
     subscribe_all(settings.store.url)
     sent_early: list[int] = []
+    collector_on: list[bool] = []
 
     def before(slice_number: int) -> None:
+        collector_on.append(gc.isenabled())  # paused while a slice's records are made and queued
         if slice_number == 1:  # the first slice is committed: a worker can send it now, mid-cycle
             sent_early.extend(workers(settings, 1))
 
@@ -64,6 +67,7 @@ def test_the_scheduler_queues_a_slice_at_a_time_and_workers_start_on_the_first(
     report = run_once(settings, AS_OF, sources=[SampleSource()], enqueue=True)
     assert not report.errors, report.errors
     assert sizes == [5, 5, 5, 5, 4], sizes
+    assert collector_on == [False] * 5 and gc.isenabled()
     assert sent_early == [SLICE], "the first slice went out before the second was queued"
     assert report.matched > 0 and report.stages.get("match", 0) > 0 and "send" in report.stages
     assert queued(settings.store.url) == len(PEOPLE) - SLICE

@@ -167,7 +167,10 @@ class Cycle:
             self._take_plan(plan, run.report)
             for digest in plan.digests:
                 digest.notices.extend(notices)
-            with clock.stage("send"):
+            # Paused here too: a slice's records are small lists by the hundred thousand, none in a
+            # cycle, and with them alive the collector's passes re-walked the whole store (a quarter
+            # of the scheduler's CPU at 10,000: bench/postgres.md, "night").
+            with clock.stage("send"), collector_paused():
                 enqueue(self.store, plan, run, self.composer.receipt)
 
     def _deliver(self, plan: Plan, run: SendRun, clock: StageClock) -> None:

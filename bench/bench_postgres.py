@@ -32,6 +32,7 @@ import ipaddress
 import json
 import multiprocessing
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -96,13 +97,48 @@ def postgres_cpu(postmaster: int) -> float:
 
 
 # -- the database ---------------------------------------------------------------------------------
-def start_postgres() -> Any:
+# With --pg-stats: statements' times (pg_stat_statements) and every autovacuum in the server's log.
+STATS_SETTINGS = (
+    "shared_preload_libraries=pg_stat_statements",
+    "pg_stat_statements.track_planning=on",
+    "log_autovacuum_min_duration=0",
+)
+AUTOVACUUM_CPU = re.compile(
+    r'automatic (vacuum|analyze) of table "([^"]+)".*?CPU: user: ([0-9.]+) s, system: ([0-9.]+) s', re.DOTALL
+)
+
+
+def start_postgres(stats: bool = False) -> Any:
     from tests.postgres_server import PostgresServer, postgres_bin
 
     bin_dir = postgres_bin()
     if bin_dir is None:
         raise SystemExit("PostgreSQL binaries (initdb, pg_ctl) not found: install Debian's postgresql package")
-    return PostgresServer(bin_dir).start()
+    return PostgresServer(bin_dir, STATS_SETTINGS if stats else ()).start()
+
+
+def pg_stats(url: str, log: Path) -> str:
+    """What the server did over the run: its costliest statements, each table's rows written and
+    autovacuums, and the CPU the autovacuums took (from its log)."""
+    import psycopg
+
+    lines = ["statements by time: calls, exec ms, ms a call, WAL KB a call, query"]
+    with psycopg.connect(url, autocommit=True) as connection:
+        for calls, total, wal, query in connection.execute(
+            "SELECT calls, total_exec_time, wal_bytes, regexp_replace(query, '\\s+', ' ', 'g') FROM pg_stat_statements "
+            "ORDER BY total_exec_time DESC LIMIT 8"
+        ):
+            lines.append(f"  {calls:>7} {total:9.0f} {total / calls:7.3f} {wal / calls / 1024:7.1f}  {query[:90]}")
+        lines.append("tables: rows inserted, deleted; autovacuums, autoanalyzes")
+        for name, inserted, deleted, vacuums, analyzes in connection.execute(
+            "SELECT relname, n_tup_ins, n_tup_del, autovacuum_count, autoanalyze_count FROM pg_stat_user_tables "
+            "WHERE n_tup_ins + n_tup_del > 0 ORDER BY relname"
+        ):
+            lines.append(f"  {name:<12} {inserted:>9} {deleted:>9} {vacuums:>3} {analyzes:>3}")
+    found = AUTOVACUUM_CPU.findall(log.read_text(errors="replace"))
+    cpu = sum(float(user) + float(system) for _, _, user, system in found)
+    lines.append(f"autovacuum and autoanalyze: {len(found)} runs, {cpu:.2f} s of CPU")
+    return "\n".join(lines)
 
 
 def fill(url: str, size: int, vocab: list[str]) -> None:
@@ -215,7 +251,8 @@ class Role:
 
 
 def spy(role: Role, work: Path) -> tuple[subprocess.Popen[bytes], Role, Path]:
-    """``py-spy record`` of a role's process (raw stacks, 100 a second) until it is sent SIGINT."""
+    """``py-spy record`` of a role's process until it is sent SIGINT: raw stacks, 100 a second, only
+    those that hold the GIL (``--gil``), so that a wait on a socket is not counted as work."""
     out = work / f"{role.name}.stacks"
     binary = Path(sys.executable).with_name("py-spy")
     command = [
@@ -226,6 +263,7 @@ def spy(role: Role, work: Path) -> tuple[subprocess.Popen[bytes], Role, Path]:
         "--rate",
         "100",
         "--nonblocking",
+        "--gil",
         "-o",
         str(out),
     ]
@@ -368,13 +406,18 @@ def run(args: argparse.Namespace) -> Run:
     api = FakeHfApi(days={today.isoformat(): entries}).start()
     for back in range(1, 8):
         api.days.setdefault((today - timedelta(days=back)).isoformat(), [])
-    server = start_postgres()
+    server = start_postgres(args.pg_stats)
     sink = SmtpServer()
     roles: list[Role] = []
     try:
         with tempfile.TemporaryDirectory(prefix="digest-bench-pg-", dir=args.workdir) as temp:
             work = Path(temp)
             url = server.new_database()
+            if args.pg_stats:
+                import psycopg
+
+                with psycopg.connect(url, autocommit=True) as connection:
+                    connection.execute("CREATE EXTENSION pg_stat_statements")
             started = time.perf_counter()
             fill(url, args.subscribers, vocab)
             result.fill_seconds = time.perf_counter() - started
@@ -416,6 +459,8 @@ def run(args: argparse.Namespace) -> Run:
             for role in roles:
                 role.sample()
             result.cpu = {r.name: r.cpu - before[r.name] for r in roles}
+            if args.pg_stats:  # the fill's statements included; its VACUUM ANALYZE is not an autovacuum
+                print(f"--- PostgreSQL over the run\n{pg_stats(url, server.log)}", flush=True)
             result.cpu["postgres"] = postgres_cpu(postmaster) - pg_before
             result.cpu["sink"] = sink.cpu_seconds() - sink_before
             result.peaks = {r.name: r.peak_mb for r in roles}
@@ -602,6 +647,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--timeout", type=float, default=3600.0)
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--keep-logs", action="store_true", help="print the tail of each role's log")
+    parser.add_argument(
+        "--pg-stats", action="store_true", help="print PostgreSQL's costliest statements and its autovacuums' CPU"
+    )
     parser.add_argument("--py-spy", default="", help="roles to profile with py-spy, e.g. worker1,scheduler,web")
     args = parser.parse_args(argv)
     load_before = " ".join(os.getloadavg().__repr__().strip("()").split(", "))

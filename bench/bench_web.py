@@ -275,10 +275,10 @@ async def load(port: int, secret: str, clients: int, seconds: float, size: int) 
     return results
 
 
-def percentile(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: int) -> float:
     if len(values) == 1:
         return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if values else float("nan")  # type: ignore[index]
+    return statistics.quantiles(values, n=100, method="inclusive")[q - 1] if values else float("nan")
 
 
 def report(

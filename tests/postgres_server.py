@@ -60,8 +60,9 @@ def unprivileged_user() -> str:
 class PostgresServer:
     """One throw-away cluster; :meth:`new_database` gives each test an empty database of its own."""
 
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, settings: tuple[str, ...] = ()) -> None:
         self.bin_dir = bin_dir
+        self.settings = settings  # more ``name=value`` server settings (the bench's --pg-stats)
         self.root = Path(tempfile.mkdtemp(prefix="digest-pg-"))
         self.data = self.root / "data"
         self.log = self.root / "server.log"
@@ -95,6 +96,7 @@ class PostgresServer:
         for _ in range(START_ATTEMPTS):  # a port taken between the probe and the bind: try another
             self.port = free_port()
             options = f"-h 127.0.0.1 -p {self.port} -k {self.root} -F -c max_connections=50"
+            options += "".join(f" -c {setting}" for setting in self.settings)
             started = self._run(
                 str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-o", options, "-w", "start"
             )

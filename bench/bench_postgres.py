@@ -104,7 +104,9 @@ STATS_SETTINGS = (
     "log_autovacuum_min_duration=0",
 )
 AUTOVACUUM_CPU = re.compile(
-    r'automatic (vacuum|analyze) of table "([^"]+)".*?CPU: user: ([0-9.]+) s, system: ([0-9.]+) s', re.DOTALL
+    r'automatic (?:aggressive )?(vacuum|analyze) (?:to prevent wraparound )?of table "([^"]+)"'
+    r".*?CPU: user: ([0-9.]+) s, system: ([0-9.]+) s",
+    re.DOTALL,
 )
 
 
@@ -252,7 +254,8 @@ class Role:
 
 def spy(role: Role, work: Path) -> tuple[subprocess.Popen[bytes], Role, Path]:
     """``py-spy record`` of a role's process until it is sent SIGINT: raw stacks, 100 a second, only
-    those that hold the GIL (``--gil``), so that a wait on a socket is not counted as work."""
+    those that hold the GIL (``--gil``): CPU spent in C code that released it (hashing,
+    compression, socket I/O) is left out, and with it time that is not the role's Python."""
     out = work / f"{role.name}.stacks"
     binary = Path(sys.executable).with_name("py-spy")
     command = [
@@ -648,7 +651,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workdir", default=None)
     parser.add_argument("--keep-logs", action="store_true", help="print the tail of each role's log")
     parser.add_argument(
-        "--pg-stats", action="store_true", help="print PostgreSQL's costliest statements and its autovacuums' CPU"
+        "--pg-stats",
+        action="store_true",
+        help="print PostgreSQL's costliest statements and its autovacuums' CPU (its CPU then includes the statistics')",
     )
     parser.add_argument("--py-spy", default="", help="roles to profile with py-spy, e.g. worker1,scheduler,web")
     args = parser.parse_args(argv)

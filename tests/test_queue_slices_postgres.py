@@ -90,6 +90,7 @@ def test_a_scheduler_that_dies_between_slices_loses_nobody_and_doubles_nothing(
     spy_on_slices(monkeypatch, die_on_the_third)
     with pytest.raises(RuntimeError):
         run_once(settings, AS_OF, sources=[SampleSource()], enqueue=True)
+    assert gc.isenabled(), "the collector is on again after a slice that failed"
     assert queued(settings.store.url) == 2 * SLICE, "the two slices queued before it died stay queued"
     workers(settings, 1)  # a worker sends them meanwhile
 

@@ -57,7 +57,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     people = [Subscriber(d["email"], tuple(d["rules"])) for d in map(json.loads, subscribers(args.subscribers, vocab))]
     plan = plan_digests(people, items, lambda email, since: set(), DAY, DAY, DAY)
     papers = sum(len(d.entries) for d in plan.digests)
-    by_id = {item.id: item for item in items}
+    by_id = {item.id: item for item in items}  # the day's papers, as a worker's ItemCache has them
     records = [json.dumps(digest_record(d, "")) for d in plan.digests] if args.queued else []
 
     cpu, wall = time.thread_time(), time.perf_counter()

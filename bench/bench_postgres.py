@@ -119,6 +119,14 @@ def start_postgres(stats: bool = False) -> Any:
     return PostgresServer(bin_dir, STATS_SETTINGS if stats else ()).start()
 
 
+def count_statements(url: str) -> None:
+    """Start counting the statements run in ``url``'s database, for :func:`pg_stats`."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as connection:
+        connection.execute("CREATE EXTENSION pg_stat_statements")
+
+
 def pg_stats(url: str, log: Path) -> str:
     """What the server did over the run: its costliest statements, each table's rows written and
     autovacuums, and the CPU the autovacuums took (from its log)."""
@@ -417,10 +425,7 @@ def run(args: argparse.Namespace) -> Run:
             work = Path(temp)
             url = server.new_database()
             if args.pg_stats:
-                import psycopg
-
-                with psycopg.connect(url, autocommit=True) as connection:
-                    connection.execute("CREATE EXTENSION pg_stat_statements")
+                count_statements(url)
             started = time.perf_counter()
             fill(url, args.subscribers, vocab)
             result.fill_seconds = time.perf_counter() - started

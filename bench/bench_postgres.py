@@ -20,6 +20,8 @@ Measured, figures and never assertions:
   /manage?token=`` and RFC 8058 one-click ``POST /unsubscribe`` for ``--web-seconds`` once the
   workers are sending (the hand-written HTTP client of :mod:`bench.bench_web`); p50/p99 per endpoint.
 - CPU seconds of each process, of the sink and of the PostgreSQL server over the cycle.
+- ``--worker-calls``: the workers' CPU split by call (:mod:`bench.worker_calls`), the kernel's
+  share of their socket and file calls included, which ``--py-spy`` leaves out.
 
     python -m bench postgres [--subscribers 100000] [--workers 4] [--clients 20] [--web-seconds 20]
 """
@@ -44,6 +46,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bench import worker_calls
 from bench.__main__ import SmtpServer, machine, smtp_floor
 from bench.bench_web import Connection, free_port, percentile, terminate
 from bench.workload import items_for_day, subscribers, vocabulary
@@ -238,11 +241,13 @@ def floor(port: int, messages: list[bytes], count: int, connections: int) -> flo
 class Role:
     """``digest ROLE`` as a process, its output in a file."""
 
-    def __init__(self, name: str, role: str, env: dict[str, str], logs: Path) -> None:
+    def __init__(self, name: str, role: str, env: dict[str, str], logs: Path, calls: Path | None = None) -> None:
+        """``calls``: a worker started through :mod:`bench.worker_calls`, its table to that file."""
         self.name = name
         self.log = logs / f"{name}.log"
+        command = ["-m", "bench.worker_calls", str(calls), role] if calls else ["-m", "digest", role]
         with self.log.open("wb") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "digest", role], env=env, stdout=out, stderr=out)
+            self.process = subprocess.Popen([sys.executable, *command], env=env, stdout=out, stderr=out)
         self.peak_mb = 0.0
         self.cpu = 0.0
 
@@ -446,7 +451,10 @@ def run(args: argparse.Namespace) -> Run:
                 name = "web" if len(web_ports) == 1 else f"web{n + 1}"
                 roles.append(Role(name, "web", {**env, "DIGEST_WEB__PORT": str(port)}, work))
             webs = list(roles)
-            roles += [Role(f"worker{n + 1}", "worker", env, work) for n in range(args.workers)]
+            calls = [work / f"worker{n + 1}.calls.json" for n in range(args.workers)] if args.worker_calls else []
+            roles += [
+                Role(f"worker{n + 1}", "worker", env, work, calls[n] if calls else None) for n in range(args.workers)
+            ]
             roles.append(Role("scheduler", "scheduler", env, work))
             for port, role in zip(web_ports, webs, strict=True):
                 wait_for_web(port, role)
@@ -482,6 +490,8 @@ def run(args: argparse.Namespace) -> Run:
                 print(f"--- py-spy of {role.name}: the functions most often on the stack (of {top_of(out)})")
             for role in roles:
                 role.stop()
+            if calls:
+                print(f"--- the workers' CPU by call (bench.worker_calls): {worker_calls.report(calls)}", flush=True)
             result.stages = last_stages(url)
             if args.workers:
                 result.floors.append(timed_floor(sink, messages, result.floor_emails, args.workers, "floor after"))
@@ -661,6 +671,11 @@ def main(argv: list[str] | None = None) -> None:
         help="print PostgreSQL's costliest statements and its autovacuums' CPU (its CPU then includes the statistics')",
     )
     parser.add_argument("--py-spy", default="", help="roles to profile with py-spy, e.g. worker1,scheduler,web")
+    parser.add_argument(
+        "--worker-calls",
+        action="store_true",
+        help="print the workers' CPU by call, the kernel's share included (bench.worker_calls)",
+    )
     args = parser.parse_args(argv)
     load_before = " ".join(os.getloadavg().__repr__().strip("()").split(", "))
     result = run(args)

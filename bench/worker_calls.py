@@ -8,7 +8,8 @@ goes to ``OUT`` as JSON, and :func:`report` sums the workers' tables.
 Why ``thread_time`` and not ``getrusage(RUSAGE_THREAD)``: the latter reads the thread's run time
 as the kernel last updated it, at a context switch or a tick. CPU spent since then is counted in
 the next call that blocks, so a socket read takes the blame for the render before it (measured:
-the SMTP client 1.5 ms an email instead of 0.5). ``thread_time`` updates it first.
+the SMTP client 1.5 ms an email instead of 0.5). ``thread_time`` brings the kernel's count up to
+date before reading it.
 
 py-spy (``--py-spy``) shows which Python functions hold the GIL; this shows where a worker's whole
 CPU goes, the kernel's share of its socket and file calls included. Each wrapped call costs about
@@ -33,7 +34,7 @@ CALLS: tuple[tuple[str, str, str], ...] = (
     ("digest.cycle.queue", "Worker.once", "a whole email (Worker.once)"),
     ("digest.cycle.compose", "Composer.compose", "render and build the message"),
     ("digest.mail.mailer", "SmtpMailer.send", "SMTP conversation"),
-    ("pathlib", "Path.write_bytes", "archive page written"),
+    ("pathlib", "Path.write_bytes", "archive page written"),  # the only write_bytes of a sending worker
     ("digest.state.postgres.queue", "finish_sent", "finish_sent statement"),
     ("digest.state.postgres.queue", "claim", "claim statement"),
     ("digest.state.postgres.queue", "delivered_among", "delivered_among statement"),
@@ -99,9 +100,10 @@ def report(files: list[Path]) -> str:
     """The workers' tables summed: each call's CPU an email sent, its share of a whole email's, and
     its wall time an email (waits included)."""
     sent, summed = 0, {label: [0.0, 0.0, 0.0] for _, _, label in CALLS}
-    missing = [file.name for file in files if not file.exists()]  # killed before it could write
+    missing: list[str] = []
     for file in files:
-        if not file.exists():
+        if not file.exists():  # killed before it could write
+            missing.append(file.name)
             continue
         found = json.loads(file.read_text())
         sent += found["sent"]
